@@ -1,0 +1,48 @@
+#!/usr/bin/env node
+/** `xlb`: the command-line interface. Each subcommand lives in its own module. */
+import { bpfCommand } from './bpf.js';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, type CliCommand, type CliIO } from './command.js';
+import { maglevCommand } from './maglev.js';
+
+const commands: CliCommand[] = [maglevCommand, bpfCommand];
+
+const io: CliIO = {
+  out: (text) => void process.stdout.write(text),
+  err: (text) => void process.stderr.write(text),
+};
+
+function help(): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  return `usage: xlb <command> [arguments]  (xlb <command> --help for details)\n\n${commands
+    .map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`)
+    .join('\n')}\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    io.out(help());
+    return name === undefined ? EXIT_USAGE : EXIT_OK;
+  }
+  const command = commands.find((c) => c.name === name);
+  if (!command) {
+    io.err(`xlb: unknown command ${JSON.stringify(name)}\n\n${help()}`);
+    return EXIT_USAGE;
+  }
+  if (args.includes('--help') || args.includes('-h')) {
+    io.out(`${command.usage}\n`);
+    return EXIT_OK;
+  }
+  try {
+    return await command.run(args, io);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err(`xlb ${command.name}: ${error.message}\n`);
+      return EXIT_USAGE;
+    }
+    io.err(`xlb ${command.name}: ${error instanceof Error ? error.message : String(error)}\n`);
+    return EXIT_FAILURE;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

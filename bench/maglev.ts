@@ -1,0 +1,234 @@
+/**
+ * Maglev table benchmark: TypeScript population beside a plain C peer (bench/maglev/peer.c, gcc -O2)
+ * on identical inputs, the full TypeScript build (hash + sort + populate), and the table's quality:
+ * entries moved when one backend goes, and the spread of shares among equal-weight backends.
+ *
+ * Scope of the compared figure ("populate"): both sides get the same sorted offsets, skips, weights
+ * and ids, and per build allocate the u16 table, the per-backend positions and weight counters, then
+ * run Cilium's weighted turns. Both sides' tables are compared entry by entry; any difference fails
+ * the run.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Bench } from 'tinybench';
+import {
+  DEFAULT_MAGLEV_SEED,
+  buildMaglevTable,
+  maglevBackendKey,
+  parseMaglevSeed,
+  populateMaglevTable,
+  prepareMaglevPopulation,
+  type MaglevBackend,
+  type MaglevPopulationInput,
+  type MaglevTable,
+} from '../lb/maglev/index.js';
+import { repoRoot, writeBenchReport, type BenchFigure } from './lib/report.js';
+
+interface BenchCase {
+  size: number;
+  backends: number;
+}
+
+const CASES: readonly BenchCase[] = [
+  { size: 65521, backends: 1000 },
+  { size: 65521, backends: 100 },
+  { size: 16381, backends: 10 },
+];
+const REMOVALS_PER_CASE = 5;
+const PEER_TARGET_NS = 1.5e9;
+const seed = parseMaglevSeed(DEFAULT_MAGLEV_SEED);
+
+function log(message: string): void {
+  process.stdout.write(`[maglev bench] ${message}\n`);
+}
+
+/** Pod-like backends in 198.18.0.0/15, port 8080/TCP, Cilium's default weight 100. */
+function backendSet(count: number): MaglevBackend[] {
+  return Array.from({ length: count }, (_, i) => ({
+    key: maglevBackendKey({ address: `198.18.${1 + (i >> 8)}.${i & 0xff}`, port: 8080, protocol: 'TCP' }),
+    weight: 100,
+  }));
+}
+
+function caseName(c: BenchCase): string {
+  return `M=${c.size} N=${c.backends}`;
+}
+
+function buildPeer(root: string, buildDir: string): string {
+  const binary = join(buildDir, 'maglev-peer');
+  execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-o', binary, join(root, 'bench', 'maglev', 'peer.c')], {
+    stdio: 'inherit',
+  });
+  return binary;
+}
+
+function writePeerInput(path: string, input: MaglevPopulationInput): void {
+  const count = input.ids.length;
+  const words = new Uint32Array(3 + 4 * count);
+  words.set([input.size, count, input.idLimit]);
+  words.set(input.offsets, 3);
+  words.set(input.skips, 3 + count);
+  words.set(input.weights, 3 + 2 * count);
+  words.set(input.ids, 3 + 3 * count);
+  writeFileSync(path, new Uint8Array(words.buffer));
+}
+
+function runPeer(binary: string, inputPath: string, tablePath: string, iterations: number): number {
+  const out = execFileSync(binary, [inputPath, String(iterations), tablePath], { encoding: 'utf8' });
+  const match = /^mean_ns ([\d.]+) /.exec(out);
+  if (match === null || match[1] === undefined) throw new Error(`C peer printed ${JSON.stringify(out)}`);
+  return Number(match[1]);
+}
+
+/** Little-endian u32 words as written by the peer (this host is little-endian, as the bench assumes). */
+function readPeerTable(path: string): Uint32Array {
+  const bytes = readFileSync(path);
+  return new Uint32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
+function assertSameTable(c: BenchCase, ours: MaglevTable, peers: Uint32Array): void {
+  if (ours.length !== peers.length) {
+    throw new Error(`${caseName(c)}: C peer table has ${peers.length} entries, TypeScript ${ours.length}`);
+  }
+  for (let slot = 0; slot < ours.length; slot++) {
+    if (ours[slot] !== peers[slot]) {
+      throw new Error(`${caseName(c)}: C peer and TypeScript tables differ at slot ${slot}: ${peers[slot]} vs ${ours[slot]}`);
+    }
+  }
+}
+
+function meanLatencyNs(bench: Bench, taskName: string): number {
+  const result = bench.getTask(taskName)?.result;
+  if (result === undefined || result.state !== 'completed') {
+    throw new Error(`tinybench task ${taskName} did not complete (${result?.state ?? 'missing'})`);
+  }
+  return result.latency.mean * 1e6;
+}
+
+/** Fraction of slots whose backend changes when one backend is removed, averaged over a few removals. */
+function disruption(backends: readonly MaglevBackend[], size: number): { changed: number; removedShare: number } {
+  const before = buildMaglevTable(backends, size, seed);
+  let changed = 0;
+  let removedShare = 0;
+  for (let k = 0; k < REMOVALS_PER_CASE; k++) {
+    const removed = Math.floor((k * backends.length) / REMOVALS_PER_CASE);
+    const rest = backends.filter((_, i) => i !== removed);
+    const after = buildMaglevTable(rest, size, seed);
+    let moved = 0;
+    let owned = 0;
+    for (let slot = 0; slot < size; slot++) {
+      const was = before[slot] ?? 0;
+      const now = after[slot] ?? 0;
+      if (was === removed) owned++;
+      // After removal, indexes above `removed` shift down by one.
+      if ((now >= removed ? now + 1 : now) !== was) moved++;
+    }
+    changed += moved / size;
+    removedShare += owned / size;
+  }
+  return { changed: changed / REMOVALS_PER_CASE, removedShare: removedShare / REMOVALS_PER_CASE };
+}
+
+function shareSpread(table: MaglevTable, backendCount: number): number {
+  const counts = new Uint32Array(backendCount);
+  for (const index of table) counts[index] = (counts[index] ?? 0) + 1;
+  return Math.max(...counts) / Math.min(...counts);
+}
+
+async function main(): Promise<void> {
+  const root = repoRoot();
+  const buildDir = join(root, 'build', 'bench');
+  mkdirSync(buildDir, { recursive: true });
+  log('building the C peer with gcc -O2');
+  const peer = buildPeer(root, buildDir);
+
+  const figures: BenchFigure[] = [];
+  const prepared = CASES.map((c) => {
+    const backends = backendSet(c.backends);
+    return { c, backends, input: prepareMaglevPopulation(backends, c.size, seed) };
+  });
+
+  const peerNs = new Map<BenchCase, number>();
+  for (const { c, input } of prepared) {
+    const inputPath = join(buildDir, `maglev-${c.size}-${c.backends}.in`);
+    const tablePath = join(buildDir, `maglev-${c.size}-${c.backends}.table`);
+    writePeerInput(inputPath, input);
+    const estimate = runPeer(peer, inputPath, tablePath, 3);
+    const iterations = Math.max(10, Math.ceil(PEER_TARGET_NS / estimate));
+    log(`C peer ${caseName(c)}: ${iterations} builds`);
+    peerNs.set(c, runPeer(peer, inputPath, tablePath, iterations));
+    assertSameTable(c, populateMaglevTable(input), readPeerTable(tablePath));
+    log(`C peer ${caseName(c)}: table identical to TypeScript's (${c.size} entries)`);
+  }
+
+  const bench = new Bench({ name: 'maglev', time: 1500, warmupTime: 300 });
+  for (const { c, backends, input } of prepared) {
+    bench.add(`populate ${caseName(c)}`, () => void populateMaglevTable(input), { async: false });
+    bench.add(`build ${caseName(c)}`, () => void buildMaglevTable(backends, c.size, seed), { async: false });
+  }
+  bench.addEventListener('cycle', (event) => {
+    const task = event.task;
+    if (task !== undefined) log(`tinybench: ${task.name} done`);
+  });
+  log('tinybench: measuring TypeScript (1.5 s per task)');
+  await bench.run();
+
+  for (const { c } of prepared) {
+    const ts = meanLatencyNs(bench, `populate ${caseName(c)}`);
+    const cNs = peerNs.get(c) ?? NaN;
+    figures.push({
+      name: `populate ${caseName(c)}`,
+      value: Math.round(ts),
+      unit: 'ns/build',
+      peer: 'C gcc -O2',
+      peerValue: Math.round(cNs),
+      ratio: ts / cNs,
+      params: { M: c.size, N: c.backends, weights: 'all 100', scope: 'populate from given offsets/skips' },
+    });
+  }
+  for (const { c } of prepared) {
+    figures.push({
+      name: `build ${caseName(c)} (hash + sort + populate)`,
+      value: Math.round(meanLatencyNs(bench, `build ${caseName(c)}`)),
+      unit: 'ns/build',
+      params: { M: c.size, N: c.backends, weights: 'all 100' },
+    });
+  }
+  log('measuring disruption and share spread');
+  for (const { c, backends } of prepared) {
+    const { changed, removedShare } = disruption(backends, c.size);
+    const theory = 1 / c.backends;
+    figures.push({
+      name: `entries changed removing 1 of ${c.backends} (M=${c.size})`,
+      value: changed,
+      unit: 'of table',
+      peer: 'theory 1/N',
+      peerValue: theory,
+      ratio: changed / theory,
+      params: {
+        M: c.size,
+        N: c.backends,
+        removals: REMOVALS_PER_CASE,
+        removedShare: Number(removedShare.toFixed(6)),
+        excess: Number((changed - removedShare).toFixed(6)),
+      },
+    });
+  }
+  for (const { c, backends } of prepared) {
+    figures.push({
+      name: `max/min share, equal weights ${caseName(c)}`,
+      value: shareSpread(buildMaglevTable(backends, c.size, seed), c.backends),
+      unit: '×',
+      peer: 'ideal',
+      peerValue: 1,
+      params: { M: c.size, N: c.backends, 'M/N': Math.round(c.size / c.backends) },
+    });
+  }
+  writeBenchReport('maglev', figures);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`[maglev bench] FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,39 @@
+/**
+ * libbpf prints through a callback with a va_list; we format it with vsnprintf and keep the recent
+ * lines, so a failed load can carry the verifier's explanation in its error instead of on stderr.
+ */
+import { koffi, libbpf, libcCalls, printFn } from './libbpf.js';
+
+const LIBBPF_DEBUG = 2;
+const KEPT_LINES = 400;
+const lines: string[] = [];
+let linesSeen = 0;
+let installed = false;
+
+function onLibbpfPrint(level: number, format: string, args: unknown): number {
+  if (level === LIBBPF_DEBUG && !process.env.XLB_LIBBPF_DEBUG) return 0;
+  const text = Buffer.alloc(4096);
+  const length = libcCalls.vsnprintf(text, text.length, format, args) as number;
+  const line = text.toString('utf8', 0, Math.min(Math.max(length, 0), text.length - 1)).trimEnd();
+  lines.push(line);
+  linesSeen += 1;
+  if (lines.length > KEPT_LINES) lines.splice(0, lines.length - KEPT_LINES);
+  if (process.env.XLB_LIBBPF_DEBUG) process.stderr.write(`libbpf: ${line}\n`);
+  return 0;
+}
+
+export function installLibbpfLog(): void {
+  if (installed) return;
+  installed = true;
+  libbpf.libbpf_set_print(koffi.register(onLibbpfPrint, koffi.pointer(printFn)));
+}
+
+/** A mark before an operation; `since(mark)` is what libbpf said during it. */
+export function libbpfLogMark(): number {
+  return linesSeen;
+}
+
+export function libbpfLogSince(mark: number, maxLines = 60): string {
+  const said = lines.slice(Math.max(0, lines.length - (linesSeen - mark)));
+  return said.slice(-maxLines).join('\n');
+}

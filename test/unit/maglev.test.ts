@@ -1,0 +1,324 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import murmurhash3js from 'murmurhash3js';
+import {
+  DEFAULT_MAGLEV_SEED,
+  DEFAULT_MAGLEV_TABLE_SIZE,
+  MAGLEV_TABLE_SIZES,
+  MaglevTableCache,
+  buildMaglevTable,
+  canonicalIpAddress,
+  hash128Hex,
+  maglevBackendKey,
+  maglevOffsetAndSkip,
+  murmur3X64Hash128,
+  parseMaglevSeed,
+  type MaglevBackend,
+  type MaglevTable,
+} from '../../lb/maglev/index.js';
+
+const seed = parseMaglevSeed(DEFAULT_MAGLEV_SEED);
+
+/** Cilium's maglev_test.go mkAddr(i): IPv4 from big-endian i, port i, TCP. */
+function ciliumTestBackend(i: number, weight: number): MaglevBackend {
+  const address = [24, 16, 8, 0].map((shift) => (i >>> shift) & 0xff).join('.');
+  return { key: maglevBackendKey({ address, port: i % 65535, protocol: 'TCP' }), weight };
+}
+
+function podBackends(count: number, weight: (i: number) => number = () => 100): MaglevBackend[] {
+  return Array.from({ length: count }, (_, i) => ({
+    key: maglevBackendKey({ address: `198.18.${1 + (i >> 8)}.${i & 0xff}`, port: 8080, protocol: 'TCP' }),
+    weight: weight(i),
+  }));
+}
+
+function counts(table: MaglevTable, backendCount: number): number[] {
+  const result = new Array<number>(backendCount).fill(0);
+  for (const index of table) result[index] = (result[index] ?? 0) + 1;
+  return result;
+}
+
+/** Cilium's runLengthEncodeIDs: "<id>(<count>),...". */
+function runLengthEncode(table: MaglevTable): string {
+  const runs: string[] = [];
+  let current = table[0];
+  let length = 0;
+  for (const id of table) {
+    if (id === current) {
+      length++;
+    } else {
+      runs.push(`${current}(${length})`);
+      current = id;
+      length = 1;
+    }
+  }
+  runs.push(`${current}(${length})`);
+  return runs.join(',');
+}
+
+function keyAt(table: MaglevTable, backends: readonly MaglevBackend[], slot: number): string {
+  return backends[table[slot] ?? -1]?.key ?? 'none';
+}
+
+/** Deterministic PRNG (mulberry32) so shuffles and random strings repeat run to run. */
+function prng(seedValue: number): () => number {
+  let state = seedValue >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function shuffled<T>(items: readonly T[], random: () => number): T[] {
+  const out = items.slice();
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
+test('seed: default decodes as Cilium does (murmur seed = first 4 bytes big-endian)', () => {
+  assert.equal(seed.murmur, 0x24b7ef82);
+  assert.equal(seed.jhash0, 0x71dcda46);
+  assert.equal(seed.jhash1, 0x92505688);
+  assert.throws(() => parseMaglevSeed('AAAA'), /decodes to 3 bytes \(not 12 bytes\)/);
+  assert.throws(() => parseMaglevSeed('JLfvgnHc2kaSUFa!'), /not valid standard base64/);
+  assert.throws(() => parseMaglevSeed('JLfvgnHc2kaSUFaIAA'), /not valid standard base64/);
+  assert.equal(parseMaglevSeed('////////////////').murmur, 0xffffffff);
+});
+
+test('murmur3 x64_128: reference vectors and agreement with murmurhash3js', () => {
+  const bytes = (text: string): Uint8Array => Buffer.from(text, 'utf8');
+  assert.equal(hash128Hex(murmur3X64Hash128(bytes(''), 0)), '0'.repeat(32));
+  // mmh3.hash64("hello") = (-3758069500696749310, 6565844092913065241)
+  assert.equal(hash128Hex(murmur3X64Hash128(bytes('hello'), 0)), 'cbd8a7b341bd9b025b1e906a48ae1d19');
+  const random = prng(7);
+  for (let length = 0; length <= 100; length++) {
+    const text = Array.from({ length }, () => String.fromCharCode(32 + Math.floor(random() * 95))).join('');
+    for (const murmurSeed of [0, 1, seed.murmur, 0x80000000, 0xffffffff]) {
+      assert.equal(
+        hash128Hex(murmur3X64Hash128(bytes(text), murmurSeed)),
+        murmurhash3js.x64.hash128(text, murmurSeed),
+        `length ${length} seed ${murmurSeed}`,
+      );
+    }
+  }
+});
+
+test('backend key: the string Cilium setHashString builds', () => {
+  assert.equal(
+    maglevBackendKey({ address: '198.18.1.2', port: 8080, protocol: 'TCP' }),
+    '[198.18.1.2:8080/TCP,State:active]',
+  );
+  assert.equal(
+    maglevBackendKey({ address: '2001:DB8:0:0::2', port: 53, protocol: 'UDP' }),
+    '[[2001:db8::2]:53/UDP,State:active]',
+  );
+  assert.equal(maglevBackendKey({ address: '198.18.0.1', port: 9, protocol: 'SCTP' }), '[198.18.0.1:9/SCTP,State:active]');
+  assert.throws(() => maglevBackendKey({ address: '198.18.0.1', port: 65536, protocol: 'TCP' }), /port 65536/);
+  assert.throws(() => maglevBackendKey({ address: 'fe80::1%eth0', port: 1, protocol: 'TCP' }), /without zone/);
+});
+
+test('IPv6 addresses print as Go netip does', () => {
+  const cases: [string, string][] = [
+    ['2001:0DB8:0000:0000:0000:0000:0000:0002', '2001:db8::2'],
+    ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'], // equal runs: the first is elided
+    ['2001:db8:0:1:0:0:0:1', '2001:db8:0:1::1'], // the longest run wins
+    ['2001:db8:1:2:3:4:0:5', '2001:db8:1:2:3:4:0:5'], // a single zero group stays
+    ['::', '::'],
+    ['1::', '1::'],
+    ['::1', '::1'],
+    ['::ffff:198.18.0.1', '::ffff:198.18.0.1'],
+    ['::ffff:c612:1', '::ffff:198.18.0.1'],
+    ['::1.2.3.4', '::102:304'],
+    ['198.18.0.1', '198.18.0.1'],
+  ];
+  for (const [input, expected] of cases) assert.equal(canonicalIpAddress(input), expected, input);
+  assert.throws(() => canonicalIpAddress('198.18.0.256'), /not an IPv4 or IPv6 address/);
+});
+
+test('Cilium TestReproducible: exact table at M=251', () => {
+  const backends = [ciliumTestBackend(1, 2), ciliumTestBackend(3, 13), ciliumTestBackend(4, 111), ciliumTestBackend(5, 10)];
+  const expected =
+    '2(5),3(1),2(3),1(1),2(2),0(1),2(1),3(1),2(1),3(1),2(1),1(1),2(7),1(1),2(14),3(1),2(1),' +
+    '1(2),2(12),3(1),2(3),1(1),2(4),3(1),2(8),3(1),2(2),1(1),2(16),1(2),2(3),3(1),2(11),1(2),2(4),3(1),2(3),' +
+    '1(1),2(4),3(1),2(1),0(1),1(1),2(8),1(1),2(7),1(1),2(4),3(1),2(1),3(1),2(9),1(2),2(5),1(1),2(7),3(1),2(1),' +
+    '3(1),1(1),2(8),1(1),2(4),0(1),2(1),1(1),2(5),3(1),2(3),1(1),2(4),3(1),2(3),1(1),2(12),0(1),3(1),2(3),3(1),' +
+    '2(4),3(1),2(2),1(1),2(7)';
+  assert.equal(runLengthEncode(buildMaglevTable(backends, 251, seed)), expected);
+});
+
+test('Cilium TestWeightedBackendWithRemoval: counts 16/98/832/75 at M=1021, removal moves < 1%', () => {
+  const backends = [ciliumTestBackend(1, 2), ciliumTestBackend(2, 13), ciliumTestBackend(3, 111), ciliumTestBackend(4, 10)];
+  const before = buildMaglevTable(backends, 1021, seed);
+  assert.deepEqual(counts(before, 4), [16, 98, 832, 75]);
+
+  const rest = backends.slice(1);
+  const after = buildMaglevTable(rest, 1021, seed);
+  let changedExisting = 0;
+  for (let slot = 0; slot < 1021; slot++) {
+    const was = keyAt(before, backends, slot);
+    const now = keyAt(after, rest, slot);
+    if (was !== backends[0]?.key && now !== was) changedExisting++;
+    assert.notEqual(now, backends[0]?.key);
+  }
+  assert.ok((changedExisting / 1021) * 100 < 1, `${changedExisting} slots of remaining backends moved`);
+});
+
+test('Cilium TestBackendRemoval: 3 equal backends, removing one moves < 1% of the others', () => {
+  const backends = [1, 2, 3].map((i) => ciliumTestBackend(i, 1));
+  const before = buildMaglevTable(backends, 1021, seed);
+  const after = buildMaglevTable(backends.slice(0, 2), 1021, seed);
+  let changedExisting = 0;
+  for (let slot = 0; slot < 1021; slot++) {
+    const was = before[slot];
+    if (was !== 2 && after[slot] !== was) changedExisting++;
+    assert.ok(after[slot] === 0 || after[slot] === 1);
+  }
+  assert.ok((changedExisting / 1021) * 100 < 1, `${changedExisting} slots moved`);
+});
+
+test('every slot is filled with a backend of weight > 0', () => {
+  for (const size of [251, 1021, DEFAULT_MAGLEV_TABLE_SIZE]) {
+    for (const count of [1, 2, 7, 100]) {
+      const backends = podBackends(count, (i) => (i % 5 === 4 ? 0 : 1 + ((i * 37) % 200)));
+      if (backends.every((b) => b.weight === 0)) continue;
+      const table = buildMaglevTable(backends, size, seed);
+      assert.equal(table.length, size);
+      for (const index of table) assert.ok((backends[index]?.weight ?? 0) > 0, `slot holds ${index}`);
+    }
+  }
+});
+
+test('shares follow weights when M >= 100·N', () => {
+  const size = 16381;
+  const equal = counts(buildMaglevTable(podBackends(100), size, seed), 100);
+  for (const count of equal) assert.ok(Math.abs(count / size - 1 / 100) <= 0.01 / 100, `equal share ${count}`);
+
+  // Cilium's turn rule seeds each counter at weight/N, which gives every backend an early turn,
+  // so weighted shares are looser than equal ones: 1 point of the table, 5% of each backend's share.
+  const backends = podBackends(100, (i) => 50 + i);
+  const weightSum = backends.reduce((sum, b) => sum + b.weight, 0);
+  const weighted = counts(buildMaglevTable(backends, size, seed), 100);
+  backends.forEach((backend, i) => {
+    const share = (weighted[i] ?? 0) / size;
+    const weightShare = backend.weight / weightSum;
+    assert.ok(Math.abs(share - weightShare) <= 0.01, `backend ${i}`);
+    assert.ok(Math.abs(share - weightShare) <= 0.05 * weightShare, `backend ${i}: ${share} vs ${weightShare}`);
+  });
+});
+
+test('the slot → backend mapping does not depend on the order backends are given in', () => {
+  const backends = podBackends(50, (i) => 1 + (i % 4) * 100);
+  const reference = buildMaglevTable(backends, 4093, seed);
+  const random = prng(42);
+  for (let round = 0; round < 5; round++) {
+    const order = shuffled(backends, random);
+    const table = buildMaglevTable(order, 4093, seed);
+    for (let slot = 0; slot < 4093; slot++) {
+      assert.equal(keyAt(table, order, slot), keyAt(reference, backends, slot), `round ${round} slot ${slot}`);
+    }
+  }
+});
+
+test('removing 1 of N backends moves about 1/N of the table', () => {
+  // Besides the removed backend's own slots, Maglev moves a small excess; measured for N = 100:
+  // ~1.3% of the table at M = 16381 (M/N = 164), ~0.6% at M = 65521 (M/N = 655).
+  const backends = podBackends(100);
+  for (const { size, excessBound } of [
+    { size: 16381, excessBound: 0.02 },
+    { size: 65521, excessBound: 0.01 },
+  ]) {
+    const before = buildMaglevTable(backends, size, seed);
+    for (const removed of [0, 37, 99]) {
+      const rest = backends.filter((_, i) => i !== removed);
+      const after = buildMaglevTable(rest, size, seed);
+      let changed = 0;
+      let owned = 0;
+      for (let slot = 0; slot < size; slot++) {
+        const was = keyAt(before, backends, slot);
+        if (was === backends[removed]?.key) owned++;
+        if (keyAt(after, rest, slot) !== was) changed++;
+      }
+      const where = `M=${size}, removing ${removed}: ${changed} changed, ${owned} owned`;
+      assert.ok(changed >= owned, where);
+      assert.ok(Math.abs(owned / size - 1 / 100) < 0.001, where);
+      assert.ok((changed - owned) / size < excessBound, where);
+    }
+  }
+});
+
+test('weight-0 backends keep their index but never appear', () => {
+  const backends = podBackends(6, (i) => (i === 2 || i === 5 ? 0 : 100));
+  const table = buildMaglevTable(backends, 1021, seed);
+  const tally = counts(table, 6);
+  assert.equal(tally[2], 0);
+  assert.equal(tally[5], 0);
+  const without = backends.filter((b) => b.weight > 0);
+  const reference = buildMaglevTable(without, 1021, seed);
+  for (let slot = 0; slot < 1021; slot++) assert.equal(keyAt(table, backends, slot), keyAt(reference, without, slot));
+});
+
+test('no backend of weight > 0 gives an empty table', () => {
+  assert.equal(buildMaglevTable([], 251, seed).length, 0);
+  assert.equal(buildMaglevTable(podBackends(3, () => 0), 251, seed).length, 0);
+});
+
+test('u16 table up to 65535 backends, u32 beyond', () => {
+  const many = (count: number): MaglevBackend[] =>
+    Array.from({ length: count }, (_, i) => ({ key: `backend-${i}`, weight: i === count - 1 ? 1 : 0 }));
+  const small = buildMaglevTable(many(65535), 251, seed);
+  assert.ok(small instanceof Uint16Array);
+  assert.ok(small.every((index) => index === 65534));
+  const large = buildMaglevTable(many(65536), 251, seed);
+  assert.ok(large instanceof Uint32Array);
+  assert.ok(large.every((index) => index === 65535));
+});
+
+test('bad input is rejected with an error naming the problem', () => {
+  const two = podBackends(2);
+  for (const size of [1000, 7, 65537, 251.5, 0]) {
+    assert.throws(() => buildMaglevTable(two, size, seed), /table size .* not supported/);
+  }
+  const first = two[0] ?? { key: 'x', weight: 1 };
+  assert.throws(() => buildMaglevTable([first, { ...first, weight: 5 }], 251, seed), /backend 1 has the same key as backend 0/);
+  for (const weight of [-1, 1.5, 65536, Number.NaN]) {
+    assert.throws(() => buildMaglevTable([{ key: 'a', weight }], 251, seed), /weight .* must be an integer in 0\.\.65535/);
+  }
+  assert.deepEqual(MAGLEV_TABLE_SIZES, [251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071]);
+});
+
+test('offset and skip stay in range', () => {
+  for (const size of MAGLEV_TABLE_SIZES) {
+    for (const backend of podBackends(20)) {
+      const { offset, skip } = maglevOffsetAndSkip(Buffer.from(backend.key), size, seed);
+      assert.ok(Number.isInteger(offset) && offset >= 0 && offset < size);
+      assert.ok(Number.isInteger(skip) && skip >= 1 && skip < size);
+    }
+  }
+});
+
+test('cache returns the identical table for the same input and rebuilds on change', () => {
+  const cache = new MaglevTableCache({ maxEntries: 2 });
+  const backends = podBackends(10);
+  const first = cache.table(backends, 1021, seed);
+  const again = cache.table(podBackends(10), 1021, seed);
+  assert.equal(again, first);
+  assert.deepEqual([cache.builds, cache.hits], [1, 1]);
+
+  const reweighted = backends.map((b, i) => (i === 0 ? { ...b, weight: 50 } : b));
+  assert.notEqual(cache.table(reweighted, 1021, seed), first);
+  assert.notEqual(cache.table(backends, 2039, seed), first);
+  assert.equal(cache.builds, 3);
+  assert.equal(cache.size, 2);
+  // The first entry was the least recently used of three: evicted, so this builds again.
+  assert.notEqual(cache.table(backends, 1021, seed), first);
+  assert.equal(cache.builds, 4);
+  cache.clear();
+  assert.equal(cache.size, 0);
+  assert.throws(() => new MaglevTableCache({ maxEntries: 0 }), /maxEntries/);
+});
