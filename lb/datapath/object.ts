@@ -14,6 +14,8 @@ export interface LoadOptions {
   constants?: Record<string, number | bigint>;
   /** Override max_entries per map name (e.g. conntrack size from the command line). */
   maxEntries?: Record<string, number>;
+  /** Override value sizes per map name (e.g. the Maglev table map, 2·M bytes per service). */
+  valueSize?: Record<string, number>;
 }
 
 /** One compiled BPF object file: opened, configured and loaded into the kernel in one step. */
@@ -61,6 +63,10 @@ export class BpfObject {
       const maxEntries = options.maxEntries?.[name];
       if (maxEntries !== undefined) {
         check(libbpf.bpf_map__set_max_entries(map, maxEntries) as number, 'bpf_map__set_max_entries', `map ${name}`);
+      }
+      const valueSize = options.valueSize?.[name];
+      if (valueSize !== undefined) {
+        check(libbpf.bpf_map__set_value_size(map, valueSize) as number, 'bpf_map__set_value_size', `map ${name}`);
       }
       if (options.pinDir && !libbpf.bpf_map__is_internal(map)) {
         const pinPath = join(options.pinDir, name);

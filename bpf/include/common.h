@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Types, constants and the one reason enum every xlb program shares. */
+#ifndef XLB_COMMON_H
+#define XLB_COMMON_H
+
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+#define XLB_AF_INET 2
+#define XLB_AF_INET6 10
+
+/* Keeps a type in the object's BTF when no map names it (ring buffer records, config values), so the
+ * TypeScript codecs can be checked against it. */
+#define XLB_BTF_TYPE(type) const struct type *__xlb_btf_##type __attribute__((unused))
+
+/* An IPv4 or IPv6 address; IPv4 sits in the first 4 bytes, the rest zero, so one key serves both. */
+union xlb_addr {
+	__be32 v4;
+	__be32 v6[4];
+	__u8 bytes[16];
+};
+
+/*
+ * Why a packet went where it went. One enum for the XDP and tc programs, the per-CPU counters
+ * (index = direction * XLB_REASON_MAX + reason), the ring-buffer events, metrics labels and
+ * `xlb monitor`. Reasons from XLB_DROP_FIRST on are drops; functions return them negated.
+ */
+enum xlb_reason {
+	XLB_FWD_NEW_FLOW = 0,      /* first packet of a flow sent to a backend */
+	XLB_FWD_ESTABLISHED,       /* later packet of a tracked flow sent to its backend */
+	XLB_FWD_REPLY,             /* SNAT reply translated back towards the client */
+	XLB_FWD_ICMP_ERROR,        /* ICMP error of a tracked flow translated and forwarded */
+	XLB_PASS_NOT_SERVICE,      /* not for a service: left to the kernel stack */
+	XLB_PASS_NO_NEIGH,         /* translated, but the next hop's MAC is unknown: the stack resolves it */
+	XLB_PASS_FRAGMENT,         /* fragment of a flow we do not track: left to the stack */
+	XLB_REJECT_NO_BACKEND,     /* service without backends: ICMP unreachable sent back (kube-proxy REJECT) */
+	XLB_DSR_RECEIVED,          /* backend side: DSR option read, service address remembered */
+	XLB_DSR_REPLY,             /* backend side: reply source rewritten to the service address */
+	XLB_FORWARD_REASON_MAX,
+
+	XLB_DROP_FIRST = 16,
+	XLB_DROP_MALFORMED = XLB_DROP_FIRST, /* truncated or inconsistent headers */
+	XLB_DROP_NO_BACKEND,       /* service without usable backends, and no reject possible */
+	XLB_DROP_SOURCE_RANGE,     /* source not in the service's loadBalancerSourceRanges */
+	XLB_DROP_CT_FULL,          /* conntrack insert failed */
+	XLB_DROP_NAT_NO_PORT,      /* no free SNAT port for the flow */
+	XLB_DROP_NAT_FULL,         /* SNAT map insert failed */
+	XLB_DROP_FIB,              /* no route to the backend or the client */
+	XLB_DROP_FRAG_NEEDED,      /* too big for the next hop (ICMP frag-needed sent where possible) */
+	XLB_DROP_UNSUPPORTED,      /* a header we cannot translate (e.g. unknown IPv6 extension) */
+	XLB_DROP_BACKEND_GONE,     /* tracked backend no longer exists and no other is available */
+	XLB_DROP_DSR_OPTION,       /* DSR option present but malformed */
+	XLB_DROP_ICMP_ERROR,       /* ICMP error that matches no tracked flow */
+	XLB_REASON_MAX = 32,
+};
+
+enum xlb_direction {
+	XLB_DIR_INGRESS = 0,
+	XLB_DIR_EGRESS = 1,
+	XLB_DIR_MAX = 2,
+};
+
+static __always_inline int xlb_is_drop(int reason)
+{
+	return reason >= XLB_DROP_FIRST;
+}
+
+#endif

@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Every layout that crosses between the datapath and userspace: map keys and values, ring-buffer
+ * records, runtime config. One definition each; lb/layouts.ts mirrors them and a test checks the
+ * mirror against this object's BTF. Explicit padding everywhere, so hash keys compare byte-exact.
+ */
+#ifndef XLB_MAPS_H
+#define XLB_MAPS_H
+
+#include "common.h"
+#include "parse.h"
+
+/* ---- services (lb.h) ---- */
+
+/* A frontend: LoadBalancer/ExternalIP address, or one node address for a NodePort. */
+struct lb_service_key {
+	union xlb_addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+enum xlb_forwarding_mode {
+	XLB_MODE_SNAT = 0,
+	XLB_MODE_DSR = 1,
+	XLB_MODE_HYBRID = 2, /* DSR for TCP, SNAT for everything else */
+};
+
+enum xlb_service_flags {
+	XLB_SVC_F_MAGLEV = 1 << 0,        /* else random */
+	XLB_SVC_F_SOURCE_RANGES = 1 << 1, /* check xlb_lb_srcrng */
+	XLB_SVC_F_NODEPORT = 1 << 2,
+	XLB_SVC_F_LOCAL = 1 << 3,         /* externalTrafficPolicy Local: the table holds only local backends */
+};
+
+struct lb_service {
+	__u32 id;               /* key of the maglev table, slots, affinity and source ranges */
+	__u16 backend_count;    /* slots 0 .. backend_count-1 are live */
+	__u8 flags;             /* enum xlb_service_flags */
+	__u8 mode;              /* enum xlb_forwarding_mode */
+	__u32 affinity_timeout; /* seconds of ClientIP affinity; 0 = none */
+};
+
+struct lb_backend {
+	union xlb_addr addr;
+	__be16 port;
+	__u8 family;
+	__u8 pad;
+};
+
+/* Slot n of a service: the n-th backend the control plane listed (what Maglev tables index). */
+struct lb_slot_key {
+	__u32 service_id;
+	__u32 slot;
+};
+
+struct lb_affinity_key {
+	__u32 service_id;
+	__u32 pad;
+	union xlb_addr client;
+};
+
+struct lb_affinity {
+	__u64 last_used; /* bpf_ktime_get_ns */
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* LPM key: prefixlen counts the 32 bits of service_id plus the address prefix. */
+struct lb_source_range_key {
+	__u32 prefixlen;
+	__u32 service_id;
+	union xlb_addr addr;
+};
+
+/* ---- conntrack (conntrack.h) ---- */
+
+enum xlb_ct_flags {
+	XLB_CT_F_DSR = 1 << 0,
+	XLB_CT_F_SNAT = 1 << 1,
+	XLB_CT_F_CLOSING = 1 << 2, /* FIN or RST seen: short lifetime */
+};
+
+/* Keyed by the client's tuple as it arrives (struct xlb_tuple). */
+struct ct_entry {
+	__u64 last_seen;        /* bpf_ktime_get_ns */
+	__u32 backend_id;
+	__u32 service_id;
+	union xlb_addr nat_addr; /* SNAT: the node address the flow leaves with */
+	__be16 nat_port;         /* SNAT: the source port the flow leaves with */
+	__u8 flags;              /* enum xlb_ct_flags */
+	__u8 pad[5];
+};
+
+/* ---- SNAT (nat.h) ---- */
+
+/* Keyed by the reply tuple as it arrives from the backend (backend → node:nat_port). */
+struct nat_reverse {
+	union xlb_addr client;
+	union xlb_addr service;
+	__be16 client_port;
+	__be16 service_port;
+	__u32 pad;
+};
+
+/* ---- fragments (frag.h) ---- */
+
+struct frag_key {
+	union xlb_addr saddr;
+	union xlb_addr daddr;
+	__be32 id;
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+struct frag_ports {
+	__be16 sport;
+	__be16 dport;
+};
+
+/* ---- DSR, backend side (dsr.h) ---- */
+
+/* Keyed by the flow as the backend sees it arrive (client → backend). */
+struct dsr_entry {
+	union xlb_addr service;
+	__be16 service_port;
+	__u8 pad[6];
+	__u64 last_seen;
+};
+
+/* ---- runtime config (config.h) ---- */
+
+struct xlb_config {
+	union xlb_addr node_v4;   /* SNAT source for IPv4 flows */
+	union xlb_addr node_v6;   /* SNAT source for IPv6 flows */
+	__u16 nat_port_min;       /* SNAT source ports, host order */
+	__u16 nat_port_max;
+	__u32 event_sample;       /* 1 in N new-flow events reach the ring buffer; 0 = none */
+};
+
+/* ---- counters and events (metrics.h) ---- */
+
+struct xlb_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+enum xlb_event_type {
+	XLB_EVENT_DROP = 1,
+	XLB_EVENT_NEW_FLOW = 2,
+	XLB_EVENT_REJECT = 3,
+};
+
+struct xlb_event {
+	__u64 timestamp;   /* bpf_ktime_get_ns */
+	struct xlb_tuple tuple;
+	__u32 ifindex;
+	__u32 service_id;
+	__u32 backend_id;
+	__u8 type;         /* enum xlb_event_type */
+	__u8 reason;       /* enum xlb_reason */
+	__u8 direction;    /* enum xlb_direction */
+	__u8 pad;
+};
+
+#endif

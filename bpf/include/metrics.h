@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Per-CPU counters by reason and direction, and the sampled event ring buffer read by `xlb monitor`. */
+#ifndef XLB_METRICS_H
+#define XLB_METRICS_H
+
+#include "common.h"
+#include "maps.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_REASON_MAX * XLB_DIR_MAX);
+	__type(key, __u32);
+	__type(value, struct xlb_counter);
+} xlb_metrics SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} xlb_events SEC(".maps");
+
+XLB_BTF_TYPE(xlb_event);
+
+static __always_inline void xlb_count(int reason, int direction, __u32 bytes)
+{
+	__u32 key = direction * XLB_REASON_MAX + reason;
+	struct xlb_counter *counter;
+
+	if (key >= XLB_REASON_MAX * XLB_DIR_MAX)
+		return;
+	counter = bpf_map_lookup_elem(&xlb_metrics, &key);
+	if (counter) {
+		counter->packets += 1;
+		counter->bytes += bytes;
+	}
+}
+
+/* Best effort: a full ring buffer loses the event, never the packet. */
+static __always_inline void xlb_emit(__u8 type, int reason, int direction, const struct xlb_tuple *tuple,
+				     __u32 ifindex, __u32 service_id, __u32 backend_id)
+{
+	struct xlb_event *event = bpf_ringbuf_reserve(&xlb_events, sizeof(*event), 0);
+
+	if (!event)
+		return;
+	event->timestamp = bpf_ktime_get_ns();
+	__builtin_memcpy(&event->tuple, tuple, sizeof(*tuple));
+	event->ifindex = ifindex;
+	event->service_id = service_id;
+	event->backend_id = backend_id;
+	event->type = type;
+	event->reason = reason;
+	event->direction = direction;
+	event->pad = 0;
+	bpf_ringbuf_submit(event, 0);
+}
+
+#endif
