@@ -15,6 +15,9 @@
 #define XLB_AF_INET 2
 #define XLB_AF_INET6 10
 
+/* Hides a value from the compiler so a bound check it could prove redundant stays for the verifier. */
+#define xlb_barrier_var(var) asm volatile("" : "+r"(var))
+
 /* Keeps a type in the object's BTF when no map names it (ring buffer records, config values), so the
  * TypeScript codecs can be checked against it. */
 #define XLB_BTF_TYPE(type) const struct type *__xlb_btf_##type __attribute__((unused))

@@ -13,9 +13,45 @@
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
-#include <linux/icmp.h>
-#include <linux/icmpv6.h>
 #include "common.h"
+
+/* ICMP headers of our own: <linux/icmp.h> drags in libc socket headers that do not build for BPF. */
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	union {
+		struct {
+			__be16 id;
+			__be16 sequence;
+		} echo;
+		__be32 gateway;
+		struct {
+			__be16 unused;
+			__be16 mtu;
+		} frag;
+	} un;
+};
+
+struct icmp6hdr {
+	__u8 icmp6_type;
+	__u8 icmp6_code;
+	__sum16 icmp6_cksum;
+	__be32 icmp6_data;
+};
+
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+#define ICMP_PORT_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_PORT_UNREACH 4
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
 
 #define XLB_ETH_P_8021Q 0x8100
 #define XLB_IPV6_MAX_EXT_HEADERS 4
@@ -51,6 +87,25 @@ struct xlb_pkt {
 	__u8 pad[3];
 };
 
+/* Offsets as the verifier needs them: provably small. Parsing never produces larger ones (an IPv6
+ * packet whose extension headers go beyond XLB_L4_OFF_MAX is refused), so the clamp never bites. */
+#define XLB_L3_OFF_MAX 18
+#define XLB_L4_OFF_MAX 512
+
+static __always_inline __u32 xlb_l3_off(const struct xlb_pkt *pkt)
+{
+	__u32 off = pkt->l3_off;
+
+	return off < XLB_L3_OFF_MAX ? off : XLB_L3_OFF_MAX;
+}
+
+static __always_inline __u32 xlb_l4_off(const struct xlb_pkt *pkt)
+{
+	__u32 off = pkt->l4_off;
+
+	return off < XLB_L4_OFF_MAX ? off : XLB_L4_OFF_MAX;
+}
+
 enum {
 	XLB_PARSE_OK = 0,
 	XLB_PARSE_NOT_IP = 1,
@@ -74,7 +129,7 @@ static __always_inline int xlb_icmp6_is_error(__u8 type)
 /* Ports (or ICMP echo id), TCP flags and ICMP type from the L4 header at pkt->l4_off. */
 static __always_inline int xlb_parse_l4(void *data, void *data_end, struct xlb_pkt *pkt)
 {
-	void *l4 = data + pkt->l4_off;
+	void *l4 = data + xlb_l4_off(pkt);
 
 	switch (pkt->tuple.proto) {
 	case IPPROTO_TCP: {
@@ -121,7 +176,7 @@ static __always_inline int xlb_parse_l4(void *data, void *data_end, struct xlb_p
 
 static __always_inline int xlb_parse_ipv4(void *data, void *data_end, struct xlb_pkt *pkt, int whole_frame)
 {
-	struct iphdr *ip = data + pkt->l3_off;
+	struct iphdr *ip = data + xlb_l3_off(pkt);
 	__u16 frag_off;
 
 	if ((void *)(ip + 1) > data_end)
@@ -129,9 +184,9 @@ static __always_inline int xlb_parse_ipv4(void *data, void *data_end, struct xlb
 	if (ip->version != 4 || ip->ihl < 5)
 		return -XLB_DROP_MALFORMED;
 	pkt->l3_len = ip->ihl * 4;
-	if (data + pkt->l3_off + pkt->l3_len > data_end || bpf_ntohs(ip->tot_len) < pkt->l3_len)
+	if ((void *)ip + pkt->l3_len > data_end || bpf_ntohs(ip->tot_len) < pkt->l3_len)
 		return -XLB_DROP_MALFORMED;
-	if (whole_frame && data + pkt->l3_off + bpf_ntohs(ip->tot_len) > data_end)
+	if (whole_frame && (void *)ip + bpf_ntohs(ip->tot_len) > data_end)
 		return -XLB_DROP_MALFORMED;
 
 	pkt->tuple.family = XLB_AF_INET;
@@ -160,7 +215,7 @@ struct xlb_ipv6_frag_hdr {
 
 static __always_inline int xlb_parse_ipv6(void *data, void *data_end, struct xlb_pkt *pkt, int whole_frame)
 {
-	struct ipv6hdr *ip6 = data + pkt->l3_off;
+	struct ipv6hdr *ip6 = data + xlb_l3_off(pkt);
 	__u32 off;
 	__u8 next;
 	int i;
@@ -169,17 +224,19 @@ static __always_inline int xlb_parse_ipv6(void *data, void *data_end, struct xlb
 		return -XLB_DROP_MALFORMED;
 	if (ip6->version != 6)
 		return -XLB_DROP_MALFORMED;
-	if (whole_frame && data + pkt->l3_off + sizeof(*ip6) + bpf_ntohs(ip6->payload_len) > data_end)
+	if (whole_frame && (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > data_end)
 		return -XLB_DROP_MALFORMED;
 
 	pkt->tuple.family = XLB_AF_INET6;
 	__builtin_memcpy(pkt->tuple.saddr.bytes, &ip6->saddr, 16);
 	__builtin_memcpy(pkt->tuple.daddr.bytes, &ip6->daddr, 16);
 	next = ip6->nexthdr;
-	off = pkt->l3_off + sizeof(*ip6);
+	off = xlb_l3_off(pkt) + sizeof(*ip6);
 
 #pragma unroll
 	for (i = 0; i < XLB_IPV6_MAX_EXT_HEADERS; i++) {
+		if (off > XLB_L4_OFF_MAX)
+			return -XLB_DROP_UNSUPPORTED;
 		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS) {
 			__u8 *ext = data + off;
 
@@ -207,7 +264,8 @@ static __always_inline int xlb_parse_ipv6(void *data, void *data_end, struct xlb
 			break;
 		}
 	}
-	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS || next == IPPROTO_FRAGMENT)
+	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS || next == IPPROTO_FRAGMENT ||
+	    off > XLB_L4_OFF_MAX)
 		return -XLB_DROP_UNSUPPORTED; /* more extension headers than we follow */
 
 	pkt->tuple.proto = next;

@@ -5,20 +5,25 @@
 import { koffi, libbpf, libcCalls, printFn } from './libbpf.js';
 
 const LIBBPF_DEBUG = 2;
-const KEPT_LINES = 400;
+const KEPT_LINES = 2000;
+/* Verifier logs arrive as one message of up to megabytes; the error is at its end. */
+const FORMAT_BUFFER_BYTES = 8 << 20;
+let formatBuffer: Buffer | undefined;
 const lines: string[] = [];
 let linesSeen = 0;
 let installed = false;
 
 function onLibbpfPrint(level: number, format: string, args: unknown): number {
   if (level === LIBBPF_DEBUG && !process.env.XLB_LIBBPF_DEBUG) return 0;
-  const text = Buffer.alloc(4096);
-  const length = libcCalls.vsnprintf(text, text.length, format, args) as number;
-  const line = text.toString('utf8', 0, Math.min(Math.max(length, 0), text.length - 1)).trimEnd();
-  lines.push(line);
-  linesSeen += 1;
+  formatBuffer ??= Buffer.alloc(FORMAT_BUFFER_BYTES);
+  const length = libcCalls.vsnprintf(formatBuffer, formatBuffer.length, format, args) as number;
+  const text = formatBuffer.toString('utf8', 0, Math.min(Math.max(length, 0), formatBuffer.length - 1));
+  for (const line of text.trimEnd().split('\n')) {
+    lines.push(line);
+    linesSeen += 1;
+  }
   if (lines.length > KEPT_LINES) lines.splice(0, lines.length - KEPT_LINES);
-  if (process.env.XLB_LIBBPF_DEBUG) process.stderr.write(`libbpf: ${line}\n`);
+  if (process.env.XLB_LIBBPF_DEBUG) process.stderr.write(`libbpf: ${text}`);
   return 0;
 }
 

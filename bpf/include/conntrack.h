@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Connection tracking for load-balanced flows: the client's tuple → the backend it got, so established
+ * flows keep their backend when backends are added (Maglev reshuffles a little), and translation state
+ * (SNAT address/port, DSR) stays with the flow. A shared LRU: on veth, a flow's packets may be handled
+ * on either CPU, so a per-CPU table would split flows; the LRU evicts the least recently used entry when
+ * full rather than failing, and a failed insert is still counted.
+ */
+#ifndef XLB_CONNTRACK_H
+#define XLB_CONNTRACK_H
+
+#include "common.h"
+#include "maps.h"
+#include "parse.h"
+
+#define XLB_CT_MAX_ENTRIES 262144
+
+/* Lifetimes in seconds, as kube-proxy's conntrack settings: established TCP long, closing short. */
+#define XLB_CT_LIFETIME_TCP 21600
+#define XLB_CT_LIFETIME_CLOSING 10
+#define XLB_CT_LIFETIME_NONTCP 60
+#define XLB_NS 1000000000ULL
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XLB_CT_MAX_ENTRIES);
+	__type(key, struct xlb_tuple);
+	__type(value, struct ct_entry);
+} xlb_ct SEC(".maps");
+
+static __always_inline __u64 ct_lifetime_ns(const struct ct_entry *entry, __u8 proto)
+{
+	if (entry->flags & XLB_CT_F_CLOSING)
+		return XLB_CT_LIFETIME_CLOSING * XLB_NS;
+	return (proto == IPPROTO_TCP ? XLB_CT_LIFETIME_TCP : XLB_CT_LIFETIME_NONTCP) * XLB_NS;
+}
+
+/* The live entry of this flow, or NULL when there is none or it has expired. */
+static __always_inline struct ct_entry *ct_lookup(const struct xlb_tuple *tuple, __u64 now)
+{
+	struct ct_entry *entry = bpf_map_lookup_elem(&xlb_ct, tuple);
+
+	if (!entry)
+		return NULL;
+	if (now - entry->last_seen > ct_lifetime_ns(entry, tuple->proto))
+		return NULL;
+	return entry;
+}
+
+/* A TCP SYN on a flow that was closing starts a new connection: it may pick a backend afresh. */
+static __always_inline int ct_is_reopened(const struct ct_entry *entry, const struct xlb_pkt *pkt)
+{
+	return (entry->flags & XLB_CT_F_CLOSING) && pkt->tuple.proto == IPPROTO_TCP &&
+	       (pkt->tcp_flags & (XLB_TCP_SYN | XLB_TCP_ACK)) == XLB_TCP_SYN;
+}
+
+static __always_inline void ct_touch(struct ct_entry *entry, const struct xlb_pkt *pkt, __u64 now)
+{
+	entry->last_seen = now;
+	if (pkt->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST))
+		entry->flags |= XLB_CT_F_CLOSING;
+}
+
+static __always_inline int ct_create(const struct xlb_tuple *tuple, const struct ct_entry *entry)
+{
+	if (bpf_map_update_elem(&xlb_ct, tuple, entry, BPF_ANY))
+		return -XLB_DROP_CT_FULL;
+	return 0;
+}
+
+#endif

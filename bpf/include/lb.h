@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Services and backends: frontend lookup, source ranges, session affinity and backend selection
+ * (Maglev or random). The agent writes these maps (lb/datapath/lb-writer.ts); only lookups here.
+ */
+#ifndef XLB_LB_H
+#define XLB_LB_H
+
+#include "common.h"
+#include "maps.h"
+#include "parse.h"
+
+#define XLB_MAX_SERVICES 4096
+#define XLB_MAX_BACKENDS 65536
+#define XLB_MAGLEV_MAX_SIZE 131071
+
+/* Set at load: the Maglev table size M (prime) and the flow-hash seed, bytes 4..11 of --maglev-seed
+ * (bytes 0..3 seed the control plane's murmur3, as in Cilium). */
+const volatile __u32 xlb_maglev_size = 16381;
+const volatile __u32 xlb_maglev_hash_seed0 = 0;
+const volatile __u32 xlb_maglev_hash_seed1 = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_MAX_SERVICES);
+	__type(key, struct lb_service_key);
+	__type(value, struct lb_service);
+} xlb_lb_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct lb_backend);
+} xlb_lb_be SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_MAX_BACKENDS);
+	__type(key, struct lb_slot_key);
+	__type(value, __u32);
+} xlb_lb_slot SEC(".maps");
+
+/* One Maglev table per service: M u16 slot numbers (value size 2·M, set by the loader). A hash update
+ * swaps the whole table at once, so the datapath never sees a half-written one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 2 * 16381);
+} xlb_lb_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lb_affinity_key);
+	__type(value, struct lb_affinity);
+} xlb_lb_affin SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lb_source_range_key);
+	__type(value, __u8);
+} xlb_lb_srcrng SEC(".maps");
+
+static __always_inline struct lb_service *lb_lookup_service(const struct xlb_tuple *tuple)
+{
+	struct lb_service_key key = {
+		.addr = tuple->daddr,
+		.port = tuple->dport,
+		.proto = tuple->proto,
+		.family = tuple->family,
+	};
+
+	return bpf_map_lookup_elem(&xlb_lb_svc, &key);
+}
+
+static __always_inline int lb_source_allowed(const struct lb_service *svc, const struct xlb_tuple *tuple)
+{
+	struct lb_source_range_key key = {
+		.prefixlen = 32 + 128,
+		.service_id = bpf_htonl(svc->id),
+		.addr = tuple->saddr,
+	};
+
+	if (!(svc->flags & XLB_SVC_F_SOURCE_RANGES))
+		return 1;
+	return bpf_map_lookup_elem(&xlb_lb_srcrng, &key) != NULL;
+}
+
+static __always_inline struct lb_backend *lb_lookup_backend(__u32 backend_id)
+{
+	return bpf_map_lookup_elem(&xlb_lb_be, &backend_id);
+}
+
+static __always_inline __u32 lb_slot_backend(__u32 service_id, __u32 slot)
+{
+	struct lb_slot_key key = { .service_id = service_id, .slot = slot };
+	__u32 *backend_id = bpf_map_lookup_elem(&xlb_lb_slot, &key);
+
+	return backend_id ? *backend_id : 0;
+}
+
+/* jhash-style mix of the flow: same flow, same slot, on every node with the same seed. */
+static __always_inline __u32 lb_flow_hash(const struct xlb_tuple *tuple)
+{
+	__u32 a = tuple->saddr.v6[0] ^ tuple->saddr.v6[1] ^ tuple->saddr.v6[2] ^ tuple->saddr.v6[3];
+	__u32 b = (((__u32)tuple->sport << 16) | tuple->dport) ^ xlb_maglev_hash_seed1;
+	__u32 c = tuple->proto ^ xlb_maglev_hash_seed0;
+
+	/* Bob Jenkins' final mix (jhash_3words) */
+	a += 0xdeadbeef;
+	b += 0xdeadbeef;
+	c += 0xdeadbeef;
+	c ^= b; c -= (b << 14) | (b >> 18);
+	a ^= c; a -= (c << 11) | (c >> 21);
+	b ^= a; b -= (a << 25) | (a >> 7);
+	c ^= b; c -= (b << 16) | (b >> 16);
+	a ^= c; a -= (c << 4) | (c >> 28);
+	b ^= a; b -= (a << 14) | (a >> 18);
+	c ^= b; c -= (b << 24) | (b >> 8);
+	return c;
+}
+
+static __always_inline __u32 lb_select_slot(const struct lb_service *svc, const struct xlb_tuple *tuple)
+{
+	__u32 hash = lb_flow_hash(tuple);
+	__u32 size = xlb_maglev_size;
+	__u16 *table;
+	__u32 index;
+
+	if (!(svc->flags & XLB_SVC_F_MAGLEV))
+		return bpf_get_prandom_u32() % svc->backend_count;
+
+	table = bpf_map_lookup_elem(&xlb_lb_maglev, &svc->id);
+	if (!table || size == 0)
+		return hash % svc->backend_count;
+	index = hash % size;
+	xlb_barrier_var(index);
+	/* size is a load-time constant and the map's value is 2·size bytes: this bound is what lets the
+	 * verifier accept table[index]. */
+	if (index >= size)
+		return 0;
+	return table[index];
+}
+
+/* ClientIP affinity: the backend this client used within the timeout, if it still exists. */
+static __always_inline __u32 lb_affinity_backend(const struct lb_service *svc, const struct xlb_tuple *tuple,
+						 __u64 now)
+{
+	struct lb_affinity_key key = { .service_id = svc->id, .client = tuple->saddr };
+	struct lb_affinity *entry;
+
+	if (!svc->affinity_timeout)
+		return 0;
+	entry = bpf_map_lookup_elem(&xlb_lb_affin, &key);
+	if (!entry || now - entry->last_used > (__u64)svc->affinity_timeout * 1000000000ULL)
+		return 0;
+	if (!lb_lookup_backend(entry->backend_id))
+		return 0;
+	entry->last_used = now;
+	return entry->backend_id;
+}
+
+static __always_inline void lb_affinity_remember(const struct lb_service *svc, const struct xlb_tuple *tuple,
+						 __u32 backend_id, __u64 now)
+{
+	struct lb_affinity_key key = { .service_id = svc->id, .client = tuple->saddr };
+	struct lb_affinity entry = { .last_used = now, .backend_id = backend_id };
+
+	if (svc->affinity_timeout)
+		bpf_map_update_elem(&xlb_lb_affin, &key, &entry, BPF_ANY);
+}
+
+/* A backend for a new flow: affinity first, then the service's algorithm. 0 when there is none. */
+static __always_inline __u32 lb_select_backend(const struct lb_service *svc, const struct xlb_tuple *tuple, __u64 now)
+{
+	__u32 backend_id;
+
+	if (svc->backend_count == 0)
+		return 0;
+	backend_id = lb_affinity_backend(svc, tuple, now);
+	if (backend_id)
+		return backend_id;
+	backend_id = lb_slot_backend(svc->id, lb_select_slot(svc, tuple));
+	if (backend_id)
+		lb_affinity_remember(svc, tuple, backend_id, now);
+	return backend_id;
+}
+
+#endif

@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * xdp_lb: north-south load balancing on the node's devices. The packet's journey, top down:
+ * parse → (later fragment: ports from its first) → SNAT reply? translate back → service lookup →
+ * conntrack (established flows keep their backend) → new flow: source ranges, backend selection,
+ * conntrack entry, SNAT port → translate (DNAT + SNAT, or DNAT + DSR option) → FIB → TX/redirect.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "common.h"
+#include "config.h"
+#include "conntrack.h"
+#include "dsr_encap.h"
+#include "forward.h"
+#include "frag.h"
+#include "icmp.h"
+#include "lb.h"
+#include "maps.h"
+#include "metrics.h"
+#include "nat.h"
+#include "parse.h"
+
+/* What happened to a packet, for the counters and events. */
+struct verdict {
+	int action;
+	int reason;
+	__u32 service_id;
+	__u32 backend_id;
+};
+
+static __always_inline int uses_dsr(const struct lb_service *svc, __u8 proto)
+{
+	return svc->mode == XLB_MODE_DSR || (svc->mode == XLB_MODE_HYBRID && proto == IPPROTO_TCP);
+}
+
+static __always_inline int first_packet_of_flow(const struct xlb_pkt *pkt, int new_flow)
+{
+	if (pkt->tuple.proto == IPPROTO_TCP)
+		return (pkt->tcp_flags & (XLB_TCP_SYN | XLB_TCP_ACK)) == XLB_TCP_SYN;
+	return new_flow;
+}
+
+static __always_inline const union xlb_addr *node_address(const struct xlb_config *cfg, __u8 family)
+{
+	return family == XLB_AF_INET ? &cfg->node_v4 : &cfg->node_v6;
+}
+
+/* A new flow: who may come, which backend, and the state its later packets need. */
+static __always_inline int open_flow(const struct lb_service *svc, const struct xlb_pkt *pkt, struct ct_entry *ct,
+				     __u64 now)
+{
+	const struct xlb_config *cfg;
+	struct lb_backend *backend;
+	__u32 backend_id;
+	int err;
+
+	if (!lb_source_allowed(svc, &pkt->tuple))
+		return -XLB_DROP_SOURCE_RANGE;
+	backend_id = lb_select_backend(svc, &pkt->tuple, now);
+	backend = backend_id ? lb_lookup_backend(backend_id) : NULL;
+	if (!backend)
+		return -XLB_REJECT_NO_BACKEND;
+
+	__builtin_memset(ct, 0, sizeof(*ct));
+	ct->last_seen = now;
+	ct->backend_id = backend_id;
+	ct->service_id = svc->id;
+	if (uses_dsr(svc, pkt->tuple.proto)) {
+		ct->flags = XLB_CT_F_DSR;
+	} else {
+		cfg = xlb_get_config();
+		if (!cfg)
+			return -XLB_DROP_NAT_NO_PORT;
+		ct->flags = XLB_CT_F_SNAT;
+		ct->nat_addr = *node_address(cfg, pkt->tuple.family);
+		err = nat_claim_port(&pkt->tuple, backend, &ct->nat_addr, cfg, &ct->nat_port);
+		if (err)
+			return err;
+	}
+	return ct_create(&pkt->tuple, ct);
+}
+
+/* Rewrite toward the backend: DNAT always; the source becomes the node (SNAT) or stays the client (DSR). */
+static __always_inline int translate_to_backend(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct ct_entry *ct,
+						int first_packet)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct lb_backend *backend = lb_lookup_backend(ct->backend_id);
+	union xlb_addr service = pkt->tuple.daddr;
+	union xlb_addr client = pkt->tuple.saddr;
+	__be16 service_port = pkt->tuple.dport;
+	int err;
+
+	if (!backend)
+		return -XLB_DROP_BACKEND_GONE;
+	if (ct->flags & XLB_CT_F_SNAT)
+		return nat_rewrite(data, data_end, pkt, &ct->nat_addr, ct->nat_port, &backend->addr, backend->port);
+	err = nat_rewrite(data, data_end, pkt, &client, pkt->tuple.sport, &backend->addr, backend->port);
+	if (err || !first_packet)
+		return err;
+	return dsr_insert(ctx, pkt, &service, service_port);
+}
+
+/* A reply from a backend to one of our SNAT ports: back to the client, from the service address. */
+static __always_inline int translate_snat_reply(struct xdp_md *ctx, struct xlb_pkt *pkt, int *handled)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct nat_reverse *reverse = bpf_map_lookup_elem(&xlb_snat, &pkt->tuple);
+
+	*handled = reverse != NULL;
+	if (!reverse)
+		return 0;
+	return nat_rewrite(data, data_end, pkt, &reverse->service, reverse->service_port, &reverse->client,
+			   reverse->client_port);
+}
+
+static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct verdict *v)
+{
+	struct lb_service *svc;
+	struct ct_entry new_ct;
+	struct ct_entry *ct;
+	__u64 now;
+	int new_flow = 0;
+	int err;
+
+	svc = lb_lookup_service(&pkt->tuple);
+	if (!svc) {
+		v->reason = XLB_PASS_NOT_SERVICE;
+		return;
+	}
+	v->service_id = svc->id;
+	if (pkt->frag == XLB_FRAG_FIRST)
+		frag_remember(pkt);
+
+	now = bpf_ktime_get_ns();
+	ct = ct_lookup(&pkt->tuple, now);
+	if (ct && (ct_is_reopened(ct, pkt) || !lb_lookup_backend(ct->backend_id)))
+		ct = NULL; /* a new connection on an old tuple, or its backend is gone: choose again */
+	if (!ct) {
+		err = open_flow(svc, pkt, &new_ct, now);
+		if (err == -XLB_REJECT_NO_BACKEND) {
+			v->reason = XLB_REJECT_NO_BACKEND;
+			err = icmp_port_unreachable(ctx, pkt);
+			v->action = err ? XDP_DROP : XDP_TX;
+			if (err)
+				v->reason = -err;
+			return;
+		}
+		if (err)
+			goto drop;
+		ct = &new_ct;
+		new_flow = 1;
+	} else {
+		ct_touch(ct, pkt, now);
+	}
+	v->backend_id = ct->backend_id;
+	err = translate_to_backend(ctx, pkt, ct, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, new_flow));
+	if (err)
+		goto drop;
+	v->reason = new_flow ? XLB_FWD_NEW_FLOW : XLB_FWD_ESTABLISHED;
+	v->action = fwd_fib_redirect(ctx, pkt, &v->reason);
+	return;
+drop:
+	v->action = XDP_DROP;
+	v->reason = -err;
+}
+
+SEC("xdp")
+int xdp_lb(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 len = data_end - data;
+	struct verdict v = { .action = XDP_PASS, .reason = XLB_PASS_NOT_SERVICE };
+	struct xlb_pkt pkt = {};
+	int handled = 0;
+	int err;
+
+	err = xlb_parse(data, data_end, &pkt, 1);
+	if (err == XLB_PARSE_NOT_IP)
+		return XDP_PASS;
+	if (err < 0) {
+		v.action = XDP_DROP;
+		v.reason = -err;
+		goto out;
+	}
+	if (pkt.frag == XLB_FRAG_LATER && !frag_recall(&pkt)) {
+		v.reason = XLB_PASS_FRAGMENT;
+		goto out;
+	}
+	if (pkt.icmp_error)
+		goto out; /* ICMP errors are left to the stack for now */
+
+	err = translate_snat_reply(ctx, &pkt, &handled);
+	if (handled) {
+		if (err) {
+			v.action = XDP_DROP;
+			v.reason = -err;
+		} else {
+			v.reason = XLB_FWD_REPLY;
+			v.action = fwd_fib_redirect(ctx, &pkt, &v.reason);
+		}
+		goto out;
+	}
+	service_path(ctx, &pkt, &v);
+out:
+	xlb_count(v.reason, XLB_DIR_INGRESS, len);
+	if (xlb_is_drop(v.reason))
+		xlb_emit(XLB_EVENT_DROP, v.reason, XLB_DIR_INGRESS, &pkt.tuple, ctx->ingress_ifindex, v.service_id,
+			 v.backend_id);
+	else if (v.reason == XLB_REJECT_NO_BACKEND)
+		xlb_emit(XLB_EVENT_REJECT, v.reason, XLB_DIR_INGRESS, &pkt.tuple, ctx->ingress_ifindex, v.service_id, 0);
+	else if (v.reason == XLB_FWD_NEW_FLOW)
+		xlb_emit(XLB_EVENT_NEW_FLOW, v.reason, XLB_DIR_INGRESS, &pkt.tuple, ctx->ingress_ifindex, v.service_id,
+			 v.backend_id);
+	return v.action;
+}
+
+char LICENSE[] SEC("license") = "GPL";
