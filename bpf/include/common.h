@@ -21,6 +21,7 @@
 /* Keeps a type in the object's BTF when no map names it (ring buffer records, config values), so the
  * TypeScript codecs can be checked against it. */
 #define XLB_BTF_TYPE(type) const struct type *__xlb_btf_##type __attribute__((unused))
+#define XLB_BTF_ENUM(type) const enum type *__xlb_btf_##type __attribute__((unused))
 
 /* An IPv4 or IPv6 address; IPv4 sits in the first 4 bytes, the rest zero, so one key serves both. */
 union xlb_addr {

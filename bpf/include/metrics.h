@@ -19,6 +19,9 @@ struct {
 } xlb_events SEC(".maps");
 
 XLB_BTF_TYPE(xlb_event);
+XLB_BTF_ENUM(xlb_reason);
+XLB_BTF_ENUM(xlb_direction);
+XLB_BTF_ENUM(xlb_event_type);
 
 static __always_inline void xlb_count(int reason, int direction, __u32 bytes)
 {

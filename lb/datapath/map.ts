@@ -4,6 +4,7 @@ import { libbpf, libcCalls } from './libbpf.js';
 export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
 export const BPF_EXIST = 2;
+export const BPF_F_NO_PREALLOC = 1;
 const ENOENT = 2;
 
 /** Kernel map type numbers (enum bpf_map_type) that the binding treats specially. */
@@ -71,9 +72,13 @@ export class BpfMap implements MapInfo {
     }
   }
 
-  /** Create a map outside any object, e.g. an inner map for a map-in-map slot. */
-  static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number): BpfMap {
-    const fd = check(libbpf.bpf_map_create(type, name, keySize, valueSize, maxEntries, null) as number, 'bpf_map_create', `map ${name}`);
+  /** Create a map outside any object, e.g. an inner map for a map-in-map slot; flags as BPF_F_NO_PREALLOC. */
+  static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags = 0): BpfMap {
+    // struct bpf_map_create_opts: sz at 0, map_flags at 28 (after btf fds and map_extra); 48 bytes.
+    const opts = Buffer.alloc(48);
+    opts.writeBigUInt64LE(48n, 0);
+    opts.writeUInt32LE(flags, 28);
+    const fd = check(libbpf.bpf_map_create(type, name, keySize, valueSize, maxEntries, opts) as number, 'bpf_map_create', `map ${name}`);
     return new BpfMap(fd, name, type, keySize, valueSize, maxEntries, true);
   }
 

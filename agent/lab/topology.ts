@@ -1,0 +1,107 @@
+/**
+ * The lab: a client, a load-balancer node and three backend nodes on one L2 segment (a bridge in its
+ * own namespace), every address from 198.18.0.0/15 and 2001:db8::/32. The client reaches the VIP ranges
+ * through the LB node; backends answer the client directly, which is what DSR needs.
+ *
+ *   client 198.18.0.100 ─┐
+ *   lb     198.18.0.2   ─┤ br0 (namespace "sw")
+ *   b1..b3 198.18.0.11.. ─┘
+ */
+import { Topology } from '../../lb/datapath/topology.js';
+
+export interface LabHost {
+  ns: string;
+  dev: string;
+  v4: string;
+  v6: string;
+  mac: string;
+}
+
+export const LAB_VIP_V4_RANGE = '198.18.10.0/24';
+export const LAB_VIP_V6_RANGE = '2001:db8:10::/64';
+
+export class Lab {
+  readonly client: LabHost;
+  readonly lb: LabHost;
+  readonly backends: LabHost[];
+  private readonly switchNs: string;
+
+  private constructor(
+    readonly topology: Topology,
+    hosts: Record<string, LabHost>,
+    switchNs: string,
+  ) {
+    const { client, lb, ...rest } = hosts;
+    if (!client || !lb) throw new Error('lab topology is missing its client or LB node');
+    this.client = client;
+    this.lb = lb;
+    this.backends = Object.values(rest);
+    this.switchNs = switchNs;
+  }
+
+  /** Build the lab; on any failure everything created so far is removed before the error propagates. */
+  static create(tag: string, backendCount = 3, progress: (step: string) => void = () => undefined): Lab {
+    const topology = new Topology(tag);
+    try {
+      progress('creating network namespaces and the switch');
+      const sw = topology.namespace('sw');
+      topology.exec(sw, 'ip', ['link', 'add', 'br0', 'type', 'bridge']);
+      topology.exec(sw, 'ip', ['link', 'set', 'br0', 'up']);
+      const plan: [string, number][] = [['client', 100], ['lb', 2], ...Array.from({ length: backendCount }, (_, i): [string, number] => [`b${i + 1}`, 11 + i])];
+      const hosts: Record<string, LabHost> = {};
+      for (const [role, n] of plan) {
+        const ns = topology.namespace(role);
+        const port = `p-${role}`;
+        topology.veth({ ns, name: 'eth0' }, { ns: sw, name: port });
+        topology.exec(sw, 'ip', ['link', 'set', port, 'master', 'br0']);
+        const v4 = `198.18.0.${n}`;
+        const v6 = `2001:db8::${n.toString(16)}`;
+        topology.address(ns, 'eth0', `${v4}/24`);
+        topology.address(ns, 'eth0', `${v6}/64`);
+        const mac = topology.exec(ns, 'cat', ['/sys/class/net/eth0/address']).trim();
+        hosts[role] = { ns, dev: 'eth0', v4, v6, mac };
+      }
+      progress('configuring routes, forwarding and neighbours');
+      const lab = new Lab(topology, hosts, sw);
+      lab.configure();
+      return lab;
+    } catch (error) {
+      topology.destroy();
+      throw error;
+    }
+  }
+
+  private configure(): void {
+    const t = this.topology;
+    t.exec(this.client.ns, 'ip', ['route', 'add', LAB_VIP_V4_RANGE, 'via', this.lb.v4]);
+    t.exec(this.client.ns, 'ip', ['-6', 'route', 'add', LAB_VIP_V6_RANGE, 'via', this.lb.v6]);
+    // The LB forwards what XDP hands to the stack (first packets before a neighbour is known), and must
+    // not answer one-arm forwarding with ICMP redirects.
+    t.exec(this.lb.ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1',
+      'net.ipv4.conf.all.send_redirects=0', 'net.ipv4.conf.eth0.send_redirects=0']);
+    // XDP_TX on the LB's device sends into its bridge-side peer, which drops frames without NAPI (GRO).
+    t.exec(this.switchNs, 'ethtool', ['-K', 'p-lb', 'gro', 'on']);
+    for (const host of [this.client, ...this.backends]) {
+      for (const [from, to] of [[this.lb, host], [host, this.lb]] as const) {
+        t.exec(from.ns, 'ip', ['neigh', 'replace', to.v4, 'lladdr', to.mac, 'dev', from.dev, 'nud', 'permanent']);
+        t.exec(from.ns, 'ip', ['-6', 'neigh', 'replace', to.v6, 'lladdr', to.mac, 'dev', from.dev, 'nud', 'permanent']);
+      }
+    }
+    for (const backend of this.backends) {
+      t.exec(backend.ns, 'ip', ['neigh', 'replace', this.client.v4, 'lladdr', this.client.mac, 'dev', backend.dev, 'nud', 'permanent']);
+      t.exec(backend.ns, 'ip', ['-6', 'neigh', 'replace', this.client.v6, 'lladdr', this.client.mac, 'dev', backend.dev, 'nud', 'permanent']);
+      t.exec(this.client.ns, 'ip', ['neigh', 'replace', backend.v4, 'lladdr', backend.mac, 'dev', this.client.dev, 'nud', 'permanent']);
+      t.exec(this.client.ns, 'ip', ['-6', 'neigh', 'replace', backend.v6, 'lladdr', backend.mac, 'dev', this.client.dev, 'nud', 'permanent']);
+    }
+  }
+
+  /** Packets the LB node's device received and sent (kernel counters, XDP_TX included). */
+  lbDeviceStats(): { rxPackets: number; txPackets: number } {
+    const read = (what: string): number => Number(this.topology.exec(this.lb.ns, 'cat', [`/sys/class/net/${this.lb.dev}/statistics/${what}`]).trim());
+    return { rxPackets: read('rx_packets'), txPackets: read('tx_packets') };
+  }
+
+  destroy(): void {
+    this.topology.destroy();
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The load-balancing node's datapath: xdp_lb.o loaded with this node's Maglev parameters, its maps
+ * pinned (so an agent restart keeps services, conntrack and SNAT state), attached to the devices.
+ */
+import { mkdirSync } from 'node:fs';
+import { assertMaglevTableSize, type MaglevSeed } from '../maglev/index.js';
+import { counterIndex, Direction, REASON_MAX } from '../reasons.js';
+import type { BpfMap } from './map.js';
+import { XlbConfig } from '../layouts.js';
+import { BpfObject } from './object.js';
+import { bpfObjectPath } from './objects.js';
+import { attachXdp, detachXdp, queryXdp, type XdpMode } from './xdp.js';
+
+export interface LbDatapathOptions {
+  maglevTableSize: number;
+  maglevSeed: MaglevSeed;
+  /** Pin the maps here (e.g. /sys/fs/bpf/xlb); omit for a throwaway datapath (tests, benchmarks). */
+  pinDir?: string;
+  conntrackEntries?: number;
+}
+
+export interface LbNodeConfig {
+  nodeV4?: string;
+  nodeV6?: string;
+  natPortMin: number;
+  natPortMax: number;
+  /** 1 in N new flows reaches the event ring; 0 = none. Drops are always reported. */
+  eventSample: number;
+}
+
+export interface CounterSample {
+  reason: number;
+  direction: number;
+  packets: bigint;
+  bytes: bigint;
+}
+
+export class LbDatapath {
+  private readonly attached = new Map<string, XdpMode>();
+
+  private constructor(
+    readonly object: BpfObject,
+    readonly options: LbDatapathOptions,
+  ) {}
+
+  static load(options: LbDatapathOptions): LbDatapath {
+    assertMaglevTableSize(options.maglevTableSize);
+    if (options.pinDir) mkdirSync(options.pinDir, { recursive: true });
+    const object = BpfObject.load(bpfObjectPath('xdp/xdp_lb.o'), {
+      pinDir: options.pinDir,
+      constants: {
+        xlb_maglev_size: options.maglevTableSize,
+        xlb_maglev_hash_seed0: options.maglevSeed.jhash0,
+        xlb_maglev_hash_seed1: options.maglevSeed.jhash1,
+      },
+      valueSize: { xlb_lb_maglev: 2 * options.maglevTableSize },
+      maxEntries: options.conntrackEntries ? { xlb_ct: options.conntrackEntries, xlb_snat: options.conntrackEntries } : {},
+    });
+    return new LbDatapath(object, options);
+  }
+
+  map(name: string): BpfMap {
+    return this.object.map(name);
+  }
+
+  /** Attach (or atomically replace) xdp_lb on a device; 'auto' tries native and falls back to generic. */
+  attach(ifname: string, mode: XdpMode | 'auto', log: (message: string) => void = () => undefined): XdpMode {
+    const used = attachXdp(ifname, this.object.program('xdp_lb'), {
+      mode,
+      onFallback: (error) => log(`XDP native mode refused on ${ifname} (${error.code}); using generic mode`),
+    });
+    this.attached.set(ifname, used);
+    return used;
+  }
+
+  detach(ifname: string): void {
+    const mode = this.attached.get(ifname) ?? (queryXdp(ifname).mode === 'generic' ? 'generic' : 'native');
+    detachXdp(ifname, mode);
+    this.attached.delete(ifname);
+  }
+
+  configure(config: LbNodeConfig): void {
+    this.map('xlb_config').update(Buffer.alloc(4), encodeConfig(config));
+  }
+
+  /** Every non-zero counter, summed over CPUs. */
+  counters(): CounterSample[] {
+    const metrics = this.map('xlb_metrics');
+    const samples: CounterSample[] = [];
+    for (const direction of [Direction.INGRESS, Direction.EGRESS]) {
+      for (let reason = 0; reason < REASON_MAX; reason++) {
+        const key = Buffer.alloc(4);
+        key.writeUInt32LE(counterIndex(reason, direction));
+        const [packets = 0n, bytes = 0n] = metrics.sumPerCpuU64(key);
+        if (packets > 0n) samples.push({ reason, direction, packets, bytes });
+      }
+    }
+    return samples;
+  }
+
+  close(): void {
+    this.object.close();
+  }
+}
+
+/** struct xlb_config (maps.h): unset node addresses are all-zero. */
+function encodeConfig(config: LbNodeConfig): Buffer {
+  return XlbConfig.encode({
+    nodeV4: config.nodeV4 ?? '0.0.0.0',
+    nodeV6: config.nodeV6 ?? '::',
+    natPortMin: config.natPortMin,
+    natPortMax: config.natPortMax,
+    eventSample: config.eventSample,
+  });
+}

@@ -1,0 +1,352 @@
+/**
+ * The one impure step of the service pipeline: applies LbChanges (lb/lbmap/diff.ts) to the kernel's
+ * LB maps in an order that never lets the datapath see a service pointing at entries that are not
+ * there yet, and undoes everything on failure.
+ *
+ * Order of one apply:
+ *   1. new backends (xlb_lb_be): nothing points at them yet;
+ *   2. frontends that go away (xlb_lb_svc deletes), removed services' ones first of all: traffic to
+ *      them stops before anything they point at changes, and a frontend moving from one service to
+ *      another is free before its new owner writes it;
+ *   3. the rest of each removed service (slots, Maglev table, source ranges);
+ *   4. per added or changed service: slots → Maglev table → source ranges → service entries (the
+ *      entry point last, so a new service appears complete, and a shrinking one has its new
+ *      backend_count before) → stale slots, table and ranges deleted;
+ *   5. backends nothing lists any more;
+ *   6. conntrack and affinity entries of removed (service, backend) pairs, so UDP flows move at once.
+ * Step 4 rewrites a changed service's slots in place; between its slot and table writes a new flow
+ * may pick a slot that already names the new backend (established flows are pinned by conntrack).
+ *
+ * Every write of steps 1–5 first records the entry's previous value. If the kernel refuses one
+ * (E2BIG: map full, ENOMEM, …) the record is replayed backwards, so after the throw the maps hold
+ * byte for byte what they held before, and the LbWriteError names the service, the map and the
+ * errno. The purge (step 6) runs only after that and is not undone: it deletes state the datapath
+ * re-creates, and its failures are returned in the stats.
+ */
+import { BpfError } from './errors.js';
+import { MapType, type BpfMap } from './map.js';
+import type { BpfObject } from './object.js';
+import { CtEntry, LbAffinity, LbAffinityKey, LbBackend, LbService, LbServiceKey, LbSlotKey, LbSourceRangeKey } from '../layouts.js';
+import { lbStateFromMaps, type LbState, type MapEntry } from '../lbmap/desired.js';
+import { diffLbState, type LbChanges, type ServiceChanges } from '../lbmap/diff.js';
+
+export const LB_MAPS = {
+  service: 'xlb_lb_svc',
+  backend: 'xlb_lb_be',
+  slot: 'xlb_lb_slot',
+  maglev: 'xlb_lb_maglev',
+  sourceRange: 'xlb_lb_srcrng',
+  conntrack: 'xlb_ct',
+  affinity: 'xlb_lb_affin',
+} as const;
+
+/** What the writer needs of a map (BpfMap has it; a test may pass anything shaped so). */
+export type LbMapHandle = Pick<
+  BpfMap,
+  'name' | 'type' | 'keySize' | 'valueSize' | 'perCpu' | 'lookup' | 'update' | 'delete' | 'updateBatch' | 'deleteBatch' | 'keys' | 'entries'
+>;
+
+export interface ApplyStats {
+  /** Entries created or overwritten, and deleted, in the LB maps. */
+  written: number;
+  deleted: number;
+  /** Conntrack and affinity entries purged. */
+  purgedConntrack: number;
+  purgedAffinity: number;
+  /** Purge failures (the LB maps are consistent regardless). */
+  purgeErrors: string[];
+  durationMs: number;
+}
+
+/** An apply the kernel refused; the maps were rolled back to their previous contents (unless rollbackErrors). */
+export class LbWriteError extends Error {
+  override name = 'LbWriteError';
+
+  constructor(
+    message: string,
+    /** The service being written (numeric id and name), when the failure belongs to one. */
+    readonly serviceId: number | undefined,
+    readonly service: string | undefined,
+    readonly map: string,
+    /** The kernel's errno (e.g. 7 for E2BIG), when the failure came from the kernel. */
+    readonly errno: number | undefined,
+    readonly rollbackErrors: string[],
+    options: { cause: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+interface UndoRecord {
+  map: LbMapHandle;
+  key: Buffer;
+  /** undefined: the key did not exist. */
+  previous: Buffer | undefined;
+}
+
+/** Where an apply is, for the error message. */
+interface Step {
+  map: LbMapHandle;
+  serviceId?: number;
+  service?: string;
+  what?: string;
+}
+
+/** Slots, backends: one batch syscall from this many entries (hash maps; LPM tries have no batch ops). */
+const BATCH_MIN = 2;
+
+export class LbMapWriter {
+  private readonly svc: LbMapHandle;
+  private readonly be: LbMapHandle;
+  private readonly slot: LbMapHandle;
+  private readonly maglev: LbMapHandle;
+  private readonly srcrng: LbMapHandle;
+  private readonly ct: LbMapHandle | undefined;
+  private readonly affinity: LbMapHandle | undefined;
+
+  /** Maps by kernel name (LB_MAPS); xlb_ct and xlb_lb_affin are optional (no purge without them). */
+  constructor(maps: Readonly<Record<string, LbMapHandle | undefined>>) {
+    const need = (name: string, keySize: number, valueSize: number | undefined): LbMapHandle => {
+      const map = maps[name];
+      if (!map) throw new Error(`LbMapWriter: map ${name} is missing (given: ${Object.keys(maps).join(', ')})`);
+      checkSizes(map, name, keySize, valueSize);
+      return map;
+    };
+    this.svc = need(LB_MAPS.service, LbServiceKey.size, LbService.size);
+    this.be = need(LB_MAPS.backend, 4, LbBackend.size);
+    this.slot = need(LB_MAPS.slot, LbSlotKey.size, 4);
+    this.maglev = need(LB_MAPS.maglev, 4, undefined);
+    this.srcrng = need(LB_MAPS.sourceRange, LbSourceRangeKey.size, 1);
+    this.ct = maps[LB_MAPS.conntrack];
+    if (this.ct) checkSizes(this.ct, LB_MAPS.conntrack, undefined, CtEntry.size);
+    this.affinity = maps[LB_MAPS.affinity];
+    if (this.affinity) checkSizes(this.affinity, LB_MAPS.affinity, LbAffinityKey.size, LbAffinity.size);
+  }
+
+  static fromObject(object: BpfObject): LbMapWriter {
+    const maps: Record<string, LbMapHandle> = {};
+    for (const name of Object.values(LB_MAPS)) {
+      const map = object.maps.get(name);
+      if (map) maps[name] = map;
+    }
+    return new LbMapWriter(maps);
+  }
+
+  /** Maglev table size M the map was loaded for (value size 2·M). */
+  get maglevTableSize(): number {
+    return this.maglev.valueSize / 2;
+  }
+
+  /** What the LB maps hold now, grouped by service id (for a diff after a restart). */
+  read(): LbState {
+    return lbStateFromMaps({
+      svc: this.svc.entries(),
+      be: this.be.entries(),
+      slot: this.slot.entries(),
+      maglev: this.maglev.entries(),
+      srcrng: this.srcrng.entries(),
+    });
+  }
+
+  /** Diff against what the maps hold and apply. Reads every map: keep the last applied state instead when syncing often. */
+  reconcile(desired: LbState): ApplyStats {
+    return this.apply(diffLbState(this.read(), desired));
+  }
+
+  apply(changes: LbChanges): ApplyStats {
+    const started = performance.now();
+    const undo: UndoRecord[] = [];
+    const stats: ApplyStats = { written: 0, deleted: 0, purgedConntrack: 0, purgedAffinity: 0, purgeErrors: [], durationMs: 0 };
+    let step: Step = { map: this.be };
+    const exact = new ExactLookup();
+    const upsert = (at: Step, entries: MapEntry[], batch: boolean): void => {
+      step = at;
+      if (entries.length === 0) return;
+      for (const { key } of entries) undo.push({ map: at.map, key, previous: exact.lookup(at.map, key) });
+      if (batch && entries.length >= BATCH_MIN) {
+        at.map.updateBatch(entries.map((e) => e.key), entries.map((e) => e.value));
+      } else {
+        for (const { key, value } of entries) at.map.update(key, value);
+      }
+      stats.written += entries.length;
+    };
+    const remove = (at: Step, keys: Buffer[], batch: boolean): void => {
+      step = at;
+      const present: Buffer[] = [];
+      for (const key of keys) {
+        const previous = exact.lookup(at.map, key);
+        if (previous === undefined) continue;
+        undo.push({ map: at.map, key, previous });
+        present.push(key);
+      }
+      if (batch && present.length >= BATCH_MIN) at.map.deleteBatch(present);
+      else for (const key of present) at.map.delete(key);
+      stats.deleted += present.length;
+    };
+    const of = (s: ServiceChanges, map: LbMapHandle): Step => ({ map, serviceId: s.id, service: s.name });
+
+    try {
+      upsert({ map: this.be, what: 'new backends' }, changes.backends.upserts, true);
+      const removed = changes.services.filter((s) => s.kind === 'remove');
+      const kept = changes.services.filter((s) => s.kind !== 'remove');
+      for (const s of [...removed, ...kept]) remove(of(s, this.svc), s.frontends.deletes, false);
+      for (const s of removed) this.removeRest(s, (map, keys, batch) => remove(of(s, map), keys, batch));
+      for (const s of kept) {
+        upsert(of(s, this.slot), s.slots.upserts, true);
+        upsert(of(s, this.maglev), s.maglev.upserts, false);
+        upsert(of(s, this.srcrng), s.sourceRanges.upserts, false);
+        upsert(of(s, this.svc), s.frontends.upserts, false);
+        this.removeRest(s, (map, keys, batch) => remove(of(s, map), keys, batch));
+      }
+      remove({ map: this.be, what: 'unused backends' }, changes.backends.deletes, true);
+    } catch (error) {
+      const rollbackErrors = rollback(undo);
+      throw writeError(error, step, undo.length, rollbackErrors);
+    }
+
+    const purged = this.purge(changes.purge);
+    stats.purgedConntrack = purged.conntrack;
+    stats.purgedAffinity = purged.affinity;
+    stats.purgeErrors = purged.errors;
+    stats.durationMs = performance.now() - started;
+    return stats;
+  }
+
+  private removeRest(s: ServiceChanges, remove: (map: LbMapHandle, keys: Buffer[], batch: boolean) => void): void {
+    remove(this.slot, s.slots.deletes, true);
+    remove(this.maglev, s.maglev.deletes, false);
+    remove(this.srcrng, s.sourceRanges.deletes, false);
+  }
+
+  private purge(purge: LbChanges['purge']): { conntrack: number; affinity: number; errors: string[] } {
+    const result = { conntrack: 0, affinity: 0, errors: [] as string[] };
+    if (purge.pairs.length === 0 && purge.backendIds.length === 0) return result;
+    const pairs = new Set(purge.pairs.map((p) => `${p.serviceId}/${p.backendId}`));
+    const gone = new Set(purge.backendIds);
+    const matches = (serviceId: number, backendId: number): boolean => gone.has(backendId) || pairs.has(`${serviceId}/${backendId}`);
+
+    if (this.ct) {
+      const serviceAt = fieldOffset(CtEntry.fields, 'serviceId');
+      const backendAt = fieldOffset(CtEntry.fields, 'backendId');
+      result.conntrack = purgeMatching(this.ct, result.errors, (_key, value) =>
+        matches(value.readUInt32LE(serviceAt), value.readUInt32LE(backendAt)),
+      );
+    }
+    if (this.affinity) {
+      const serviceAt = fieldOffset(LbAffinityKey.fields, 'serviceId');
+      const backendAt = fieldOffset(LbAffinity.fields, 'backendId');
+      result.affinity = purgeMatching(this.affinity, result.errors, (key, value) =>
+        matches(key.readUInt32LE(serviceAt), value.readUInt32LE(backendAt)),
+      );
+    }
+    return result;
+  }
+}
+
+/**
+ * The value stored under exactly this key. A lookup in an LPM trie returns the longest prefix that
+ * matches, which may be another (shorter) entry: for tries, the keys present are listed once per apply
+ * (source ranges are few) and only an exact key counts.
+ */
+class ExactLookup {
+  private readonly trieKeys = new Map<LbMapHandle, Set<string>>();
+
+  lookup(map: LbMapHandle, key: Buffer): Buffer | undefined {
+    if (map.type !== MapType.LpmTrie) return map.lookup(key);
+    let keys = this.trieKeys.get(map);
+    if (!keys) {
+      keys = new Set([...map.keys()].map((k) => k.toString('hex')));
+      this.trieKeys.set(map, keys);
+    }
+    return keys.has(key.toString('hex')) ? map.lookup(key) : undefined;
+  }
+}
+
+function checkSizes(map: LbMapHandle, name: string, keySize: number | undefined, valueSize: number | undefined): void {
+  if ((keySize !== undefined && map.keySize !== keySize) || (valueSize !== undefined && map.valueSize !== valueSize)) {
+    throw new Error(
+      `LbMapWriter: map ${name} has key/value ${map.keySize}/${map.valueSize} bytes, ` +
+        `the layouts say ${keySize ?? 'any'}/${valueSize ?? 'any'}`,
+    );
+  }
+}
+
+function fieldOffset(fields: readonly { name: string; offset: number }[], name: string): number {
+  const field = fields.find((f) => f.name === name);
+  if (!field) throw new Error(`no field ${name}`);
+  return field.offset;
+}
+
+/** Replays the undo log backwards; returns what could not be restored. */
+function rollback(undo: UndoRecord[]): string[] {
+  const errors: string[] = [];
+  for (let i = undo.length - 1; i >= 0; i--) {
+    const record = undo[i];
+    if (!record) continue;
+    try {
+      if (record.previous === undefined) record.map.delete(record.key);
+      else record.map.update(record.key, record.previous);
+    } catch (error) {
+      errors.push(`${record.map.name} key ${record.key.toString('hex')}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+  return errors;
+}
+
+function writeError(error: unknown, step: Step, writes: number, rollbackErrors: string[]): LbWriteError {
+  const errno = error instanceof BpfError ? error.errno : undefined;
+  const subject =
+    step.serviceId !== undefined ? `service ${step.service ?? '(unnamed)'} (id ${step.serviceId})` : (step.what ?? 'LB maps');
+  const cause = error instanceof Error ? error.message : String(error);
+  const outcome =
+    rollbackErrors.length === 0
+      ? `rolled back ${writes} change(s): the maps hold their previous contents`
+      : `ROLLBACK INCOMPLETE (${rollbackErrors.length} of ${writes} entries not restored; resync needed): ${rollbackErrors.join('; ')}`;
+  return new LbWriteError(
+    `writing ${subject} to map ${step.map.name} failed${errno !== undefined ? ` (errno ${errno})` : ''}: ${cause}; ${outcome}`,
+    step.serviceId,
+    step.service,
+    step.map.name,
+    errno,
+    rollbackErrors,
+    { cause: error },
+  );
+}
+
+/** Deletes every entry `match` selects (any CPU's value, for per-CPU maps); returns how many. */
+function purgeMatching(map: LbMapHandle, errors: string[], match: (key: Buffer, value: Buffer) => boolean): number {
+  const stride = Math.ceil(map.valueSize / 8) * 8;
+  const doomed: Buffer[] = [];
+  try {
+    for (const [key, value] of map.entries()) {
+      if (!map.perCpu) {
+        if (match(key, value)) doomed.push(key);
+        continue;
+      }
+      for (let at = 0; at + map.valueSize <= value.length; at += stride) {
+        if (match(key, value.subarray(at, at + map.valueSize))) {
+          doomed.push(key);
+          break;
+        }
+      }
+    }
+  } catch (error) {
+    errors.push(`scanning ${map.name}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  if (doomed.length === 0) return 0;
+  try {
+    map.deleteBatch(doomed);
+    return doomed.length;
+  } catch {
+    // An entry may have expired or been evicted since the scan (ENOENT): fall back to one by one.
+  }
+  let deleted = 0;
+  for (const key of doomed) {
+    try {
+      if (map.delete(key)) deleted++;
+    } catch (error) {
+      errors.push(`${map.name}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+  return deleted;
+}

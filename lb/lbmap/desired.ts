@@ -1,0 +1,358 @@
+/**
+ * Services → the exact contents of the load-balancing maps (xlb_lb_svc, xlb_lb_be, xlb_lb_slot,
+ * xlb_lb_maglev, xlb_lb_srcrng), as encoded keys and values. Pure apart from the IdAllocator it is
+ * handed (ids must outlive one snapshot); the same services, node and ids give byte-identical maps.
+ *
+ * Semantics (kube-proxy's, as Cilium implements them):
+ * - LoadBalancer / ExternalIP: one frontend, the service's address. NodePort: one frontend per node
+ *   address of the service's family, all on frontend.port (kube-proxy listens on every node IP);
+ *   frontend.address only names the family ("0.0.0.0" / "::").
+ * - Usable backends (the ones that get new flows): state active with weight > 0. When no backend is
+ *   usable that way, the terminating ones with weight > 0 are used instead (kube-proxy's
+ *   terminating-endpoint fallback, KEP-1669; Cilium does the same), so a service that is being
+ *   rolled keeps answering. Maintenance backends never get new flows.
+ * - Slots 0..n−1 hold the usable backends sorted by their Maglev key string (Cilium's
+ *   "[addr:port/PROTO,State:active]"), so one set of backends always gives the same slots, and the
+ *   Maglev table (whose entries are slot numbers) is the one Cilium computes for those backends.
+ * - Every backend a service lists, usable or not, has an xlb_lb_be entry: flows already tracked to a
+ *   terminating or maintenance backend keep going there until they end. Conntrack and affinity entries
+ *   are purged only when a backend stops being listed (see diff.ts).
+ * - Two services claiming one frontend (address, port, protocol): the service whose name sorts first
+ *   keeps it; the other is reported in `conflicts` and gets no entry for that frontend.
+ */
+import { canonicalIpAddress, maglevBackendKey } from '../maglev/backend-key.js';
+import { MaglevTableCache } from '../maglev/cache.js';
+import type { MaglevSeed } from '../maglev/seed.js';
+import type { MaglevTable } from '../maglev/table.js';
+import {
+  AF_INET,
+  AF_INET6,
+  ForwardingMode,
+  IPPROTO_SCTP,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  LbBackend,
+  LbService,
+  LbServiceKey,
+  LbSlotKey,
+  LbSourceRangeKey,
+  ServiceFlag,
+  decodeU32,
+  encodeU32,
+} from '../layouts.js';
+import type { Backend, L4Protocol, Mode, Service } from '../service.js';
+import { IdAllocator } from './ids.js';
+
+/** One map entry as the kernel stores it. */
+export interface MapEntry {
+  key: Buffer;
+  value: Buffer;
+}
+
+/** Entries keyed by their key's hex, so equal keys meet in a Map. */
+export type EntryMap = Map<string, MapEntry>;
+
+/** Everything that belongs to one service id. */
+export interface ServiceState {
+  id: number;
+  /** The service's name; undefined for state read back from the maps (names are not stored). */
+  name: string | undefined;
+  /** xlb_lb_svc: one entry per frontend. */
+  frontends: EntryMap;
+  /** xlb_lb_slot */
+  slots: EntryMap;
+  /** xlb_lb_maglev: the table, when the service uses Maglev and has a usable backend. */
+  maglev: MapEntry | undefined;
+  /** xlb_lb_srcrng */
+  sourceRanges: EntryMap;
+  /** Ids of every backend the service lists (usable or not): conntrack purge is per (service, backend). */
+  members: Set<number>;
+}
+
+export interface LbState {
+  services: Map<number, ServiceState>;
+  /** xlb_lb_be */
+  backends: EntryMap;
+}
+
+export interface FrontendConflict {
+  service: string;
+  frontend: string;
+  heldBy: string;
+}
+
+export interface DesiredLbState extends LbState {
+  conflicts: FrontendConflict[];
+}
+
+export interface LbNodeConfig {
+  /** This node's addresses: NodePort services listen on each of their family. */
+  addresses: readonly string[];
+  maglevTableSize: number;
+  maglevSeed: MaglevSeed;
+  /** The agent's --mode, for services that do not name one. */
+  defaultMode: Mode;
+}
+
+export interface DesiredOptions {
+  /** Keep one across syncs: unchanged services then reuse their table (and its encoding). */
+  maglevCache?: MaglevTableCache;
+}
+
+export const PROTOCOL_NUMBERS: Record<L4Protocol, number> = { TCP: IPPROTO_TCP, UDP: IPPROTO_UDP, SCTP: IPPROTO_SCTP };
+
+export const hex = (key: Buffer): string => key.toString('hex');
+
+/** The id key of a backend: "198.18.1.2:8080/TCP", "[2001:db8::2]:53/UDP". */
+export function backendKey(address: string, port: number, protocol: L4Protocol): string {
+  const ip = canonicalIpAddress(address);
+  return `${ip.includes(':') ? `[${ip}]` : ip}:${port}/${protocol}`;
+}
+
+/** The backends that get new flows, in slot order (see the file comment). */
+export function usableBackends(service: Service): Backend[] {
+  const eligible = (b: Backend): boolean => b.weight > 0;
+  let usable = service.backends.filter((b) => b.state === 'active' && eligible(b));
+  if (usable.length === 0) usable = service.backends.filter((b) => b.state === 'terminating' && eligible(b));
+  const keyed = usable.map((b) => ({ b, key: maglevBackendKey({ address: b.address, port: b.port, protocol: service.frontend.protocol }) }));
+  keyed.sort((x, y) => Buffer.compare(Buffer.from(x.key), Buffer.from(y.key)));
+  return keyed.map(({ b }) => b);
+}
+
+const familyOf = (address: string): number => (address.includes(':') ? AF_INET6 : AF_INET);
+
+/** The frontend addresses of a service on this node. */
+export function frontendAddresses(service: Service, nodeAddresses: readonly string[]): string[] {
+  if (service.type !== 'NodePort') return [service.frontend.address];
+  const family = familyOf(service.frontend.address);
+  const own = nodeAddresses.map((a) => canonicalIpAddress(a)).filter((a) => familyOf(a) === family);
+  return [...new Set(own)].sort();
+}
+
+function frontendText(address: string, port: number, protocol: L4Protocol): string {
+  return `${address.includes(':') ? `[${address}]` : address}:${port}/${protocol}`;
+}
+
+/** The Maglev map value: M little-endian u16 slot numbers. Memoised per (shared, read-only) table. */
+const encodedTables = new WeakMap<MaglevTable, Buffer>();
+export function encodeMaglevTable(table: MaglevTable): Buffer {
+  const known = encodedTables.get(table);
+  if (known) return known;
+  const out = Buffer.alloc(table.length * 2);
+  for (let i = 0; i < table.length; i++) out.writeUInt16LE(table[i] ?? 0, i * 2);
+  encodedTables.set(table, out);
+  return out;
+}
+
+function newServiceState(id: number, name: string | undefined): ServiceState {
+  return { id, name, frontends: new Map(), slots: new Map(), maglev: undefined, sourceRanges: new Map(), members: new Set() };
+}
+
+function put(map: EntryMap, key: Buffer, value: Buffer): void {
+  map.set(hex(key), { key, value });
+}
+
+export function desiredLbState(
+  services: ReadonlyMap<string, Service>,
+  node: LbNodeConfig,
+  ids: IdAllocator,
+  options: DesiredOptions = {},
+): DesiredLbState {
+  const cache = options.maglevCache ?? new MaglevTableCache();
+  const names = [...services.keys()].sort();
+
+  const refs = new Map<string, number>();
+  for (const name of names) {
+    const service = services.get(name);
+    if (!service) continue;
+    for (const b of service.backends) {
+      const key = backendKey(b.address, b.port, service.frontend.protocol);
+      refs.set(key, (refs.get(key) ?? 0) + 1);
+    }
+  }
+  const assigned = ids.assign(names, refs);
+  const idOf = (map: ReadonlyMap<string, number>, name: string): number => {
+    const id = map.get(name);
+    if (id === undefined) throw new Error(`no id assigned to ${name}`);
+    return id;
+  };
+
+  const state: DesiredLbState = { services: new Map(), backends: new Map(), conflicts: [] };
+  const frontendOwners = new Map<string, string>();
+
+  for (const name of names) {
+    const service = services.get(name);
+    if (!service) continue;
+    const id = idOf(assigned.services, name);
+    const entries = newServiceState(id, name);
+    state.services.set(id, entries);
+    const { protocol, port } = service.frontend;
+    const proto = PROTOCOL_NUMBERS[protocol];
+
+    for (const b of service.backends) {
+      const backendId = idOf(assigned.backends, backendKey(b.address, b.port, protocol));
+      entries.members.add(backendId);
+      put(state.backends, encodeU32(backendId), LbBackend.encode({ addr: b.address, port: b.port, family: familyOf(b.address) }));
+    }
+
+    const usable = usableBackends(service);
+    usable.forEach((b, slot) => {
+      const backendId = idOf(assigned.backends, backendKey(b.address, b.port, protocol));
+      put(entries.slots, LbSlotKey.encode({ serviceId: id, slot }), encodeU32(backendId));
+    });
+
+    if (service.algorithm === 'maglev' && usable.length > 0) {
+      const table = cache.table(
+        usable.map((b) => ({ key: maglevBackendKey({ address: b.address, port: b.port, protocol }), weight: b.weight })),
+        node.maglevTableSize,
+        node.maglevSeed,
+      );
+      entries.maglev = { key: encodeU32(id), value: encodeMaglevTable(table) };
+    }
+
+    for (const range of service.sourceRanges) {
+      const [network = '', length = '0'] = range.split('/');
+      put(
+        entries.sourceRanges,
+        LbSourceRangeKey.encode({ prefixlen: 32 + Number(length), serviceId: id, addr: network }),
+        Buffer.from([1]),
+      );
+    }
+
+    let flags = 0;
+    if (service.algorithm === 'maglev') flags |= ServiceFlag.Maglev;
+    if (service.sourceRanges.length > 0) flags |= ServiceFlag.SourceRanges;
+    if (service.type === 'NodePort') flags |= ServiceFlag.NodePort;
+    const value = LbService.encode({
+      id,
+      backendCount: usable.length,
+      flags,
+      mode: ForwardingMode[service.mode ?? node.defaultMode],
+      affinityTimeout: service.sessionAffinity.type === 'ClientIP' ? service.sessionAffinity.timeoutSeconds : 0,
+    });
+    for (const address of frontendAddresses(service, node.addresses)) {
+      const key = LbServiceKey.encode({ addr: address, port, proto, family: familyOf(address) });
+      const text = frontendText(address, port, protocol);
+      const holder = frontendOwners.get(text);
+      if (holder !== undefined) {
+        state.conflicts.push({ service: name, frontend: text, heldBy: holder });
+        continue;
+      }
+      frontendOwners.set(text, name);
+      put(entries.frontends, key, value);
+    }
+  }
+  return state;
+}
+
+/** Raw map contents, as LbMapWriter.read() dumps them. */
+export interface LbMapDump {
+  svc: Iterable<[Buffer, Buffer]>;
+  be: Iterable<[Buffer, Buffer]>;
+  slot: Iterable<[Buffer, Buffer]>;
+  maglev: Iterable<[Buffer, Buffer]>;
+  srcrng: Iterable<[Buffer, Buffer]>;
+}
+
+/**
+ * The state the maps hold, grouped by service id like a desired state, so the two can be diffed.
+ * Entries of an id without a service entry (left over from a crash) form a service of their own,
+ * which the diff then removes. `members` are the backends in the slots (the maps do not record the
+ * unusable ones a service listed).
+ */
+export function lbStateFromMaps(dump: LbMapDump): LbState {
+  const state: LbState = { services: new Map(), backends: new Map() };
+  const service = (id: number): ServiceState => {
+    let entries = state.services.get(id);
+    if (!entries) {
+      entries = newServiceState(id, undefined);
+      state.services.set(id, entries);
+    }
+    return entries;
+  };
+  for (const [key, value] of dump.svc) put(service(LbService.decode(value).id).frontends, key, value);
+  for (const [key, value] of dump.slot) {
+    const entries = service(LbSlotKey.decode(key).serviceId);
+    put(entries.slots, key, value);
+    entries.members.add(decodeU32(value));
+  }
+  for (const [key, value] of dump.maglev) service(decodeU32(key)).maglev = { key, value };
+  for (const [key, value] of dump.srcrng) put(service(LbSourceRangeKey.decode(key).serviceId).sourceRanges, key, value);
+  for (const [key, value] of dump.be) put(state.backends, key, value);
+  return state;
+}
+
+/**
+ * Ids to restore into a fresh IdAllocator at start-up, from what the (pinned) maps hold, so the
+ * first sync after a restart keeps every id and rewrites nothing (established flows keep their
+ * backends). A service takes the id of the map's service entry at one of its frontends; a backend
+ * takes the id of the xlb_lb_be entry with its address and port, preferring the entry the slots of a
+ * service with the same protocol point at. Unmatched ids are left for the diff to remove.
+ */
+export function recoverIds(
+  current: LbState,
+  services: ReadonlyMap<string, Service>,
+  nodeAddresses: readonly string[],
+): { services: [string, number][]; backends: [string, number][] } {
+  const serviceIdByFrontend = new Map<string, number>();
+  const protocolById = new Map<number, number>();
+  for (const entries of current.services.values()) {
+    for (const { key } of entries.frontends.values()) {
+      serviceIdByFrontend.set(hex(key), entries.id);
+      protocolById.set(entries.id, LbServiceKey.decode(key).proto);
+    }
+  }
+  // Backend entries by "address:port", with the protocols of the services whose slots use them.
+  const backendsByAddress = new Map<string, { id: number; protocols: Set<number> }[]>();
+  const protocolsOfBackend = new Map<number, Set<number>>();
+  for (const entries of current.services.values()) {
+    const proto = protocolById.get(entries.id);
+    if (proto === undefined) continue;
+    for (const { value } of entries.slots.values()) {
+      const id = decodeU32(value);
+      const set = protocolsOfBackend.get(id) ?? new Set<number>();
+      set.add(proto);
+      protocolsOfBackend.set(id, set);
+    }
+  }
+  for (const { key, value } of current.backends.values()) {
+    const id = decodeU32(key);
+    const b = LbBackend.decode(value);
+    const at = `${b.addr}|${b.port}`;
+    const list = backendsByAddress.get(at) ?? [];
+    list.push({ id, protocols: protocolsOfBackend.get(id) ?? new Set() });
+    backendsByAddress.set(at, list);
+  }
+
+  const serviceIds: [string, number][] = [];
+  const takenServiceIds = new Set<number>();
+  const backendIds: [string, number][] = [];
+  const takenBackendKeys = new Set<string>();
+  const takenBackendIds = new Set<number>();
+  for (const name of [...services.keys()].sort()) {
+    const service = services.get(name);
+    if (!service) continue;
+    const { port, protocol } = service.frontend;
+    const proto = PROTOCOL_NUMBERS[protocol];
+    for (const address of frontendAddresses(service, nodeAddresses)) {
+      const key = LbServiceKey.encode({ addr: address, port, proto, family: familyOf(address) });
+      const id = serviceIdByFrontend.get(hex(key));
+      if (id !== undefined && !takenServiceIds.has(id)) {
+        takenServiceIds.add(id);
+        serviceIds.push([name, id]);
+        break;
+      }
+    }
+    for (const b of service.backends) {
+      const key = backendKey(b.address, b.port, protocol);
+      if (takenBackendKeys.has(key)) continue;
+      const candidates = (backendsByAddress.get(`${b.address}|${b.port}`) ?? []).filter((c) => !takenBackendIds.has(c.id));
+      const chosen = candidates.find((c) => c.protocols.has(proto)) ?? candidates.find((c) => c.protocols.size === 0);
+      if (!chosen) continue;
+      takenBackendKeys.add(key);
+      takenBackendIds.add(chosen.id);
+      backendIds.push([key, chosen.id]);
+    }
+  }
+  return { services: serviceIds, backends: backendIds };
+}

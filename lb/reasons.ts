@@ -1,0 +1,58 @@
+/**
+ * The datapath's reasons (enum xlb_reason in bpf/include/common.h), by name: counters, events, metrics
+ * labels and `xlb monitor` all speak these. A test checks every value against the compiled BTF.
+ */
+export const Reason = {
+  FWD_NEW_FLOW: 0,
+  FWD_ESTABLISHED: 1,
+  FWD_REPLY: 2,
+  FWD_ICMP_ERROR: 3,
+  PASS_NOT_SERVICE: 4,
+  PASS_NO_NEIGH: 5,
+  PASS_FRAGMENT: 6,
+  REJECT_NO_BACKEND: 7,
+  DSR_RECEIVED: 8,
+  DSR_REPLY: 9,
+  DROP_MALFORMED: 16,
+  DROP_NO_BACKEND: 17,
+  DROP_SOURCE_RANGE: 18,
+  DROP_CT_FULL: 19,
+  DROP_NAT_NO_PORT: 20,
+  DROP_NAT_FULL: 21,
+  DROP_FIB: 22,
+  DROP_FRAG_NEEDED: 23,
+  DROP_UNSUPPORTED: 24,
+  DROP_BACKEND_GONE: 25,
+  DROP_DSR_OPTION: 26,
+  DROP_ICMP_ERROR: 27,
+} as const;
+
+export type ReasonName = keyof typeof Reason;
+
+/** Array size of the counters per direction (XLB_REASON_MAX). */
+export const REASON_MAX = 32;
+export const DROP_FIRST = 16;
+
+export const Direction = { INGRESS: 0, EGRESS: 1 } as const;
+export type DirectionName = keyof typeof Direction;
+
+const names = new Map<number, ReasonName>(Object.entries(Reason).map(([name, value]) => [value, name as ReasonName]));
+
+/** "DROP_SOURCE_RANGE" → "source_range" style label, for metrics and the monitor. */
+export function reasonLabel(reason: number): string {
+  const name = names.get(reason);
+  return name ? name.toLowerCase().replace(/^(fwd|pass|drop|reject|dsr)_/, '') : `reason_${reason}`;
+}
+
+export function reasonName(reason: number): ReasonName | undefined {
+  return names.get(reason);
+}
+
+export function isDrop(reason: number): boolean {
+  return reason >= DROP_FIRST;
+}
+
+/** Counter index in xlb_metrics: direction * XLB_REASON_MAX + reason. */
+export function counterIndex(reason: number, direction: number): number {
+  return direction * REASON_MAX + reason;
+}

@@ -1,0 +1,116 @@
+/**
+ * xdp_lb under BPF_PROG_TEST_RUN, inside a network namespace of its own so FIB lookups see a known
+ * routing table: device v0 (the LB node, 198.18.0.2 / 2001:db8::2) with permanent neighbours for the
+ * backends and the client. Services are installed the way the agent installs them: validate →
+ * desired state → LbMapWriter.
+ */
+import { inNetns } from '../../lb/datapath/netns.js';
+import { ifindexOf } from '../../lb/datapath/netif.js';
+import { LbDatapath } from '../../lb/datapath/lb-datapath.js';
+import { LbMapWriter } from '../../lb/datapath/lb-writer.js';
+import { Topology } from '../../lb/datapath/topology.js';
+import { desiredLbState } from '../../lb/lbmap/desired.js';
+import { IdAllocator } from '../../lb/lbmap/ids.js';
+import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
+import { counterIndex, Direction } from '../../lb/reasons.js';
+import { validateService, type Service } from '../../lb/service.js';
+import { parseFrame, type ParsedFrame } from './packet.js';
+
+export const NODE = { v4: '198.18.0.2', v6: '2001:db8::2' };
+export const CLIENT = { v4: '198.18.0.100', v6: '2001:db8::64', mac: '02:00:00:00:00:64' };
+export const BACKENDS = [11, 12, 13].map((n) => ({
+  v4: `198.18.0.${n}`,
+  v6: `2001:db8::${n.toString(16)}`,
+  mac: `02:00:00:00:00:${n.toString(16).padStart(2, '0')}`,
+}));
+export const NAT_PORTS = { min: 40000, max: 40999 };
+export const MAGLEV_SIZE = 251;
+export const XDP = { ABORTED: 0, DROP: 1, PASS: 2, TX: 3, REDIRECT: 4 } as const;
+
+export interface RunResult {
+  retval: number;
+  out: Buffer;
+  /** The output frame, parsed on first use (a dropped malformed frame need not parse). */
+  readonly parsed: ParsedFrame;
+}
+
+export class LbHarness {
+  readonly lb: LbDatapath;
+  readonly writer: LbMapWriter;
+  readonly deviceMac: string;
+  private readonly ids = new IdAllocator();
+  private readonly ifindex: number;
+  private services = new Map<string, Service>();
+
+  private constructor(
+    private readonly topology: Topology,
+    readonly ns: string,
+  ) {
+    this.lb = LbDatapath.load({ maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED) });
+    this.writer = LbMapWriter.fromObject(this.lb.object);
+    this.lb.configure({ nodeV4: NODE.v4, nodeV6: NODE.v6, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 1 });
+    this.ifindex = inNetns(ns, () => ifindexOf('v0'));
+    this.deviceMac = topology.exec(ns, 'cat', ['/sys/class/net/v0/address']).trim();
+  }
+
+  static create(tag: string): LbHarness {
+    const topology = new Topology(tag);
+    try {
+      const ns = topology.namespace('pkt');
+      topology.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
+      topology.veth({ ns, name: 'v0' }, { ns, name: 'v1' });
+      topology.address(ns, 'v0', `${NODE.v4}/24`);
+      topology.address(ns, 'v0', `${NODE.v6}/64`);
+      for (const host of [...BACKENDS, CLIENT]) {
+        topology.exec(ns, 'ip', ['neigh', 'replace', host.v4, 'lladdr', host.mac, 'dev', 'v0', 'nud', 'permanent']);
+        topology.exec(ns, 'ip', ['-6', 'neigh', 'replace', host.v6, 'lladdr', host.mac, 'dev', 'v0', 'nud', 'permanent']);
+      }
+      return new LbHarness(topology, ns);
+    } catch (error) {
+      topology.destroy();
+      throw error;
+    }
+  }
+
+  /** Make the datapath serve exactly these services (raw service objects, validated as the API does). */
+  install(services: Record<string, unknown>): void {
+    this.services = new Map(Object.entries(services).map(([id, raw]) => [id, validateService(raw, id, { defaultMode: 'snat' })]));
+    const desired = desiredLbState(this.services, { addresses: [NODE.v4, NODE.v6], maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), defaultMode: 'snat' }, this.ids);
+    this.writer.reconcile(desired);
+  }
+
+  run(frame: Buffer): RunResult {
+    const ctx = Buffer.alloc(24);
+    ctx.writeUInt32LE(frame.length, 4);
+    ctx.writeUInt32LE(this.ifindex, 12);
+    const result = inNetns(this.ns, () => this.lb.object.program('xdp_lb').testRun({ data: frame, ctx }));
+    let parsed: ParsedFrame | undefined;
+    return {
+      retval: result.retval,
+      out: result.data,
+      get parsed(): ParsedFrame {
+        parsed ??= parseFrame(result.data);
+        return parsed;
+      },
+    };
+  }
+
+  counter(reason: number, direction: number = Direction.INGRESS): bigint {
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(counterIndex(reason, direction));
+    return this.lb.map('xlb_metrics').sumPerCpuU64(key)[0] ?? 0n;
+  }
+
+  /** Forget every tracked flow (conntrack, SNAT ports, affinity), as if the node had just started. */
+  flushFlows(): void {
+    for (const name of ['xlb_ct', 'xlb_snat', 'xlb_lb_affin', 'xlb_frag']) {
+      const map = this.lb.map(name);
+      map.deleteBatch([...map.keys()]);
+    }
+  }
+
+  destroy(): void {
+    this.lb.close();
+    this.topology.destroy();
+  }
+}
