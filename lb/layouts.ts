@@ -166,6 +166,11 @@ export const LbAffinity = defineStruct('lb_affinity', { lastUsed: u64, backendId
  */
 export const LbSourceRangeKey = defineStruct('lb_source_range_key', { prefixlen: u32, serviceId: be32, addr: xlbAddr });
 
+// ---- forwarding (forward.h) ----
+
+/** struct xlb_nexthop: a flow's cached FIB answer. */
+export const XlbNexthop = defineStruct('xlb_nexthop', { ifindex: u32, updated: u32, dmac: bytes(6), smac: bytes(6) });
+
 // ---- conntrack (conntrack.h) ----
 
 /** struct xlb_tuple (parse.h): a flow as seen on the wire; the conntrack and SNAT key, inside events. */
@@ -181,7 +186,8 @@ export const CtEntry = defineStruct('ct_entry', {
   natAddr: xlbAddr,
   natPort: be16,
   flags: u8,
-  pad: pad(5),
+  pad: pad(1),
+  nexthop: nested(XlbNexthop, 4),
 });
 
 // ---- SNAT (nat.h) ----
@@ -191,7 +197,7 @@ export const NatReverse = defineStruct('nat_reverse', {
   service: xlbAddr,
   clientPort: be16,
   servicePort: be16,
-  pad: pad(4),
+  nexthop: nested(XlbNexthop, 4),
 });
 
 // ---- fragments (frag.h) ----
@@ -267,4 +273,6 @@ export const structCodecs: CodecLayout[] = [
   XlbCounter,
   XlbEvent,
   XlbTuple,
+  XlbNexthop,
+  DsrEntry,
 ];

@@ -21,6 +21,19 @@
 #define XLB_CT_LIFETIME_NONTCP 60
 #define XLB_NS 1000000000ULL
 
+/* Conntrack time: the coarse clock (jiffies resolution) is plenty for lifetimes in seconds, and
+ * cheaper to read on every packet than the precise one. */
+static __always_inline __u64 xlb_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
+/* Units of 2^30 ns (about 1.07 s): a shift instead of a 64-bit division, for next-hop ages. */
+static __always_inline __u32 xlb_coarse_sec(__u64 ns)
+{
+	return ns >> 30;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, XLB_CT_MAX_ENTRIES);

@@ -11,11 +11,25 @@
 #include "common.h"
 #include "parse.h"
 
-#define XLB_AF_INET_FIB 2
-#define XLB_AF_INET6_FIB 10
+#include "maps.h"
 
-/* XDP action for the packet, after counting; reason_out says which reason to count. */
-static __always_inline int fwd_fib_redirect(struct xdp_md *ctx, const struct xlb_pkt *pkt, int *reason_out)
+#define XLB_NEXTHOP_TTL 1 /* seconds: how long a FIB answer is reused for one flow */
+
+static __always_inline int fwd_transmit(struct xdp_md *ctx, struct ethhdr *eth, const struct xlb_nexthop *nh)
+{
+	__builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
+	if (nh->ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(nh->ifindex, 0);
+}
+
+/*
+ * XDP action for the translated packet; *reason_out is changed when it is not forwarded. nh caches the
+ * FIB's answer for the flow (NULL: no cache); now_sec is the coarse clock in seconds.
+ */
+static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct xlb_nexthop *nh,
+				      __u32 now_sec, int *reason_out)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -27,6 +41,8 @@ static __always_inline int fwd_fib_redirect(struct xdp_md *ctx, const struct xlb
 		*reason_out = XLB_DROP_MALFORMED;
 		return XDP_DROP;
 	}
+	if (nh && nh->ifindex && now_sec - nh->updated < XLB_NEXTHOP_TTL)
+		return fwd_transmit(ctx, eth, nh);
 	fib.family = pkt->tuple.family;
 	fib.l4_protocol = pkt->tuple.proto;
 	fib.sport = pkt->tuple.sport;
@@ -57,12 +73,15 @@ static __always_inline int fwd_fib_redirect(struct xdp_md *ctx, const struct xlb
 
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	switch (rc) {
-	case BPF_FIB_LKUP_RET_SUCCESS:
-		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-		if (fib.ifindex == ctx->ingress_ifindex)
-			return XDP_TX;
-		return bpf_redirect(fib.ifindex, 0);
+	case BPF_FIB_LKUP_RET_SUCCESS: {
+		struct xlb_nexthop found = { .ifindex = fib.ifindex, .updated = now_sec };
+
+		__builtin_memcpy(found.dmac, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(found.smac, fib.smac, ETH_ALEN);
+		if (nh)
+			*nh = found;
+		return fwd_transmit(ctx, eth, &found);
+	}
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
 		*reason_out = XLB_PASS_NO_NEIGH;
 		return XDP_PASS;

@@ -73,6 +73,17 @@ struct lb_source_range_key {
 	union xlb_addr addr;
 };
 
+/* ---- forwarding (forward.h) ---- */
+
+/* The next hop a flow's packets leave by, from one FIB lookup, reused until it is XLB_NEXTHOP_TTL old:
+ * a FIB lookup costs more than the rest of an established packet's path. */
+struct xlb_nexthop {
+	__u32 ifindex;   /* 0: not looked up yet */
+	__u32 updated;   /* coarse seconds */
+	__u8 dmac[6];
+	__u8 smac[6];
+};
+
 /* ---- conntrack (conntrack.h) ---- */
 
 enum xlb_ct_flags {
@@ -83,13 +94,14 @@ enum xlb_ct_flags {
 
 /* Keyed by the client's tuple as it arrives (struct xlb_tuple). */
 struct ct_entry {
-	__u64 last_seen;        /* bpf_ktime_get_ns */
+	__u64 last_seen;        /* bpf_ktime_get_coarse_ns */
 	__u32 backend_id;
 	__u32 service_id;
 	union xlb_addr nat_addr; /* SNAT: the node address the flow leaves with */
 	__be16 nat_port;         /* SNAT: the source port the flow leaves with */
 	__u8 flags;              /* enum xlb_ct_flags */
-	__u8 pad[5];
+	__u8 pad;
+	struct xlb_nexthop nexthop; /* towards the backend */
 };
 
 /* ---- SNAT (nat.h) ---- */
@@ -100,7 +112,7 @@ struct nat_reverse {
 	union xlb_addr service;
 	__be16 client_port;
 	__be16 service_port;
-	__u32 pad;
+	struct xlb_nexthop nexthop; /* towards the client */
 };
 
 /* ---- fragments (frag.h) ---- */
@@ -119,7 +131,7 @@ struct frag_ports {
 	__be16 dport;
 };
 
-/* ---- DSR, backend side (dsr.h) ---- */
+/* ---- DSR, backend side (dsr_backend.h) ---- */
 
 /* Keyed by the flow as the backend sees it arrive (client → backend). */
 struct dsr_entry {

@@ -46,19 +46,17 @@ static __always_inline const union xlb_addr *node_address(const struct xlb_confi
 }
 
 /* A new flow: who may come, which backend, and the state its later packets need. */
-static __always_inline int open_flow(const struct lb_service *svc, const struct xlb_pkt *pkt, struct ct_entry *ct,
+static __always_inline int open_flow(const struct lb_service *svc, const struct xlb_pkt *pkt,
+				     const struct xlb_config *cfg, struct ct_entry *ct, struct lb_backend **backend,
 				     __u64 now)
 {
-	const struct xlb_config *cfg;
-	struct lb_backend *backend;
 	__u32 backend_id;
-	int err;
 
 	if (!lb_source_allowed(svc, &pkt->tuple))
 		return -XLB_DROP_SOURCE_RANGE;
 	backend_id = lb_select_backend(svc, &pkt->tuple, now);
-	backend = backend_id ? lb_lookup_backend(backend_id) : NULL;
-	if (!backend)
+	*backend = backend_id ? lb_lookup_backend(backend_id) : NULL;
+	if (!*backend)
 		return -XLB_REJECT_NO_BACKEND;
 
 	__builtin_memset(ct, 0, sizeof(*ct));
@@ -67,33 +65,24 @@ static __always_inline int open_flow(const struct lb_service *svc, const struct 
 	ct->service_id = svc->id;
 	if (uses_dsr(svc, pkt->tuple.proto)) {
 		ct->flags = XLB_CT_F_DSR;
-	} else {
-		cfg = xlb_get_config();
-		if (!cfg)
-			return -XLB_DROP_NAT_NO_PORT;
-		ct->flags = XLB_CT_F_SNAT;
-		ct->nat_addr = *node_address(cfg, pkt->tuple.family);
-		err = nat_claim_port(&pkt->tuple, backend, &ct->nat_addr, cfg, &ct->nat_port);
-		if (err)
-			return err;
+		return 0;
 	}
-	return ct_create(&pkt->tuple, ct);
+	ct->flags = XLB_CT_F_SNAT;
+	ct->nat_addr = *node_address(cfg, pkt->tuple.family);
+	return nat_claim_port(&pkt->tuple, *backend, &ct->nat_addr, cfg, &ct->nat_port);
 }
 
 /* Rewrite toward the backend: DNAT always; the source becomes the node (SNAT) or stays the client (DSR). */
 static __always_inline int translate_to_backend(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct ct_entry *ct,
-						int first_packet)
+						const struct lb_backend *backend, int first_packet)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct lb_backend *backend = lb_lookup_backend(ct->backend_id);
 	union xlb_addr service = pkt->tuple.daddr;
 	union xlb_addr client = pkt->tuple.saddr;
 	__be16 service_port = pkt->tuple.dport;
 	int err;
 
-	if (!backend)
-		return -XLB_DROP_BACKEND_GONE;
 	if (ct->flags & XLB_CT_F_SNAT)
 		return nat_rewrite(data, data_end, pkt, &ct->nat_addr, ct->nat_port, &backend->addr, backend->port);
 	err = nat_rewrite(data, data_end, pkt, &client, pkt->tuple.sport, &backend->addr, backend->port);
@@ -102,69 +91,94 @@ static __always_inline int translate_to_backend(struct xdp_md *ctx, struct xlb_p
 	return dsr_insert(ctx, pkt, &service, service_port);
 }
 
+/* Replies to our SNAT ports come to a node address, on a port of the SNAT range: only those are looked up. */
+static __always_inline struct nat_reverse *snat_reply_lookup(const struct xlb_pkt *pkt, const struct xlb_config *cfg)
+{
+	const union xlb_addr *node = node_address(cfg, pkt->tuple.family);
+	__u16 port = bpf_ntohs(pkt->tuple.dport);
+
+	if (port < cfg->nat_port_min || port > cfg->nat_port_max)
+		return NULL;
+	if (node->v6[0] != pkt->tuple.daddr.v6[0] || node->v6[1] != pkt->tuple.daddr.v6[1] ||
+	    node->v6[2] != pkt->tuple.daddr.v6[2] || node->v6[3] != pkt->tuple.daddr.v6[3])
+		return NULL;
+	return bpf_map_lookup_elem(&xlb_snat, &pkt->tuple);
+}
+
 /* A reply from a backend to one of our SNAT ports: back to the client, from the service address. */
-static __always_inline int translate_snat_reply(struct xdp_md *ctx, struct xlb_pkt *pkt, int *handled)
+static __always_inline void snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct nat_reverse *reverse,
+					    struct verdict *v)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct nat_reverse *reverse = bpf_map_lookup_elem(&xlb_snat, &pkt->tuple);
+	int err = nat_rewrite(data, data_end, pkt, &reverse->service, reverse->service_port, &reverse->client,
+			      reverse->client_port);
 
-	*handled = reverse != NULL;
-	if (!reverse)
-		return 0;
-	return nat_rewrite(data, data_end, pkt, &reverse->service, reverse->service_port, &reverse->client,
-			   reverse->client_port);
-}
-
-static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct verdict *v)
-{
-	struct lb_service *svc;
-	struct ct_entry new_ct;
-	struct ct_entry *ct;
-	__u64 now;
-	int new_flow = 0;
-	int err;
-
-	svc = lb_lookup_service(&pkt->tuple);
-	if (!svc) {
-		v->reason = XLB_PASS_NOT_SERVICE;
+	if (err) {
+		v->action = XDP_DROP;
+		v->reason = -err;
 		return;
 	}
+	v->reason = XLB_FWD_REPLY;
+	v->action = fwd_packet(ctx, pkt, &reverse->nexthop, xlb_coarse_sec(xlb_now()), &v->reason);
+}
+
+static __always_inline void reject(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct verdict *v)
+{
+	int err = icmp_port_unreachable(ctx, pkt);
+
+	v->action = err ? XDP_DROP : XDP_TX;
+	v->reason = err ? -err : XLB_REJECT_NO_BACKEND;
+}
+
+static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_tuple *flow,
+					 const struct lb_service *svc, const struct xlb_config *cfg, struct verdict *v)
+{
+	struct lb_backend *backend = NULL;
+	struct ct_entry new_ct;
+	struct ct_entry *ct;
+	__u64 now = xlb_now();
+	int err;
+
 	v->service_id = svc->id;
 	if (pkt->frag == XLB_FRAG_FIRST)
 		frag_remember(pkt);
 
-	now = bpf_ktime_get_ns();
 	ct = ct_lookup(&pkt->tuple, now);
-	if (ct && (ct_is_reopened(ct, pkt) || !lb_lookup_backend(ct->backend_id)))
-		ct = NULL; /* a new connection on an old tuple, or its backend is gone: choose again */
-	if (!ct) {
-		err = open_flow(svc, pkt, &new_ct, now);
-		if (err == -XLB_REJECT_NO_BACKEND) {
-			v->reason = XLB_REJECT_NO_BACKEND;
-			err = icmp_port_unreachable(ctx, pkt);
-			v->action = err ? XDP_DROP : XDP_TX;
-			if (err)
-				v->reason = -err;
-			return;
-		}
+	if (ct && !ct_is_reopened(ct, pkt))
+		backend = lb_lookup_backend(ct->backend_id);
+	if (backend) {
+		ct_touch(ct, pkt, now);
+		v->reason = XLB_FWD_ESTABLISHED;
+	} else {
+		/* a new flow, a new connection on an old tuple, or a flow whose backend is gone */
+		err = open_flow(svc, pkt, cfg, &new_ct, &backend, now);
+		if (err == -XLB_REJECT_NO_BACKEND)
+			return reject(ctx, pkt, v);
 		if (err)
 			goto drop;
 		ct = &new_ct;
-		new_flow = 1;
-	} else {
-		ct_touch(ct, pkt, now);
+		v->reason = XLB_FWD_NEW_FLOW;
 	}
 	v->backend_id = ct->backend_id;
-	err = translate_to_backend(ctx, pkt, ct, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, new_flow));
+	err = translate_to_backend(ctx, pkt, ct, backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, ct == &new_ct));
 	if (err)
 		goto drop;
-	v->reason = new_flow ? XLB_FWD_NEW_FLOW : XLB_FWD_ESTABLISHED;
-	v->action = fwd_fib_redirect(ctx, pkt, &v->reason);
+	v->action = fwd_packet(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now), &v->reason);
+	if (ct == &new_ct && v->action != XDP_DROP) {
+		err = ct_create(flow, ct);
+		if (err)
+			goto drop;
+	}
 	return;
 drop:
 	v->action = XDP_DROP;
 	v->reason = -err;
+}
+
+static __always_inline int sampled(const struct xlb_config *cfg)
+{
+	return cfg->event_sample == 1 || (cfg->event_sample > 1 && bpf_get_prandom_u32() % cfg->event_sample == 0);
 }
 
 SEC("xdp")
@@ -174,13 +188,19 @@ int xdp_lb(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 len = data_end - data;
 	struct verdict v = { .action = XDP_PASS, .reason = XLB_PASS_NOT_SERVICE };
+	struct xlb_config *cfg = xlb_get_config();
+	struct nat_reverse *reverse;
+	struct lb_service *svc;
 	struct xlb_pkt pkt = {};
-	int handled = 0;
+	struct xlb_tuple flow;
 	int err;
 
+	if (!cfg)
+		return XDP_PASS; /* not configured yet */
 	err = xlb_parse(data, data_end, &pkt, 1);
 	if (err == XLB_PARSE_NOT_IP)
 		return XDP_PASS;
+	flow = pkt.tuple;
 	if (err < 0) {
 		v.action = XDP_DROP;
 		v.reason = -err;
@@ -190,30 +210,27 @@ int xdp_lb(struct xdp_md *ctx)
 		v.reason = XLB_PASS_FRAGMENT;
 		goto out;
 	}
+	flow = pkt.tuple; /* the flow as it arrived (ports recalled): conntrack key, what events report */
 	if (pkt.icmp_error)
-		goto out; /* ICMP errors are left to the stack for now */
+		goto out; /* ICMP errors are left to the stack */
 
-	err = translate_snat_reply(ctx, &pkt, &handled);
-	if (handled) {
-		if (err) {
-			v.action = XDP_DROP;
-			v.reason = -err;
-		} else {
-			v.reason = XLB_FWD_REPLY;
-			v.action = fwd_fib_redirect(ctx, &pkt, &v.reason);
-		}
+	reverse = snat_reply_lookup(&pkt, cfg);
+	if (reverse) {
+		snat_reply_path(ctx, &pkt, reverse, &v);
 		goto out;
 	}
-	service_path(ctx, &pkt, &v);
+	svc = lb_lookup_service(&pkt.tuple);
+	if (svc)
+		service_path(ctx, &pkt, &flow, svc, cfg, &v);
 out:
 	xlb_count(v.reason, XLB_DIR_INGRESS, len);
 	if (xlb_is_drop(v.reason))
-		xlb_emit(XLB_EVENT_DROP, v.reason, XLB_DIR_INGRESS, &pkt.tuple, ctx->ingress_ifindex, v.service_id,
+		xlb_emit(XLB_EVENT_DROP, v.reason, XLB_DIR_INGRESS, &flow, ctx->ingress_ifindex, v.service_id,
 			 v.backend_id);
 	else if (v.reason == XLB_REJECT_NO_BACKEND)
-		xlb_emit(XLB_EVENT_REJECT, v.reason, XLB_DIR_INGRESS, &pkt.tuple, ctx->ingress_ifindex, v.service_id, 0);
-	else if (v.reason == XLB_FWD_NEW_FLOW)
-		xlb_emit(XLB_EVENT_NEW_FLOW, v.reason, XLB_DIR_INGRESS, &pkt.tuple, ctx->ingress_ifindex, v.service_id,
+		xlb_emit(XLB_EVENT_REJECT, v.reason, XLB_DIR_INGRESS, &flow, ctx->ingress_ifindex, v.service_id, 0);
+	else if (v.reason == XLB_FWD_NEW_FLOW && sampled(cfg))
+		xlb_emit(XLB_EVENT_NEW_FLOW, v.reason, XLB_DIR_INGRESS, &flow, ctx->ingress_ifindex, v.service_id,
 			 v.backend_id);
 	return v.action;
 }

@@ -106,7 +106,10 @@ function ctKey(n: number): Buffer {
 }
 
 const ctValue = (serviceId: number, backendId: number): Buffer =>
-  CtEntry.encode({ lastSeen: 1n, backendId, serviceId, natAddr: '198.18.0.1', natPort: 40000, flags: 0 });
+  CtEntry.encode({
+    lastSeen: 1n, backendId, serviceId, natAddr: '198.18.0.1', natPort: 40000, flags: 0,
+    nexthop: { ifindex: 0, updated: 0, dmac: Buffer.alloc(6), smac: Buffer.alloc(6) },
+  });
 
 describe('LbMapWriter on kernel maps', () => {
   test('applies a desired state; the maps read back decode to it', () => {

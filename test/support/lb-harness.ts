@@ -7,6 +7,7 @@
 import { inNetns } from '../../lb/datapath/netns.js';
 import { ifindexOf } from '../../lb/datapath/netif.js';
 import { LbDatapath } from '../../lb/datapath/lb-datapath.js';
+import type { BpfProgram } from '../../lb/datapath/program.js';
 import { LbMapWriter } from '../../lb/datapath/lb-writer.js';
 import { Topology } from '../../lb/datapath/topology.js';
 import { desiredLbState } from '../../lb/lbmap/desired.js';
@@ -23,6 +24,8 @@ export const BACKENDS = [11, 12, 13].map((n) => ({
   v6: `2001:db8::${n.toString(16)}`,
   mac: `02:00:00:00:00:${n.toString(16).padStart(2, '0')}`,
 }));
+/** A next hop for the benchmark's self-referential service (see bench/datapath.ts). */
+export const SELF_ROUTED = { v4: '198.18.0.50', v6: '2001:db8::50', mac: '02:00:00:00:00:50' };
 export const NAT_PORTS = { min: 40000, max: 40999 };
 export const MAGLEV_SIZE = 251;
 export const XDP = { ABORTED: 0, DROP: 1, PASS: 2, TX: 3, REDIRECT: 4 } as const;
@@ -61,7 +64,7 @@ export class LbHarness {
       topology.veth({ ns, name: 'v0' }, { ns, name: 'v1' });
       topology.address(ns, 'v0', `${NODE.v4}/24`);
       topology.address(ns, 'v0', `${NODE.v6}/64`);
-      for (const host of [...BACKENDS, CLIENT]) {
+      for (const host of [...BACKENDS, CLIENT, SELF_ROUTED]) {
         topology.exec(ns, 'ip', ['neigh', 'replace', host.v4, 'lladdr', host.mac, 'dev', 'v0', 'nud', 'permanent']);
         topology.exec(ns, 'ip', ['-6', 'neigh', 'replace', host.v6, 'lladdr', host.mac, 'dev', 'v0', 'nud', 'permanent']);
       }
@@ -79,10 +82,21 @@ export class LbHarness {
     this.writer.reconcile(desired);
   }
 
-  run(frame: Buffer): RunResult {
+  /** xdp_md for a frame arriving on v0. */
+  context(frame: Buffer): Buffer {
     const ctx = Buffer.alloc(24);
     ctx.writeUInt32LE(frame.length, 4);
     ctx.writeUInt32LE(this.ifindex, 12);
+    return ctx;
+  }
+
+  /** Mean ns per run of `program` over `repeat` runs of one frame, as the kernel timed it. */
+  time(program: BpfProgram, frame: Buffer, repeat: number): number {
+    return inNetns(this.ns, () => program.testRun({ data: frame, ctx: this.context(frame), repeat }).duration);
+  }
+
+  run(frame: Buffer): RunResult {
+    const ctx = this.context(frame);
     const result = inNetns(this.ns, () => this.lb.object.program('xdp_lb').testRun({ data: frame, ctx }));
     let parsed: ParsedFrame | undefined;
     return {

@@ -1,0 +1,79 @@
+/**
+ * Bench suite "datapath": ns per packet of xdp_lb under BPF_PROG_TEST_RUN, beside a pass-through XDP
+ * program timed the same way in the same run (the kernel times the runs; no syscall in the figure).
+ *
+ * Two timing methods, because xdp_lb rewrites the packet it is given and repeated runs reuse it:
+ * - repeat = 1e6 on one frame, for packets that stay the same across runs: non-service traffic, and
+ *   established flows of a self-referential DSR service whose only backend is the frontend itself
+ *   (every run does the full established path — service, conntrack, backend, rewrite, FIB — and the
+ *   rewrite writes back the same bytes);
+ * - repeat = 1 on N distinct frames, for new flows (each run creates its conntrack entry); the peer is
+ *   timed the same way, since one-run timings carry the kernel's per-call timer cost.
+ */
+import { BpfObject } from '../lb/datapath/object.js';
+import { bpfObjectPath } from '../lb/datapath/objects.js';
+import { buildFrame, TCP_FLAGS, type L4Spec } from '../test/support/packet.js';
+import { CLIENT, LbHarness, SELF_ROUTED } from '../test/support/lb-harness.js';
+import { writeBenchReport, type BenchFigure } from './lib/report.js';
+
+const REPEAT = 1_000_000;
+const NEW_FLOWS = 20_000;
+const log = (message: string): void => void process.stderr.write(`[bench datapath] ${message}\n`);
+
+const families = [
+  { name: 'IPv4', client: CLIENT.v4, vip: '198.18.10.10', self: SELF_ROUTED.v4, other: '198.18.10.99' },
+  { name: 'IPv6', client: CLIENT.v6, vip: '2001:db8:10::10', self: SELF_ROUTED.v6, other: '2001:db8:10::99' },
+];
+
+function frame(src: string, dst: string, l4: L4Spec): Buffer {
+  return buildFrame({ eth: { src: CLIENT.mac, dst: '02:00:00:00:00:02' }, ip: { src, dst }, l4 });
+}
+
+function main(): void {
+  log('setting up a network namespace and loading xdp_lb and the pass-through peer');
+  const h = LbHarness.create('bench');
+  const peer = BpfObject.load(bpfObjectPath('test/xdp_pass.o'));
+  const figures: BenchFigure[] = [];
+  try {
+    const services: Record<string, unknown> = {};
+    for (const f of families) {
+      services[`new-${f.name.toLowerCase()}`] = { frontend: { address: f.vip, port: 80, protocol: 'TCP' }, mode: 'dsr', backends: [1, 2, 3].map((n) => ({ address: f.name === 'IPv4' ? `198.18.0.${10 + n}` : `2001:db8::${(10 + n).toString(16)}`, port: 8080 })) };
+      services[`self-${f.name.toLowerCase()}`] = { frontend: { address: f.self, port: 80, protocol: 'TCP' }, mode: 'dsr', backends: [{ address: f.self, port: 80 }] };
+    }
+    h.install(services);
+    const xdpLb = h.lb.object.program('xdp_lb');
+    const pass = peer.program('xdp_pass');
+
+    for (const f of families) {
+      const params = { method: `repeat ${REPEAT}`, family: f.name, maglevTableSize: 251 };
+      const established = frame(f.client, f.self, { proto: 'tcp', sport: 50000, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(64) });
+      h.run(frame(f.client, f.self, { proto: 'tcp', sport: 50000, dport: 80, flags: TCP_FLAGS.SYN }));
+      const nonService = frame(f.client, f.other, { proto: 'tcp', sport: 50001, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(64) });
+      for (const [name, packet] of [['established flow', established], ['non-service packet', nonService]] as const) {
+        log(`${f.name} ${name}: ${REPEAT.toLocaleString()} runs each of xdp_lb and xdp_pass`);
+        const value = h.time(xdpLb, packet, REPEAT);
+        const peerValue = h.time(pass, packet, REPEAT);
+        figures.push({ name: `${name} ${f.name}`, value, unit: 'ns/packet', peer: 'xdp_pass', peerValue, ratio: value / peerValue, params });
+      }
+
+      log(`${f.name} new flow: ${NEW_FLOWS.toLocaleString()} distinct TCP SYNs, one run each`);
+      let lbTotal = 0;
+      let passTotal = 0;
+      for (let i = 0; i < NEW_FLOWS; i++) {
+        const syn = frame(f.client, f.vip, { proto: 'tcp', sport: 1024 + (i % 60000), dport: 80, flags: TCP_FLAGS.SYN, mss: 1460 });
+        if (i % 60000 === 0) h.flushFlows();
+        lbTotal += h.time(xdpLb, syn, 1);
+        passTotal += h.time(pass, syn, 1);
+      }
+      const value = lbTotal / NEW_FLOWS;
+      const peerValue = passTotal / NEW_FLOWS;
+      figures.push({ name: `new flow ${f.name}`, value, unit: 'ns/packet', peer: 'xdp_pass', peerValue, ratio: value / peerValue, params: { method: `repeat 1 x ${NEW_FLOWS} distinct SYNs (DSR, option inserted)`, family: f.name, maglevTableSize: 251 } });
+    }
+  } finally {
+    peer.close();
+    h.destroy();
+  }
+  writeBenchReport('datapath', figures);
+}
+
+main();

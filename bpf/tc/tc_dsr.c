@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * DSR, backend side: tc programs on every node's devices. Ingress remembers and strips the service
+ * address the load balancer put on a flow's first packet; egress gives that flow's replies, and ICMP
+ * errors about it, the service address as their source. Logic in dsr_backend.h.
+ */
+#include "dsr_backend.h"
+
+SEC("tc")
+int tc_dsr_ingress(struct __sk_buff *skb)
+{
+	struct xlb_pkt pkt = {};
+
+	/* Not IP, or headers the stack will judge for itself: none of our business. */
+	if (dsr_backend_parse(skb, &pkt) != XLB_PARSE_OK)
+		return TC_ACT_OK;
+	return dsr_backend_verdict(skb, &pkt, dsr_backend_receive(skb, &pkt), XLB_DIR_INGRESS);
+}
+
+SEC("tc")
+int tc_dsr_egress(struct __sk_buff *skb)
+{
+	struct xlb_pkt pkt = {};
+	int ret;
+
+	/* Later fragments carry no ports to find their flow by; they leave as they are. */
+	if (dsr_backend_parse(skb, &pkt) != XLB_PARSE_OK || pkt.frag == XLB_FRAG_LATER)
+		return TC_ACT_OK;
+	ret = pkt.icmp_error ? dsr_backend_rewrite_icmp_error(skb, &pkt) : dsr_backend_rewrite_reply(skb, &pkt);
+	return dsr_backend_verdict(skb, &pkt, ret, XLB_DIR_EGRESS);
+}
+
+char LICENSE[] SEC("license") = "GPL";
