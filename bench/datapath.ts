@@ -57,16 +57,11 @@ function main(): void {
       }
 
       log(`${f.name} new flow: ${NEW_FLOWS.toLocaleString()} distinct TCP SYNs, one run each`);
-      let lbTotal = 0;
-      let passTotal = 0;
-      for (let i = 0; i < NEW_FLOWS; i++) {
-        const syn = frame(f.client, f.vip, { proto: 'tcp', sport: 1024 + (i % 60000), dport: 80, flags: TCP_FLAGS.SYN, mss: 1460 });
-        if (i % 60000 === 0) h.flushFlows();
-        lbTotal += h.time(xdpLb, syn, 1);
-        passTotal += h.time(pass, syn, 1);
-      }
-      const value = lbTotal / NEW_FLOWS;
-      const peerValue = passTotal / NEW_FLOWS;
+      const syns = Array.from({ length: NEW_FLOWS }, (_, i) =>
+        frame(f.client, f.vip, { proto: 'tcp', sport: 1024 + i, dport: 80, flags: TCP_FLAGS.SYN, mss: 1460 }));
+      h.flushFlows();
+      const value = syns.reduce((total, syn) => total + h.time(xdpLb, syn, 1), 0) / NEW_FLOWS;
+      const peerValue = syns.reduce((total, syn) => total + h.time(pass, syn, 1), 0) / NEW_FLOWS;
       figures.push({ name: `new flow ${f.name}`, value, unit: 'ns/packet', peer: 'xdp_pass', peerValue, ratio: value / peerValue, params: { method: `repeat 1 x ${NEW_FLOWS} distinct SYNs (DSR, option inserted)`, family: f.name, maglevTableSize: 251 } });
     }
   } finally {

@@ -183,6 +183,7 @@ export const CtEntry = defineStruct('ct_entry', {
   lastSeen: u64,
   backendId: u32,
   serviceId: u32,
+  backend: nested(LbBackend, 4),
   natAddr: xlbAddr,
   natPort: be16,
   flags: u8,

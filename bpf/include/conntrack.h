@@ -69,7 +69,10 @@ static __always_inline int ct_is_reopened(const struct ct_entry *entry, const st
 
 static __always_inline void ct_touch(struct ct_entry *entry, const struct xlb_pkt *pkt, __u64 now)
 {
-	entry->last_seen = now;
+	/* Written only when it moved on: a store per packet would keep the entry's cache line bouncing
+	 * between CPUs for nothing, lifetimes being seconds. */
+	if (now - entry->last_seen > XLB_NS / 4)
+		entry->last_seen = now;
 	if (pkt->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST))
 		entry->flags |= XLB_CT_F_CLOSING;
 }

@@ -97,6 +97,7 @@ struct ct_entry {
 	__u64 last_seen;        /* bpf_ktime_get_coarse_ns */
 	__u32 backend_id;
 	__u32 service_id;
+	struct lb_backend backend;  /* a copy: established packets need no backend lookup */
 	union xlb_addr nat_addr; /* SNAT: the node address the flow leaves with */
 	__be16 nat_port;         /* SNAT: the source port the flow leaves with */
 	__u8 flags;              /* enum xlb_ct_flags */

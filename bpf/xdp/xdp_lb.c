@@ -63,6 +63,7 @@ static __always_inline int open_flow(const struct lb_service *svc, const struct 
 	ct->last_seen = now;
 	ct->backend_id = backend_id;
 	ct->service_id = svc->id;
+	ct->backend = **backend;
 	if (uses_dsr(svc, pkt->tuple.proto)) {
 		ct->flags = XLB_CT_F_DSR;
 		return 0;
@@ -134,7 +135,8 @@ static __always_inline void reject(struct xdp_md *ctx, const struct xlb_pkt *pkt
 static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_tuple *flow,
 					 const struct lb_service *svc, const struct xlb_config *cfg, struct verdict *v)
 {
-	struct lb_backend *backend = NULL;
+	const struct lb_backend *backend = NULL;
+	struct lb_backend *chosen = NULL;
 	struct ct_entry new_ct;
 	struct ct_entry *ct;
 	__u64 now = xlb_now();
@@ -145,14 +147,17 @@ static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt
 		frag_remember(pkt);
 
 	ct = ct_lookup(&pkt->tuple, now);
+	/* The backend's removal purges its flows (the agent does, right after the maps change), so an
+	 * established flow trusts its copy of the backend. */
 	if (ct && !ct_is_reopened(ct, pkt))
-		backend = lb_lookup_backend(ct->backend_id);
+		backend = &ct->backend;
 	if (backend) {
 		ct_touch(ct, pkt, now);
 		v->reason = XLB_FWD_ESTABLISHED;
 	} else {
 		/* a new flow, a new connection on an old tuple, or a flow whose backend is gone */
-		err = open_flow(svc, pkt, cfg, &new_ct, &backend, now);
+		err = open_flow(svc, pkt, cfg, &new_ct, &chosen, now);
+		backend = chosen;
 		if (err == -XLB_REJECT_NO_BACKEND)
 			return reject(ctx, pkt, v);
 		if (err)

@@ -107,7 +107,7 @@ function ctKey(n: number): Buffer {
 
 const ctValue = (serviceId: number, backendId: number): Buffer =>
   CtEntry.encode({
-    lastSeen: 1n, backendId, serviceId, natAddr: '198.18.0.1', natPort: 40000, flags: 0,
+    lastSeen: 1n, backendId, serviceId, backend: { addr: '198.18.0.2', port: 80, family: 2 }, natAddr: '198.18.0.1', natPort: 40000, flags: 0,
     nexthop: { ifindex: 0, updated: 0, dmac: Buffer.alloc(6), smac: Buffer.alloc(6) },
   });
 
