@@ -32,7 +32,7 @@ function frame(src: string, dst: string, l4: L4Spec): Buffer {
 function main(): void {
   log('setting up a network namespace and loading xdp_lb and the pass-through peer');
   const h = LbHarness.create('bench');
-  const peer = BpfObject.load(bpfObjectPath('test/xdp_pass.o'));
+  const peer = BpfObject.load(bpfObjectPath('xdp/xdp_pass.o'));
   const figures: BenchFigure[] = [];
   try {
     const services: Record<string, unknown> = {};

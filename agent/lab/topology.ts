@@ -7,7 +7,11 @@
  *   lb     198.18.0.2   ─┤ br0 (namespace "sw")
  *   b1..b3 198.18.0.11.. ─┘
  */
+import { inNetns } from '../../lb/datapath/netns.js';
+import { BpfObject } from '../../lb/datapath/object.js';
+import { bpfObjectPath } from '../../lb/datapath/objects.js';
 import { Topology } from '../../lb/datapath/topology.js';
+import { attachXdp } from '../../lb/datapath/xdp.js';
 
 export interface LabHost {
   ns: string;
@@ -58,6 +62,9 @@ export class Lab {
         const v6 = `2001:db8::${n.toString(16)}`;
         topology.address(ns, 'eth0', `${v4}/24`);
         topology.address(ns, 'eth0', `${v6}/64`);
+        // A veth hands packets over with checksums still to be filled in (offload); a real wire never
+        // does, and native XDP sees the bytes only. Compute them in software, as a NIC would have.
+        topology.exec(ns, 'ethtool', ['-K', 'eth0', 'tx', 'off']);
         const mac = topology.exec(ns, 'cat', ['/sys/class/net/eth0/address']).trim();
         hosts[role] = { ns, dev: 'eth0', v4, v6, mac };
       }
@@ -79,8 +86,15 @@ export class Lab {
     // not answer one-arm forwarding with ICMP redirects.
     t.exec(this.lb.ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1',
       'net.ipv4.conf.all.send_redirects=0', 'net.ipv4.conf.eth0.send_redirects=0']);
-    // XDP_TX on the LB's device sends into its bridge-side peer, which drops frames without NAPI (GRO).
-    t.exec(this.switchNs, 'ethtool', ['-K', 'p-lb', 'gro', 'on']);
+    // XDP_TX on the LB's device sends into its bridge-side peer, which drops such frames unless it has
+    // NAPI; enabling GRO did not give it NAPI on this kernel, an XDP program does. It stays attached
+    // until the namespace goes.
+    const pass = BpfObject.load(bpfObjectPath('xdp/xdp_pass.o'));
+    try {
+      inNetns(this.switchNs, () => attachXdp('p-lb', pass.program('xdp_pass'), { mode: 'native' }));
+    } finally {
+      pass.close();
+    }
     for (const host of [this.client, ...this.backends]) {
       for (const [from, to] of [[this.lb, host], [host, this.lb]] as const) {
         t.exec(from.ns, 'ip', ['neigh', 'replace', to.v4, 'lladdr', to.mac, 'dev', from.dev, 'nud', 'permanent']);

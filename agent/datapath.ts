@@ -1,0 +1,24 @@
+/**
+ * The boundary between the agent's control plane (store, API, metrics, monitor) and the datapath
+ * that programs the BPF maps. The agent only ever talks to a ServiceDatapath; the real one wires the
+ * XDP/tc objects (agent/node-datapath.ts), tests use an in-memory one.
+ */
+import type { Service } from '../lb/service.js';
+import type { CounterSample } from '../lb/datapath/lb-datapath.js';
+
+export interface ApplyResult { written: number; deleted: number; durationMs: number }
+export interface MapPressure { map: string; entries: number; maxEntries: number }
+export interface DatapathEvent { type: 'drop' | 'new-flow' | 'reject'; reason: number; direction: number; timestamp: bigint; family: 4 | 6; proto: number; saddr: string; daddr: string; sport: number; dport: number; ifindex: number; serviceId: number; backendId: number }
+export interface DatapathStatus { devices: { name: string; mode: string }[]; maglevTableSize: number; defaultMode: 'snat' | 'dsr' | 'hybrid' }
+export interface ServiceDatapath {
+  /** Make the datapath serve exactly `services` (id → service). Atomic: on failure it throws an Error naming the service, map and errno, and the previous state stays in place. */
+  apply(services: ReadonlyMap<string, Service>): Promise<ApplyResult>;
+  status(): DatapathStatus;
+  counters(): CounterSample[];
+  mapPressure(): MapPressure[];
+  /** Datapath events (ring buffer); returns an unsubscribe function. */
+  subscribe(onEvent: (event: DatapathEvent) => void): () => void;
+  /** service id (the datapath's numeric id) for a service name, for events/monitor output */
+  serviceName(serviceId: number): string | undefined;
+  close(): Promise<void>;
+}

@@ -1,0 +1,326 @@
+/**
+ * xlb-agent's command line (DESIGN.md, "Contracts"), parsed and validated by one pure function:
+ * every error names its flag, and main() turns it into exit code 2.
+ */
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { NetworkInterfaceInfo } from 'node:os';
+import {
+  DEFAULT_MAGLEV_SEED,
+  DEFAULT_MAGLEV_TABLE_SIZE,
+  MAGLEV_TABLE_SIZES,
+  canonicalIpAddress,
+  parseMaglevSeed,
+  type MaglevSeed,
+} from '../lb/maglev/index.js';
+import { MODES, type Mode } from '../lb/service.js';
+
+export const XDP_MODES = ['native', 'generic', 'off'] as const;
+export type XdpFlag = (typeof XDP_MODES)[number];
+
+export const DEFAULT_BPFFS = '/sys/fs/bpf/xlb';
+export const DEFAULT_API_SOCKET = '/run/xlb/xlb.sock';
+export const DEFAULT_STATE_FILE = '/var/lib/xlb/state.json';
+export const DEFAULT_MODE: Mode = 'snat';
+export const DEFAULT_XDP: XdpFlag = 'native';
+
+/** sun_path holds 108 bytes including the terminating NUL. */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface AgentFlags {
+  /** Standalone mode's config file (services with origin 'config'); absent: API services only. */
+  config?: string;
+  devices: string[];
+  mode: Mode;
+  xdp: XdpFlag;
+  maglevTableSize: number;
+  maglevSeed: MaglevSeed;
+  bpffs: string;
+  apiSocket: string;
+  apiAddr?: HostPort;
+  apiTokenFile?: string;
+  metricsAddr?: HostPort;
+  stateFile: string;
+  /** Node addresses for NodePort and SNAT; absent: the addresses of the devices. */
+  nodeAddresses?: string[];
+}
+
+export type AgentCommandLine = { help: true } | { help: false; flags: AgentFlags };
+
+/** A bad command line; the message starts with the flag it is about. */
+export class FlagError extends Error {
+  override name = 'FlagError';
+}
+
+export const AGENT_USAGE = `usage: xlb-agent --standalone [--config FILE] --device IFACE[,IFACE] [options]
+
+Runs the load balancer on this node: loads the XDP/tc datapath, serves the services of the config
+file and of the REST API, exports metrics.
+
+  --standalone               no Kubernetes: services come from --config and the API
+  --config FILE              YAML or JSON: "services:" a list of service objects, each with an "id"
+                             (a DNS label) beside the service fields, e.g.
+                               services:
+                                 - id: web
+                                   frontend: { address: 198.18.0.10, port: 80, protocol: TCP }
+                                   backends: [ { address: 198.18.1.2, port: 8080 } ]
+                             An id that the API also stored (state file) is taken from this file.
+  --kubeconfig PATH          Kubernetes mode (not implemented yet)
+  --device IFACE[,IFACE]     devices to attach to (required; repeatable)
+  --mode snat|dsr|hybrid     forwarding mode of services that name none (default ${DEFAULT_MODE})
+  --xdp native|generic|off   XDP attach mode on the devices (default ${DEFAULT_XDP})
+  --maglev-table-size M      one of ${MAGLEV_TABLE_SIZES.join(', ')} (default ${DEFAULT_MAGLEV_TABLE_SIZE})
+  --maglev-seed B64          12-byte base64 seed, the same on every node (default ${DEFAULT_MAGLEV_SEED})
+  --bpffs DIR                where the maps are pinned (default ${DEFAULT_BPFFS})
+  --node-address ADDR[,ADDR] node addresses for NodePort and SNAT (default: the devices' addresses)
+  --state-file PATH          services created through the API (default ${DEFAULT_STATE_FILE})
+  --api-socket PATH          REST API on a unix socket, mode 0600, no token (default ${DEFAULT_API_SOCKET})
+  --api-addr HOST:PORT       also serve the REST API over TCP; needs --api-token-file
+  --api-token-file FILE      bearer token (the file's content, trimmed) every TCP request must carry
+  --metrics-addr HOST:PORT   plain HTTP listener serving only GET /metrics
+  -h, --help                 this text
+
+HOST is an IP address (IPv6 in brackets: [::1]:9090). Exit codes: 0 after a clean shutdown
+(SIGINT/SIGTERM), 1 when start-up or the datapath fails, 2 for a bad command line.`;
+
+function parseCommandLine(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      standalone: { type: 'boolean' },
+      config: { type: 'string' },
+      kubeconfig: { type: 'string' },
+      device: { type: 'string', multiple: true },
+      mode: { type: 'string' },
+      xdp: { type: 'string' },
+      'maglev-table-size': { type: 'string' },
+      'maglev-seed': { type: 'string' },
+      bpffs: { type: 'string' },
+      'node-address': { type: 'string', multiple: true },
+      'state-file': { type: 'string' },
+      'api-socket': { type: 'string' },
+      'api-addr': { type: 'string' },
+      'api-token-file': { type: 'string' },
+      'metrics-addr': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }).values;
+}
+
+/** Parses xlb-agent's arguments (without node and the script). Throws FlagError naming the flag. */
+export function parseAgentFlags(argv: string[]): AgentCommandLine {
+  if (argv.includes('--help') || argv.includes('-h')) return { help: true };
+  let values: ReturnType<typeof parseCommandLine>;
+  try {
+    values = parseCommandLine(argv);
+  } catch (error) {
+    // node:util's messages name the option: "Unknown option '--devic'", "Option '--mode <value>' argument missing".
+    throw new FlagError(error instanceof Error ? error.message : String(error));
+  }
+
+  if (values.kubeconfig !== undefined) {
+    if (values.standalone === true) throw new FlagError('--kubeconfig: cannot be combined with --standalone');
+    throw new FlagError('--kubeconfig: Kubernetes mode is not implemented yet; run with --standalone [--config FILE]');
+  }
+  if (values.standalone !== true) {
+    throw new FlagError(
+      '--standalone: required — Kubernetes mode (--kubeconfig, or in-cluster) is not implemented yet',
+    );
+  }
+
+  const apiAddr = optional(values['api-addr'], (text) => parseHostPort('--api-addr', text));
+  const metricsAddr = optional(values['metrics-addr'], (text) => parseHostPort('--metrics-addr', text));
+  const apiTokenFile = optional(values['api-token-file'], (text) => path('--api-token-file', text));
+  if (apiAddr && apiTokenFile === undefined) {
+    throw new FlagError('--api-addr: a TCP listener needs --api-token-file FILE (every request must carry its bearer token)');
+  }
+  if (!apiAddr && apiTokenFile !== undefined) {
+    throw new FlagError('--api-token-file: only used with --api-addr (the unix socket needs no token)');
+  }
+  if (apiAddr && metricsAddr && apiAddr.port !== 0 && apiAddr.port === metricsAddr.port && sameHost(apiAddr, metricsAddr)) {
+    throw new FlagError(`--metrics-addr: ${formatHostPort(metricsAddr)} is also --api-addr`);
+  }
+
+  const flags: AgentFlags = {
+    devices: parseDevices(values.device ?? []),
+    mode: oneOf('--mode', values.mode ?? DEFAULT_MODE, MODES),
+    xdp: oneOf('--xdp', values.xdp ?? DEFAULT_XDP, XDP_MODES),
+    maglevTableSize: parseTableSize(values['maglev-table-size']),
+    maglevSeed: parseSeed(values['maglev-seed']),
+    bpffs: path('--bpffs', values.bpffs ?? DEFAULT_BPFFS),
+    apiSocket: socketPath(values['api-socket'] ?? DEFAULT_API_SOCKET),
+    stateFile: path('--state-file', values['state-file'] ?? DEFAULT_STATE_FILE),
+  };
+  const config = optional(values.config, (text) => path('--config', text));
+  if (config !== undefined) flags.config = config;
+  if (apiAddr) flags.apiAddr = apiAddr;
+  if (apiTokenFile !== undefined) flags.apiTokenFile = apiTokenFile;
+  if (metricsAddr) flags.metricsAddr = metricsAddr;
+  if (values['node-address'] !== undefined) flags.nodeAddresses = parseNodeAddresses(values['node-address']);
+  return { help: false, flags };
+}
+
+function optional<T>(text: string | undefined, parse: (text: string) => T): T | undefined {
+  return text === undefined ? undefined : parse(text);
+}
+
+function oneOf<T extends string>(flag: string, text: string, allowed: readonly T[]): T {
+  if ((allowed as readonly string[]).includes(text)) return text as T;
+  throw new FlagError(`${flag}: ${JSON.stringify(text)} is not one of ${allowed.join(', ')}`);
+}
+
+/** Comma-separated and/or repeated values, trimmed; empty items are errors. */
+function listOf(flag: string, texts: readonly string[]): string[] {
+  const items = texts.flatMap((text) => text.split(',')).map((item) => item.trim());
+  if (items.some((item) => item === '')) throw new FlagError(`${flag}: empty item in ${JSON.stringify(texts.join(','))}`);
+  return items;
+}
+
+/** Linux dev_valid_name(): 1..15 bytes, no '/', ':' or whitespace, not "." or "..". */
+function parseDevices(texts: readonly string[]): string[] {
+  if (texts.length === 0) throw new FlagError('--device: required — the interface(s) to attach the datapath to, e.g. --device eth0');
+  const devices = listOf('--device', texts);
+  const seen = new Set<string>();
+  for (const device of devices) {
+    if (Buffer.byteLength(device) > 15 || /[/:\s]/.test(device) || device === '.' || device === '..') {
+      throw new FlagError(`--device: ${JSON.stringify(device)} is not an interface name (1 to 15 characters, no '/', ':' or spaces)`);
+    }
+    if (seen.has(device)) throw new FlagError(`--device: ${device} is given twice`);
+    seen.add(device);
+  }
+  return devices;
+}
+
+function parseTableSize(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_MAGLEV_TABLE_SIZE;
+  const size = Number(text);
+  if (!/^\d+$/.test(text) || !MAGLEV_TABLE_SIZES.includes(size)) {
+    throw new FlagError(`--maglev-table-size: ${JSON.stringify(text)} is not one of the primes ${MAGLEV_TABLE_SIZES.join(', ')}`);
+  }
+  return size;
+}
+
+function parseSeed(text: string | undefined): MaglevSeed {
+  try {
+    return parseMaglevSeed(text ?? DEFAULT_MAGLEV_SEED);
+  } catch (error) {
+    throw new FlagError(`--maglev-seed: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+function path(flag: string, text: string): string {
+  if (text.trim() === '') throw new FlagError(`${flag}: empty path`);
+  return resolve(text);
+}
+
+function socketPath(text: string): string {
+  const full = path('--api-socket', text);
+  if (Buffer.byteLength(full) > MAX_SOCKET_PATH_BYTES) {
+    throw new FlagError(`--api-socket: ${full} is longer than the ${MAX_SOCKET_PATH_BYTES} bytes a unix socket path may have`);
+  }
+  return full;
+}
+
+/** "198.18.0.1:9090", "[2001:db8::1]:9090", "0.0.0.0:9090"; port 0 picks a free port (logged). */
+export function parseHostPort(flag: string, text: string): HostPort {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  const bracketed = match?.[1];
+  const host = bracketed ?? match?.[2] ?? '';
+  const port = Number(match?.[3] ?? NaN);
+  if (!match || host.includes('%') || !(bracketed === undefined ? isIP(host) === 4 : isIP(host) === 6) || port > 65535) {
+    throw new FlagError(
+      `${flag}: ${JSON.stringify(text)} is not HOST:PORT with an IP address HOST (IPv6 in brackets) and a port 0..65535`,
+    );
+  }
+  return { host: canonicalIpAddress(host), port };
+}
+
+export function formatHostPort(address: HostPort): string {
+  return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+function sameHost(a: HostPort, b: HostPort): boolean {
+  const any = (h: string): boolean => h === '0.0.0.0' || h === '::';
+  return a.host === b.host || any(a.host) || any(b.host);
+}
+
+function parseNodeAddresses(texts: readonly string[]): string[] {
+  const addresses = listOf('--node-address', texts);
+  const seen = new Set<string>();
+  return addresses.map((text) => {
+    const family = isIP(text);
+    if (family === 0 || text.includes('%')) {
+      throw new FlagError(`--node-address: ${JSON.stringify(text)} is not an IPv4 or IPv6 address`);
+    }
+    const address = canonicalIpAddress(text);
+    if (address === '0.0.0.0' || address === '::') {
+      throw new FlagError(`--node-address: ${address} is the unspecified address, not a node address`);
+    }
+    if (seen.has(address)) throw new FlagError(`--node-address: ${address} is given twice`);
+    seen.add(address);
+    return address;
+  });
+}
+
+/**
+ * The default node addresses: every global address of the devices, in device order (link-local and
+ * loopback addresses cannot be NodePort or SNAT addresses). `interfaces` is os.networkInterfaces().
+ */
+export function deviceAddresses(
+  devices: readonly string[],
+  interfaces: NodeJS.Dict<NetworkInterfaceInfo[]>,
+): string[] {
+  const out: string[] = [];
+  for (const device of devices) {
+    for (const info of interfaces[device] ?? []) {
+      if (info.internal || info.address.includes('%')) continue;
+      const address = canonicalIpAddress(info.address);
+      const linkLocal = info.family === 'IPv6' ? /^fe[89ab][0-9a-f]:/i.test(address) : address.startsWith('169.254.');
+      if (!linkLocal && !out.includes(address)) out.push(address);
+    }
+  }
+  return out;
+}
+
+/** What agent/node-datapath.ts's createNodeDatapath() receives. */
+export interface NodeDatapathOptions {
+  /** Interfaces to attach to, as given to --device. */
+  devices: string[];
+  /** XDP attach mode on the devices; 'off' attaches no XDP (tc programs only). */
+  xdp: XdpFlag;
+  /** --mode: the forwarding mode of services whose `mode` is absent. */
+  mode: Mode;
+  maglevTableSize: number;
+  maglevSeed: MaglevSeed;
+  /** --bpffs: where maps are pinned. */
+  bpffs: string;
+  /** --node-address, or the devices' addresses; may be empty (then NodePort/SNAT have no address). */
+  nodeAddresses: string[];
+  /** One line per event, to the agent's log. */
+  log: (message: string) => void;
+}
+
+export function nodeDatapathOptions(
+  flags: AgentFlags,
+  nodeAddresses: string[],
+  log: (message: string) => void,
+): NodeDatapathOptions {
+  return {
+    devices: [...flags.devices],
+    xdp: flags.xdp,
+    mode: flags.mode,
+    maglevTableSize: flags.maglevTableSize,
+    maglevSeed: flags.maglevSeed,
+    bpffs: flags.bpffs,
+    nodeAddresses,
+    log,
+  };
+}

@@ -1,0 +1,188 @@
+/**
+ * The real ServiceDatapath of a node: xdp_lb on the devices (north-south load balancing) and the tc
+ * DSR programs (the backend side), maps pinned under --bpffs so a restarted agent finds its services,
+ * conntrack and SNAT state where it left them. Services flow one way: services → desired map contents
+ * (pure) → diff against what was applied → LbMapWriter (the only writer).
+ */
+import { LbDatapath } from '../lb/datapath/lb-datapath.js';
+import { LbMapWriter } from '../lb/datapath/lb-writer.js';
+import { MapType, type BpfMap } from '../lb/datapath/map.js';
+import { BpfObject } from '../lb/datapath/object.js';
+import { bpfObjectPath } from '../lb/datapath/objects.js';
+import { RingBufferReader } from '../lb/datapath/ringbuf.js';
+import { attachTc } from '../lb/datapath/tc.js';
+import { XlbEvent } from '../lb/layouts.js';
+import { desiredLbState, recoverIds, type LbState } from '../lb/lbmap/desired.js';
+import { diffLbState } from '../lb/lbmap/diff.js';
+import { IdAllocator } from '../lb/lbmap/ids.js';
+import { MaglevTableCache } from '../lb/maglev/index.js';
+import type { Service } from '../lb/service.js';
+import type { ApplyResult, DatapathEvent, DatapathStatus, MapPressure, ServiceDatapath } from './datapath.js';
+import type { NodeDatapathOptions } from './flags.js';
+
+/** SNAT source ports: above Linux's default ephemeral range (32768–60999), so node-local
+ * connections and translated flows never claim the same port. */
+export const NAT_PORT_MIN = 61000;
+export const NAT_PORT_MAX = 65535;
+
+const EVENT_TYPES: Record<number, DatapathEvent['type']> = { 1: 'drop', 2: 'new-flow', 3: 'reject' };
+const COUNTED_MAP_TYPES = new Set<number>([MapType.Hash, MapType.LruHash, MapType.LruPercpuHash, MapType.PercpuHash, MapType.LpmTrie]);
+
+class NodeDatapath implements ServiceDatapath {
+  private readonly ids = new IdAllocator();
+  private readonly maglevCache = new MaglevTableCache();
+  private readonly subscribers = new Set<(event: DatapathEvent) => void>();
+  private reader: RingBufferReader | undefined;
+  private applied: LbState;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly devices: { name: string; mode: string }[] = [];
+  private recoverIdsFromPins: boolean;
+
+  constructor(
+    private readonly options: NodeDatapathOptions,
+    private readonly lb: LbDatapath,
+    private readonly dsr: BpfObject,
+    private readonly writer: LbMapWriter,
+  ) {
+    this.applied = writer.read();
+    this.recoverIdsFromPins = this.applied.services.size > 0;
+  }
+
+  attach(): void {
+    const { log } = this.options;
+    for (const device of this.options.devices) {
+      let mode = 'off';
+      if (this.options.xdp !== 'off') mode = this.lb.attach(device, this.options.xdp === 'native' ? 'auto' : 'generic', log);
+      attachTc(device, 'ingress', this.dsr.program('tc_dsr_ingress'));
+      attachTc(device, 'egress', this.dsr.program('tc_dsr_egress'));
+      this.devices.push({ name: device, mode });
+      log(`datapath on ${device}: XDP ${mode === 'off' ? 'off' : `xdp_lb (${mode})`}, tc tc_dsr_ingress/tc_dsr_egress`);
+    }
+  }
+
+  private nodeConfig(): { addresses: readonly string[]; maglevTableSize: number; maglevSeed: NodeDatapathOptions['maglevSeed']; defaultMode: NodeDatapathOptions['mode'] } {
+    const { nodeAddresses: addresses, maglevTableSize, maglevSeed, mode: defaultMode } = this.options;
+    return { addresses, maglevTableSize, maglevSeed, defaultMode };
+  }
+
+  apply(services: ReadonlyMap<string, Service>): Promise<ApplyResult> {
+    const run = this.queue.then(() => this.applyNow(services));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private applyNow(services: ReadonlyMap<string, Service>): ApplyResult {
+    if (this.recoverIdsFromPins) {
+      // A restart over pinned maps: give each service and backend the id it already has, so the
+      // first sync rewrites nothing and established flows keep their backends.
+      const recovered = recoverIds(this.applied, services, this.options.nodeAddresses);
+      for (const problem of this.ids.restore(recovered.services, recovered.backends)) this.options.log(`id recovery: ${problem}`);
+      this.recoverIdsFromPins = false;
+    }
+    const desired = desiredLbState(services, this.nodeConfig(), this.ids, { maglevCache: this.maglevCache });
+    const [conflict] = desired.conflicts;
+    if (conflict) {
+      throw new Error(`service ${conflict.service}: frontend ${conflict.frontend} is already served by service ${conflict.heldBy}`);
+    }
+    const changes = diffLbState(this.applied, desired);
+    const stats = this.writer.apply(changes);
+    this.applied = desired;
+    for (const error of stats.purgeErrors) this.options.log(`conntrack purge: ${error}`);
+    return { written: stats.written, deleted: stats.deleted, durationMs: stats.durationMs };
+  }
+
+  status(): DatapathStatus {
+    return { devices: [...this.devices], maglevTableSize: this.options.maglevTableSize, defaultMode: this.options.mode };
+  }
+
+  counters(): ReturnType<LbDatapath['counters']> {
+    return this.lb.counters();
+  }
+
+  mapPressure(): MapPressure[] {
+    const maps = new Map<string, BpfMap>([...this.lb.object.maps, ...this.dsr.maps]);
+    const pressure: MapPressure[] = [];
+    for (const [name, map] of maps) {
+      if (!COUNTED_MAP_TYPES.has(map.type)) continue;
+      let entries = 0;
+      for (const _ of map.keys()) entries += 1;
+      pressure.push({ map: name, entries, maxEntries: map.maxEntries });
+    }
+    return pressure;
+  }
+
+  subscribe(onEvent: (event: DatapathEvent) => void): () => void {
+    this.subscribers.add(onEvent);
+    this.reader ??= new RingBufferReader(this.lb.map('xlb_events'), (record) => this.dispatch(record));
+    return () => {
+      this.subscribers.delete(onEvent);
+      if (this.subscribers.size === 0 && this.reader) {
+        const reader = this.reader;
+        this.reader = undefined;
+        void reader.close();
+      }
+    };
+  }
+
+  private dispatch(record: Buffer): void {
+    const e = XlbEvent.decode(record);
+    const event: DatapathEvent = {
+      type: EVENT_TYPES[e.type] ?? 'drop',
+      reason: e.reason,
+      direction: e.direction,
+      timestamp: e.timestamp,
+      family: e.tuple.family === 10 ? 6 : 4,
+      proto: e.tuple.proto,
+      saddr: e.tuple.saddr,
+      daddr: e.tuple.daddr,
+      sport: e.tuple.sport,
+      dport: e.tuple.dport,
+      ifindex: e.ifindex,
+      serviceId: e.serviceId,
+      backendId: e.backendId,
+    };
+    for (const subscriber of this.subscribers) subscriber(event);
+  }
+
+  serviceName(serviceId: number): string | undefined {
+    for (const state of this.applied.services.values()) if (state.id === serviceId) return state.name;
+    return undefined;
+  }
+
+  /**
+   * Stop reading events and close our handles. Programs stay attached and maps stay pinned, as
+   * Cilium's agent leaves them: traffic keeps flowing while the agent restarts, and the next agent
+   * replaces the programs atomically and picks the state up from the pins.
+   */
+  async close(): Promise<void> {
+    await this.queue;
+    if (this.reader) await this.reader.close();
+    this.reader = undefined;
+    this.lb.close();
+    this.dsr.close();
+  }
+}
+
+/**
+ * Load, configure and attach. Synchronous on purpose: the attach happens in the calling thread's
+ * network namespace, so a caller may wrap it in inNetns().
+ */
+export function createNodeDatapath(options: NodeDatapathOptions): ServiceDatapath {
+  const pinDir = options.bpffs;
+  const lb = LbDatapath.load({ maglevTableSize: options.maglevTableSize, maglevSeed: options.maglevSeed, pinDir });
+  let dsr: BpfObject | undefined;
+  try {
+    // Same pin directory: the tc programs share xlb_metrics and xlb_events with xdp_lb.
+    dsr = BpfObject.load(bpfObjectPath('tc/tc_dsr.o'), { pinDir });
+    const v4 = options.nodeAddresses.find((a) => !a.includes(':'));
+    const v6 = options.nodeAddresses.find((a) => a.includes(':'));
+    lb.configure({ nodeV4: v4, nodeV6: v6, natPortMin: NAT_PORT_MIN, natPortMax: NAT_PORT_MAX, eventSample: 1 });
+    const datapath = new NodeDatapath(options, lb, dsr, LbMapWriter.fromObject(lb.object));
+    datapath.attach();
+    return datapath;
+  } catch (error) {
+    dsr?.close();
+    lb.close();
+    throw error;
+  }
+}
