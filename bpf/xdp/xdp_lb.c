@@ -14,6 +14,7 @@
 #include "forward.h"
 #include "frag.h"
 #include "icmp.h"
+#include "icmp_nat.h"
 #include "lb.h"
 #include "maps.h"
 #include "metrics.h"
@@ -216,8 +217,17 @@ int xdp_lb(struct xdp_md *ctx)
 		goto out;
 	}
 	flow = pkt.tuple; /* the flow as it arrived (ports recalled): conntrack key, what events report */
-	if (pkt.icmp_error)
-		goto out; /* ICMP errors are left to the stack */
+	if (pkt.icmp_error) {
+		err = icmp_nat_translate(data, data_end, &pkt, cfg);
+		if (err < 0) {
+			v.action = XDP_DROP;
+			v.reason = -err;
+		} else if (err > 0) {
+			v.reason = XLB_FWD_ICMP_ERROR;
+			v.action = fwd_packet(ctx, &pkt, NULL, 0, &v.reason);
+		}
+		goto out;
+	}
 
 	reverse = snat_reply_lookup(&pkt, cfg);
 	if (reverse) {

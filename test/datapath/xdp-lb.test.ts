@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { CtEntry, XlbTuple } from '../../lb/layouts.js';
 import { Reason } from '../../lb/reasons.js';
-import { buildFrame, checksumErrors, IPPROTO, TCP_FLAGS, type FrameSpec, type L4Spec } from '../support/packet.js';
+import { buildFrame, buildIp, checksumErrors, IPPROTO, TCP_FLAGS, type FrameSpec, type L4Spec } from '../support/packet.js';
 import { BACKENDS, CLIENT, LbHarness, NAT_PORTS, NODE, XDP } from '../support/lb-harness.js';
 
 const VIP4 = '198.18.10.10';
@@ -276,6 +276,61 @@ describe('xdp_lb under BPF_PROG_TEST_RUN', () => {
     const before = h.counter(Reason.DROP_UNSUPPORTED);
     assert.equal(h.run(frame(CLIENT.v4, '198.18.10.16', { proto: 'sctp', sport: 48001, dport: 9001 })).retval, XDP.DROP);
     assert.equal(h.counter(Reason.DROP_UNSUPPORTED) - before, 1n);
+  });
+
+  /** What a router quotes: the IP header and the first 8 bytes of L4. */
+  const quote = (src: string, dst: string, l4: L4Spec): Buffer => {
+    const ip = buildIp({ src, dst }, l4);
+    return ip.subarray(0, (src.includes(':') ? 40 : 20) + 8);
+  };
+  const ROUTER = { v4: '198.18.0.77', v6: '2001:db8::77' };
+
+  test('ICMP frag-needed about a SNAT flow reaches the client, quoting client → VIP', () => {
+    const out = h.run(frame(CLIENT.v4, VIP4, syn(50100, 80)));
+    const natPort = out.parsed.ip.l4?.sport ?? 0;
+    const backend = out.parsed.ip.dst;
+    const error = frame(ROUTER.v4, NODE.v4, { proto: 'icmp', type: 3, code: 4, mtu: 1400, quote: quote(NODE.v4, backend, { proto: 'tcp', sport: natPort, dport: 8080 }) });
+    const before = h.counter(Reason.FWD_ICMP_ERROR);
+    const translated = h.run(error);
+    assert.equal(translated.retval, XDP.TX);
+    assert.deepEqual(checksumErrors(translated.out), []);
+    assert.equal(translated.parsed.ip.src, ROUTER.v4);
+    assert.equal(translated.parsed.ip.dst, CLIENT.v4);
+    assert.equal(translated.parsed.eth.dst, CLIENT.mac);
+    const inner = translated.parsed.ip.l4?.inner;
+    assert.equal(inner?.src, CLIENT.v4);
+    assert.equal(inner?.dst, VIP4);
+    assert.equal(inner?.l4?.sport, 50100);
+    assert.equal(inner?.l4?.dport, 80);
+    assert.equal(h.counter(Reason.FWD_ICMP_ERROR) - before, 1n);
+  });
+
+  test('ICMP errors about replies reach the flow’s backend, quoting what the backend sent (DSR IPv4, SNAT IPv6)', () => {
+    const dsr = h.run(frame(CLIENT.v4, VIP4, syn(50101, 443)));
+    const toBackend = h.run(frame(ROUTER.v4, VIP4, { proto: 'icmp', type: 3, code: 4, mtu: 1300, quote: quote(VIP4, CLIENT.v4, { proto: 'tcp', sport: 443, dport: 50101 }) }));
+    assert.equal(toBackend.retval, XDP.TX);
+    assert.deepEqual(checksumErrors(toBackend.out), []);
+    assert.equal(toBackend.parsed.ip.dst, dsr.parsed.ip.dst);
+    assert.equal(toBackend.parsed.ip.l4?.inner?.src, dsr.parsed.ip.dst);
+    assert.equal(toBackend.parsed.ip.l4?.inner?.l4?.sport, 8080);
+    assert.equal(toBackend.parsed.ip.l4?.inner?.dst, CLIENT.v4);
+
+    const snat6 = h.run(frame(CLIENT.v6, VIP6, syn(50102, 80)));
+    const natPort = snat6.parsed.ip.l4?.sport ?? 0;
+    const tooBig = h.run(frame(ROUTER.v6, VIP6, { proto: 'icmp', type: 2, mtu: 1280, quote: quote(VIP6, CLIENT.v6, { proto: 'tcp', sport: 80, dport: 50102 }) }));
+    assert.equal(tooBig.retval, XDP.TX);
+    assert.deepEqual(checksumErrors(tooBig.out), []);
+    assert.equal(tooBig.parsed.ip.dst, snat6.parsed.ip.dst);
+    assert.equal(tooBig.parsed.ip.l4?.inner?.src, snat6.parsed.ip.dst);
+    assert.equal(tooBig.parsed.ip.l4?.inner?.dst, NODE.v6);
+    assert.equal(tooBig.parsed.ip.l4?.inner?.l4?.dport, natPort);
+  });
+
+  test('an ICMP error about no flow of ours goes to the stack untouched', () => {
+    const input = frame(ROUTER.v4, NODE.v4, { proto: 'icmp', type: 3, code: 3, quote: quote(NODE.v4, '198.18.0.99', { proto: 'udp', sport: 1234, dport: 53 }) });
+    const out = h.run(input);
+    assert.equal(out.retval, XDP.PASS);
+    assert.deepEqual(out.out, input);
   });
 
   test('new flows and established packets are counted separately', () => {

@@ -123,6 +123,21 @@ describe('load balancing real traffic between network namespaces', () => {
     expectAllAnswered(await processes.client('http', `[${lab.lb.v6}]:30080`, 20), 20);
   });
 
+  test('an agent restart (programs replaced, maps reused from their pins) keeps an open connection', async () => {
+    const held = processes.hold(`${VIP4}:80`, 30, 50);
+    const first = await held.next();
+    await lbNode.close();
+    lbNode = node(lab.lb.ns, 'lb', ['eth0'], 'native', [lab.lb.v4, lab.lb.v6]);
+    const resync = await lbNode.apply(services);
+    assert.deepEqual({ written: resync.written, deleted: resync.deleted }, { written: 0, deleted: 0 }, 'the pinned maps already held every service');
+    const after = await held.rest();
+    assert.equal(after.length, 29);
+    for (const line of after) {
+      assert.equal(line.backend, first.backend, `request ${line.i} answered by ${line.backend ?? line.error}`);
+      assert.equal(line.localPort, first.localPort);
+    }
+  });
+
   test('removing a backend leaves open connections to the others untouched; new requests avoid it', async () => {
     const held = processes.hold(`${VIP4}:80`, 40, 50);
     const first = await held.next();
