@@ -248,8 +248,8 @@ export function formatHostPort(address: HostPort): string {
 }
 
 function sameHost(a: HostPort, b: HostPort): boolean {
-  const any = (h: string): boolean => h === '0.0.0.0' || h === '::';
-  return a.host === b.host || any(a.host) || any(b.host);
+  const wildcard = (h: string): boolean => h === '0.0.0.0' || h === '::';
+  return a.host === b.host || wildcard(a.host) || wildcard(b.host);
 }
 
 function parseNodeAddresses(texts: readonly string[]): string[] {

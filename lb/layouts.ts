@@ -155,6 +155,9 @@ export const LbBackend = decodeByFamily(
   defineStruct('lb_backend', { addr: xlbAddr, port: be16, family: u8, pad: pad(1) }),
   ['addr'],
 );
+/** struct lb_port_bitmap: bit p of the 1024 little-endian u64 words = some frontend listens on port p. */
+export const LbPortBitmap = defineStruct('lb_port_bitmap', { words: bytes(8192, 8) });
+
 export const LbSlotKey = defineStruct('lb_slot_key', { serviceId: u32, slot: u32 });
 export const LbAffinityKey = defineStruct('lb_affinity_key', { serviceId: u32, pad: pad(4), client: xlbAddr });
 export const LbAffinity = defineStruct('lb_affinity', { lastUsed: u64, backendId: u32, pad: pad(4) });
@@ -276,4 +279,5 @@ export const structCodecs: CodecLayout[] = [
   XlbTuple,
   XlbNexthop,
   DsrEntry,
+  LbPortBitmap,
 ];

@@ -3,8 +3,11 @@
 import { bpfCommand } from './bpf.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, type CliCommand, type CliIO } from './command.js';
 import { maglevCommand } from './maglev.js';
+import { monitorCommand } from './monitor.js';
+import { serviceCommand } from './service.js';
+import { statusCommand } from './status.js';
 
-const commands: CliCommand[] = [maglevCommand, bpfCommand];
+const commands: CliCommand[] = [maglevCommand, bpfCommand, serviceCommand, statusCommand, monitorCommand];
 
 const io: CliIO = {
   out: (text) => void process.stdout.write(text),

@@ -66,9 +66,29 @@ struct {
 	__type(value, __u8);
 } xlb_lb_srcrng SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_port_bitmap);
+} xlb_lb_ports SEC(".maps");
+
+static __always_inline int lb_port_in_use(__be16 dport)
+{
+	__u32 zero = 0;
+	struct lb_port_bitmap *ports = bpf_map_lookup_elem(&xlb_lb_ports, &zero);
+	__u16 port = bpf_ntohs(dport);
+
+	return ports && ((ports->words[(port >> 6) & 1023] >> (port & 63)) & 1);
+}
+
 static __always_inline struct lb_service *lb_lookup_service(const struct xlb_tuple *tuple)
 {
-	struct lb_service_key key = {
+	struct lb_service_key key;
+
+	if (!lb_port_in_use(tuple->dport))
+		return NULL;
+	key = (struct lb_service_key){
 		.addr = tuple->daddr,
 		.port = tuple->dport,
 		.proto = tuple->proto,

@@ -41,6 +41,12 @@ struct lb_service {
 	__u32 affinity_timeout; /* seconds of ClientIP affinity; 0 = none */
 };
 
+/* One bit per destination port that some frontend listens on: packets to other ports skip the
+ * service lookup (most traffic an LB node sees that is not for a service). */
+struct lb_port_bitmap {
+	__u64 words[1024];
+};
+
 struct lb_backend {
 	union xlb_addr addr;
 	__be16 port;

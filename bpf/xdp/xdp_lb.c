@@ -21,6 +21,13 @@
 #include "nat.h"
 #include "parse.h"
 
+/*
+ * The paths below are global functions: the verifier checks each once, on its own, instead of every
+ * combination of their branches inside one function (which exceeded its budget). Pointer arguments
+ * of global functions may be NULL as far as the verifier knows, hence the checks at their top.
+ */
+#define XLB_SUBPROG __attribute__((noinline))
+
 /* What happened to a packet, for the counters and events. */
 struct verdict {
 	int action;
@@ -108,21 +115,46 @@ static __always_inline struct nat_reverse *snat_reply_lookup(const struct xlb_pk
 }
 
 /* A reply from a backend to one of our SNAT ports: back to the client, from the service address. */
-static __always_inline void snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct nat_reverse *reverse,
-					    struct verdict *v)
+XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct nat_reverse *reverse,
+				    struct verdict *v)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	int err = nat_rewrite(data, data_end, pkt, &reverse->service, reverse->service_port, &reverse->client,
-			      reverse->client_port);
+	int err;
 
+	if (!pkt || !reverse || !v)
+		return 0;
+	err = nat_rewrite(data, data_end, pkt, &reverse->service, reverse->service_port, &reverse->client,
+			  reverse->client_port);
 	if (err) {
 		v->action = XDP_DROP;
 		v->reason = -err;
-		return;
+		return 0;
 	}
 	v->reason = XLB_FWD_REPLY;
 	v->action = fwd_packet(ctx, pkt, &reverse->nexthop, xlb_coarse_sec(xlb_now()), &v->reason);
+	return 0;
+}
+
+/* An ICMP error: translated when it is about one of our flows, else left to the stack. */
+XLB_SUBPROG int xlb_icmp_error_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct verdict *v)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct xlb_config *cfg = xlb_get_config();
+	int err;
+
+	if (!pkt || !v || !cfg)
+		return 0;
+	err = icmp_nat_translate(data, data_end, pkt, cfg);
+	if (err < 0) {
+		v->action = XDP_DROP;
+		v->reason = -err;
+	} else if (err > 0) {
+		v->reason = XLB_FWD_ICMP_ERROR;
+		v->action = fwd_packet(ctx, pkt, NULL, 0, &v->reason);
+	}
+	return 0;
 }
 
 static __always_inline void reject(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct verdict *v)
@@ -133,16 +165,19 @@ static __always_inline void reject(struct xdp_md *ctx, const struct xlb_pkt *pkt
 	v->reason = err ? -err : XLB_REJECT_NO_BACKEND;
 }
 
-static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_tuple *flow,
-					 const struct lb_service *svc, const struct xlb_config *cfg, struct verdict *v)
+XLB_SUBPROG int xlb_service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_tuple *flow,
+				 const struct lb_service *svc, struct verdict *v)
 {
 	const struct lb_backend *backend = NULL;
+	struct xlb_config *cfg = xlb_get_config();
 	struct lb_backend *chosen = NULL;
-	struct ct_entry new_ct;
+	struct ct_entry *new_ct = ct_scratch();
 	struct ct_entry *ct;
 	__u64 now = xlb_now();
 	int err;
 
+	if (!pkt || !flow || !svc || !v || !cfg || !new_ct)
+		return 0;
 	v->service_id = svc->id;
 	if (pkt->frag == XLB_FRAG_FIRST)
 		frag_remember(pkt);
@@ -157,29 +192,32 @@ static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt
 		v->reason = XLB_FWD_ESTABLISHED;
 	} else {
 		/* a new flow, a new connection on an old tuple, or a flow whose backend is gone */
-		err = open_flow(svc, pkt, cfg, &new_ct, &chosen, now);
+		err = open_flow(svc, pkt, cfg, new_ct, &chosen, now);
 		backend = chosen;
-		if (err == -XLB_REJECT_NO_BACKEND)
-			return reject(ctx, pkt, v);
+		if (err == -XLB_REJECT_NO_BACKEND) {
+			reject(ctx, pkt, v);
+			return 0;
+		}
 		if (err)
 			goto drop;
-		ct = &new_ct;
+		ct = new_ct;
 		v->reason = XLB_FWD_NEW_FLOW;
 	}
 	v->backend_id = ct->backend_id;
-	err = translate_to_backend(ctx, pkt, ct, backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, ct == &new_ct));
+	err = translate_to_backend(ctx, pkt, ct, backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, ct == new_ct));
 	if (err)
 		goto drop;
 	v->action = fwd_packet(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now), &v->reason);
-	if (ct == &new_ct && v->action != XDP_DROP) {
+	if (ct == new_ct && v->action != XDP_DROP) {
 		err = ct_create(flow, ct);
 		if (err)
 			goto drop;
 	}
-	return;
+	return 0;
 drop:
 	v->action = XDP_DROP;
 	v->reason = -err;
+	return 0;
 }
 
 static __always_inline int sampled(const struct xlb_config *cfg)
@@ -218,25 +256,17 @@ int xdp_lb(struct xdp_md *ctx)
 	}
 	flow = pkt.tuple; /* the flow as it arrived (ports recalled): conntrack key, what events report */
 	if (pkt.icmp_error) {
-		err = icmp_nat_translate(data, data_end, &pkt, cfg);
-		if (err < 0) {
-			v.action = XDP_DROP;
-			v.reason = -err;
-		} else if (err > 0) {
-			v.reason = XLB_FWD_ICMP_ERROR;
-			v.action = fwd_packet(ctx, &pkt, NULL, 0, &v.reason);
-		}
+		xlb_icmp_error_path(ctx, &pkt, &v);
 		goto out;
 	}
-
 	reverse = snat_reply_lookup(&pkt, cfg);
 	if (reverse) {
-		snat_reply_path(ctx, &pkt, reverse, &v);
+		xlb_snat_reply_path(ctx, &pkt, reverse, &v);
 		goto out;
 	}
 	svc = lb_lookup_service(&pkt.tuple);
 	if (svc)
-		service_path(ctx, &pkt, &flow, svc, cfg, &v);
+		xlb_service_path(ctx, &pkt, &flow, svc, &v);
 out:
 	xlb_count(v.reason, XLB_DIR_INGRESS, len);
 	if (xlb_is_drop(v.reason))

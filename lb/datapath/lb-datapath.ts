@@ -2,7 +2,8 @@
  * The load-balancing node's datapath: xdp_lb.o loaded with this node's Maglev parameters, its maps
  * pinned (so an agent restart keeps services, conntrack and SNAT state), attached to the devices.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { assertMaglevTableSize, type MaglevSeed } from '../maglev/index.js';
 import { counterIndex, Direction, REASON_MAX } from '../reasons.js';
 import type { BpfMap } from './map.js';
@@ -52,6 +53,7 @@ export class LbDatapath {
         xlb_maglev_size: options.maglevTableSize,
         xlb_maglev_hash_seed0: options.maglevSeed.jhash0,
         xlb_maglev_hash_seed1: options.maglevSeed.jhash1,
+        xlb_ns_per_jiffy: nsPerJiffy(),
       },
       valueSize: { xlb_lb_maglev: 2 * options.maglevTableSize },
       maxEntries: options.conntrackEntries ? { xlb_ct: options.conntrackEntries, xlb_snat: options.conntrackEntries } : {},
@@ -112,4 +114,15 @@ function encodeConfig(config: LbNodeConfig): Buffer {
     natPortMax: config.natPortMax,
     eventSample: config.eventSample,
   });
+}
+
+/**
+ * 1e9 / CONFIG_HZ from /proc/config.gz, so the datapath can tell time by jiffies; 0 (the datapath then
+ * reads the coarse clock instead) when the kernel does not publish its configuration.
+ */
+export function nsPerJiffy(configPath = '/proc/config.gz'): number {
+  if (!existsSync(configPath)) return 0;
+  const match = /^CONFIG_HZ=(\d+)$/m.exec(gunzipSync(readFileSync(configPath)).toString());
+  const hz = match ? Number(match[1]) : 0;
+  return hz > 0 ? Math.round(1e9 / hz) : 0;
 }

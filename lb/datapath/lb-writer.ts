@@ -14,6 +14,8 @@
  *      backend_count before) → stale slots, table and ranges deleted;
  *   5. backends nothing lists any more;
  *   6. conntrack and affinity entries of removed (service, backend) pairs, so UDP flows move at once.
+ * The port bitmap (xlb_lb_ports, the datapath's pre-filter) gains the ports of new frontends before
+ * step 1 and loses ports no frontend uses after step 5, so it never hides a frontend that exists.
  * Step 4 rewrites a changed service's slots in place; between its slot and table writes a new flow
  * may pick a slot that already names the new backend (established flows are pinned by conntrack).
  *
@@ -26,7 +28,7 @@
 import { BpfError } from './errors.js';
 import { MapType, type BpfMap } from './map.js';
 import type { BpfObject } from './object.js';
-import { CtEntry, LbAffinity, LbAffinityKey, LbBackend, LbService, LbServiceKey, LbSlotKey, LbSourceRangeKey } from '../layouts.js';
+import { CtEntry, LbAffinity, LbAffinityKey, LbBackend, LbPortBitmap, LbService, LbServiceKey, LbSlotKey, LbSourceRangeKey } from '../layouts.js';
 import { lbStateFromMaps, type LbState, type MapEntry } from '../lbmap/desired.js';
 import { diffLbState, type LbChanges, type ServiceChanges } from '../lbmap/diff.js';
 
@@ -38,6 +40,7 @@ export const LB_MAPS = {
   sourceRange: 'xlb_lb_srcrng',
   conntrack: 'xlb_ct',
   affinity: 'xlb_lb_affin',
+  ports: 'xlb_lb_ports',
 } as const;
 
 /** What the writer needs of a map (BpfMap has it; a test may pass anything shaped so). */
@@ -103,6 +106,7 @@ export class LbMapWriter {
   private readonly srcrng: LbMapHandle;
   private readonly ct: LbMapHandle | undefined;
   private readonly affinity: LbMapHandle | undefined;
+  private readonly ports: LbMapHandle | undefined;
 
   /** Maps by kernel name (LB_MAPS); xlb_ct and xlb_lb_affin are optional (no purge without them). */
   constructor(maps: Readonly<Record<string, LbMapHandle | undefined>>) {
@@ -121,6 +125,8 @@ export class LbMapWriter {
     if (this.ct) checkSizes(this.ct, LB_MAPS.conntrack, undefined, CtEntry.size);
     this.affinity = maps[LB_MAPS.affinity];
     if (this.affinity) checkSizes(this.affinity, LB_MAPS.affinity, LbAffinityKey.size, LbAffinity.size);
+    this.ports = maps[LB_MAPS.ports];
+    if (this.ports) checkSizes(this.ports, LB_MAPS.ports, 4, LbPortBitmap.size);
   }
 
   static fromObject(object: BpfObject): LbMapWriter {
@@ -185,7 +191,13 @@ export class LbMapWriter {
     };
     const of = (s: ServiceChanges, map: LbMapHandle): Step => ({ map, serviceId: s.id, service: s.name });
 
+    const ports = this.ports;
+    const writePorts = (bitmap: Buffer): void => {
+      if (!ports || bitmap.equals(ports.lookup(PORTS_KEY) ?? Buffer.alloc(0))) return;
+      upsert({ map: ports, what: 'the port bitmap' }, [{ key: PORTS_KEY, value: bitmap }], false);
+    };
     try {
+      if (ports) writePorts(portBitmap(changes.services.flatMap((s) => s.frontends.upserts.map((e) => e.key)), ports.lookup(PORTS_KEY)));
       upsert({ map: this.be, what: 'new backends' }, changes.backends.upserts, true);
       const removed = changes.services.filter((s) => s.kind === 'remove');
       const kept = changes.services.filter((s) => s.kind !== 'remove');
@@ -199,6 +211,7 @@ export class LbMapWriter {
         this.removeRest(s, (map, keys, batch) => remove(of(s, map), keys, batch));
       }
       remove({ map: this.be, what: 'unused backends' }, changes.backends.deletes, true);
+      if (changes.services.some((s) => s.frontends.deletes.length > 0)) writePorts(portBitmap([...this.svc.keys()]));
     } catch (error) {
       const rollbackErrors = rollback(undo);
       throw writeError(error, step, undo.length, rollbackErrors);
@@ -241,6 +254,18 @@ export class LbMapWriter {
     }
     return result;
   }
+}
+
+const PORTS_KEY = Buffer.alloc(4);
+
+/** The port bitmap (struct lb_port_bitmap) with the ports of these frontend keys set, over `base`. */
+function portBitmap(frontendKeys: Buffer[], base?: Buffer): Buffer {
+  const out = base ? Buffer.from(base) : Buffer.alloc(LbPortBitmap.size);
+  for (const key of frontendKeys) {
+    const port = LbServiceKey.decode(key).port;
+    out[port >> 3] = (out[port >> 3] ?? 0) | (1 << (port & 7));
+  }
+  return out;
 }
 
 /**

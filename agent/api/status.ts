@@ -1,0 +1,178 @@
+/** GET /v1/status, GET /v1/backends and GET /healthz. */
+import type { FastifyPluginAsync } from 'fastify';
+import { encodeXlbAddr } from '../../lb/layouts.js';
+import { BACKEND_STATES, MODES, type BackendState } from '../../lb/service.js';
+import { L4_PROTOCOLS, type L4Protocol } from '../../lb/maglev/index.js';
+import type { ServiceDatapath } from '../datapath.js';
+import type { ServiceStore } from '../store.js';
+import { errorResponses } from './openapi.js';
+
+export const mapPressureSchema = {
+  title: 'MapPressure',
+  type: 'object',
+  additionalProperties: false,
+  required: ['map', 'entries', 'maxEntries'],
+  properties: { map: { type: 'string' }, entries: { type: 'integer' }, maxEntries: { type: 'integer' } },
+} as const;
+
+export const statusSchema = {
+  title: 'Status',
+  type: 'object',
+  additionalProperties: false,
+  required: ['version', 'uptimeSeconds', 'revision', 'services', 'datapath', 'maps'],
+  properties: {
+    version: { type: 'string', description: 'xlb-agent version' },
+    uptimeSeconds: { type: 'number' },
+    revision: { type: 'integer', description: 'store revision: each applied service state counts one' },
+    services: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['total', 'config', 'api'],
+      properties: { total: { type: 'integer' }, config: { type: 'integer' }, api: { type: 'integer' } },
+    },
+    datapath: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['devices', 'maglevTableSize', 'defaultMode'],
+      properties: {
+        devices: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'mode'],
+            properties: { name: { type: 'string' }, mode: { type: 'string', description: 'how the datapath is attached (e.g. XDP native)' } },
+          },
+        },
+        maglevTableSize: { type: 'integer' },
+        defaultMode: { type: 'string', enum: [...MODES] },
+      },
+    },
+    maps: { type: 'array', items: mapPressureSchema },
+  },
+} as const;
+
+export const backendUseSchema = {
+  title: 'BackendUse',
+  type: 'object',
+  additionalProperties: false,
+  required: ['address', 'port', 'protocol', 'services'],
+  properties: {
+    address: { type: 'string' },
+    port: { type: 'integer' },
+    protocol: { type: 'string', enum: [...L4_PROTOCOLS] },
+    services: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'weight', 'state'],
+        properties: { id: { type: 'string' }, weight: { type: 'integer' }, state: { type: 'string', enum: [...BACKEND_STATES] } },
+      },
+    },
+  },
+} as const;
+
+export interface BackendUse {
+  address: string;
+  port: number;
+  protocol: L4Protocol;
+  services: { id: string; weight: number; state: BackendState }[];
+}
+
+/** Every backend (address, port and the service's protocol) with the services that use it. */
+export function backendUses(store: ServiceStore): BackendUse[] {
+  const byKey = new Map<string, BackendUse>();
+  for (const { id, service } of store.list()) {
+    const protocol = service.frontend.protocol;
+    for (const backend of service.backends) {
+      const key = `${backend.address} ${backend.port} ${protocol}`;
+      let use = byKey.get(key);
+      if (!use) {
+        use = { address: backend.address, port: backend.port, protocol, services: [] };
+        byKey.set(key, use);
+      }
+      use.services.push({ id, weight: backend.weight, state: backend.state });
+    }
+  }
+  const addressOrder = (a: string, b: string): number =>
+    Number(a.includes(':')) - Number(b.includes(':')) || Buffer.compare(encodeXlbAddr(a), encodeXlbAddr(b));
+  return [...byKey.values()].sort(
+    (a, b) => addressOrder(a.address, b.address) || a.port - b.port || a.protocol.localeCompare(b.protocol),
+  );
+}
+
+export interface StatusRoutesOptions {
+  store: ServiceStore;
+  datapath: ServiceDatapath;
+  version: string;
+  /** When the agent started (ms since the epoch). */
+  startedAt: number;
+}
+
+export const statusRoutes: FastifyPluginAsync<StatusRoutesOptions> = async (app, { store, datapath, version, startedAt }) => {
+  app.get(
+    '/v1/status',
+    {
+      schema: {
+        summary: 'Agent and datapath status',
+        tags: ['status'],
+        response: { 200: { ...statusSchema, description: 'the status' }, ...errorResponses(500) },
+      },
+    },
+    async () => {
+      const entries = store.list();
+      const config = entries.filter((e) => e.origin === 'config').length;
+      return {
+        version,
+        uptimeSeconds: Math.max(0, (Date.now() - startedAt) / 1000),
+        revision: store.revision,
+        services: { total: entries.length, config, api: entries.length - config },
+        datapath: datapath.status(),
+        maps: datapath.mapPressure(),
+      };
+    },
+  );
+
+  app.get(
+    '/v1/backends',
+    {
+      schema: {
+        summary: 'Every backend with the services using it',
+        tags: ['services'],
+        response: {
+          200: {
+            description: 'backends by address, port and protocol',
+            type: 'object',
+            additionalProperties: false,
+            required: ['backends'],
+            properties: { backends: { type: 'array', items: backendUseSchema } },
+          },
+          ...errorResponses(),
+        },
+      },
+    },
+    async () => ({ backends: backendUses(store) }),
+  );
+
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        summary: 'Liveness: the agent answers',
+        tags: ['status'],
+        response: {
+          200: {
+            description: 'alive',
+            type: 'object',
+            additionalProperties: false,
+            required: ['status'],
+            properties: { status: { type: 'string', enum: ['ok'] } },
+          },
+          ...errorResponses(),
+        },
+      },
+    },
+    async () => ({ status: 'ok' }),
+  );
+};

@@ -1,0 +1,92 @@
+/** `xlb status`: the agent's version, uptime, devices, services and map fill levels. */
+import { parseArgs } from 'node:util';
+import { EXIT_OK, UsageError, type CliCommand, type CliIO } from './command.js';
+import { API_SOCKET_USAGE, apiCall, apiSocketPath } from './api-client.js';
+import { formatTable } from './table.js';
+
+const USAGE = `xlb status [--json]
+
+  --json             print the agent's /v1/status answer as JSON
+${API_SOCKET_USAGE}
+
+Exit codes: 0 the agent answered, 1 it failed or is unreachable, 2 bad arguments.`;
+
+interface Status {
+  version: string;
+  uptimeSeconds: number;
+  revision: number;
+  services: { total: number; config: number; api: number };
+  datapath: { devices: { name: string; mode: string }[]; maglevTableSize: number; defaultMode: string };
+  maps: { map: string; entries: number; maxEntries: number }[];
+}
+
+function isStatus(value: unknown): value is Status {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return typeof v.version === 'string' && typeof v.services === 'object' && typeof v.datapath === 'object' && Array.isArray(v.maps);
+}
+
+/** 3725 → "1h2m5s". */
+export function formatDuration(seconds: number): string {
+  let rest = Math.floor(seconds);
+  const parts: string[] = [];
+  for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60]] as const) {
+    if (rest >= size || parts.length > 0) {
+      parts.push(`${Math.floor(rest / size)}${unit}`);
+      rest %= size;
+    }
+  }
+  parts.push(`${rest}s`);
+  return parts.join('');
+}
+
+function statusText(status: Status): string {
+  const devices = status.datapath.devices.map((d) => `${d.name} (${d.mode})`).join(', ') || 'none';
+  const lines = [
+    `xlb-agent ${status.version}, up ${formatDuration(status.uptimeSeconds)}`,
+    `devices:           ${devices}`,
+    `default mode:      ${status.datapath.defaultMode}`,
+    `maglev table size: ${status.datapath.maglevTableSize}`,
+    `services:          ${status.services.total} (${status.services.config} from the config file, ${status.services.api} from the API), revision ${status.revision}`,
+    '',
+  ];
+  const maps =
+    status.maps.length === 0
+      ? ''
+      : formatTable(
+          ['map', 'entries', 'max entries', 'pressure'],
+          status.maps.map((m) => [m.map, m.entries, m.maxEntries, m.maxEntries > 0 ? `${((100 * m.entries) / m.maxEntries).toFixed(1)}%` : '-']),
+        );
+  return `${lines.join('\n')}${maps === '' ? '' : `\n${maps}`}`;
+}
+
+export const statusCommand: CliCommand = {
+  name: 'status',
+  summary: "show the agent's status: devices, mode, services, map fill levels",
+  usage: USAGE,
+  async run(args: string[], io: CliIO): Promise<number> {
+    let values: { json?: boolean; 'api-socket'?: string; help?: boolean };
+    try {
+      values = parseArgs({
+        args,
+        strict: true,
+        allowPositionals: false,
+        options: { json: { type: 'boolean' }, 'api-socket': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      }).values;
+    } catch (error) {
+      throw new UsageError(error instanceof Error ? error.message : String(error));
+    }
+    if (values.help === true) {
+      io.out(`${USAGE}\n`);
+      return EXIT_OK;
+    }
+    const status = await apiCall(apiSocketPath(values['api-socket']), 'GET', '/v1/status');
+    if (values.json === true) {
+      io.out(`${JSON.stringify(status, null, 2)}\n`);
+      return EXIT_OK;
+    }
+    if (!isStatus(status)) throw new Error('unexpected answer from xlb-agent to GET /v1/status');
+    io.out(statusText(status));
+    return EXIT_OK;
+  },
+};

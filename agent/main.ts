@@ -1,0 +1,202 @@
+#!/usr/bin/env node
+/**
+ * xlb-agent: loads the datapath on this node, serves the services of the standalone config file and
+ * of the REST API (unix socket; TCP with a bearer token), exports metrics, and shuts down cleanly on
+ * SIGINT/SIGTERM. Exit codes: 0 clean shutdown, 1 start-up or runtime failure, 2 bad command line.
+ */
+import { readFile, rm, stat } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
+import type { FastifyInstance } from 'fastify';
+import { buildApiServer, buildMetricsServer, listenTcp, listenUnix } from './api/server.js';
+import type { ServiceDatapath } from './datapath.js';
+import {
+  AGENT_USAGE,
+  FlagError,
+  deviceAddresses,
+  formatHostPort,
+  nodeDatapathOptions,
+  parseAgentFlags,
+  type AgentFlags,
+} from './flags.js';
+import { createLogger, type Logger } from './log.js';
+import { AgentMetrics } from './metrics.js';
+import { ServiceStore, loadConfigFile } from './store.js';
+
+const EXIT_OK = 0;
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+async function agentVersion(): Promise<string> {
+  const text = await readFile(new URL('../../package.json', import.meta.url), 'utf8');
+  const version = (JSON.parse(text) as { version?: unknown }).version;
+  return typeof version === 'string' ? version : 'unknown';
+}
+
+/** The bearer token: the file's content without surrounding whitespace. */
+async function readToken(file: string, log: Logger): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new Error(`--api-token-file ${file}: cannot read: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  const token = text.trim();
+  if (token === '' || /\s/.test(token)) throw new Error(`--api-token-file ${file}: must hold one token (no spaces), not ${token === '' ? 'nothing' : 'several words'}`);
+  if (((await stat(file)).mode & 0o077) !== 0) log.warn(`--api-token-file ${file} is readable by other users; chmod 600 it`);
+  return token;
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Cleanup steps, run in reverse order of registration; failures are logged, not thrown. */
+class Teardown {
+  private readonly steps: { what: string; run: () => Promise<void> }[] = [];
+  constructor(private readonly log: Logger) {}
+
+  add(what: string, run: () => Promise<void>): void {
+    this.steps.push({ what, run });
+  }
+
+  async run(): Promise<void> {
+    for (const step of this.steps.reverse()) {
+      try {
+        await step.run();
+      } catch (error) {
+        this.log.error(`${step.what}: ${message(error)}`);
+      }
+    }
+    this.steps.length = 0;
+  }
+}
+
+/**
+ * Resolves on the first SIGINT/SIGTERM. Installed before start-up, so a signal during start-up
+ * still leads to a clean teardown (once the step under way has finished); a second signal exits now.
+ */
+function signalReceived(log: Logger): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      process.once('SIGINT', () => forceExit(log));
+      process.once('SIGTERM', () => forceExit(log));
+      log.info(`${signal}: shutting down`);
+      resolve(signal);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+function forceExit(log: Logger): void {
+  log.error('second signal during shutdown: exiting now');
+  process.exit(EXIT_FAILURE);
+}
+
+async function closeServer(app: FastifyInstance): Promise<void> {
+  await app.close();
+}
+
+async function run(flags: AgentFlags, log: Logger): Promise<number> {
+  const startedAt = Date.now();
+  let stopping = false;
+  const stop = signalReceived(log).then(() => {
+    stopping = true;
+  });
+  const checkNotStopping = (): void => {
+    if (stopping) throw new Error('interrupted during start-up');
+  };
+  const version = await agentVersion();
+  const token = flags.apiTokenFile === undefined ? undefined : await readToken(flags.apiTokenFile, log);
+  const configServices = flags.config === undefined ? new Map() : await loadConfigFile(flags.config);
+  if (flags.config !== undefined) log.info(`config file ${flags.config}: ${configServices.size} service(s)`);
+
+  const nodeAddresses = flags.nodeAddresses ?? deviceAddresses(flags.devices, networkInterfaces());
+  if (nodeAddresses.length === 0) {
+    log.warn(`no node address (none given, none on ${flags.devices.join(', ')}): NodePort services and SNAT have no address`);
+  }
+  log.info(
+    `xlb-agent ${version} starting: devices ${flags.devices.join(', ')}, xdp ${flags.xdp}, mode ${flags.mode}, ` +
+      `maglev table ${flags.maglevTableSize}, node addresses ${nodeAddresses.join(', ') || '(none)'}, bpffs ${flags.bpffs}`,
+  );
+
+  const teardown = new Teardown(log);
+  try {
+    // Loaded only now: --help and flag errors must not need the kernel binding.
+    const { createNodeDatapath } = await import('./node-datapath.js');
+    const datapath: ServiceDatapath = await createNodeDatapath(nodeDatapathOptions(flags, nodeAddresses, (line) => log.info(line)));
+    teardown.add('closing the datapath', () => datapath.close());
+    checkNotStopping();
+
+    const store = new ServiceStore({ datapath, stateFile: flags.stateFile, log });
+    const metrics = new AgentMetrics({ datapath, store });
+    teardown.add('waiting for pending service changes', () => store.idle());
+    teardown.add('closing the metrics', async () => metrics.close());
+    await store.start(configServices);
+    checkNotStopping();
+
+    const common = { store, datapath, metrics, log, version, startedAt };
+    const unix = await buildApiServer(common);
+    checkNotStopping();
+    teardown.add('closing the API socket', () => closeServer(unix));
+    await listenUnix(unix, flags.apiSocket);
+    // Only now is the socket ours (listenUnix refuses to replace a live agent's).
+    teardown.add(`removing ${flags.apiSocket}`, () => rm(flags.apiSocket, { force: true }));
+    log.info(`REST API on unix socket ${flags.apiSocket} (mode 0600)`);
+
+    if (flags.apiAddr && token !== undefined) {
+      const tcp = await buildApiServer({ ...common, token });
+      teardown.add('closing the TCP API listener', () => closeServer(tcp));
+      const bound = await listenTcp(tcp, flags.apiAddr);
+      log.info(`REST API on http://${formatHostPort(bound)} (bearer token required)`);
+    }
+    if (flags.metricsAddr) {
+      const server = await buildMetricsServer(metrics);
+      teardown.add('closing the metrics listener', () => closeServer(server));
+      const bound = await listenTcp(server, flags.metricsAddr);
+      log.info(`metrics on http://${formatHostPort(bound)}/metrics`);
+    }
+
+    checkNotStopping();
+    log.info(`ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
+    await stop;
+    await teardown.run();
+    log.info('stopped');
+    return EXIT_OK;
+  } catch (error) {
+    await teardown.run();
+    if (stopping) {
+      log.info('stopped before start-up finished');
+      return EXIT_OK;
+    }
+    log.error(`xlb-agent failed: ${message(error)}`);
+    return EXIT_FAILURE;
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  let flags: AgentFlags;
+  try {
+    const command = parseAgentFlags(argv);
+    if (command.help) {
+      process.stdout.write(`${AGENT_USAGE}\n`);
+      return EXIT_OK;
+    }
+    flags = command.flags;
+  } catch (error) {
+    if (!(error instanceof FlagError)) throw error;
+    process.stderr.write(`xlb-agent: ${error.message}\n(xlb-agent --help for usage)\n`);
+    return EXIT_USAGE;
+  }
+  const log = createLogger();
+  try {
+    return await run(flags, log);
+  } catch (error) {
+    log.error(`xlb-agent: ${message(error)}`);
+    return EXIT_FAILURE;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,489 @@
+/**
+ * The agent's services: id → service, each with its origin ('config': the standalone config file,
+ * 'api': created through the REST API and kept in the state file).
+ *
+ * Every change runs through one serialized queue: compute the next full service map, have the
+ * datapath apply it, and only when that succeeded commit it to memory and persist it. A failed apply
+ * changes nothing (the datapath keeps its previous state too) and the error reaches the caller.
+ *
+ * Rules worth knowing (also in the API's and CLI's usage texts):
+ * - PUT of a service the config file defined is allowed: it becomes an 'api' service, persisted.
+ *   Putting content identical to what is served is a no-op (no apply, origin unchanged).
+ * - DELETE of a 'config' service removes it until the next restart, when the config file brings it back.
+ * - Two services cannot share a frontend (address, port, protocol): such a PUT is refused (409).
+ * - At start-up the config file wins over the state file for an id both define, or a frontend both
+ *   use (logged, and the state file is rewritten without the API copy).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parse as parseYaml } from 'yaml';
+import {
+  ServiceValidationError,
+  serviceToJSON,
+  validateService,
+  validateServiceId,
+  type Service,
+  type ValidationIssue,
+} from '../lb/service.js';
+import type { ApplyResult, ServiceDatapath } from './datapath.js';
+import type { Logger } from './log.js';
+
+export type ServiceOrigin = 'config' | 'api';
+
+export interface StoredService {
+  id: string;
+  origin: ServiceOrigin;
+  service: Service;
+}
+
+export type ChangeResult = 'created' | 'updated' | 'unchanged' | 'deleted';
+
+export interface StoreChange {
+  result: ChangeResult;
+  entry: StoredService;
+  /** The store's revision after the change (unchanged for a no-op). */
+  revision: number;
+}
+
+/** One datapath apply, from the moment the change was queued until the datapath answered. */
+export interface ApplyObservation {
+  seconds: number;
+  ok: boolean;
+  result?: ApplyResult;
+}
+
+/** The datapath refused the next state; nothing changed. `mapFull` when a map had no room (E2BIG, ENOSPC). */
+export class DatapathApplyError extends Error {
+  override name = 'DatapathApplyError';
+  readonly mapFull: boolean;
+
+  constructor(readonly failure: unknown) {
+    super(`datapath apply failed: ${failure instanceof Error ? failure.message : String(failure)}`);
+    this.mapFull = isMapFull(failure);
+  }
+}
+
+/** Two services cannot share a frontend (address, port, protocol): the datapath looks services up by it. */
+export class FrontendConflictError extends Error {
+  override name = 'FrontendConflictError';
+  readonly issues: ValidationIssue[];
+
+  constructor(id: string, frontend: string, heldBy: string) {
+    const message = `${frontend} is already the frontend of service ${heldBy}`;
+    super(`service ${id}: ${message}`);
+    this.issues = [{ field: 'frontend', message }];
+  }
+}
+
+const MAP_FULL_CODES = new Set(['E2BIG', 'ENOSPC']);
+const MAP_FULL_ERRNOS = new Set([7, 28]);
+
+function isMapFull(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const { code, errno } = error as Error & { code?: unknown; errno?: unknown };
+  if (typeof code === 'string' && MAP_FULL_CODES.has(code)) return true;
+  if (typeof errno === 'number' && MAP_FULL_ERRNOS.has(Math.abs(errno))) return true;
+  return /\b(E2BIG|ENOSPC)\b/.test(error.message);
+}
+
+/** A config or state file that cannot be used: the message names the file and every bad field. */
+export class ServiceFileError extends Error {
+  override name = 'ServiceFileError';
+
+  constructor(
+    readonly kind: 'config file' | 'state file',
+    readonly file: string,
+    readonly issues: ValidationIssue[],
+  ) {
+    super(`${kind} ${file}: ${issues.map((i) => (i.field ? `${i.field}: ${i.message}` : i.message)).join('; ')}`);
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Validates `raw` as a service, or adds its issues to `issues` and returns undefined. */
+function collectService(
+  raw: unknown,
+  at: string,
+  issues: ValidationIssue[],
+): Service | undefined {
+  try {
+    return validateService(raw, at);
+  } catch (error) {
+    if (!(error instanceof ServiceValidationError)) throw error;
+    issues.push(...error.issues);
+    return undefined;
+  }
+}
+
+/**
+ * The standalone config file's services. Format (YAML, or JSON which is YAML too):
+ *   services:
+ *     - id: web                       # a DNS label, unique in the file
+ *       frontend: { address: 198.18.0.10, port: 80, protocol: TCP }
+ *       backends: [ { address: 198.18.1.2, port: 8080 } ]
+ */
+export function parseConfigText(text: string, file: string): Map<string, Service> {
+  let document: unknown;
+  try {
+    document = parseYaml(text) as unknown;
+  } catch (error) {
+    throw new ServiceFileError('config file', file, [{ field: '', message: `not valid YAML/JSON: ${error instanceof Error ? error.message : String(error)}` }]);
+  }
+  if (!isObject(document)) {
+    throw new ServiceFileError('config file', file, [{ field: '', message: 'expected a mapping with a "services:" list' }]);
+  }
+  const issues: ValidationIssue[] = [];
+  for (const key of Object.keys(document)) {
+    if (key !== 'services') issues.push({ field: key, message: 'unknown field (allowed: services)' });
+  }
+  const list = document.services ?? [];
+  if (!Array.isArray(list)) {
+    issues.push({ field: 'services', message: 'must be a list of service objects, each with an "id"' });
+    throw new ServiceFileError('config file', file, issues);
+  }
+  const services = new Map<string, Service>();
+  const firstIndex = new Map<string, number>();
+  const frontendIndex = new Map<string, number>();
+  list.forEach((item: unknown, index) => {
+    const at = `services[${index}]`;
+    if (!isObject(item)) {
+      issues.push({ field: at, message: 'must be a service object with an "id"' });
+      return;
+    }
+    const { id: rawId, ...fields } = item;
+    let id: string | undefined;
+    if (rawId === undefined) {
+      issues.push({ field: `${at}.id`, message: 'required: the service id (a DNS label)' });
+    } else {
+      try {
+        id = validateServiceId(rawId);
+      } catch (error) {
+        if (!(error instanceof ServiceValidationError)) throw error;
+        issues.push(...error.issues.map((i) => ({ ...i, field: `${at}.id` })));
+      }
+    }
+    const service = collectService(fields, at, issues);
+    if (id === undefined) return;
+    const earlier = firstIndex.get(id);
+    if (earlier !== undefined) {
+      issues.push({ field: `${at}.id`, message: `${JSON.stringify(id)} is also the id of services[${earlier}]` });
+      return;
+    }
+    firstIndex.set(id, index);
+    if (!service) return;
+    const frontend = frontendText(service);
+    const holder = frontendIndex.get(frontend);
+    if (holder !== undefined) {
+      issues.push({ field: `${at}.frontend`, message: `${frontend} is also the frontend of services[${holder}]` });
+      return;
+    }
+    frontendIndex.set(frontend, index);
+    services.set(id, service);
+  });
+  if (issues.length > 0) throw new ServiceFileError('config file', file, issues);
+  return services;
+}
+
+export async function loadConfigFile(file: string): Promise<Map<string, Service>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new ServiceFileError('config file', file, [{ field: '', message: `cannot read: ${error instanceof Error ? error.message : String(error)}` }]);
+  }
+  return parseConfigText(text, file);
+}
+
+export const STATE_FILE_VERSION = 1;
+
+/** The state file: {"version": 1, "services": {id: service}} — the API's services. Missing: none. */
+export async function readStateFile(file: string): Promise<Map<string, Service>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
+    throw new ServiceFileError('state file', file, [{ field: '', message: `cannot read: ${error instanceof Error ? error.message : String(error)}` }]);
+  }
+  let document: unknown;
+  try {
+    document = JSON.parse(text) as unknown;
+  } catch (error) {
+    throw new ServiceFileError('state file', file, [{ field: '', message: `not valid JSON: ${error instanceof Error ? error.message : String(error)}` }]);
+  }
+  if (!isObject(document) || document.version !== STATE_FILE_VERSION || !isObject(document.services)) {
+    throw new ServiceFileError('state file', file, [
+      { field: '', message: `expected {"version": ${STATE_FILE_VERSION}, "services": {id: service}}` },
+    ]);
+  }
+  const issues: ValidationIssue[] = [];
+  const services = new Map<string, Service>();
+  for (const [id, raw] of Object.entries(document.services)) {
+    try {
+      validateServiceId(id);
+    } catch (error) {
+      if (!(error instanceof ServiceValidationError)) throw error;
+      issues.push(...error.issues.map((i) => ({ ...i, field: `services.${id}` })));
+      continue;
+    }
+    const service = collectService(raw, `services.${id}`, issues);
+    if (service) services.set(id, service);
+  }
+  if (issues.length > 0) throw new ServiceFileError('state file', file, issues);
+  return services;
+}
+
+/** Replaces `file` atomically: temp file in the same directory, fsync, rename over, fsync the directory. */
+export async function writeFileAtomic(file: string, data: string): Promise<void> {
+  const dir = dirname(file);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const temp = join(dir, `.${basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    const handle = await open(temp, 'wx', 0o600);
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, file);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
+  const directory = await open(dir, 'r');
+  try {
+    await directory.sync();
+  } finally {
+    await directory.close();
+  }
+}
+
+function stateFileText(entries: ReadonlyMap<string, StoredService>): string {
+  const services: Record<string, Service> = {};
+  for (const entry of [...entries.values()].sort(byId)) {
+    if (entry.origin === 'api') services[entry.id] = entry.service;
+  }
+  return `${JSON.stringify({ version: STATE_FILE_VERSION, services }, null, 2)}\n`;
+}
+
+function byId(a: { id: string }, b: { id: string }): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+function sameService(a: Service, b: Service): boolean {
+  return JSON.stringify(serviceToJSON(a)) === JSON.stringify(serviceToJSON(b));
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const member of Object.values(value)) deepFreeze(member);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+function entry(id: string, origin: ServiceOrigin, service: Service): StoredService {
+  return deepFreeze({ id, origin, service: serviceToJSON(service) });
+}
+
+/** "198.18.0.10:80/TCP" or "[2001:db8::10]:80/TCP". */
+export function frontendText(service: Service): string {
+  const { address, port, protocol } = service.frontend;
+  return `${address.includes(':') ? `[${address}]` : address}:${port}/${protocol}`;
+}
+
+/** The id of another service with the same frontend as `service`, if any. */
+function frontendHolder(entries: ReadonlyMap<string, StoredService>, id: string, service: Service): string | undefined {
+  const frontend = frontendText(service);
+  for (const [other, e] of entries) if (other !== id && frontendText(e.service) === frontend) return other;
+  return undefined;
+}
+
+export interface ServiceStoreOptions {
+  datapath: ServiceDatapath;
+  /** Where the API's services are kept (atomically replaced on every change). */
+  stateFile: string;
+  log: Logger;
+}
+
+export class ServiceStore {
+  private entries = new Map<string, StoredService>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private revisionCount = 0;
+  private readonly applyListeners = new Set<(observation: ApplyObservation) => void>();
+  private readonly datapath: ServiceDatapath;
+  readonly stateFile: string;
+  private readonly log: Logger;
+
+  constructor(options: ServiceStoreOptions) {
+    this.datapath = options.datapath;
+    this.stateFile = options.stateFile;
+    this.log = options.log;
+  }
+
+  /**
+   * Loads the state file, merges the config file's services over it and applies the result. Throws
+   * (and the agent does not start) when the state file is unusable or the datapath refuses.
+   */
+  async start(configServices: ReadonlyMap<string, Service>): Promise<void> {
+    const queued = performance.now();
+    await this.serialized(async () => {
+      const saved = await readStateFile(this.stateFile);
+      const next = new Map<string, StoredService>();
+      for (const [id, service] of configServices) next.set(id, entry(id, 'config', service));
+      let overridden = false;
+      for (const [id, service] of saved) {
+        const holder = frontendHolder(next, id, service);
+        if (next.has(id)) {
+          overridden = true;
+          this.log.warn(`service ${id}: defined by the config file and by the state file ${this.stateFile}; the config file wins`);
+        } else if (holder !== undefined) {
+          overridden = true;
+          this.log.warn(
+            `service ${id} from the state file ${this.stateFile} dropped: ${frontendText(service)} is the frontend of service ${holder} in the config file`,
+          );
+        } else {
+          next.set(id, entry(id, 'api', service));
+        }
+      }
+      const result = await this.apply(next, queued);
+      if (overridden) await writeFileAtomic(this.stateFile, stateFileText(next));
+      this.commit(next);
+      const config = [...next.values()].filter((e) => e.origin === 'config').length;
+      this.log.info(
+        `services loaded: ${config} from the config file, ${next.size - config} from ${this.stateFile}; ` +
+          `datapath: ${result.written} written, ${result.deleted} deleted in ${result.durationMs.toFixed(1)} ms`,
+      );
+    });
+  }
+
+  /** Number of committed states, the start-up one included. */
+  get revision(): number {
+    return this.revisionCount;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(id: string): StoredService | undefined {
+    return this.entries.get(id);
+  }
+
+  /** Every service, by id. */
+  list(): StoredService[] {
+    return [...this.entries.values()].sort(byId);
+  }
+
+  /** Creates or replaces a service (validated here too); identical content is a no-op. */
+  async put(id: string, input: unknown): Promise<StoreChange> {
+    const queued = performance.now();
+    validateServiceId(id);
+    const service = validateService(input);
+    return this.serialized(async () => {
+      const current = this.entries.get(id);
+      if (current && sameService(current.service, service)) {
+        return { result: 'unchanged', entry: current, revision: this.revisionCount };
+      }
+      const holder = frontendHolder(this.entries, id, service);
+      if (holder !== undefined) throw new FrontendConflictError(id, frontendText(service), holder);
+      const next = new Map(this.entries);
+      const stored = entry(id, 'api', service);
+      next.set(id, stored);
+      const result = await this.change(next, queued, `service ${id} ${current ? 'update' : 'create'}`);
+      const change: StoreChange = { result: current ? 'updated' : 'created', entry: stored, revision: this.revisionCount };
+      this.log.info(
+        `service ${id} ${change.result} (api): ${frontendText(service)} ${service.type}, ${service.backends.length} backend(s); ` +
+          `datapath: ${result.written} written, ${result.deleted} deleted in ${result.durationMs.toFixed(1)} ms`,
+      );
+      return change;
+    });
+  }
+
+  /** Removes a service; undefined when there is none with this id. */
+  async delete(id: string): Promise<StoreChange | undefined> {
+    const queued = performance.now();
+    return this.serialized(async () => {
+      const current = this.entries.get(id);
+      if (!current) return undefined;
+      const next = new Map(this.entries);
+      next.delete(id);
+      const result = await this.change(next, queued, `service ${id} delete`);
+      this.log.info(
+        `service ${id} deleted (${current.origin}${current.origin === 'config' ? ', until the next restart' : ''}); ` +
+          `datapath: ${result.written} written, ${result.deleted} deleted in ${result.durationMs.toFixed(1)} ms`,
+      );
+      return { result: 'deleted', entry: current, revision: this.revisionCount };
+    });
+  }
+
+  /** Called after every datapath apply (metrics); returns an unsubscribe function. */
+  onApply(listener: (observation: ApplyObservation) => void): () => void {
+    this.applyListeners.add(listener);
+    return () => void this.applyListeners.delete(listener);
+  }
+
+  /** Resolves when every change queued so far has finished (shutdown). */
+  async idle(): Promise<void> {
+    await this.serialized(async () => undefined);
+  }
+
+  /** Runs `task` after every earlier one, whether those succeeded or not. */
+  private serialized<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(task);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Apply, persist, commit; on any failure the datapath is back on the current state and nothing changed. */
+  private async change(next: Map<string, StoredService>, queued: number, what: string): Promise<ApplyResult> {
+    const result = await this.apply(next, queued).catch((error: unknown) => {
+      this.log.error(`${what} not applied: ${error instanceof Error ? error.message : String(error)}`);
+      throw error;
+    });
+    try {
+      await writeFileAtomic(this.stateFile, stateFileText(next));
+    } catch (error) {
+      const message = `${what}: cannot write the state file ${this.stateFile}: ${error instanceof Error ? error.message : String(error)}`;
+      try {
+        await this.datapath.apply(this.servicesOf(this.entries));
+      } catch (rollback) {
+        this.log.error(`${message}; rolling the datapath back failed too: ${rollback instanceof Error ? rollback.message : String(rollback)}`);
+        throw new Error(`${message}; rolling the datapath back failed too`, { cause: error });
+      }
+      this.log.error(`${message}; the datapath was rolled back`);
+      throw new Error(`${message}; nothing changed`, { cause: error });
+    }
+    this.commit(next);
+    return result;
+  }
+
+  private async apply(next: ReadonlyMap<string, StoredService>, queued: number): Promise<ApplyResult> {
+    const observe = (observation: ApplyObservation): void => {
+      for (const listener of this.applyListeners) listener(observation);
+    };
+    try {
+      const result = await this.datapath.apply(this.servicesOf(next));
+      observe({ seconds: (performance.now() - queued) / 1000, ok: true, result });
+      return result;
+    } catch (error) {
+      observe({ seconds: (performance.now() - queued) / 1000, ok: false });
+      throw new DatapathApplyError(error);
+    }
+  }
+
+  private commit(next: Map<string, StoredService>): void {
+    this.entries = next;
+    this.revisionCount += 1;
+  }
+
+  private servicesOf(entries: ReadonlyMap<string, StoredService>): Map<string, Service> {
+    return new Map([...entries].map(([id, e]) => [id, e.service]));
+  }
+}

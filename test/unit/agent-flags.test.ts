@@ -1,0 +1,178 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import type { NetworkInterfaceInfo } from 'node:os';
+import {
+  DEFAULT_API_SOCKET,
+  DEFAULT_BPFFS,
+  DEFAULT_STATE_FILE,
+  FlagError,
+  deviceAddresses,
+  nodeDatapathOptions,
+  parseAgentFlags,
+  type AgentFlags,
+} from '../../agent/flags.js';
+import { DEFAULT_MAGLEV_SEED, DEFAULT_MAGLEV_TABLE_SIZE } from '../../lb/maglev/index.js';
+import { repoRoot } from '../support/paths.js';
+
+function flags(...args: string[]): AgentFlags {
+  const parsed = parseAgentFlags(['--standalone', '--device', 'eth0', ...args]);
+  assert.equal(parsed.help, false);
+  if (parsed.help) throw new Error('unreachable');
+  return parsed.flags;
+}
+
+function assertFlagError(args: string[], pattern: RegExp): void {
+  assert.throws(
+    () => parseAgentFlags(args),
+    (error: unknown) => {
+      assert.ok(error instanceof FlagError, `expected FlagError for ${args.join(' ')}, got ${String(error)}`);
+      assert.match(error.message, pattern);
+      return true;
+    },
+  );
+}
+
+test('defaults follow DESIGN.md', () => {
+  const f = flags();
+  assert.deepEqual(f.devices, ['eth0']);
+  assert.equal(f.mode, 'snat');
+  assert.equal(f.xdp, 'native');
+  assert.equal(f.maglevTableSize, DEFAULT_MAGLEV_TABLE_SIZE);
+  assert.equal(f.maglevSeed.base64, DEFAULT_MAGLEV_SEED);
+  assert.equal(f.bpffs, DEFAULT_BPFFS);
+  assert.equal(f.apiSocket, DEFAULT_API_SOCKET);
+  assert.equal(f.stateFile, DEFAULT_STATE_FILE);
+  assert.equal(f.config, undefined);
+  assert.equal(f.apiAddr, undefined);
+  assert.equal(f.metricsAddr, undefined);
+  assert.equal(f.nodeAddresses, undefined, 'absent: the devices\' addresses are used');
+});
+
+test('every flag is parsed', () => {
+  const f = parseAgentFlags([
+    '--standalone', '--config', '/etc/xlb/services.yaml',
+    '--device', 'veth0,veth1', '--device', 'eth2',
+    '--mode', 'dsr', '--xdp', 'generic',
+    '--maglev-table-size', '1021', '--maglev-seed', 'AAAAAAAAAAAAAAAA',
+    '--bpffs', '/mnt/bpf/xlb', '--api-socket', '/tmp/x/xlb.sock',
+    '--api-addr', '[2001:db8::1]:8443', '--api-token-file', '/etc/xlb/token',
+    '--metrics-addr', '198.18.0.1:9090', '--state-file', '/tmp/x/state.json',
+    '--node-address', '198.18.0.1,2001:db8:0:0::5',
+  ]);
+  assert.equal(f.help, false);
+  if (f.help) return;
+  assert.deepEqual(f.flags, {
+    config: '/etc/xlb/services.yaml',
+    devices: ['veth0', 'veth1', 'eth2'],
+    mode: 'dsr',
+    xdp: 'generic',
+    maglevTableSize: 1021,
+    maglevSeed: f.flags.maglevSeed,
+    bpffs: '/mnt/bpf/xlb',
+    apiSocket: '/tmp/x/xlb.sock',
+    apiAddr: { host: '2001:db8::1', port: 8443 },
+    apiTokenFile: '/etc/xlb/token',
+    metricsAddr: { host: '198.18.0.1', port: 9090 },
+    stateFile: '/tmp/x/state.json',
+    nodeAddresses: ['198.18.0.1', '2001:db8::5'],
+  });
+  assert.equal(f.flags.maglevSeed.murmur, 0);
+});
+
+test('relative paths are made absolute', () => {
+  const f = flags('--state-file', 'state.json', '--config', 'svc.yaml');
+  assert.equal(f.stateFile, join(process.cwd(), 'state.json'));
+  assert.equal(f.config, join(process.cwd(), 'svc.yaml'));
+});
+
+test('--help wins over everything else', () => {
+  assert.deepEqual(parseAgentFlags(['--help']), { help: true });
+  assert.deepEqual(parseAgentFlags(['--bogus', '-h']), { help: true });
+});
+
+test('errors name the flag', () => {
+  const base = ['--standalone', '--device', 'eth0'];
+  const cases: [string[], RegExp][] = [
+    [['--device', 'eth0'], /^--standalone: required/],
+    [['--kubeconfig', '/k', '--device', 'eth0'], /^--kubeconfig: Kubernetes mode is not implemented yet/],
+    [['--standalone', '--kubeconfig', '/k'], /^--kubeconfig: cannot be combined with --standalone/],
+    [['--standalone'], /^--device: required/],
+    [['--standalone', '--device', 'eth0,,eth1'], /^--device: empty item/],
+    [['--standalone', '--device', 'a/b'], /^--device: "a\/b" is not an interface name/],
+    [['--standalone', '--device', 'averyveryverylongname'], /^--device: .* is not an interface name/],
+    [['--standalone', '--device', 'eth0', '--device', 'eth0'], /^--device: eth0 is given twice/],
+    [[...base, '--mode', 'tunnel'], /^--mode: "tunnel" is not one of snat, dsr, hybrid/],
+    [[...base, '--xdp', 'offload'], /^--xdp: "offload" is not one of native, generic, off/],
+    [[...base, '--maglev-table-size', '1000'], /^--maglev-table-size: "1000" is not one of the primes/],
+    [[...base, '--maglev-table-size', '0x3fd'], /^--maglev-table-size/],
+    [[...base, '--maglev-seed', 'short'], /^--maglev-seed: .*base64/],
+    [[...base, '--maglev-seed', 'AAAA'], /^--maglev-seed: .*3 bytes/],
+    [[...base, '--api-addr', '127.0.0.1:8443'], /^--api-addr: a TCP listener needs --api-token-file/],
+    [[...base, '--api-token-file', '/t'], /^--api-token-file: only used with --api-addr/],
+    [[...base, '--api-addr', 'localhost:1', '--api-token-file', '/t'], /^--api-addr: "localhost:1" is not HOST:PORT/],
+    [[...base, '--api-addr', '2001:db8::1:80', '--api-token-file', '/t'], /^--api-addr: .*IPv6 in brackets/],
+    [[...base, '--api-addr', '[198.18.0.1]:80', '--api-token-file', '/t'], /^--api-addr/],
+    [[...base, '--metrics-addr', '198.18.0.1:70000'], /^--metrics-addr: .*0\.\.65535/],
+    [[...base, '--metrics-addr', '0.0.0.0:9000', '--api-addr', '198.18.0.1:9000', '--api-token-file', '/t'], /^--metrics-addr: 0\.0\.0\.0:9000 is also --api-addr/],
+    [[...base, '--api-socket', `/${'x'.repeat(120)}`], /^--api-socket: .* longer than the 107 bytes/],
+    [[...base, '--state-file', ' '], /^--state-file: empty path/],
+    [[...base, '--node-address', '198.18.0.300'], /^--node-address: "198.18.0.300" is not an IPv4 or IPv6 address/],
+    [[...base, '--node-address', '::'], /^--node-address: :: is the unspecified address/],
+    [[...base, '--node-address', '198.18.0.1,198.18.0.1'], /^--node-address: 198.18.0.1 is given twice/],
+    [[...base, '--devic', 'eth0'], /'--devic'/],
+    [[...base, '--mode'], /'--mode/],
+    [[...base, 'extra'], /extra/],
+  ];
+  for (const [args, pattern] of cases) assertFlagError(args, pattern);
+});
+
+test('the default node addresses are the devices\' global addresses, in device order', () => {
+  const info = (address: string, family: 'IPv4' | 'IPv6', internal = false): NetworkInterfaceInfo =>
+    family === 'IPv4'
+      ? { address, family, internal, netmask: '255.255.255.0', mac: '00:00:00:00:00:00', cidr: null }
+      : { address, family, internal, netmask: 'ffff::', mac: '00:00:00:00:00:00', cidr: null, scopeid: 0 };
+  const interfaces = {
+    lo: [info('127.0.0.1', 'IPv4', true)],
+    eth1: [info('198.18.1.1', 'IPv4'), info('fe80::1', 'IPv6')],
+    eth0: [info('198.18.0.1', 'IPv4'), info('2001:db8:0::1', 'IPv6'), info('169.254.0.3', 'IPv4')],
+  };
+  assert.deepEqual(deviceAddresses(['eth0', 'eth1', 'missing'], interfaces), ['198.18.0.1', '2001:db8::1', '198.18.1.1']);
+  assert.deepEqual(deviceAddresses(['lo'], interfaces), []);
+});
+
+test('nodeDatapathOptions carries what createNodeDatapath needs', () => {
+  const f = flags('--mode', 'hybrid', '--xdp', 'off', '--maglev-table-size', '251');
+  const log = (): void => undefined;
+  const options = nodeDatapathOptions(f, ['198.18.0.1'], log);
+  assert.deepEqual(
+    { ...options, maglevSeed: options.maglevSeed.base64 },
+    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], log },
+  );
+});
+
+async function runAgent(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  const child = spawn(process.execPath, [join(repoRoot, 'dist', 'agent', 'main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  return { code, out, err };
+}
+
+test('xlb-agent: --help exits 0, a bad flag exits 2 naming it, Kubernetes mode exits 2', async () => {
+  const help = await runAgent(['--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.out, /^usage: xlb-agent --standalone/);
+  assert.match(help.out, /--api-token-file FILE/);
+
+  const bad = await runAgent(['--standalone', '--device', 'eth0', '--mode', 'fast']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /^xlb-agent: --mode: "fast" is not one of snat, dsr, hybrid/);
+
+  const kube = await runAgent(['--kubeconfig', '/nonexistent']);
+  assert.equal(kube.code, 2);
+  assert.match(kube.err, /Kubernetes mode is not implemented yet/);
+});
