@@ -19,6 +19,7 @@ import { MaglevTableCache } from '../lb/maglev/index.js';
 import type { Service } from '../lb/service.js';
 import type { ApplyResult, DatapathEvent, DatapathStatus, MapPressure, ServiceDatapath } from './datapath.js';
 import type { NodeDatapathOptions } from './flags.js';
+import { FrontendConflictError } from './store.js';
 
 /** SNAT source ports: above Linux's default ephemeral range (32768–60999), so node-local
  * connections and translated flows never claim the same port. */
@@ -82,7 +83,12 @@ class NodeDatapath implements ServiceDatapath {
     const desired = desiredLbState(services, this.nodeConfig(), this.ids, { maglevCache: this.maglevCache });
     const [conflict] = desired.conflicts;
     if (conflict) {
-      throw new Error(`service ${conflict.service}: frontend ${conflict.frontend} is already served by service ${conflict.heldBy}`);
+      // desiredLbState lets the name that sorts first keep a contested frontend; the refusal should
+      // name the service that is not being served yet, which is the one being added.
+      const served = new Set([...this.applied.services.values()].map((state) => state.name));
+      const newcomerHolds = served.has(conflict.service) && !served.has(conflict.heldBy);
+      const [refused, holder] = newcomerHolds ? [conflict.heldBy, conflict.service] : [conflict.service, conflict.heldBy];
+      throw new FrontendConflictError(refused, conflict.frontend, holder);
     }
     const changes = diffLbState(this.applied, desired);
     const stats = this.writer.apply(changes);

@@ -474,6 +474,9 @@ export class ServiceStore {
       return result;
     } catch (error) {
       observe({ seconds: (performance.now() - queued) / 1000, ok: false });
+      // The datapath finds conflicts the store cannot see (a NodePort on a node address that is also
+      // a LoadBalancer's frontend): those are the client's to fix (409), not the datapath's failure.
+      if (error instanceof FrontendConflictError) throw error;
       throw new DatapathApplyError(error);
     }
   }

@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import type { ServiceDatapath } from '../../agent/datapath.js';
 import { Lab } from '../../agent/lab/topology.js';
 import { createNodeDatapath } from '../../agent/node-datapath.js';
+import { FrontendConflictError } from '../../agent/store.js';
 import { inNetns } from '../../lb/datapath/netns.js';
 import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { Direction, Reason } from '../../lb/reasons.js';
@@ -121,6 +122,16 @@ describe('load balancing real traffic between network namespaces', () => {
     expectAllAnswered(four, 20);
     spreadOver(four, ['b1', 'b2', 'b3']);
     expectAllAnswered(await processes.client('http', `[${lab.lb.v6}]:30080`, 20), 20);
+  });
+
+  test('a frontend two services claim (a NodePort on a node address) is refused; nothing changes', async () => {
+    const clash = validateService({ frontend: { address: lab.lb.v4, port: 30080, protocol: 'TCP' }, mode: 'dsr', backends: backends('v4', 8080) }, 'clash');
+    await assert.rejects(lbNode.apply(new Map([...services, ['clash', clash]])), (error: unknown) => {
+      assert.ok(error instanceof FrontendConflictError);
+      assert.match(error.message, /198\.18\.0\.2:30080\/TCP is already the frontend of service np/);
+      return true;
+    });
+    expectAllAnswered(await processes.client('http', `${lab.lb.v4}:30080`, 5), 5);
   });
 
   test('an agent restart (programs replaced, maps reused from their pins) keeps an open connection', async () => {
