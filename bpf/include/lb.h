@@ -84,11 +84,7 @@ static __always_inline int lb_port_in_use(__be16 dport)
 
 static __always_inline struct lb_service *lb_lookup_service(const struct xlb_tuple *tuple)
 {
-	struct lb_service_key key;
-
-	if (!lb_port_in_use(tuple->dport))
-		return NULL;
-	key = (struct lb_service_key){
+	struct lb_service_key key = {
 		.addr = tuple->daddr,
 		.port = tuple->dport,
 		.proto = tuple->proto,

@@ -165,51 +165,61 @@ static __always_inline void reject(struct xdp_md *ctx, const struct xlb_pkt *pkt
 	v->reason = err ? -err : XLB_REJECT_NO_BACKEND;
 }
 
+/*
+ * A packet to a port some frontend listens on. Conntrack first: an established flow needs nothing
+ * else (its entry holds the backend, and removing a service or backend purges its entries), so only
+ * packets without a live flow pay the service lookup.
+ */
 XLB_SUBPROG int xlb_service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_tuple *flow,
-				 const struct lb_service *svc, struct verdict *v)
+				 struct verdict *v)
 {
-	const struct lb_backend *backend = NULL;
 	struct xlb_config *cfg = xlb_get_config();
-	struct lb_backend *chosen = NULL;
 	struct ct_entry *new_ct = ct_scratch();
+	struct lb_backend *chosen = NULL;
+	struct lb_service *svc;
 	struct ct_entry *ct;
 	__u64 now = xlb_now();
 	int err;
 
-	if (!pkt || !flow || !svc || !v || !cfg || !new_ct)
+	if (!pkt || !flow || !v || !cfg || !new_ct)
+		return 0;
+	ct = ct_lookup(&pkt->tuple, now);
+	if (ct && !ct_is_reopened(ct, pkt)) {
+		ct_touch(ct, pkt, now);
+		v->reason = XLB_FWD_ESTABLISHED;
+		v->service_id = ct->service_id;
+		v->backend_id = ct->backend_id;
+		if (pkt->frag == XLB_FRAG_FIRST)
+			frag_remember(pkt);
+		err = translate_to_backend(ctx, pkt, ct, &ct->backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 0));
+		if (err)
+			goto drop;
+		v->action = fwd_packet(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now), &v->reason);
+		return 0;
+	}
+
+	/* a new flow, or a new connection on an old tuple */
+	svc = lb_lookup_service(&pkt->tuple);
+	if (!svc)
 		return 0;
 	v->service_id = svc->id;
 	if (pkt->frag == XLB_FRAG_FIRST)
 		frag_remember(pkt);
-
-	ct = ct_lookup(&pkt->tuple, now);
-	/* The backend's removal purges its flows (the agent does, right after the maps change), so an
-	 * established flow trusts its copy of the backend. */
-	if (ct && !ct_is_reopened(ct, pkt))
-		backend = &ct->backend;
-	if (backend) {
-		ct_touch(ct, pkt, now);
-		v->reason = XLB_FWD_ESTABLISHED;
-	} else {
-		/* a new flow, a new connection on an old tuple, or a flow whose backend is gone */
-		err = open_flow(svc, pkt, cfg, new_ct, &chosen, now);
-		backend = chosen;
-		if (err == -XLB_REJECT_NO_BACKEND) {
-			reject(ctx, pkt, v);
-			return 0;
-		}
-		if (err)
-			goto drop;
-		ct = new_ct;
-		v->reason = XLB_FWD_NEW_FLOW;
+	err = open_flow(svc, pkt, cfg, new_ct, &chosen, now);
+	if (err == -XLB_REJECT_NO_BACKEND) {
+		reject(ctx, pkt, v);
+		return 0;
 	}
-	v->backend_id = ct->backend_id;
-	err = translate_to_backend(ctx, pkt, ct, backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, ct == new_ct));
+	if (err || !chosen)
+		goto drop;
+	v->reason = XLB_FWD_NEW_FLOW;
+	v->backend_id = new_ct->backend_id;
+	err = translate_to_backend(ctx, pkt, new_ct, chosen, (new_ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 1));
 	if (err)
 		goto drop;
-	v->action = fwd_packet(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now), &v->reason);
-	if (ct == new_ct && v->action != XDP_DROP) {
-		err = ct_create(flow, ct);
+	v->action = fwd_packet(ctx, pkt, &new_ct->nexthop, xlb_coarse_sec(now), &v->reason);
+	if (v->action != XDP_DROP) {
+		err = ct_create(flow, new_ct);
 		if (err)
 			goto drop;
 	}
@@ -234,7 +244,6 @@ int xdp_lb(struct xdp_md *ctx)
 	struct verdict v = { .action = XDP_PASS, .reason = XLB_PASS_NOT_SERVICE };
 	struct xlb_config *cfg = xlb_get_config();
 	struct nat_reverse *reverse;
-	struct lb_service *svc;
 	struct xlb_pkt pkt = {};
 	struct xlb_tuple flow;
 	int err;
@@ -264,9 +273,8 @@ int xdp_lb(struct xdp_md *ctx)
 		xlb_snat_reply_path(ctx, &pkt, reverse, &v);
 		goto out;
 	}
-	svc = lb_lookup_service(&pkt.tuple);
-	if (svc)
-		xlb_service_path(ctx, &pkt, &flow, svc, &v);
+	if (lb_port_in_use(pkt.tuple.dport))
+		xlb_service_path(ctx, &pkt, &flow, &v);
 out:
 	xlb_count(v.reason, XLB_DIR_INGRESS, len);
 	if (xlb_is_drop(v.reason))
