@@ -2,9 +2,8 @@
  * `xlb maglev`: prints the Maglev table Cilium would compute for the given backends, size and seed,
  * without an agent — to check that xlb and Cilium nodes agree, or to look at a weighting.
  */
-import { parseArgs } from 'node:util';
 import { isIPv4, isIPv6 } from 'node:net';
-import { EXIT_OK, UsageError, type CliCommand, type CliIO } from './command.js';
+import { EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import {
   DEFAULT_MAGLEV_SEED,
   DEFAULT_MAGLEV_TABLE_SIZE,
@@ -121,17 +120,8 @@ function parseBackends(specs: readonly string[]): BackendSpec[] {
   return backends;
 }
 
-function parseCommandLine(args: string[]): ReturnType<typeof parseOptions> {
-  try {
-    return parseOptions(args);
-  } catch (err) {
-    // node:util parseArgs names the offending option in its message (unknown, missing value...).
-    throw new UsageError(err instanceof Error ? err.message : String(err));
-  }
-}
-
-function parseOptions(args: string[]) {
-  return parseArgs({
+function parseCommandLine(args: string[]) {
+  return parseCliArgs({
     args,
     strict: true,
     allowPositionals: false,

@@ -4,8 +4,7 @@
  *   -> new-flow (new_flow) 198.18.0.9:41001 -> 198.18.0.10:80 tcp service web backend 2
  * --json prints the agent's NDJSON lines unchanged. Runs until Ctrl-C (exit 0) or the agent stops (1).
  */
-import { parseArgs } from 'node:util';
-import { EXIT_FAILURE, EXIT_OK, UsageError, type CliCommand, type CliIO } from './command.js';
+import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { API_SOCKET_USAGE, apiSocketPath, apiStream } from './api-client.js';
 
 const TYPES = ['drop', 'new-flow', 'reject'] as const;
@@ -58,22 +57,17 @@ export const monitorCommand: CliCommand = {
   summary: 'print datapath events (drops, new flows, rejects) as they happen',
   usage: USAGE,
   async run(args: string[], io: CliIO): Promise<number> {
-    let values: { json?: boolean; type?: string; 'api-socket'?: string; help?: boolean };
-    try {
-      values = parseArgs({
-        args,
-        strict: true,
-        allowPositionals: false,
-        options: {
-          json: { type: 'boolean' },
-          type: { type: 'string' },
-          'api-socket': { type: 'string' },
-          help: { type: 'boolean', short: 'h' },
-        },
-      }).values;
-    } catch (error) {
-      throw new UsageError(error instanceof Error ? error.message : String(error));
-    }
+    const values: { json?: boolean; type?: string; 'api-socket'?: string; help?: boolean } = parseCliArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        json: { type: 'boolean' },
+        type: { type: 'string' },
+        'api-socket': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values;
     if (values.help === true) {
       io.out(`${USAGE}\n`);
       return EXIT_OK;

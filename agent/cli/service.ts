@@ -1,6 +1,5 @@
 /** `xlb service list|get|add|delete`: the agent's services, through its REST API. */
 import { readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import {
   BACKEND_STATES,
@@ -11,7 +10,7 @@ import {
   type ValidationIssue,
 } from '../../lb/service.js';
 import { frontendText } from '../store.js';
-import { EXIT_FAILURE, EXIT_OK, UsageError, type CliCommand, type CliIO } from './command.js';
+import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { API_SOCKET_USAGE, ApiError, apiCall, apiSocketPath } from './api-client.js';
 import { formatTable } from './table.js';
 
@@ -44,7 +43,7 @@ ${API_SOCKET_USAGE}
 Exit codes: 0 done, 1 the agent failed or is unreachable (or no such service), 2 bad arguments.`;
 
 function parseCommandLine(args: string[]) {
-  return parseArgs({
+  return parseCliArgs({
     args,
     strict: true,
     allowPositionals: true,
@@ -68,13 +67,6 @@ type Options = ReturnType<typeof parseCommandLine>['values'];
 
 const SERVICE_FLAGS = ['frontend', 'type', 'mode', 'algorithm', 'affinity-timeout', 'source-range', 'backend'] as const;
 
-function parse(args: string[]): { values: Options; positionals: string[] } {
-  try {
-    return parseCommandLine(args);
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
-  }
-}
 
 function serviceId(sub: string, positionals: string[]): string {
   const [id, ...extra] = positionals;
@@ -288,7 +280,7 @@ export const serviceCommand: CliCommand = {
   usage: USAGE,
   async run(args: string[], io: CliIO): Promise<number> {
     const [sub, ...rest] = args;
-    const { values, positionals } = parse(rest);
+    const { values, positionals } = parseCommandLine(rest);
     if (values.help === true) {
       io.out(`${USAGE}\n`);
       return EXIT_OK;

@@ -1,6 +1,5 @@
 /** `xlb status`: the agent's version, uptime, devices, services and map fill levels. */
-import { parseArgs } from 'node:util';
-import { EXIT_OK, UsageError, type CliCommand, type CliIO } from './command.js';
+import { EXIT_OK, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { API_SOCKET_USAGE, apiCall, apiSocketPath } from './api-client.js';
 import { formatTable } from './table.js';
 
@@ -65,17 +64,12 @@ export const statusCommand: CliCommand = {
   summary: "show the agent's status: devices, mode, services, map fill levels",
   usage: USAGE,
   async run(args: string[], io: CliIO): Promise<number> {
-    let values: { json?: boolean; 'api-socket'?: string; help?: boolean };
-    try {
-      values = parseArgs({
-        args,
-        strict: true,
-        allowPositionals: false,
-        options: { json: { type: 'boolean' }, 'api-socket': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-      }).values;
-    } catch (error) {
-      throw new UsageError(error instanceof Error ? error.message : String(error));
-    }
+    const values: { json?: boolean; 'api-socket'?: string; help?: boolean } = parseCliArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: { json: { type: 'boolean' }, 'api-socket': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    }).values;
     if (values.help === true) {
       io.out(`${USAGE}\n`);
       return EXIT_OK;
