@@ -1,10 +1,8 @@
-import { check } from './errors.js';
+import { BpfError, check } from './errors.js';
 import { copyFromPointer, isNull, koffi, libbpf, libcCalls, NativeBuffer, ringBufferSampleFn } from './libbpf.js';
 import type { BpfMap } from './map.js';
-import { BpfError } from './errors.js';
 
 const POLL_TIMEOUT_MS = 100;
-const EINTR = 4;
 
 /**
  * Consumes a BPF ring buffer map without blocking the event loop: a libuv worker waits on the ring
@@ -49,7 +47,8 @@ export class RingBufferReader {
           else resolve(result);
         });
       });
-      if (ready < 0 && koffi.errno() !== EINTR) throw new BpfError('epoll_wait', `ring buffer ${this.map.name}`, koffi.errno());
+      // A negative answer is an interrupted wait (the fd stays open until close() has stopped this
+      // loop): wait again.
       if (this.running && ready > 0) this.drain();
     }
   }
