@@ -9,7 +9,7 @@ fail() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || fail "xlb loads BPF programs and creates network namespaces: run as root (sudo)."
 
-packages=(clang llvm libbpf-dev bpftool iproute2 iputils-ping iptables nftables iperf3 ethtool make gcc libc6-dev linux-libc-dev)
+packages=(clang llvm libbpf-dev bpftool iproute2 iputils-ping procps iptables nftables iperf3 ethtool make gcc libc6-dev linux-libc-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
