@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * xdp_lb: north-south load balancing on the node's devices. The packet's journey, top down:
- * parse → (later fragment: ports from its first) → SNAT reply? translate back → service lookup →
- * conntrack (established flows keep their backend) → new flow: source ranges, backend selection,
- * conntrack entry, SNAT port → translate (DNAT + SNAT, or DNAT + DSR option) → FIB → TX/redirect.
+ * parse → (later fragment: ports from its first) → ICMP error of a tracked flow? translate it →
+ * SNAT reply? translate back → port some frontend uses? → conntrack (an established flow has its
+ * backend) → else service lookup, source ranges, backend selection, SNAT port → translate (DNAT +
+ * SNAT, or DNAT + DSR option on the first packet) → next hop (cached FIB answer) → TX/redirect →
+ * new conntrack entry.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -175,6 +177,7 @@ XLB_SUBPROG int xlb_service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const 
 {
 	struct xlb_config *cfg = xlb_get_config();
 	struct ct_entry *new_ct = ct_scratch();
+	const struct lb_backend *backend;
 	struct lb_backend *chosen = NULL;
 	struct lb_service *svc;
 	struct ct_entry *ct;
@@ -188,38 +191,33 @@ XLB_SUBPROG int xlb_service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const 
 		ct_touch(ct, pkt, now);
 		v->reason = XLB_FWD_ESTABLISHED;
 		v->service_id = ct->service_id;
-		v->backend_id = ct->backend_id;
-		if (pkt->frag == XLB_FRAG_FIRST)
-			frag_remember(pkt);
-		err = translate_to_backend(ctx, pkt, ct, &ct->backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 0));
+		backend = &ct->backend;
+	} else {
+		/* a new flow, or a new connection on an old tuple */
+		svc = lb_lookup_service(&pkt->tuple);
+		if (!svc)
+			return 0;
+		v->service_id = svc->id;
+		err = open_flow(svc, pkt, cfg, new_ct, &chosen, now);
+		if (err == -XLB_REJECT_NO_BACKEND) {
+			reject(ctx, pkt, v);
+			return 0;
+		}
 		if (err)
 			goto drop;
-		v->action = fwd_packet(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now), &v->reason);
-		return 0;
+		v->reason = XLB_FWD_NEW_FLOW;
+		ct = new_ct;
+		backend = chosen;
 	}
-
-	/* a new flow, or a new connection on an old tuple */
-	svc = lb_lookup_service(&pkt->tuple);
-	if (!svc)
-		return 0;
-	v->service_id = svc->id;
+	v->backend_id = ct->backend_id;
 	if (pkt->frag == XLB_FRAG_FIRST)
 		frag_remember(pkt);
-	err = open_flow(svc, pkt, cfg, new_ct, &chosen, now);
-	if (err == -XLB_REJECT_NO_BACKEND) {
-		reject(ctx, pkt, v);
-		return 0;
-	}
-	if (err || !chosen)
-		goto drop;
-	v->reason = XLB_FWD_NEW_FLOW;
-	v->backend_id = new_ct->backend_id;
-	err = translate_to_backend(ctx, pkt, new_ct, chosen, (new_ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 1));
+	err = translate_to_backend(ctx, pkt, ct, backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, ct == new_ct));
 	if (err)
 		goto drop;
-	v->action = fwd_packet(ctx, pkt, &new_ct->nexthop, xlb_coarse_sec(now), &v->reason);
-	if (v->action != XDP_DROP) {
-		err = ct_create(flow, new_ct);
+	v->action = fwd_packet(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now), &v->reason);
+	if (ct == new_ct && v->action != XDP_DROP) {
+		err = ct_create(flow, ct);
 		if (err)
 			goto drop;
 	}
