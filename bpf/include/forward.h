@@ -13,7 +13,24 @@
 
 #include "maps.h"
 
-#define XLB_NEXTHOP_TTL 1 /* seconds: how long a FIB answer is reused for one flow */
+#define XLB_NEXTHOP_TTL 1 /* seconds: how long a FIB answer is reused */
+/* The shared cache skips the FIB's MTU check, so only packets no link refuses use it (IPv6's minimum
+ * MTU); bigger first packets still ask the FIB, which answers "fragmentation needed". */
+#define XLB_NEXTHOP_SHARED_MAX_LEN 1280
+
+/* The FIB's answers by destination, so a new flow to a known backend (or client) skips the FIB walk,
+ * which costs more than the rest of a new flow's path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct xlb_nexthop_key);
+	__type(value, struct xlb_nexthop);
+} xlb_nexthops SEC(".maps");
+
+static __always_inline int fwd_nexthop_fresh(const struct xlb_nexthop *nh, __u32 now_sec)
+{
+	return nh->ifindex && now_sec - nh->updated < XLB_NEXTHOP_TTL;
+}
 
 static __always_inline int fwd_transmit(struct xdp_md *ctx, struct ethhdr *eth, const struct xlb_nexthop *nh)
 {
@@ -33,15 +50,17 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct xlb_nexthop_key key = { .addr = pkt->tuple.daddr, .family = pkt->tuple.family };
 	struct bpf_fib_lookup fib = {};
 	struct ethhdr *eth = data;
+	struct xlb_nexthop *shared;
 	int rc;
 
 	if ((void *)(eth + 1) > data_end) {
 		*reason_out = XLB_DROP_MALFORMED;
 		return XDP_DROP;
 	}
-	if (nh && nh->ifindex && now_sec - nh->updated < XLB_NEXTHOP_TTL)
+	if (nh && fwd_nexthop_fresh(nh, now_sec))
 		return fwd_transmit(ctx, eth, nh);
 	fib.family = pkt->tuple.family;
 	fib.l4_protocol = pkt->tuple.proto;
@@ -71,6 +90,14 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 		__builtin_memcpy(fib.ipv6_dst, pkt->tuple.daddr.bytes, 16);
 	}
 
+	if (fib.tot_len <= XLB_NEXTHOP_SHARED_MAX_LEN) {
+		shared = bpf_map_lookup_elem(&xlb_nexthops, &key);
+		if (shared && fwd_nexthop_fresh(shared, now_sec)) {
+			if (nh)
+				*nh = *shared;
+			return fwd_transmit(ctx, eth, shared);
+		}
+	}
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS: {
@@ -80,6 +107,7 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 		__builtin_memcpy(found.smac, fib.smac, ETH_ALEN);
 		if (nh)
 			*nh = found;
+		bpf_map_update_elem(&xlb_nexthops, &key, &found, BPF_ANY);
 		return fwd_transmit(ctx, eth, &found);
 	}
 	case BPF_FIB_LKUP_RET_NO_NEIGH:

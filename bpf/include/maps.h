@@ -90,6 +90,13 @@ struct xlb_nexthop {
 	__u8 smac[6];
 };
 
+/* Key of the shared next-hop cache: one FIB answer per destination, for every new flow going there. */
+struct xlb_nexthop_key {
+	union xlb_addr addr;
+	__u8 family;
+	__u8 pad[3];
+};
+
 /* ---- conntrack (conntrack.h) ---- */
 
 enum xlb_ct_flags {
