@@ -24,7 +24,7 @@ export const Reason = {
   DROP_UNSUPPORTED: 24,
   DROP_BACKEND_GONE: 25,
   DROP_DSR_OPTION: 26,
-  DROP_ICMP_ERROR: 27,
+  DROP_ICMP_QUOTE: 27,
 } as const;
 
 export type ReasonName = keyof typeof Reason;
@@ -38,10 +38,14 @@ export type DirectionName = keyof typeof Direction;
 
 const names = new Map<number, ReasonName>(Object.entries(Reason).map(([name, value]) => [value, name as ReasonName]));
 
-/** "DROP_SOURCE_RANGE" → "source_range" style label, for metrics and the monitor. */
+/**
+ * The metrics/monitor label: the name without its verdict prefix ("DROP_SOURCE_RANGE" →
+ * "source_range"). REJECT_ and DSR_ stay, so every reason keeps a label of its own
+ * (REJECT_NO_BACKEND ≠ DROP_NO_BACKEND, DSR_REPLY ≠ FWD_REPLY).
+ */
 export function reasonLabel(reason: number): string {
   const name = names.get(reason);
-  return name ? name.toLowerCase().replace(/^(fwd|pass|drop|reject|dsr)_/, '') : `reason_${reason}`;
+  return name ? name.toLowerCase().replace(/^(fwd|pass|drop)_/, '') : `reason_${reason}`;
 }
 
 export function reasonName(reason: number): ReasonName | undefined {

@@ -1,13 +1,46 @@
-/** `xlb bpf ...`: look at the datapath's programs and maps. */
+/**
+ * `xlb bpf ...`: look at the datapath's programs and maps.
+ *   objects   load each compiled object, print its programs and maps, unload it
+ *   lb list   the pinned LB maps as frontends → backends (as `cilium bpf lb list`)
+ *   ct list   the pinned conntrack map: the flows the LB node tracks and the backend each one got
+ * The two lists read the maps an agent pinned under --bpffs and decode them with lb/layouts.ts; the
+ * decoding is pure (lbList, ctList) so it can be tested without a kernel.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { LB_MAPS } from '../../lb/datapath/lb-writer.js';
+import { nsPerJiffy } from '../../lb/datapath/lb-datapath.js';
+import { BpfMap } from '../../lb/datapath/map.js';
 import { BpfObject } from '../../lb/datapath/object.js';
 import { bpfObjectPath, listBpfObjects } from '../../lb/datapath/objects.js';
-import { EXIT_FAILURE, EXIT_OK, UsageError, type CliCommand, type CliIO } from './command.js';
+import {
+  CtEntry,
+  CtFlag,
+  ForwardingMode,
+  IPPROTO_SCTP,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  LbBackend,
+  LbService,
+  LbServiceKey,
+  LbSlotKey,
+  LbSourceRangeKey,
+  ServiceFlag,
+  XlbTuple,
+  decodeU32,
+  decodeXlbAddr,
+} from '../../lb/layouts.js';
+import { DEFAULT_BPFFS } from '../flags.js';
+import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { formatTable } from './table.js';
 
 const mapTypeNames: Record<number, string> = {
   1: 'hash', 2: 'array', 3: 'prog_array', 5: 'percpu_hash', 6: 'percpu_array', 9: 'lru_hash',
   10: 'lru_percpu_hash', 11: 'lpm_trie', 12: 'array_of_maps', 13: 'hash_of_maps', 27: 'ringbuf',
 };
+
+const PROTOCOL_NAMES: Record<number, string> = { [IPPROTO_TCP]: 'TCP', [IPPROTO_UDP]: 'UDP', [IPPROTO_SCTP]: 'SCTP' };
+const MODE_NAMES = new Map<number, string>(Object.entries(ForwardingMode).map(([name, value]) => [value, name]));
 
 /** Load every compiled object into the kernel (verifier included), print what it holds, unload. */
 function showObjects(json: boolean, io: CliIO): number {
@@ -47,16 +80,300 @@ function showObjects(json: boolean, io: CliIO): number {
   return EXIT_OK;
 }
 
+// ---- xlb bpf lb list ----
+
+/** Raw entries of the pinned LB maps (what `lbList` decodes). */
+export interface LbMapEntries {
+  svc: Iterable<[Buffer, Buffer]>;
+  be: Iterable<[Buffer, Buffer]>;
+  slot: Iterable<[Buffer, Buffer]>;
+  maglev: Iterable<[Buffer, Buffer]>;
+  srcrng: Iterable<[Buffer, Buffer]>;
+}
+
+export interface LbListBackend {
+  slot: number;
+  backendId: number;
+  /** "198.18.0.11:8080", "[2001:db8::b]:8080"; "(missing)" when xlb_lb_be has no such id. */
+  backend: string;
+  /** Fraction of the service's Maglev table entries that name this slot (Maglev services only). */
+  maglevShare?: number;
+}
+
+export interface LbListEntry {
+  /** "198.18.10.10:80/TCP", "[2001:db8:10::10]:80/TCP" */
+  frontend: string;
+  serviceId: number;
+  mode: string;
+  flags: string[];
+  affinityTimeoutSeconds: number;
+  sourceRanges: string[];
+  backends: LbListBackend[];
+}
+
+function hostPort(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+function protocolName(proto: number): string {
+  return PROTOCOL_NAMES[proto] ?? `proto ${proto}`;
+}
+
+function serviceFlags(flags: number): string[] {
+  const names = [flags & ServiceFlag.Maglev ? 'maglev' : 'random'];
+  if (flags & ServiceFlag.SourceRanges) names.push('source-ranges');
+  if (flags & ServiceFlag.NodePort) names.push('nodeport');
+  if (flags & ServiceFlag.Local) names.push('local');
+  return names;
+}
+
+/** The LB maps as frontends → backends, sorted by frontend. Pure: the maps' bytes in, a listing out. */
+export function lbList(maps: LbMapEntries): LbListEntry[] {
+  const backends = new Map<number, string>();
+  for (const [key, value] of maps.be) {
+    const b = LbBackend.decode(value);
+    backends.set(decodeU32(key), hostPort(b.addr, b.port));
+  }
+  const slots = new Map<number, Map<number, number>>();
+  for (const [key, value] of maps.slot) {
+    const k = LbSlotKey.decode(key);
+    const ofService = slots.get(k.serviceId) ?? new Map<number, number>();
+    ofService.set(k.slot, decodeU32(value));
+    slots.set(k.serviceId, ofService);
+  }
+  const maglevCounts = new Map<number, { size: number; counts: Map<number, number> }>();
+  for (const [key, value] of maps.maglev) {
+    const counts = new Map<number, number>();
+    const size = Math.floor(value.length / 2);
+    for (let i = 0; i < size; i++) {
+      const slot = value.readUInt16LE(i * 2);
+      counts.set(slot, (counts.get(slot) ?? 0) + 1);
+    }
+    maglevCounts.set(decodeU32(key), { size, counts });
+  }
+  const ranges = new Map<number, string[]>();
+  for (const [key] of maps.srcrng) {
+    const k = LbSourceRangeKey.decode(key);
+    const list = ranges.get(k.serviceId) ?? [];
+    list.push(`${k.addr}/${k.prefixlen - 32}`);
+    ranges.set(k.serviceId, list);
+  }
+
+  const entries: LbListEntry[] = [];
+  for (const [key, value] of maps.svc) {
+    const k = LbServiceKey.decode(key);
+    const svc = LbService.decode(value);
+    const table = svc.flags & ServiceFlag.Maglev ? maglevCounts.get(svc.id) : undefined;
+    const ofService = slots.get(svc.id) ?? new Map<number, number>();
+    const list: LbListBackend[] = [];
+    for (let slot = 0; slot < svc.backendCount; slot++) {
+      const backendId = ofService.get(slot) ?? 0;
+      const entry: LbListBackend = { slot, backendId, backend: backends.get(backendId) ?? '(missing)' };
+      if (table && table.size > 0) entry.maglevShare = (table.counts.get(slot) ?? 0) / table.size;
+      list.push(entry);
+    }
+    entries.push({
+      frontend: `${hostPort(k.addr, k.port)}/${protocolName(k.proto)}`,
+      serviceId: svc.id,
+      mode: MODE_NAMES.get(svc.mode) ?? `mode ${svc.mode}`,
+      flags: serviceFlags(svc.flags),
+      affinityTimeoutSeconds: svc.affinityTimeout,
+      sourceRanges: (ranges.get(svc.id) ?? []).sort(),
+      backends: list,
+    });
+  }
+  // IPv4 frontends first, then IPv6 ones; by address text within each.
+  const v6 = (e: LbListEntry): number => (e.frontend.startsWith('[') ? 1 : 0);
+  return entries.sort((a, b) => v6(a) - v6(b) || a.frontend.localeCompare(b.frontend) || a.serviceId - b.serviceId);
+}
+
+function percent(fraction: number | undefined): string {
+  return fraction === undefined ? '-' : `${(100 * fraction).toFixed(1)}%`;
+}
+
+export function lbListText(entries: LbListEntry[]): string {
+  if (entries.length === 0) return 'no services in the LB maps\n';
+  const rows: string[][] = [];
+  for (const e of entries) {
+    const details = [...e.flags];
+    if (e.affinityTimeoutSeconds > 0) details.push(`affinity ${e.affinityTimeoutSeconds}s`);
+    if (e.sourceRanges.length > 0) details.push(`from ${e.sourceRanges.join(',')}`);
+    const head = [e.frontend, String(e.serviceId), e.mode, details.join(' ')];
+    const blank = head.map(() => '');
+    if (e.backends.length === 0) rows.push([...head, '(no backends: new flows are rejected)', '']);
+    e.backends.forEach((b, i) => rows.push([...(i === 0 ? head : blank), `${b.backend} (${b.backendId}) (${b.slot})`, percent(b.maglevShare)]));
+  }
+  return formatTable(['service address', 'id', 'mode', 'flags', 'backend address (id) (slot)', 'maglev share'], rows);
+}
+
+// ---- xlb bpf ct list ----
+
+export interface CtListEntry {
+  protocol: string;
+  /** the client: "198.18.0.100:41000" */
+  source: string;
+  /** the frontend it addressed: "198.18.10.10:80" */
+  destination: string;
+  serviceId: number;
+  backendId: number;
+  backend: string;
+  flags: string[];
+  /** the SNAT address:port the flow leaves with (SNAT flows only) */
+  nat?: string;
+  /** seconds since the datapath last refreshed the entry (it does so at most every 250 ms) */
+  idleSeconds: number;
+}
+
+function ctFlags(flags: number): string[] {
+  const names: string[] = [];
+  if (flags & CtFlag.Dsr) names.push('dsr');
+  if (flags & CtFlag.Snat) names.push('snat');
+  if (flags & CtFlag.Closing) names.push('closing');
+  return names;
+}
+
+function fieldOffset(fields: readonly { name: string; offset: number }[], name: string): number {
+  const field = fields.find((f) => f.name === name);
+  if (!field) throw new Error(`no field ${name}`);
+  return field.offset;
+}
+const SADDR_AT = fieldOffset(XlbTuple.fields, 'saddr');
+const DADDR_AT = fieldOffset(XlbTuple.fields, 'daddr');
+const NAT_ADDR_AT = fieldOffset(CtEntry.fields, 'natAddr');
+
+/**
+ * The conntrack map's entries, most recently used first. `nowNs` is the datapath's clock (xlb_now():
+ * jiffies × ns per jiffy) at the time of the dump.
+ */
+export function ctList(entries: Iterable<[Buffer, Buffer]>, nowNs: bigint): CtListEntry[] {
+  const out: CtListEntry[] = [];
+  for (const [key, value] of entries) {
+    const t = XlbTuple.decode(key);
+    // xlb_tuple carries its family: decode by it, never by guessing from the bytes.
+    const saddr = decodeXlbAddr(key, SADDR_AT, t.family);
+    const daddr = decodeXlbAddr(key, DADDR_AT, t.family);
+    const ct = CtEntry.decode(value);
+    const entry: CtListEntry = {
+      protocol: protocolName(t.proto),
+      source: hostPort(saddr, t.sport),
+      destination: hostPort(daddr, t.dport),
+      serviceId: ct.serviceId,
+      backendId: ct.backendId,
+      backend: hostPort(ct.backend.addr, ct.backend.port),
+      flags: ctFlags(ct.flags),
+      idleSeconds: nowNs > ct.lastSeen ? Number(nowNs - ct.lastSeen) / 1e9 : 0,
+    };
+    if (ct.flags & CtFlag.Snat) entry.nat = hostPort(decodeXlbAddr(value, NAT_ADDR_AT, t.family), ct.natPort);
+    out.push(entry);
+  }
+  return out.sort((a, b) => a.idleSeconds - b.idleSeconds || a.source.localeCompare(b.source));
+}
+
+export function ctListText(entries: CtListEntry[]): string {
+  if (entries.length === 0) return 'no tracked flows\n';
+  return formatTable(
+    ['proto', 'source', 'destination', 'service', 'backend (id)', 'flags', 'nat', 'idle'],
+    entries.map((e) => [
+      e.protocol,
+      e.source,
+      e.destination,
+      String(e.serviceId),
+      `${e.backend} (${e.backendId})`,
+      e.flags.join(',') || '-',
+      e.nat ?? '-',
+      `${e.idleSeconds.toFixed(1)}s`,
+    ]),
+  );
+}
+
+/** The datapath's clock now (xlb_now() in conntrack.h): jiffies × ns per jiffy, or the monotonic clock. */
+function datapathNowNs(): bigint {
+  const perJiffy = nsPerJiffy();
+  if (perJiffy > 0) {
+    const match = /^jiffies: (\d+)$/m.exec(readFileSync('/proc/timer_list', 'utf8'));
+    if (match?.[1] !== undefined) return BigInt(match[1]) * BigInt(perJiffy);
+  }
+  return process.hrtime.bigint();
+}
+
+// ---- reading the pins ----
+
+function openPinned(bpffs: string, name: string): BpfMap {
+  const path = join(bpffs, name);
+  try {
+    return BpfMap.openPinned(path);
+  } catch (error) {
+    throw new Error(
+      `cannot open the pinned map ${path} (is xlb-agent running with --bpffs ${bpffs}?): ${error instanceof Error ? error.message : String(error)}`,
+    );
+  }
+}
+
+/** Open the named pinned maps, run `read` over them, close them. */
+function withPinned<T>(bpffs: string, names: string[], read: (maps: Map<string, BpfMap>) => T): T {
+  const maps = new Map<string, BpfMap>();
+  try {
+    for (const name of names) maps.set(name, openPinned(bpffs, name));
+    return read(maps);
+  } finally {
+    for (const map of maps.values()) map.close();
+  }
+}
+
+function entriesOf(maps: Map<string, BpfMap>, name: string): [Buffer, Buffer][] {
+  const map = maps.get(name);
+  if (!map) throw new Error(`map ${name} is not open`);
+  return [...map.entries()];
+}
+
+function showLbList(bpffs: string, json: boolean, io: CliIO): number {
+  const names = [LB_MAPS.service, LB_MAPS.backend, LB_MAPS.slot, LB_MAPS.maglev, LB_MAPS.sourceRange];
+  const entries = withPinned(bpffs, names, (maps) =>
+    lbList({
+      svc: entriesOf(maps, LB_MAPS.service),
+      be: entriesOf(maps, LB_MAPS.backend),
+      slot: entriesOf(maps, LB_MAPS.slot),
+      maglev: entriesOf(maps, LB_MAPS.maglev),
+      srcrng: entriesOf(maps, LB_MAPS.sourceRange),
+    }),
+  );
+  io.out(json ? `${JSON.stringify(entries, null, 2)}\n` : lbListText(entries));
+  return EXIT_OK;
+}
+
+function showCtList(bpffs: string, json: boolean, io: CliIO): number {
+  const entries = withPinned(bpffs, [LB_MAPS.conntrack], (maps) => ctList(entriesOf(maps, LB_MAPS.conntrack), datapathNowNs()));
+  io.out(json ? `${JSON.stringify(entries, null, 2)}\n` : ctListText(entries));
+  return EXIT_OK;
+}
+
+const USAGE = `xlb bpf objects [--json]                load each compiled object, print its programs and maps, unload it
+xlb bpf lb list [--bpffs DIR] [--json]  services in the LB maps: frontend → backends (slot, Maglev share)
+xlb bpf ct list [--bpffs DIR] [--json]  flows in the conntrack map: client → frontend, backend, flags, idle time
+
+  --bpffs DIR   where the agent pinned its maps (its --bpffs; default ${DEFAULT_BPFFS})
+  --json        print JSON instead of text`;
+
 export const bpfCommand: CliCommand = {
   name: 'bpf',
-  summary: 'inspect the datapath: compiled objects, programs and maps',
-  usage: `xlb bpf objects [--json]   load each compiled object, print its programs and maps, unload it`,
+  summary: 'inspect the datapath: compiled objects, the LB maps, the conntrack table',
+  usage: USAGE,
   async run(args, io) {
-    const [sub, ...rest] = args;
-    const json = rest.includes('--json');
-    const unknown = rest.filter((a) => a !== '--json');
-    if (unknown.length > 0) throw new UsageError(`xlb bpf ${sub ?? ''}: unknown argument ${unknown[0]}`);
-    if (sub === 'objects') return showObjects(json, io);
-    throw new UsageError(`xlb bpf: unknown subcommand ${sub ?? '(none)'}; expected: objects`);
+    const { values, positionals } = parseCliArgs({
+      args,
+      strict: true,
+      allowPositionals: true,
+      options: { json: { type: 'boolean' }, bpffs: { type: 'string' } },
+    });
+    const what = positionals.join(' ');
+    const json = values.json === true;
+    if (what === 'objects') {
+      if (values.bpffs !== undefined) throw new UsageError('--bpffs: not an option of objects (it loads the compiled objects, it reads no pins)');
+      return showObjects(json, io);
+    }
+    const bpffs = values.bpffs ?? DEFAULT_BPFFS;
+    if (what === 'lb list') return showLbList(bpffs, json, io);
+    if (what === 'ct list') return showCtList(bpffs, json, io);
+    throw new UsageError(`unknown subcommand ${what === '' ? '(none)' : JSON.stringify(what)}; expected objects, lb list or ct list`);
   },
 };

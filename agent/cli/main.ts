@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 /** `xlb`: the command-line interface. Each subcommand lives in its own module. */
 import { bpfCommand } from './bpf.js';
+import { demoCommand } from './demo.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, type CliCommand, type CliIO } from './command.js';
 import { maglevCommand } from './maglev.js';
 import { monitorCommand } from './monitor.js';
 import { serviceCommand } from './service.js';
 import { statusCommand } from './status.js';
 
-const commands: CliCommand[] = [maglevCommand, bpfCommand, serviceCommand, statusCommand, monitorCommand];
+const commands: CliCommand[] = [maglevCommand, bpfCommand, serviceCommand, statusCommand, monitorCommand, demoCommand];
 
 const io: CliIO = {
   out: (text) => void process.stdout.write(text),
@@ -47,5 +48,11 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_FAILURE;
   }
 }
+
+// `xlb ... | head` closes our stdout early: that ends the output, it is not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? EXIT_OK);
+  throw error;
+});
 
 process.exitCode = await main(process.argv.slice(2));

@@ -60,7 +60,7 @@ enum xlb_reason {
 	XLB_DROP_UNSUPPORTED,      /* a header we cannot translate (e.g. unknown IPv6 extension) */
 	XLB_DROP_BACKEND_GONE,     /* tracked backend no longer exists and no other is available */
 	XLB_DROP_DSR_OPTION,       /* DSR option present but malformed */
-	XLB_DROP_ICMP_ERROR,       /* ICMP error that matches no tracked flow */
+	XLB_DROP_ICMP_QUOTE,       /* ICMP error whose quoted packet we cannot read */
 	XLB_REASON_MAX = 32,
 };
 

@@ -34,7 +34,7 @@ static __always_inline int icmp_parse_quote(void *data, void *data_end, const st
 		struct iphdr *ip = data + (q->ip_off & 0x3ff);
 
 		if ((void *)(ip + 1) > data_end || ip->ihl != 5)
-			return -XLB_DROP_ICMP_ERROR;
+			return -XLB_DROP_ICMP_QUOTE;
 		q->tuple.family = XLB_AF_INET;
 		q->tuple.proto = ip->protocol;
 		q->tuple.saddr.v4 = ip->saddr;
@@ -44,7 +44,7 @@ static __always_inline int icmp_parse_quote(void *data, void *data_end, const st
 		struct ipv6hdr *ip6 = data + (q->ip_off & 0x3ff);
 
 		if ((void *)(ip6 + 1) > data_end)
-			return -XLB_DROP_ICMP_ERROR;
+			return -XLB_DROP_ICMP_QUOTE;
 		q->tuple.family = XLB_AF_INET6;
 		q->tuple.proto = ip6->nexthdr;
 		__builtin_memcpy(q->tuple.saddr.bytes, &ip6->saddr, 16);
@@ -52,10 +52,10 @@ static __always_inline int icmp_parse_quote(void *data, void *data_end, const st
 		q->l4_off = q->ip_off + sizeof(*ip6);
 	}
 	if (q->tuple.proto != IPPROTO_TCP && q->tuple.proto != IPPROTO_UDP)
-		return -XLB_DROP_ICMP_ERROR;
+		return -XLB_DROP_ICMP_QUOTE;
 	ports = data + (q->l4_off & 0x3ff);
 	if ((void *)(ports + 2) > data_end)
-		return -XLB_DROP_ICMP_ERROR;
+		return -XLB_DROP_ICMP_QUOTE;
 	q->tuple.sport = ports[0];
 	q->tuple.dport = ports[1];
 	return 0;

@@ -522,9 +522,9 @@ test('GET /metrics exports datapath counters, map pressure, services and control
     assert.equal(sampleValue(m, 'xlb_datapath_packets_total', { reason: 'new_flow', direction: 'ingress', verdict: 'forward' }), 10);
     assert.equal(sampleValue(m, 'xlb_datapath_bytes_total', { reason: 'established', direction: 'ingress', verdict: 'forward' }), 9000);
     assert.equal(sampleValue(m, 'xlb_datapath_packets_total', { reason: 'source_range', verdict: 'drop' }), 3);
-    assert.equal(sampleValue(m, 'xlb_datapath_packets_total', { reason: 'no_backend', verdict: 'reject' }), 2);
+    assert.equal(sampleValue(m, 'xlb_datapath_packets_total', { reason: 'reject_no_backend', verdict: 'reject' }), 2);
     assert.equal(sampleValue(m, 'xlb_datapath_packets_total', { reason: 'not_service', verdict: 'pass' }), 7);
-    assert.equal(sampleValue(m, 'xlb_datapath_packets_total', { reason: 'reply', direction: 'egress', verdict: 'forward' }), 5);
+    assert.equal(sampleValue(m, 'xlb_datapath_packets_total', { reason: 'dsr_reply', direction: 'egress', verdict: 'forward' }), 5);
     assert.equal(sampleValue(m, 'xlb_drop_count_total', { reason: 'source_range', direction: 'ingress' }), 3);
     assert.equal(sampleValue(m, 'xlb_drop_bytes_total', { reason: 'source_range', direction: 'ingress' }), 180);
     assert.equal(m.samples.filter((s) => s.name === 'xlb_drop_count_total').length, 1, 'only drops in the drop counter');

@@ -1,0 +1,198 @@
+/**
+ * `xlb demo`: xlb explained by real packets in about a minute. Builds a client, an LB node and three
+ * backend nodes in network namespaces, runs a real xlb-agent on each node, configures services with
+ * `xlb service add`, sends real traffic through them step by step (agent/demo/steps.ts) and ends
+ * with a summary; exit 0 only when every step's expectation held. Everything is removed afterwards,
+ * also on failure and on Ctrl-C/SIGTERM, unless --keep (then `xlb demo --cleanup` removes it).
+ */
+import { existsSync } from 'node:fs';
+import { DemoCluster, cleanupKept } from '../demo/cluster.js';
+import { paths } from '../demo/paths.js';
+import { Output, failedStep, summaryJson, summaryTable, type StepResult } from '../demo/report.js';
+import { STEPS } from '../demo/steps.js';
+import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
+
+const USAGE = `xlb demo [--json] [--keep]
+xlb demo --cleanup
+
+Builds a small network in namespaces (a client, an LB node, three backend nodes; addresses from
+198.18.0.0/15 and 2001:db8::/32), runs xlb-agent on every node and shows, with real traffic: DSR over
+IPv4 and IPv6, a UDP service with SNAT, Maglev keeping a connection while a backend is removed, a
+source-range-restricted VIP, and the metrics and maps behind it all. Needs root.
+
+  --json      print only the summary, as JSON {steps: [{name, ok, expected, seen, figures}]} (progress on stderr)
+  --keep      leave the namespaces and agents running and print commands to explore them
+  --cleanup   remove what --keep left
+
+Exit codes: 0 every step held, 1 a step failed (or set-up failed), 2 bad arguments, 130 interrupted.`;
+
+const INTRO = `xlb is a load balancer for Kubernetes nodes (a kube-proxy replacement) and a standalone L4 load
+balancer: eBPF programs in the kernel (XDP and tc) forward the packets; an agent on each node programs
+them from the services it gets through its REST API and the \`xlb\` CLI. This demo builds a client, an LB
+node and three backend nodes in network namespaces, runs a real xlb-agent on each, and sends real traffic.`;
+
+const DIAGRAM = `    client    198.18.0.100    ──┐
+    LB node   198.18.0.2      ──┤ a switch   the client reaches the VIPs (198.18.10.0/24, 2001:db8:10::/64)
+    b1 b2 b3  198.18.0.11-13  ──┘            through the LB node; each backend runs HTTP :8080 and UDP echo :5353`;
+
+const EXIT_INTERRUPTED = 130;
+
+function parse(args: string[]): { json: boolean; keep: boolean; cleanup: boolean } {
+  const { values } = parseCliArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: { json: { type: 'boolean' }, keep: { type: 'boolean' }, cleanup: { type: 'boolean' } },
+  });
+  const options = { json: values.json === true, keep: values.keep === true, cleanup: values.cleanup === true };
+  if (options.cleanup && (options.json || options.keep)) throw new UsageError('--cleanup: takes no other option');
+  return options;
+}
+
+/**
+ * SIGINT/SIGTERM: the first starts the teardown (once) and marks the run interrupted; a second says
+ * to wait; a third gives up. Returns the function that removes the handlers.
+ */
+function onInterrupt(out: Output, interrupt: () => Promise<unknown>): { interrupted: () => boolean; remove: () => void } {
+  let signals = 0;
+  let fallback: NodeJS.Timeout | undefined;
+  const handler = (signal: NodeJS.Signals): void => {
+    signals += 1;
+    if (signals === 1) {
+      out.line(`\n${signal}: stopping and cleaning up …`);
+      // Should a step still be waiting on something after the teardown, do not hang: exit.
+      void interrupt().then(() => {
+        fallback = setTimeout(() => process.exit(EXIT_INTERRUPTED), 10_000);
+      });
+    } else if (signals === 2) {
+      out.line('still cleaning up (agents, namespaces, bpffs); press Ctrl-C again to abandon');
+    } else {
+      process.exit(EXIT_INTERRUPTED);
+    }
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return {
+    interrupted: () => signals > 0,
+    remove: () => {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+      if (fallback) clearTimeout(fallback);
+    },
+  };
+}
+
+async function runDemo(options: { json: boolean; keep: boolean }, io: CliIO): Promise<number> {
+  const out = new Output(options.json ? process.stderr : process.stdout);
+  const cluster = new DemoCluster(out);
+  const signals = onInterrupt(out, () => cluster.destroy());
+  const results: StepResult[] = [];
+  const started = Date.now();
+  let setupSeconds = 0;
+  let kept = false;
+  try {
+    out.line(INTRO);
+    out.line();
+    out.line(DIAGRAM);
+    out.line();
+    out.line('Setting up:');
+    try {
+      await cluster.build(signals.interrupted);
+    } catch (error) {
+      if (signals.interrupted()) return EXIT_INTERRUPTED;
+      const failed = failedStep('set-up', 'the lab built and every agent ready', error);
+      out.line(`set-up failed: ${error instanceof Error ? error.message : String(error)}`);
+      if (options.json) io.out(summaryJson([failed]));
+      return EXIT_FAILURE;
+    }
+    setupSeconds = (Date.now() - started) / 1000;
+    out.line(`  LB=$RUN/lb.sock   # the LB node agent's API socket: every xlb command below talks to it`);
+    out.line(`  (xlb = node ${paths.cli})`);
+
+    for (const [i, step] of STEPS.entries()) {
+      if (signals.interrupted()) break;
+      out.line();
+      out.line(`[${i + 1}/${STEPS.length}] ${step.title.split('\n').join('\n      ')}`);
+      let result: StepResult;
+      try {
+        result = await step.run({ cluster, out });
+      } catch (error) {
+        result = failedStep(step.name, step.expected, error);
+      }
+      // What a step saw while the run was being torn down says nothing about xlb.
+      if (signals.interrupted()) result = failedStep(step.name, step.expected, new Error('interrupted'));
+      out.verdict(result);
+      results.push(result);
+    }
+    if (signals.interrupted()) {
+      if (options.json) io.out(summaryJson(results));
+      return EXIT_INTERRUPTED;
+    }
+
+    const stepsSeconds = (Date.now() - started) / 1000 - setupSeconds;
+    const ok = results.every((r) => r.ok);
+    out.line();
+    out.line(`Summary (set-up ${setupSeconds.toFixed(1)} s, steps ${stepsSeconds.toFixed(1)} s):`);
+    out.block(summaryTable(results));
+    out.line(ok ? 'Every step held.' : `${results.filter((r) => !r.ok).length} step(s) failed: see the ✘ lines above.`);
+    if (options.json) io.out(summaryJson(results));
+
+    if (options.keep) {
+      const state = await cluster.keep();
+      kept = true;
+      explore(out, state.dir, cluster);
+    }
+    return ok ? EXIT_OK : EXIT_FAILURE;
+  } finally {
+    if (!kept) {
+      if (!signals.interrupted()) out.line();
+      const problems = await cluster.destroy();
+      for (const p of problems) out.line(`cleanup: ${p}`);
+      out.line(problems.length === 0 ? 'Cleaned up: agents stopped, namespaces deleted, bpffs unmounted, temp dir removed.' : 'Cleanup was incomplete (see above).');
+    }
+    signals.remove();
+  }
+}
+
+function explore(out: Output, dir: string, cluster: DemoCluster): void {
+  const xlb = `node ${paths.cli}`;
+  const client = cluster.lab.client.ns;
+  out.line();
+  out.line(`Left running (state in ${paths.keptState}). Explore:`);
+  out.block(
+    [
+      `ip netns exec ${cluster.lb.host.ns} ${xlb} service list --api-socket ${cluster.lb.agent.socket}`,
+      `${xlb} status --api-socket ${cluster.lb.agent.socket}`,
+      `${xlb} monitor --api-socket ${cluster.lb.agent.socket}`,
+      `${xlb} bpf lb list --bpffs ${cluster.lb.agent.bpffs}`,
+      `${xlb} bpf ct list --bpffs ${cluster.lb.agent.bpffs}`,
+      `ip netns exec ${client} curl -s http://198.18.10.10/`,
+      `ip netns exec ${client} curl -s 'http://[2001:db8:10::10]/'`,
+      `less ${dir}/lb.log`,
+      `${xlb} demo --cleanup`,
+    ].join('\n'),
+  );
+}
+
+export const demoCommand: CliCommand = {
+  name: 'demo',
+  summary: 'show xlb at work in network namespaces: DSR, SNAT, Maglev, source ranges (needs root)',
+  usage: USAGE,
+  async run(args, io) {
+    const options = parse(args);
+    if (options.cleanup) {
+      const removed = await cleanupKept((line) => io.out(`${line}\n`));
+      if (!removed) io.out(`nothing to clean up (no ${paths.keptState})\n`);
+      return EXIT_OK;
+    }
+    if (process.getuid?.() !== 0) {
+      io.err('xlb demo: needs root (it loads BPF programs and creates network namespaces): run it with sudo\n');
+      return EXIT_FAILURE;
+    }
+    if (options.keep && existsSync(paths.keptState)) {
+      io.err(`xlb demo: --keep: a kept demo is still running (${paths.keptState}); remove it first with xlb demo --cleanup\n`);
+      return EXIT_FAILURE;
+    }
+    return runDemo(options, io);
+  },
+};
