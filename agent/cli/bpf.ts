@@ -30,6 +30,7 @@ import {
   decodeU32,
   decodeXlbAddr,
 } from '../../lb/layouts.js';
+import { lbStateFromMaps, type LbMapDump } from '../../lb/lbmap/desired.js';
 import { DEFAULT_BPFFS } from '../flags.js';
 import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { formatTable } from './table.js';
@@ -82,15 +83,6 @@ function showObjects(json: boolean, io: CliIO): number {
 
 // ---- xlb bpf lb list ----
 
-/** Raw entries of the pinned LB maps (what `lbList` decodes). */
-export interface LbMapEntries {
-  svc: Iterable<[Buffer, Buffer]>;
-  be: Iterable<[Buffer, Buffer]>;
-  slot: Iterable<[Buffer, Buffer]>;
-  maglev: Iterable<[Buffer, Buffer]>;
-  srcrng: Iterable<[Buffer, Buffer]>;
-}
-
 export interface LbListBackend {
   slot: number;
   backendId: number;
@@ -128,59 +120,44 @@ function serviceFlags(flags: number): string[] {
 }
 
 /** The LB maps as frontends → backends, sorted by frontend. Pure: the maps' bytes in, a listing out. */
-export function lbList(maps: LbMapEntries): LbListEntry[] {
+export function lbList(maps: LbMapDump): LbListEntry[] {
+  const state = lbStateFromMaps(maps);
   const backends = new Map<number, string>();
-  for (const [key, value] of maps.be) {
+  for (const { key, value } of state.backends.values()) {
     const b = LbBackend.decode(value);
     backends.set(decodeU32(key), hostPort(b.addr, b.port));
   }
-  const slots = new Map<number, Map<number, number>>();
-  for (const [key, value] of maps.slot) {
-    const k = LbSlotKey.decode(key);
-    const ofService = slots.get(k.serviceId) ?? new Map<number, number>();
-    ofService.set(k.slot, decodeU32(value));
-    slots.set(k.serviceId, ofService);
-  }
-  const maglevCounts = new Map<number, { size: number; counts: Map<number, number> }>();
-  for (const [key, value] of maps.maglev) {
-    const counts = new Map<number, number>();
-    const size = Math.floor(value.length / 2);
-    for (let i = 0; i < size; i++) {
-      const slot = value.readUInt16LE(i * 2);
-      counts.set(slot, (counts.get(slot) ?? 0) + 1);
-    }
-    maglevCounts.set(decodeU32(key), { size, counts });
-  }
-  const ranges = new Map<number, string[]>();
-  for (const [key] of maps.srcrng) {
-    const k = LbSourceRangeKey.decode(key);
-    const list = ranges.get(k.serviceId) ?? [];
-    list.push(`${k.addr}/${k.prefixlen - 32}`);
-    ranges.set(k.serviceId, list);
-  }
-
   const entries: LbListEntry[] = [];
-  for (const [key, value] of maps.svc) {
-    const k = LbServiceKey.decode(key);
-    const svc = LbService.decode(value);
-    const table = svc.flags & ServiceFlag.Maglev ? maglevCounts.get(svc.id) : undefined;
-    const ofService = slots.get(svc.id) ?? new Map<number, number>();
-    const list: LbListBackend[] = [];
-    for (let slot = 0; slot < svc.backendCount; slot++) {
-      const backendId = ofService.get(slot) ?? 0;
-      const entry: LbListBackend = { slot, backendId, backend: backends.get(backendId) ?? '(missing)' };
-      if (table && table.size > 0) entry.maglevShare = (table.counts.get(slot) ?? 0) / table.size;
-      list.push(entry);
-    }
-    entries.push({
-      frontend: `${hostPort(k.addr, k.port)}/${protocolName(k.proto)}`,
-      serviceId: svc.id,
-      mode: MODE_NAMES.get(svc.mode) ?? `mode ${svc.mode}`,
-      flags: serviceFlags(svc.flags),
-      affinityTimeoutSeconds: svc.affinityTimeout,
-      sourceRanges: (ranges.get(svc.id) ?? []).sort(),
-      backends: list,
+  for (const service of state.services.values()) {
+    const slots = new Map([...service.slots.values()].map(({ key, value }) => [LbSlotKey.decode(key).slot, decodeU32(value)]));
+    const table = service.maglev?.value;
+    const maglevCounts = new Map<number, number>();
+    for (let i = 0; table && i + 1 < table.length; i += 2) maglevCounts.set(table.readUInt16LE(i), (maglevCounts.get(table.readUInt16LE(i)) ?? 0) + 1);
+    const sourceRanges = [...service.sourceRanges.values()].map(({ key }) => {
+      const k = LbSourceRangeKey.decode(key);
+      return `${k.addr}/${k.prefixlen - 32}`;
     });
+    for (const { key, value } of service.frontends.values()) {
+      const k = LbServiceKey.decode(key);
+      const svc = LbService.decode(value);
+      const usesTable = (svc.flags & ServiceFlag.Maglev) !== 0 && table !== undefined && table.length > 0;
+      const list: LbListBackend[] = [];
+      for (let slot = 0; slot < svc.backendCount; slot++) {
+        const backendId = slots.get(slot) ?? 0;
+        const entry: LbListBackend = { slot, backendId, backend: backends.get(backendId) ?? '(missing)' };
+        if (usesTable) entry.maglevShare = (maglevCounts.get(slot) ?? 0) / (table.length / 2);
+        list.push(entry);
+      }
+      entries.push({
+        frontend: `${hostPort(k.addr, k.port)}/${protocolName(k.proto)}`,
+        serviceId: svc.id,
+        mode: MODE_NAMES.get(svc.mode) ?? `mode ${svc.mode}`,
+        flags: serviceFlags(svc.flags),
+        affinityTimeoutSeconds: svc.affinityTimeout,
+        sourceRanges: [...sourceRanges].sort(),
+        backends: list,
+      });
+    }
   }
   // IPv4 frontends first, then IPv6 ones; by address text within each.
   const v6 = (e: LbListEntry): number => (e.frontend.startsWith('[') ? 1 : 0);

@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ctList, ctListText, lbList, lbListText, type LbMapEntries } from '../../agent/cli/bpf.js';
+import { ctList, ctListText, lbList, lbListText } from '../../agent/cli/bpf.js';
+import type { LbMapDump } from '../../lb/lbmap/desired.js';
 import { AF_INET, AF_INET6, CtEntry, CtFlag, IPPROTO_TCP, IPPROTO_UDP, XlbTuple } from '../../lb/layouts.js';
 import { desiredLbState, type LbState } from '../../lb/lbmap/desired.js';
 import { IdAllocator } from '../../lb/lbmap/ids.js';
@@ -13,7 +14,7 @@ import { validateService } from '../../lb/service.js';
 
 const M = 251;
 
-function mapsOf(state: LbState): LbMapEntries {
+function mapsOf(state: LbState): LbMapDump {
   const pairs = (entries: Iterable<{ key: Buffer; value: Buffer }>): [Buffer, Buffer][] => [...entries].map((e) => [e.key, e.value]);
   const services = [...state.services.values()];
   return {
