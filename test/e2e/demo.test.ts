@@ -22,12 +22,16 @@ interface Step {
   figures: Record<string, unknown>;
 }
 
-/** What the demo may leave behind, by name (a demo kept with --keep by someone else is not ours). */
-function leftovers(): { netns: string[]; mounts: string[]; dirs: string[] } {
+/**
+ * What this run of the demo may have left behind: names carrying its run id (the `RUN=/run/xlb-demo-<id>`
+ * it prints), so another demo running on the machine at the same time is not counted.
+ */
+function leftovers(runId: string): { netns: string[]; mounts: string[]; dirs: string[] } {
+  const ours = (text: string): boolean => text.includes(`-${runId}`);
   return {
-    netns: run('ip', ['netns', 'list']).split('\n').filter((l) => l.includes('xlb-demo-')).map((l) => l.split(' ')[0] ?? l),
-    mounts: readFileSync('/proc/mounts', 'utf8').split('\n').filter((l) => l.includes('xlb-demo-')).map((l) => l.split(' ')[1] ?? l),
-    dirs: readdirSync('/run').filter((d) => d.startsWith('xlb-demo-')),
+    netns: run('ip', ['netns', 'list']).split('\n').filter(ours).map((l) => l.split(' ')[0] ?? l),
+    mounts: readFileSync('/proc/mounts', 'utf8').split('\n').filter(ours).map((l) => l.split(' ')[1] ?? l),
+    dirs: readdirSync('/run').filter((d) => d === `xlb-demo-${runId}`),
   };
 }
 
@@ -44,7 +48,6 @@ function counts(figures: Record<string, unknown>, name: string): Record<string, 
 }
 
 test('xlb demo --json: every step holds, and nothing is left behind', { timeout: TIMEOUT_MS + 10_000 }, async () => {
-  const before = leftovers();
   const child = spawn(process.execPath, [CLI, 'demo', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
@@ -108,5 +111,7 @@ test('xlb demo --json: every step holds, and nothing is left behind', { timeout:
   });
   assert.ok(num(inspect, 'ctEntries') > 0);
 
-  assert.deepEqual(leftovers(), before, 'the demo removed its namespaces, bpffs mount and temp dir');
+  const runId = /RUN=\/run\/xlb-demo-([a-z0-9]+)/.exec(err)?.[1];
+  assert.ok(runId, `the demo names its run directory\n${context}`);
+  assert.deepEqual(leftovers(runId), { netns: [], mounts: [], dirs: [] }, 'the demo removed its namespaces, bpffs mount and temp dir');
 });
