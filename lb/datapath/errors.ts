@@ -22,9 +22,17 @@ const errnoMeanings: Record<string, string> = {
   ENOTDIR: 'not a directory',
   EFAULT: 'bad address',
   ERANGE: 'value out of range',
+  LIBBPF_ERRNO__RELOC: 'libbpf could not relocate the object (an unsupported call or map reference)',
+  LIBBPF_ERRNO__FORMAT: 'not a BPF object libbpf understands',
+  LIBBPF_ERRNO__LIBELF: 'libelf could not read the object file',
 };
 
+/* libbpf's own error numbers (enum libbpf_errno in libbpf.h), from 4000 on. */
+const libbpfErrnos = ['LIBELF', 'FORMAT', 'KVERSION', 'ENDIAN', 'INTERNAL', 'RELOC', 'LOAD', 'VERIFY', 'PROG2BIG', 'KVER', 'PROGTYPE', 'WRNGPID', 'INVSEQ', 'NLPARSE'];
+
 export function errnoName(errno: number): string {
+  const libbpfName = libbpfErrnos[errno - 4000];
+  if (libbpfName) return `LIBBPF_ERRNO__${libbpfName}`;
   return errnoNames.get(errno) ?? (errno === 524 ? 'ENOTSUPP' : `errno ${errno}`);
 }
 

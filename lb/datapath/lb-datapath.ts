@@ -18,6 +18,8 @@ export interface LbDatapathOptions {
   /** Pin the maps here (e.g. /sys/fs/bpf/xlb); omit for a throwaway datapath (tests, benchmarks). */
   pinDir?: string;
   conntrackEntries?: number;
+  /** The compiled object, relative to build/bpf (default xdp/xdp_lb.o; benchmarks load a harness around it). */
+  object?: string;
 }
 
 export interface LbNodeConfig {
@@ -47,7 +49,7 @@ export class LbDatapath {
   static load(options: LbDatapathOptions): LbDatapath {
     assertMaglevTableSize(options.maglevTableSize);
     if (options.pinDir) mkdirSync(options.pinDir, { recursive: true });
-    const object = BpfObject.load(bpfObjectPath('xdp/xdp_lb.o'), {
+    const object = BpfObject.load(bpfObjectPath(options.object ?? 'xdp/xdp_lb.o'), {
       pinDir: options.pinDir,
       constants: {
         xlb_maglev_size: options.maglevTableSize,

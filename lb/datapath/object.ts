@@ -33,9 +33,10 @@ export class BpfObject {
   static load(path: string, options: LoadOptions = {}): BpfObject {
     installLibbpfLog();
     const what = `object ${basename(path)}`;
+    const openMark = libbpfLogMark();
     const handle = libbpf.bpf_object__open_file(path, null);
     if (isNull(handle)) {
-      throw new BpfError('bpf_object__open_file', what, -Number(libbpf.libbpf_get_error(null)) || 2);
+      throw new BpfError('bpf_object__open_file', what, -Number(libbpf.libbpf_get_error(null)) || 2, libbpfLogSince(openMark) || undefined);
     }
     const object = new BpfObject(path, handle);
     try {

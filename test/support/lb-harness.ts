@@ -48,15 +48,17 @@ export class LbHarness {
   private constructor(
     private readonly topology: Topology,
     readonly ns: string,
+    object: string | undefined,
   ) {
-    this.lb = LbDatapath.load({ maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED) });
+    this.lb = LbDatapath.load({ maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), object });
     this.writer = LbMapWriter.fromObject(this.lb.object);
     this.lb.configure({ nodeV4: NODE.v4, nodeV6: NODE.v6, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 1 });
     this.ifindex = inNetns(ns, () => ifindexOf('v0'));
     this.deviceMac = topology.exec(ns, 'cat', ['/sys/class/net/v0/address']).trim();
   }
 
-  static create(tag: string): LbHarness {
+  /** `object`: another compiled object holding xdp_lb (the benchmark's harness), default xdp_lb.o itself. */
+  static create(tag: string, object?: string): LbHarness {
     const topology = new Topology(tag);
     try {
       const ns = topology.namespace('pkt');
@@ -68,7 +70,7 @@ export class LbHarness {
         topology.exec(ns, 'ip', ['neigh', 'replace', host.v4, 'lladdr', host.mac, 'dev', 'v0', 'nud', 'permanent']);
         topology.exec(ns, 'ip', ['-6', 'neigh', 'replace', host.v6, 'lladdr', host.mac, 'dev', 'v0', 'nud', 'permanent']);
       }
-      return new LbHarness(topology, ns);
+      return new LbHarness(topology, ns, object);
     } catch (error) {
       topology.destroy();
       throw error;

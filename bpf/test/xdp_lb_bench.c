@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * A harness to time xdp_lb's new-flow path in the kernel's repeat loop. BPF_PROG_TEST_RUN runs a
+ * program repeatedly on one frame that the program may rewrite, so xdp_lb would see its own output
+ * from the second run on. The wrapper restores the frame from a template and gives each run a source
+ * port of its own — a new flow every run — then runs the very same xdp_lb code (included, not copied).
+ * xdp_template_only does the restoring alone: the peer that measures the harness's own cost.
+ */
+#include "../xdp/xdp_lb.c"
+
+#define XLB_BENCH_FRAME_LEN 80
+
+struct xlb_bench_frame {
+	__u32 sport_offset; /* where the frame's TCP/UDP source port is */
+	__u8 bytes[XLB_BENCH_FRAME_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xlb_bench_frame);
+} xlb_bench_tmpl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} xlb_bench_seq SEC(".maps");
+
+/* Put the template back (undoing a grown head first) with the next source port; 0 on success. */
+static __always_inline int bench_restore(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct xlb_bench_frame *tmpl = bpf_map_lookup_elem(&xlb_bench_tmpl, &zero);
+	__u32 *seq = bpf_map_lookup_elem(&xlb_bench_seq, &zero);
+	void *data, *data_end;
+	__be16 *port;
+	int grown = (int)(ctx->data_end - ctx->data) - XLB_BENCH_FRAME_LEN;
+
+	if (!tmpl || !seq)
+		return -1;
+	if (grown && bpf_xdp_adjust_head(ctx, grown))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + XLB_BENCH_FRAME_LEN > data_end)
+		return -1;
+	__builtin_memcpy(data, tmpl->bytes, XLB_BENCH_FRAME_LEN);
+	if (tmpl->sport_offset > XLB_BENCH_FRAME_LEN - 2)
+		return -1;
+	port = data + (tmpl->sport_offset & 0x7f);
+	if ((void *)(port + 1) > data_end)
+		return -1;
+	*port = bpf_htons(1024 + (*seq)++ % 64000);
+	return 0;
+}
+
+SEC("xdp")
+int xdp_lb_new_flows(struct xdp_md *ctx)
+{
+	if (bench_restore(ctx))
+		return XDP_ABORTED;
+	return xdp_lb_packet(ctx);
+}
+
+SEC("xdp")
+int xdp_template_only(struct xdp_md *ctx)
+{
+	return bench_restore(ctx) ? XDP_ABORTED : XDP_TX;
+}
