@@ -10,7 +10,7 @@ import type { BpfMap } from './map.js';
 import { XlbConfig } from '../layouts.js';
 import { BpfObject } from './object.js';
 import { bpfObjectPath } from './objects.js';
-import { attachXdp, detachXdp, queryXdp, type XdpMode } from './xdp.js';
+import { attachXdp, type XdpMode } from './xdp.js';
 
 export interface LbDatapathOptions {
   maglevTableSize: number;
@@ -39,8 +39,6 @@ export interface CounterSample {
 }
 
 export class LbDatapath {
-  private readonly attached = new Map<string, XdpMode>();
-
   private constructor(
     readonly object: BpfObject,
     readonly options: LbDatapathOptions,
@@ -69,18 +67,10 @@ export class LbDatapath {
 
   /** Attach (or atomically replace) xdp_lb on a device; 'auto' tries native and falls back to generic. */
   attach(ifname: string, mode: XdpMode | 'auto', log: (message: string) => void = () => undefined): XdpMode {
-    const used = attachXdp(ifname, this.object.program('xdp_lb'), {
+    return attachXdp(ifname, this.object.program('xdp_lb'), {
       mode,
       onFallback: (error) => log(`XDP native mode refused on ${ifname} (${error.code}); using generic mode`),
     });
-    this.attached.set(ifname, used);
-    return used;
-  }
-
-  detach(ifname: string): void {
-    const mode = this.attached.get(ifname) ?? (queryXdp(ifname).mode === 'generic' ? 'generic' : 'native');
-    detachXdp(ifname, mode);
-    this.attached.delete(ifname);
   }
 
   configure(config: LbNodeConfig): void {
