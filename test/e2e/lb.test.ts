@@ -118,8 +118,8 @@ describe('load balancing real traffic between network namespaces', () => {
   });
 
   test('NodePort on the node addresses, IPv4 (SNAT) and IPv6 (DSR)', async () => {
-    const four = await processes.client('http', `${lab.lb.v4}:30080`, 20);
-    expectAllAnswered(four, 20);
+    const four = await processes.client('http', `${lab.lb.v4}:30080`, 40);
+    expectAllAnswered(four, 40);
     spreadOver(four, ['b1', 'b2', 'b3']);
     expectAllAnswered(await processes.client('http', `[${lab.lb.v6}]:30080`, 20), 20);
   });
