@@ -9,11 +9,10 @@
 
 #include <linux/if_ether.h>
 #include "common.h"
+#include "maps.h"
 #include "parse.h"
 
-#include "maps.h"
-
-#define XLB_NEXTHOP_TTL 1 /* seconds: how long a FIB answer is reused */
+#define XLB_NEXTHOP_TTL 1 /* coarse seconds (2^30 ns): how long a FIB answer is reused */
 /* The shared cache skips the FIB's MTU check, so only packets no link refuses use it (IPv6's minimum
  * MTU); bigger first packets still ask the FIB, which answers "fragmentation needed". */
 #define XLB_NEXTHOP_SHARED_MAX_LEN 1280
