@@ -15,6 +15,7 @@ import {
   type MaglevSeed,
 } from '../lb/maglev/index.js';
 import { MODES, type Mode } from '../lb/service.js';
+import { hostPort } from '../lb/codec.js';
 
 export const XDP_MODES = ['native', 'generic', 'off'] as const;
 export type XdpFlag = (typeof XDP_MODES)[number];
@@ -244,7 +245,7 @@ export function parseHostPort(flag: string, text: string): HostPort {
 }
 
 export function formatHostPort(address: HostPort): string {
-  return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+  return hostPort(address.host, address.port);
 }
 
 function sameHost(a: HostPort, b: HostPort): boolean {

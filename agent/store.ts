@@ -29,6 +29,7 @@ import {
 } from '../lb/service.js';
 import type { ApplyResult, ServiceDatapath } from './datapath.js';
 import type { Logger } from './log.js';
+import { endpointText } from '../lb/codec.js';
 
 export type ServiceOrigin = 'config' | 'api';
 
@@ -295,7 +296,7 @@ function entry(id: string, origin: ServiceOrigin, service: Service): StoredServi
 /** "198.18.0.10:80/TCP" or "[2001:db8::10]:80/TCP". */
 export function frontendText(service: Service): string {
   const { address, port, protocol } = service.frontend;
-  return `${address.includes(':') ? `[${address}]` : address}:${port}/${protocol}`;
+  return endpointText(address, port, protocol);
 }
 
 /** The id of another service with the same frontend as `service`, if any. */

@@ -89,6 +89,16 @@ export function bytesToIpv6(buf: Buffer, offset = 0): string {
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
 }
 
+/** "198.18.0.10:80", "[2001:db8::10]:80": an address with a port, IPv6 in brackets. */
+export function hostPort(address: string, port: number | string): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/** "198.18.0.10:80/TCP", "[2001:db8::10]:53/UDP": a frontend or backend as users read and write it. */
+export function endpointText(address: string, port: number, protocol: string): string {
+  return `${hostPort(address, port)}/${protocol}`;
+}
+
 export const ipv4: FieldKind<string> = {
   size: 4, align: 4,
   write: (b, o, v) => void ipv4ToBytes(v).copy(b, o),

@@ -34,6 +34,7 @@ import { lbStateFromMaps, type LbMapDump } from '../../lb/lbmap/desired.js';
 import { DEFAULT_BPFFS } from '../flags.js';
 import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { formatTable } from './table.js';
+import { hostPort } from '../../lb/codec.js';
 
 const mapTypeNames: Record<number, string> = {
   1: 'hash', 2: 'array', 3: 'prog_array', 5: 'percpu_hash', 6: 'percpu_array', 9: 'lru_hash',
@@ -101,10 +102,6 @@ export interface LbListEntry {
   affinityTimeoutSeconds: number;
   sourceRanges: string[];
   backends: LbListBackend[];
-}
-
-function hostPort(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 function protocolName(proto: number): string {

@@ -6,6 +6,7 @@
  */
 import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { API_SOCKET_USAGE, apiSocketPath, apiStream } from './api-client.js';
+import { hostPort } from '../../lb/codec.js';
 
 const TYPES = ['drop', 'new-flow', 'reject'] as const;
 
@@ -20,10 +21,8 @@ Runs until interrupted (Ctrl-C: exit 0); exit 1 when the agent is unreachable or
 const PROTOCOLS: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6', 132: 'sctp' };
 const PREFIX: Record<string, string> = { drop: 'xx', reject: '<-', 'new-flow': '->', lost: '!!' };
 
-function hostPort(address: unknown, port: unknown, withPort: boolean): string {
-  const text = String(address);
-  const host = text.includes(':') ? `[${text}]` : text;
-  return withPort ? `${host}:${String(port)}` : text;
+function endpoint(address: unknown, port: unknown, withPort: boolean): string {
+  return withPort ? hostPort(String(address), String(port)) : String(address);
 }
 
 /** One event (a line of GET /v1/monitor) as text. */
@@ -34,7 +33,7 @@ export function formatMonitorEvent(event: Record<string, unknown>): string {
   const name = PROTOCOLS[proto] ?? `proto ${proto}`;
   const ports = proto === 6 || proto === 17 || proto === 132;
   const reason = typeof event.reasonLabel === 'string' ? event.reasonLabel : `reason ${String(event.reason)}`;
-  let line = `${PREFIX[type] ?? '??'} ${type} (${reason}) ${hostPort(event.saddr, event.sport, ports)} -> ${hostPort(event.daddr, event.dport, ports)} ${name}`;
+  let line = `${PREFIX[type] ?? '??'} ${type} (${reason}) ${endpoint(event.saddr, event.sport, ports)} -> ${endpoint(event.daddr, event.dport, ports)} ${name}`;
   if (typeof event.service === 'string') line += ` service ${event.service}`;
   else if (typeof event.serviceId === 'number' && event.serviceId !== 0) line += ` service #${event.serviceId}`;
   if (type === 'new-flow' && typeof event.backendId === 'number' && event.backendId !== 0) line += ` backend ${event.backendId}`;

@@ -13,6 +13,7 @@ import { frontendText } from '../store.js';
 import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { API_SOCKET_USAGE, ApiError, apiCall, apiSocketPath } from './api-client.js';
 import { formatTable } from './table.js';
+import { hostPort } from '../../lb/codec.js';
 
 const USAGE = `xlb service list [--json]
 xlb service get ID [--json]
@@ -199,7 +200,7 @@ async function serviceToAdd(values: Options): Promise<Service> {
 }
 
 function backendLabel(backend: { address: string; port: number }): string {
-  return `${backend.address.includes(':') ? `[${backend.address}]` : backend.address}:${backend.port}`;
+  return hostPort(backend.address, backend.port);
 }
 
 interface Entry {

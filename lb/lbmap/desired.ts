@@ -42,6 +42,7 @@ import {
 } from '../layouts.js';
 import type { Backend, L4Protocol, Mode, Service } from '../service.js';
 import { IdAllocator } from './ids.js';
+import { endpointText } from '../codec.js';
 
 /** One map entry as the kernel stores it. */
 export interface MapEntry {
@@ -106,7 +107,7 @@ export const hex = (key: Buffer): string => key.toString('hex');
 /** The id key of a backend: "198.18.1.2:8080/TCP", "[2001:db8::2]:53/UDP". */
 export function backendKey(address: string, port: number, protocol: L4Protocol): string {
   const ip = canonicalIpAddress(address);
-  return `${ip.includes(':') ? `[${ip}]` : ip}:${port}/${protocol}`;
+  return endpointText(ip, port, protocol);
 }
 
 /** The backends that get new flows, in slot order (see the file comment). */
@@ -127,10 +128,6 @@ export function frontendAddresses(service: Service, nodeAddresses: readonly stri
   const family = familyOf(service.frontend.address);
   const own = nodeAddresses.map((a) => canonicalIpAddress(a)).filter((a) => familyOf(a) === family);
   return [...new Set(own)].sort();
-}
-
-function frontendText(address: string, port: number, protocol: L4Protocol): string {
-  return `${address.includes(':') ? `[${address}]` : address}:${port}/${protocol}`;
 }
 
 /** The Maglev map value: M little-endian u16 slot numbers. Memoised per (shared, read-only) table. */
@@ -232,7 +229,7 @@ export function desiredLbState(
     });
     for (const address of frontendAddresses(service, node.addresses)) {
       const key = LbServiceKey.encode({ addr: address, port, proto, family: familyOf(address) });
-      const text = frontendText(address, port, protocol);
+      const text = endpointText(address, port, protocol);
       const holder = frontendOwners.get(text);
       if (holder !== undefined) {
         state.conflicts.push({ service: name, frontend: text, heldBy: holder });

@@ -8,6 +8,7 @@
  * (internalTrafficPolicy) addresses; xlb has no such scope, so never does.
  */
 import { isIPv4, isIPv6 } from 'node:net';
+import { endpointText } from '../codec.js';
 
 export type L4Protocol = 'TCP' | 'UDP' | 'SCTP';
 
@@ -27,9 +28,7 @@ export function maglevBackendKey(backend: MaglevBackendAddress): string {
   if (!L4_PROTOCOLS.includes(protocol)) {
     throw new Error(`backend protocol ${JSON.stringify(protocol)} is not one of ${L4_PROTOCOLS.join(', ')}`);
   }
-  const ip = canonicalIpAddress(address);
-  const host = ip.includes(':') ? `[${ip}]` : ip;
-  return `[${host}:${port}/${protocol},State:active]`;
+  return `[${endpointText(canonicalIpAddress(address), port, protocol)},State:active]`;
 }
 
 /**
