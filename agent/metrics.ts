@@ -8,7 +8,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { CounterSample } from '../lb/datapath/lb-datapath.js';
-import { Direction, reasonLabel, reasonName } from '../lb/reasons.js';
+import { Direction, Reason, reasonLabel, reasonName } from '../lb/reasons.js';
 import type { ServiceDatapath } from './datapath.js';
 import type { ApplyObservation } from './store.js';
 
@@ -55,7 +55,9 @@ export class AgentMetrics {
   constructor(options: AgentMetricsOptions) {
     this.datapath = options.datapath;
     const registers = [this.registry];
-    const samples = (): CounterSample[] => this.scrapeSamples ?? this.datapath.counters();
+    const allSamples = (): CounterSample[] => this.scrapeSamples ?? this.datapath.counters();
+    // CT_EVICTED counts events, not packets: it has a metric of its own.
+    const samples = (): CounterSample[] => allSamples().filter((s) => s.reason !== Reason.CT_EVICTED);
 
     const datapathCounter = (name: string, help: string, value: (s: CounterSample) => bigint): void => {
       const counter: Counter<'reason' | 'direction' | 'verdict'> = new Counter({
@@ -112,6 +114,17 @@ export class AgentMetrics {
     };
     forwardCounter('xlb_forward_count_total', 'Packets forwarded by the datapath, by direction (as cilium_forward_count_total)', (s) => s.packets);
     forwardCounter('xlb_forward_bytes_total', 'Bytes forwarded by the datapath, by direction (as cilium_forward_bytes_total)', (s) => s.bytes);
+
+    const evictions: Counter = new Counter({
+      name: 'xlb_conntrack_evictions_total',
+      help: 'New flows that took the conntrack entry of a live flow because its bucket was full',
+      registers,
+      collect: () => {
+        evictions.reset();
+        const evicted = allSamples().filter((s) => s.reason === Reason.CT_EVICTED);
+        evictions.inc(evicted.reduce((sum, s) => sum + Number(s.packets), 0));
+      },
+    });
 
     const mapGauge = (name: string, help: string, value: (entries: number, maxEntries: number) => number | undefined): void => {
       const gauge: Gauge<'map_name'> = new Gauge({

@@ -4,6 +4,7 @@
  * conntrack and SNAT state where it left them. Services flow one way: services → desired map contents
  * (pure) → diff against what was applied → LbMapWriter (the only writer).
  */
+import { CONNTRACK_MAPS } from '../lb/datapath/conntrack.js';
 import { LbDatapath } from '../lb/datapath/lb-datapath.js';
 import { LbMapWriter } from '../lb/datapath/lb-writer.js';
 import { MapType, type BpfMap } from '../lb/datapath/map.js';
@@ -114,6 +115,8 @@ class NodeDatapath implements ServiceDatapath {
       for (const _ of map.keys()) entries += 1;
       pressure.push({ map: name, entries, maxEntries: map.maxEntries });
     }
+    // Conntrack is an array of buckets: its sweep counts the live flows (and clears expired ones).
+    pressure.push({ map: CONNTRACK_MAPS.table, entries: this.lb.conntrack.sweep().live, maxEntries: this.lb.conntrack.capacity });
     return pressure;
   }
 

@@ -147,6 +147,8 @@ export interface StructCodec<F extends Fields> {
   encode(value: StructValue<F>): Buffer;
   encodeInto(value: StructValue<F>, buf: Buffer, offset: number): void;
   decode(buf: Buffer, offset?: number): StructValue<F>;
+  /** Where a member starts, for reading one field out of raw map bytes. */
+  offsetOf(name: keyof F & string): number;
 }
 
 export function defineStruct<F extends Fields>(cName: string, spec: F): StructCodec<F> {
@@ -176,6 +178,11 @@ export function defineStruct<F extends Fields>(cName: string, spec: F): StructCo
     size,
     fields: fields.map(({ kind: _kind, ...field }) => field),
     encodeInto,
+    offsetOf(name) {
+      const field = fields.find((f) => f.name === name);
+      if (!field) throw new Error(`${cName}: no field ${name}`);
+      return field.offset;
+    },
     encode(value) {
       const buf = Buffer.alloc(size);
       encodeInto(value, buf, 0);

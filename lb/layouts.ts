@@ -196,6 +196,15 @@ export const CtEntry = defineStruct('ct_entry', {
   nexthop: nested(XlbNexthop, 4),
 });
 
+export const CtWay = defineStruct('ct_way', { key: nested(XlbTuple, 4), entry: nested(CtEntry, 8) });
+/** Ways per conntrack bucket (XLB_CT_WAYS). */
+export const CT_WAYS = 4;
+/** struct ct_bucket: seq[i] odd while way i is written, tag[i] 0 when way i is empty. */
+export const CtBucket = defineStruct('ct_bucket', { seq: bytes(4 * CT_WAYS, 4), tag: bytes(4 * CT_WAYS, 4), way: bytes(CT_WAYS * CtWay.size, 8) });
+export const CtSweep = defineStruct('ct_sweep', { flags: u32, live: u32, cleared: u32, purged: u32, busy: u32, pad: pad(4) });
+export const CtSweepFlag = { Flush: 1, Purge: 2 } as const;
+export const CtPurgeKey = defineStruct('ct_purge_key', { serviceId: u32, backendId: u32 });
+
 // ---- SNAT (nat.h) ----
 
 export const NatReverse = defineStruct('nat_reverse', {
@@ -232,6 +241,8 @@ export const XlbConfig = defineStruct('xlb_config', {
   natPortMin: u16,
   natPortMax: u16,
   eventSample: u32,
+  ctSeed: u32,
+  pad: pad(4),
 });
 
 // ---- counters and events (metrics.h) ----
@@ -272,6 +283,10 @@ export const structCodecs: CodecLayout[] = [
   LbAffinity,
   LbSourceRangeKey,
   CtEntry,
+  CtWay,
+  CtBucket,
+  CtSweep,
+  CtPurgeKey,
   NatReverse,
   FragKey,
   FragPorts,

@@ -13,6 +13,8 @@ export const Reason = {
   REJECT_NO_BACKEND: 7,
   DSR_RECEIVED: 8,
   DSR_REPLY: 9,
+  /** Not a verdict: counts new flows that evicted a live flow's conntrack entry (table full). */
+  CT_EVICTED: 10,
   DROP_MALFORMED: 16,
   DROP_NO_BACKEND: 17,
   DROP_SOURCE_RANGE: 18,
@@ -25,6 +27,7 @@ export const Reason = {
   DROP_BACKEND_GONE: 25,
   DROP_DSR_OPTION: 26,
   DROP_ICMP_QUOTE: 27,
+  DROP_CT_BUSY: 28,
 } as const;
 
 export type ReasonName = keyof typeof Reason;

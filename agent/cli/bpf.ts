@@ -8,6 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CONNTRACK_MAPS, ctWays } from '../../lb/datapath/conntrack.js';
 import { LB_MAPS } from '../../lb/datapath/lb-writer.js';
 import { nsPerJiffy } from '../../lb/datapath/lb-datapath.js';
 import { BpfMap } from '../../lb/datapath/map.js';
@@ -206,17 +207,12 @@ function ctFlags(flags: number): string[] {
   return names;
 }
 
-function fieldOffset(fields: readonly { name: string; offset: number }[], name: string): number {
-  const field = fields.find((f) => f.name === name);
-  if (!field) throw new Error(`no field ${name}`);
-  return field.offset;
-}
-const SADDR_AT = fieldOffset(XlbTuple.fields, 'saddr');
-const DADDR_AT = fieldOffset(XlbTuple.fields, 'daddr');
-const NAT_ADDR_AT = fieldOffset(CtEntry.fields, 'natAddr');
+const SADDR_AT = XlbTuple.offsetOf('saddr');
+const DADDR_AT = XlbTuple.offsetOf('daddr');
+const NAT_ADDR_AT = CtEntry.offsetOf('natAddr');
 
 /**
- * The conntrack map's entries, most recently used first. `nowNs` is the datapath's clock (xlb_now():
+ * The conntrack table's flows (ctWays), most recently used first. `nowNs` is the datapath's clock (xlb_now():
  * jiffies × ns per jiffy) at the time of the dump.
  */
 export function ctList(entries: Iterable<[Buffer, Buffer]>, nowNs: bigint): CtListEntry[] {
@@ -316,7 +312,9 @@ function showLbList(bpffs: string, json: boolean, io: CliIO): number {
 }
 
 function showCtList(bpffs: string, json: boolean, io: CliIO): number {
-  const entries = withPinned(bpffs, [LB_MAPS.conntrack], (maps) => ctList(entriesOf(maps, LB_MAPS.conntrack), datapathNowNs()));
+  const entries = withPinned(bpffs, [CONNTRACK_MAPS.table], (maps) =>
+    ctList(ctWays(entriesOf(maps, CONNTRACK_MAPS.table).map(([, bucket]) => bucket)), datapathNowNs()),
+  );
   io.out(json ? `${JSON.stringify(entries, null, 2)}\n` : ctListText(entries));
   return EXIT_OK;
 }

@@ -46,6 +46,7 @@ enum xlb_reason {
 	XLB_REJECT_NO_BACKEND,     /* service without backends: ICMP unreachable sent back (kube-proxy REJECT) */
 	XLB_DSR_RECEIVED,          /* backend side: DSR option read, service address remembered */
 	XLB_DSR_REPLY,             /* backend side: reply source rewritten to the service address */
+	XLB_CT_EVICTED,            /* not a verdict: a new flow took the conntrack way of a live one (table full) */
 	XLB_FORWARD_REASON_MAX,
 
 	XLB_DROP_FIRST = 16,
@@ -61,6 +62,7 @@ enum xlb_reason {
 	XLB_DROP_BACKEND_GONE,     /* tracked backend no longer exists and no other is available */
 	XLB_DROP_DSR_OPTION,       /* DSR option present but malformed */
 	XLB_DROP_ICMP_QUOTE,       /* ICMP error whose quoted packet we cannot read */
+	XLB_DROP_CT_BUSY,          /* the flow's conntrack entry was rewritten while the packet read it */
 	XLB_REASON_MAX = 32,
 };
 

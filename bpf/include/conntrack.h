@@ -2,18 +2,30 @@
 /*
  * Connection tracking for load-balanced flows: the client's tuple → the backend it got, so established
  * flows keep their backend when backends are added (Maglev reshuffles a little), and translation state
- * (SNAT address/port, DSR) stays with the flow. One table for every CPU: on veth, a flow's packets may
- * be handled on either CPU, so per-CPU values would split flows; the LRU evicts the least recently used
- * entry when full rather than failing, and a failed insert is still counted.
+ * (SNAT address/port, DSR) stays with the flow.
+ *
+ * The table is ours, not a kernel hash map: a set-associative array (struct ct_bucket) that the program
+ * reads and writes inline. Every call and return costs ~10 ns on kernels with return-thunk mitigations
+ * (SRSO "Safe RET" here), and a kernel hash map is calls all the way down: a lookup cost ~30 ns and an
+ * insert ~250 ns on this machine, against a few ns for a lookup here (bench/datapath.ts). The price is
+ * doing what the map did for us:
+ * - concurrency: one table for every CPU (on veth a flow's packets may be handled on either CPU). A
+ *   writer takes a way with a compare-and-swap on its seq (odd = being written), readers check the seq
+ *   around what they read and retry;
+ * - eviction: a new flow takes an empty or expired way, else the least recently seen of its bucket
+ *   (counted: XLB_CT_EVICTED);
+ * - the agent's purges and counts run in BPF too (xlb_ct_sweep), under the same protocol.
  */
 #ifndef XLB_CONNTRACK_H
 #define XLB_CONNTRACK_H
 
 #include "common.h"
+#include "hash.h"
 #include "maps.h"
 #include "parse.h"
 
-#define XLB_CT_MAX_ENTRIES 262144
+#define XLB_CT_BUCKETS 65536 /* × XLB_CT_WAYS = 262144 flows by default */
+#define XLB_CT_READ_RETRIES 4
 
 /* Lifetimes in seconds, as kube-proxy's conntrack settings: established TCP long, closing short. */
 #define XLB_CT_LIFETIME_TCP 21600
@@ -23,6 +35,8 @@
 
 /* Nanoseconds per jiffy (1e9 / CONFIG_HZ), set at load when the agent knows the kernel's HZ. */
 const volatile __u64 xlb_ns_per_jiffy = 0;
+/* Buckets − 1, set at load with the map's size (a power of two). */
+const volatile __u32 xlb_ct_bucket_mask = XLB_CT_BUCKETS - 1;
 
 /* Conntrack time, in ns: jiffies resolution is plenty for lifetimes in seconds, and reading jiffies
  * costs next to nothing, where even the coarse clock helper cost ~15 ns a packet here. */
@@ -40,29 +54,63 @@ static __always_inline __u32 xlb_coarse_sec(__u64 ns)
 }
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, XLB_CT_MAX_ENTRIES);
-	/* Per-CPU LRU lists over the one table: a new entry comes from this CPU's free list without the
-	 * global LRU lock (bench/datapath.ts: new flows ~10% faster here); each CPU evicts from its share. */
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__type(key, struct xlb_tuple);
-	__type(value, struct ct_entry);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_CT_BUCKETS);
+	__type(key, __u32);
+	__type(value, struct ct_bucket);
 } xlb_ct SEC(".maps");
 
-/* Room for a conntrack entry being built: off the 512-byte BPF stack, which the paths share. Per CPU,
- * and XDP runs to completion on its CPU, so no one else touches it meanwhile. */
+/* The agent's purge requests for the next sweep (struct ct_purge_key → 1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ct_purge_key);
+	__type(value, __u8);
+} xlb_ct_purge SEC(".maps");
+
+/* Room for the packet's flow and a conntrack entry being built: off the 512-byte BPF stack, which the
+ * paths share. Per CPU, and XDP runs to completion on its CPU, so no one else touches it meanwhile. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct ct_entry);
+	__type(value, struct ct_way);
 } xlb_ct_scratch SEC(".maps");
 
-static __always_inline struct ct_entry *ct_scratch(void)
+XLB_BTF_TYPE(ct_sweep);
+
+static __always_inline struct ct_way *ct_scratch(void)
 {
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&xlb_ct_scratch, &zero);
+}
+
+/*
+ * Where a flow's entry is (or would go), from ct_lookup. Plain numbers, no pointer: it is handed to
+ * global functions, where the verifier would not trust a pointer read back from memory.
+ */
+struct ct_ref {
+	__u32 index; /* the bucket */
+	__u32 tag;
+	__u32 way;   /* when found: the way holding the flow (live or expired) */
+	__u32 seq;   /* when found: that way's seq when it was read */
+	__u32 found;
+};
+
+#define XLB_READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+
+static __always_inline struct ct_bucket *ct_bucket_at(__u32 index)
+{
+	return bpf_map_lookup_elem(&xlb_ct, &index);
+}
+
+static __always_inline int ct_key_equal(const struct xlb_tuple *a, const struct xlb_tuple *b)
+{
+	const __u64 *x = (const __u64 *)a;
+	const __u64 *y = (const __u64 *)b;
+
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
 }
 
 static __always_inline __u64 ct_lifetime_ns(const struct ct_entry *entry, __u8 proto)
@@ -72,16 +120,66 @@ static __always_inline __u64 ct_lifetime_ns(const struct ct_entry *entry, __u8 p
 	return (proto == IPPROTO_TCP ? XLB_CT_LIFETIME_TCP : XLB_CT_LIFETIME_NONTCP) * XLB_NS;
 }
 
-/* The live entry of this flow, or NULL when there is none or it has expired. */
-static __always_inline struct ct_entry *ct_lookup(const struct xlb_tuple *tuple, __u64 now)
+static __always_inline int ct_expired(const struct ct_way *way, __u64 now)
 {
-	struct ct_entry *entry = bpf_map_lookup_elem(&xlb_ct, tuple);
+	return now - way->entry.last_seen > ct_lifetime_ns(&way->entry, way->key.proto);
+}
 
-	if (!entry)
+/* The way of this bucket holding `tuple`, with its seq read before the key; -1 when none does. */
+static __always_inline int ct_find_way(struct ct_bucket *bucket, const struct xlb_tuple *tuple, __u32 tag, __u32 *seq_out)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i < XLB_CT_WAYS; i++) {
+		__u32 seq = XLB_READ_ONCE(bucket->seq[i]);
+
+		if (bucket->tag[i] != tag || !ct_key_equal(&bucket->way[i].key, tuple))
+			continue;
+		*seq_out = seq;
+		return i;
+	}
+	return -1;
+}
+
+/*
+ * This flow's live entry, or NULL: no entry, expired, or still being written after a few tries (the
+ * packet is then a new flow's, which re-creates the entry). ref and *bucket_out are filled either way.
+ */
+static __always_inline struct ct_entry *ct_lookup(const struct xlb_tuple *tuple, __u32 seed, __u64 now, struct ct_ref *ref,
+						  struct ct_bucket **bucket_out)
+{
+	__u32 hash = xlb_tuple_hash(tuple, seed);
+	struct ct_bucket *bucket;
+	int attempt, way;
+
+	ref->index = hash & xlb_ct_bucket_mask;
+	ref->tag = hash | 1;
+	ref->found = 0;
+	bucket = ct_bucket_at(ref->index);
+	*bucket_out = bucket;
+	if (!bucket)
 		return NULL;
-	if (now - entry->last_seen > ct_lifetime_ns(entry, tuple->proto))
-		return NULL;
-	return entry;
+	for (attempt = 0; attempt < XLB_CT_READ_RETRIES; attempt++) {
+		way = ct_find_way(bucket, tuple, ref->tag, &ref->seq);
+		if (way < 0)
+			return NULL;
+		if (ref->seq & 1)
+			continue;
+		ref->way = way & (XLB_CT_WAYS - 1);
+		ref->found = 1;
+		if (ct_expired(&bucket->way[ref->way], now))
+			return NULL;
+		return &bucket->way[ref->way].entry;
+	}
+	return NULL;
+}
+
+/* Nobody rewrote the way since ct_lookup read it: what was read from it belongs to this flow. */
+static __always_inline int ct_unchanged(const struct ct_bucket *bucket, const struct ct_ref *ref)
+{
+	asm volatile("" ::: "memory");
+	return XLB_READ_ONCE(bucket->seq[ref->way & (XLB_CT_WAYS - 1)]) == ref->seq;
 }
 
 /* A TCP SYN on a flow that was closing starts a new connection: it may pick a backend afresh. */
@@ -94,18 +192,134 @@ static __always_inline int ct_is_reopened(const struct ct_entry *entry, const st
 static __always_inline void ct_touch(struct ct_entry *entry, const struct xlb_pkt *pkt, __u64 now)
 {
 	/* Written only when it moved on: a store per packet would keep the entry's cache line bouncing
-	 * between CPUs for nothing, lifetimes being seconds. */
+	 * between CPUs for nothing, lifetimes being seconds. Single aligned stores: never torn. */
 	if (now - entry->last_seen > XLB_NS / 4)
 		entry->last_seen = now;
-	if (pkt->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST))
+	if ((pkt->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST)) && !(entry->flags & XLB_CT_F_CLOSING))
 		entry->flags |= XLB_CT_F_CLOSING;
 }
 
-static __always_inline int ct_create(const struct xlb_tuple *tuple, const struct ct_entry *entry)
+/* Take way i for writing: 1 when this CPU now holds it (its seq odd), 0 when another one does. */
+static __always_inline int ct_way_lock(struct ct_bucket *bucket, __u32 i, __u32 *seq)
 {
-	if (bpf_map_update_elem(&xlb_ct, tuple, entry, BPF_ANY))
+	i &= XLB_CT_WAYS - 1;
+	*seq = XLB_READ_ONCE(bucket->seq[i]);
+	if (*seq & 1)
+		return 0;
+	return __sync_val_compare_and_swap(&bucket->seq[i], *seq, *seq + 1) == *seq;
+}
+
+static __always_inline void ct_way_unlock(struct ct_bucket *bucket, __u32 i)
+{
+	__sync_fetch_and_add(&bucket->seq[i & (XLB_CT_WAYS - 1)], 1);
+}
+
+/* Rewrite part of the flow's own live entry (its cached next hop) under the way's lock. Afterwards
+ * ref->seq is the way's new seq, so ct_unchanged still holds for this writer. */
+static __always_inline void ct_update_nexthop(struct ct_bucket *bucket, struct ct_ref *ref, const struct xlb_nexthop *nexthop)
+{
+	__u32 way = ref->way & (XLB_CT_WAYS - 1);
+	__u32 seq;
+
+	if (!ct_way_lock(bucket, way, &seq))
+		return; /* busy: the next packet caches it */
+	if (seq == ref->seq) {
+		bucket->way[way].entry.nexthop = *nexthop;
+		ref->seq = seq + 2;
+	}
+	ct_way_unlock(bucket, way);
+}
+
+/* The way a new entry goes to: the flow's own (reopened or expired), an empty or expired one, else the
+ * least recently seen; *evicts says whether that one was live. */
+static __always_inline __u32 ct_pick_way(const struct ct_bucket *bucket, const struct ct_ref *ref, __u64 now, int *evicts)
+{
+	__u64 oldest = ~0ULL;
+	__u32 victim = 0;
+	int i;
+
+	*evicts = 0;
+	if (ref->found)
+		return ref->way;
+#pragma unroll
+	for (i = 0; i < XLB_CT_WAYS; i++) {
+		if (!bucket->tag[i] || ct_expired(&bucket->way[i], now))
+			return i;
+		if (bucket->way[i].entry.last_seen < oldest) {
+			oldest = bucket->way[i].entry.last_seen;
+			victim = i;
+		}
+	}
+	*evicts = 1;
+	return victim;
+}
+
+/* Store a new flow's entry where ct_lookup said it goes: 1 when a live flow was evicted for it. */
+static __always_inline int ct_create(const struct xlb_tuple *tuple, const struct ct_entry *entry, const struct ct_ref *ref,
+				     __u64 now)
+{
+	struct ct_bucket *bucket = ct_bucket_at(ref->index);
+	__u32 way, seq;
+	int evicts;
+
+	if (!bucket)
 		return -XLB_DROP_CT_FULL;
+	way = ct_pick_way(bucket, ref, now, &evicts) & (XLB_CT_WAYS - 1);
+	if (!ct_way_lock(bucket, way, &seq))
+		return -XLB_DROP_CT_FULL; /* another CPU is writing that very way: rare, and the client retries */
+	bucket->way[way].key = *tuple;
+	bucket->way[way].entry = *entry;
+	bucket->tag[way] = ref->tag;
+	ct_way_unlock(bucket, way);
+	return evicts;
+}
+
+/* ---- the agent's sweeps (xlb_ct_sweep in xdp_lb.c) ---- */
+
+static __always_inline int ct_sweep_clears(const struct ct_way *way, const struct ct_sweep *sweep)
+{
+	struct ct_purge_key any = { .service_id = 0, .backend_id = way->entry.backend_id };
+	struct ct_purge_key pair = { .service_id = way->entry.service_id, .backend_id = way->entry.backend_id };
+
+	if (sweep->flags & XLB_CT_SWEEP_FLUSH)
+		return 1;
+	return (sweep->flags & XLB_CT_SWEEP_PURGE) &&
+	       (bpf_map_lookup_elem(&xlb_ct_purge, &any) || bpf_map_lookup_elem(&xlb_ct_purge, &pair));
+}
+
+static long ct_sweep_bucket(void *map, __u32 *index, struct ct_bucket *bucket, struct ct_sweep *sweep)
+{
+	__u64 now = xlb_now();
+	__u32 seq;
+	int i;
+
+	for (i = 0; i < XLB_CT_WAYS; i++) {
+		struct ct_way *way = &bucket->way[i];
+		int expired, requested;
+
+		if (!bucket->tag[i])
+			continue;
+		if (!ct_way_lock(bucket, i, &seq)) {
+			sweep->busy++;
+			continue;
+		}
+		expired = ct_expired(way, now);
+		requested = !expired && ct_sweep_clears(way, sweep);
+		if (expired || requested) {
+			bucket->tag[i] = 0;
+			sweep->cleared++;
+			sweep->purged += requested;
+		} else {
+			sweep->live++;
+		}
+		ct_way_unlock(bucket, i);
+	}
 	return 0;
+}
+
+static __always_inline void ct_sweep(struct ct_sweep *sweep)
+{
+	bpf_for_each_map_elem(&xlb_ct, ct_sweep_bucket, sweep, 0);
 }
 
 #endif

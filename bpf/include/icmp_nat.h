@@ -135,7 +135,9 @@ static __always_inline int icmp_nat_translate(void *data, void *data_end, struct
 	struct icmp_quote q = {};
 	struct xlb_tuple key;
 	struct nat_reverse *reverse;
+	struct ct_bucket *bucket;
 	struct ct_entry *ct;
+	struct ct_ref ref;
 	int err = icmp_parse_quote(data, data_end, pkt, &q);
 
 	if (err)
@@ -149,8 +151,8 @@ static __always_inline int icmp_nat_translate(void *data, void *data_end, struct
 		return err ? err : 1;
 	}
 	/* Quoting service → client: a reply of a flow we track; back to its backend as the backend sent it. */
-	ct = bpf_map_lookup_elem(&xlb_ct, &key);
-	if (!ct)
+	ct = ct_lookup(&key, cfg->ct_seed, xlb_now(), &ref, &bucket);
+	if (!ct || !bucket)
 		return 0;
 	if (ct->flags & XLB_CT_F_SNAT)
 		err = icmp_nat_rewrite(data, data_end, pkt, &q, &ct->backend.addr, &ct->backend.addr, ct->backend.port,
@@ -158,6 +160,8 @@ static __always_inline int icmp_nat_translate(void *data, void *data_end, struct
 	else
 		err = icmp_nat_rewrite(data, data_end, pkt, &q, &ct->backend.addr, &ct->backend.addr, ct->backend.port,
 				       &q.tuple.daddr, q.tuple.dport);
+	if (!err && !ct_unchanged(bucket, &ref))
+		err = -XLB_DROP_CT_BUSY;
 	return err ? err : 1;
 }
 

@@ -7,6 +7,7 @@
 #define XLB_LB_H
 
 #include "common.h"
+#include "hash.h"
 #include "maps.h"
 #include "parse.h"
 
@@ -120,25 +121,14 @@ static __always_inline __u32 lb_slot_backend(__u32 service_id, __u32 slot)
 	return backend_id ? *backend_id : 0;
 }
 
-/* jhash-style mix of the flow: same flow, same slot, on every node with the same seed. */
+/* The flow's Maglev hash: same flow, same slot, on every node with the same seed. */
 static __always_inline __u32 lb_flow_hash(const struct xlb_tuple *tuple)
 {
 	__u32 a = tuple->saddr.v6[0] ^ tuple->saddr.v6[1] ^ tuple->saddr.v6[2] ^ tuple->saddr.v6[3];
 	__u32 b = (((__u32)tuple->sport << 16) | tuple->dport) ^ xlb_maglev_hash_seed1;
 	__u32 c = tuple->proto ^ xlb_maglev_hash_seed0;
 
-	/* Bob Jenkins' final mix (jhash_3words) */
-	a += 0xdeadbeef;
-	b += 0xdeadbeef;
-	c += 0xdeadbeef;
-	c ^= b; c -= (b << 14) | (b >> 18);
-	a ^= c; a -= (c << 11) | (c >> 21);
-	b ^= a; b -= (a << 25) | (a >> 7);
-	c ^= b; c -= (b << 16) | (b >> 16);
-	a ^= c; a -= (c << 4) | (c >> 28);
-	b ^= a; b -= (a << 14) | (a >> 18);
-	c ^= b; c -= (b << 24) | (b >> 8);
-	return c;
+	return xlb_jhash_final(a + 0xdeadbeef, b + 0xdeadbeef, c + 0xdeadbeef);
 }
 
 static __always_inline __u32 lb_select_slot(const struct lb_service *svc, const struct xlb_tuple *tuple)

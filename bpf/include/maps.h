@@ -105,9 +105,9 @@ enum xlb_ct_flags {
 	XLB_CT_F_CLOSING = 1 << 2, /* FIN or RST seen: short lifetime */
 };
 
-/* Keyed by the client's tuple as it arrives (struct xlb_tuple). */
+/* A tracked flow's state; its key is the client's tuple as it arrives (struct xlb_tuple). */
 struct ct_entry {
-	__u64 last_seen;        /* bpf_ktime_get_coarse_ns */
+	__u64 last_seen;        /* xlb_now() */
 	__u32 backend_id;
 	__u32 service_id;
 	struct lb_backend backend;  /* a copy: established packets need no backend lookup */
@@ -116,6 +116,45 @@ struct ct_entry {
 	__u8 flags;              /* enum xlb_ct_flags */
 	__u8 pad;
 	struct xlb_nexthop nexthop; /* towards the backend */
+};
+
+struct ct_way {
+	struct xlb_tuple key;
+	struct ct_entry entry;
+};
+
+#define XLB_CT_WAYS 4
+
+/*
+ * One set of the conntrack table (conntrack.h): a flow lives in one of the XLB_CT_WAYS ways of the
+ * bucket its hash picks. The tags sit together in the first cache line, so a miss reads one line.
+ * seq[i] is odd while way i is being written (a seqlock: readers retry or give up, never use a torn way).
+ */
+struct ct_bucket {
+	__u32 seq[XLB_CT_WAYS];
+	__u32 tag[XLB_CT_WAYS];  /* 0: way i is empty; else its key's hash | 1 */
+	struct ct_way way[XLB_CT_WAYS];
+};
+
+/* What the agent asks of a conntrack sweep (xlb_ct_sweep, run through BPF_PROG_TEST_RUN), and its answer. */
+enum xlb_ct_sweep_flags {
+	XLB_CT_SWEEP_FLUSH = 1 << 0, /* clear every entry */
+	XLB_CT_SWEEP_PURGE = 1 << 1, /* clear entries whose {service, backend} is in xlb_ct_purge */
+};
+
+struct ct_sweep {
+	__u32 flags;    /* in: enum xlb_ct_sweep_flags; expired entries are always cleared */
+	__u32 live;     /* out: entries left */
+	__u32 cleared;  /* out: entries cleared, expired ones included */
+	__u32 purged;   /* out: entries cleared by FLUSH or PURGE */
+	__u32 busy;     /* out: ways skipped because a packet was writing them */
+	__u32 pad;
+};
+
+/* A purge request: entries of this backend in this service; service_id 0 = in every service. */
+struct ct_purge_key {
+	__u32 service_id;
+	__u32 backend_id;
 };
 
 /* ---- SNAT (nat.h) ---- */
@@ -163,6 +202,8 @@ struct xlb_config {
 	__u16 nat_port_min;       /* SNAT source ports, host order */
 	__u16 nat_port_max;
 	__u32 event_sample;       /* 1 in N new-flow events reach the ring buffer; 0 = none */
+	__u32 ct_seed;            /* conntrack hash seed: random per node, kept across agent restarts */
+	__u32 pad;
 };
 
 /* ---- counters and events (metrics.h) ---- */

@@ -168,64 +168,112 @@ static __always_inline void reject(struct xdp_md *ctx, const struct xlb_pkt *pkt
 }
 
 /*
- * A packet to a port some frontend listens on. Conntrack first: an established flow needs nothing
- * else (its entry holds the backend, and removing a service or backend purges its entries), so only
- * packets without a live flow pay the service lookup.
+ * The first packet of a flow (or a new connection on an old tuple): service, source ranges, backend,
+ * translation, next hop, and a conntrack entry where ct_lookup said it goes.
  */
-XLB_SUBPROG int xlb_service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_tuple *flow,
-				 struct verdict *v)
+XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct ct_ref *ref, struct verdict *v)
 {
 	struct xlb_config *cfg = xlb_get_config();
-	struct ct_entry *new_ct = ct_scratch();
-	const struct lb_backend *backend;
-	struct lb_backend *chosen = NULL;
+	struct ct_way *scratch = ct_scratch();
+	struct lb_backend *backend = NULL;
 	struct lb_service *svc;
 	struct ct_entry *ct;
 	__u64 now = xlb_now();
 	int err;
 
-	if (!pkt || !flow || !v || !cfg || !new_ct)
+	if (!pkt || !ref || !v || !cfg || !scratch)
 		return 0;
-	ct = ct_lookup(&pkt->tuple, now);
-	if (ct && !ct_is_reopened(ct, pkt)) {
-		ct_touch(ct, pkt, now);
-		v->reason = XLB_FWD_ESTABLISHED;
-		v->service_id = ct->service_id;
-		backend = &ct->backend;
-	} else {
-		/* a new flow, or a new connection on an old tuple */
-		svc = lb_lookup_service(&pkt->tuple);
-		if (!svc)
-			return 0;
-		v->service_id = svc->id;
-		err = open_flow(svc, pkt, cfg, new_ct, &chosen, now);
-		if (err == -XLB_REJECT_NO_BACKEND) {
-			reject(ctx, pkt, v);
-			return 0;
-		}
-		if (err)
-			goto drop;
-		v->reason = XLB_FWD_NEW_FLOW;
-		ct = new_ct;
-		backend = chosen;
+	ct = &scratch->entry;
+	svc = lb_lookup_service(&pkt->tuple);
+	if (!svc)
+		return 0;
+	v->service_id = svc->id;
+	err = open_flow(svc, pkt, cfg, ct, &backend, now);
+	if (err == -XLB_REJECT_NO_BACKEND) {
+		reject(ctx, pkt, v);
+		return 0;
 	}
+	if (err)
+		goto drop;
+	v->reason = XLB_FWD_NEW_FLOW;
 	v->backend_id = ct->backend_id;
 	if (pkt->frag == XLB_FRAG_FIRST)
 		frag_remember(pkt);
-	err = translate_to_backend(ctx, pkt, ct, backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, ct == new_ct));
+	err = translate_to_backend(ctx, pkt, ct, backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 1));
 	if (err)
 		goto drop;
 	v->action = fwd_packet(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now), &v->reason);
-	if (ct == new_ct && v->action != XDP_DROP) {
-		err = ct_create(flow, ct);
-		if (err)
-			goto drop;
-	}
+	if (v->action == XDP_DROP)
+		return 0;
+	err = ct_create(&scratch->key, ct, ref, now);
+	if (err < 0)
+		goto drop;
+	if (err)
+		xlb_count(XLB_CT_EVICTED, XLB_DIR_INGRESS, 0);
 	return 0;
 drop:
 	v->action = XDP_DROP;
 	v->reason = -err;
 	return 0;
+}
+
+/*
+ * A later packet of a tracked flow: to its backend, with what the entry remembers (read in place, and
+ * checked afterwards not to have been rewritten meanwhile).
+ */
+XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_ref *ref, struct verdict *v)
+{
+	struct xlb_nexthop nexthop;
+	struct ct_bucket *bucket;
+	struct ct_entry *ct;
+	__u64 now = xlb_now();
+	int err;
+
+	if (!pkt || !ref || !v)
+		return 0;
+	bucket = ct_bucket_at(ref->index);
+	if (!bucket)
+		return 0;
+	ct = &bucket->way[ref->way & (XLB_CT_WAYS - 1)].entry;
+	nexthop = ct->nexthop;
+	ct_touch(ct, pkt, now);
+	v->reason = XLB_FWD_ESTABLISHED;
+	v->service_id = ct->service_id;
+	v->backend_id = ct->backend_id;
+	if (pkt->frag == XLB_FRAG_FIRST)
+		frag_remember(pkt);
+	err = translate_to_backend(ctx, pkt, ct, &ct->backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 0));
+	if (err) {
+		v->action = XDP_DROP;
+		v->reason = -err;
+		return 0;
+	}
+	v->action = fwd_packet(ctx, pkt, &nexthop, xlb_coarse_sec(now), &v->reason);
+	if (nexthop.updated != ct->nexthop.updated)
+		ct_update_nexthop(bucket, ref, &nexthop);
+	if (!ct_unchanged(bucket, ref)) {
+		v->action = XDP_DROP;
+		v->reason = XLB_DROP_CT_BUSY;
+	}
+	return 0;
+}
+
+/*
+ * A packet to a port some frontend listens on. Conntrack first: an established flow needs nothing
+ * else (its entry holds the backend, and removing a service or backend purges its entries), so only
+ * packets without a live flow pay the service lookup.
+ */
+static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_config *cfg,
+					 struct verdict *v)
+{
+	struct ct_bucket *bucket;
+	struct ct_ref ref;
+	struct ct_entry *ct = ct_lookup(&pkt->tuple, cfg->ct_seed, xlb_now(), &ref, &bucket);
+
+	if (ct && !ct_is_reopened(ct, pkt))
+		xlb_established_path(ctx, pkt, &ref, v);
+	else
+		xlb_new_flow_path(ctx, pkt, &ref, v);
 }
 
 static __always_inline int sampled(const struct xlb_config *cfg)
@@ -241,17 +289,21 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 	__u32 len = data_end - data;
 	struct verdict v = { .action = XDP_PASS, .reason = XLB_PASS_NOT_SERVICE };
 	struct xlb_config *cfg = xlb_get_config();
+	struct ct_way *scratch = ct_scratch();
 	struct nat_reverse *reverse;
 	struct xlb_pkt pkt = {};
-	struct xlb_tuple flow;
+	struct xlb_tuple *flow;
 	int err;
 
-	if (!cfg)
+	if (!cfg || !scratch)
 		return XDP_PASS; /* not configured yet */
 	err = xlb_parse(data, data_end, &pkt, 1);
 	if (err == XLB_PARSE_NOT_IP)
 		return XDP_PASS;
-	flow = pkt.tuple;
+	/* The flow as it arrived, kept off the stack: what events report and, for a new flow, its
+	 * conntrack key (ports recalled for later fragments). */
+	flow = &scratch->key;
+	*flow = pkt.tuple;
 	if (err < 0) {
 		v.action = XDP_DROP;
 		v.reason = -err;
@@ -261,7 +313,7 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 		v.reason = XLB_PASS_FRAGMENT;
 		goto out;
 	}
-	flow = pkt.tuple; /* the flow as it arrived (ports recalled): conntrack key, what events report */
+	*flow = pkt.tuple;
 	if (pkt.icmp_error) {
 		xlb_icmp_error_path(ctx, &pkt, &v);
 		goto out;
@@ -272,16 +324,16 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 		goto out;
 	}
 	if (lb_port_in_use(pkt.tuple.dport))
-		xlb_service_path(ctx, &pkt, &flow, &v);
+		service_path(ctx, &pkt, cfg, &v);
 out:
 	xlb_count(v.reason, XLB_DIR_INGRESS, len);
 	if (xlb_is_drop(v.reason))
-		xlb_emit(XLB_EVENT_DROP, v.reason, XLB_DIR_INGRESS, &flow, ctx->ingress_ifindex, v.service_id,
+		xlb_emit(XLB_EVENT_DROP, v.reason, XLB_DIR_INGRESS, flow, ctx->ingress_ifindex, v.service_id,
 			 v.backend_id);
 	else if (v.reason == XLB_REJECT_NO_BACKEND)
-		xlb_emit(XLB_EVENT_REJECT, v.reason, XLB_DIR_INGRESS, &flow, ctx->ingress_ifindex, v.service_id, 0);
+		xlb_emit(XLB_EVENT_REJECT, v.reason, XLB_DIR_INGRESS, flow, ctx->ingress_ifindex, v.service_id, 0);
 	else if (v.reason == XLB_FWD_NEW_FLOW && sampled(cfg))
-		xlb_emit(XLB_EVENT_NEW_FLOW, v.reason, XLB_DIR_INGRESS, &flow, ctx->ingress_ifindex, v.service_id,
+		xlb_emit(XLB_EVENT_NEW_FLOW, v.reason, XLB_DIR_INGRESS, flow, ctx->ingress_ifindex, v.service_id,
 			 v.backend_id);
 	return v.action;
 }
@@ -290,6 +342,21 @@ SEC("xdp")
 int xdp_lb(struct xdp_md *ctx)
 {
 	return xdp_lb_packet(ctx);
+}
+
+/* The agent's conntrack sweep (purge, flush, count), run through BPF_PROG_TEST_RUN: the table's
+ * writers all follow its locking, the agent included. */
+SEC("syscall")
+int xlb_ct_sweep(struct ct_sweep *args)
+{
+	struct ct_sweep sweep = { .flags = args->flags };
+
+	ct_sweep(&sweep);
+	args->live = sweep.live;
+	args->cleared = sweep.cleared;
+	args->purged = sweep.purged;
+	args->busy = sweep.busy;
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";

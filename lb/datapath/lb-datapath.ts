@@ -2,12 +2,14 @@
  * The load-balancing node's datapath: xdp_lb.o loaded with this node's Maglev parameters, its maps
  * pinned (so an agent restart keeps services, conntrack and SNAT state), attached to the devices.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { assertMaglevTableSize, type MaglevSeed } from '../maglev/index.js';
 import { counterIndex, Direction, REASON_MAX } from '../reasons.js';
 import type { BpfMap } from './map.js';
-import { XlbConfig } from '../layouts.js';
+import { CT_WAYS, XlbConfig } from '../layouts.js';
+import { Conntrack } from './conntrack.js';
 import { BpfObject } from './object.js';
 import { bpfObjectPath } from './objects.js';
 import { attachXdp, type XdpMode } from './xdp.js';
@@ -17,6 +19,7 @@ export interface LbDatapathOptions {
   maglevSeed: MaglevSeed;
   /** Pin the maps here (e.g. /sys/fs/bpf/xlb); omit for a throwaway datapath (tests, benchmarks). */
   pinDir?: string;
+  /** Flows conntrack holds: a power of two, at least 4 × CT_WAYS (default 262144). */
   conntrackEntries?: number;
   /** The compiled object, relative to build/bpf (default xdp/xdp_lb.o; benchmarks load a harness around it). */
   object?: string;
@@ -38,14 +41,21 @@ export interface CounterSample {
   bytes: bigint;
 }
 
+const DEFAULT_CONNTRACK_ENTRIES = 262144;
+
 export class LbDatapath {
+  readonly conntrack: Conntrack;
+
   private constructor(
     readonly object: BpfObject,
     readonly options: LbDatapathOptions,
-  ) {}
+  ) {
+    this.conntrack = Conntrack.fromObject(object);
+  }
 
   static load(options: LbDatapathOptions): LbDatapath {
     assertMaglevTableSize(options.maglevTableSize);
+    const ctBuckets = conntrackBuckets(options.conntrackEntries ?? DEFAULT_CONNTRACK_ENTRIES);
     if (options.pinDir) mkdirSync(options.pinDir, { recursive: true });
     const object = BpfObject.load(bpfObjectPath(options.object ?? 'xdp/xdp_lb.o'), {
       pinDir: options.pinDir,
@@ -54,9 +64,10 @@ export class LbDatapath {
         xlb_maglev_hash_seed0: options.maglevSeed.jhash0,
         xlb_maglev_hash_seed1: options.maglevSeed.jhash1,
         xlb_ns_per_jiffy: nsPerJiffy(),
+        xlb_ct_bucket_mask: ctBuckets - 1,
       },
       valueSize: { xlb_lb_maglev: 2 * options.maglevTableSize },
-      maxEntries: options.conntrackEntries ? { xlb_ct: options.conntrackEntries, xlb_snat: options.conntrackEntries } : {},
+      maxEntries: { xlb_ct: ctBuckets, ...(options.conntrackEntries ? { xlb_snat: options.conntrackEntries } : {}) },
     });
     return new LbDatapath(object, options);
   }
@@ -73,8 +84,13 @@ export class LbDatapath {
     });
   }
 
+  /** Write the node's config; the conntrack hash seed is drawn once and kept (entries hash by it). */
   configure(config: LbNodeConfig): void {
-    this.map('xlb_config').update(Buffer.alloc(4), encodeConfig(config));
+    const map = this.map('xlb_config');
+    const key = Buffer.alloc(4);
+    const current = map.lookup(key);
+    const kept = current ? XlbConfig.decode(current).ctSeed : 0;
+    map.update(key, encodeConfig(config, kept || randomBytes(4).readUInt32LE(0) || 1));
   }
 
   /** Every non-zero counter, summed over CPUs. */
@@ -98,13 +114,14 @@ export class LbDatapath {
 }
 
 /** struct xlb_config (maps.h): unset node addresses are all-zero. */
-function encodeConfig(config: LbNodeConfig): Buffer {
+function encodeConfig(config: LbNodeConfig, ctSeed: number): Buffer {
   return XlbConfig.encode({
     nodeV4: config.nodeV4 ?? '0.0.0.0',
     nodeV6: config.nodeV6 ?? '::',
     natPortMin: config.natPortMin,
     natPortMax: config.natPortMax,
     eventSample: config.eventSample,
+    ctSeed,
   });
 }
 
@@ -117,4 +134,13 @@ export function nsPerJiffy(configPath = '/proc/config.gz'): number {
   const match = /^CONFIG_HZ=(\d+)$/m.exec(gunzipSync(readFileSync(configPath)).toString());
   const hz = match ? Number(match[1]) : 0;
   return hz > 0 ? Math.round(1e9 / hz) : 0;
+}
+
+/** Buckets for `entries` flows (CT_WAYS per bucket); the datapath masks hashes with buckets − 1. */
+function conntrackBuckets(entries: number): number {
+  const buckets = entries / CT_WAYS;
+  if (!Number.isInteger(buckets) || buckets < 4 || (buckets & (buckets - 1)) !== 0) {
+    throw new Error(`conntrack entries must be ${CT_WAYS} × a power of two ≥ 4, got ${entries}`);
+  }
+  return buckets;
 }

@@ -27,8 +27,9 @@
  */
 import { BpfError } from './errors.js';
 import { MapType, type BpfMap } from './map.js';
+import { Conntrack, CONNTRACK_MAPS, type FlowPurger } from './conntrack.js';
 import type { BpfObject } from './object.js';
-import { CtEntry, LbAffinity, LbAffinityKey, LbBackend, LbPortBitmap, LbService, LbServiceKey, LbSlotKey, LbSourceRangeKey } from '../layouts.js';
+import { LbAffinity, LbAffinityKey, LbBackend, LbPortBitmap, LbService, LbServiceKey, LbSlotKey, LbSourceRangeKey } from '../layouts.js';
 import { lbStateFromMaps, type LbState, type MapEntry } from '../lbmap/desired.js';
 import { diffLbState, type LbChanges, type ServiceChanges } from '../lbmap/diff.js';
 
@@ -38,7 +39,6 @@ export const LB_MAPS = {
   slot: 'xlb_lb_slot',
   maglev: 'xlb_lb_maglev',
   sourceRange: 'xlb_lb_srcrng',
-  conntrack: 'xlb_ct',
   affinity: 'xlb_lb_affin',
   ports: 'xlb_lb_ports',
 } as const;
@@ -104,12 +104,14 @@ export class LbMapWriter {
   private readonly slot: LbMapHandle;
   private readonly maglev: LbMapHandle;
   private readonly srcrng: LbMapHandle;
-  private readonly ct: LbMapHandle | undefined;
   private readonly affinity: LbMapHandle | undefined;
   private readonly ports: LbMapHandle | undefined;
 
-  /** Maps by kernel name (LB_MAPS); xlb_ct and xlb_lb_affin are optional (no purge without them). */
-  constructor(maps: Readonly<Record<string, LbMapHandle | undefined>>) {
+  /** Maps by kernel name (LB_MAPS; xlb_lb_affin optional) and the conntrack to purge (none: no purge). */
+  constructor(
+    maps: Readonly<Record<string, LbMapHandle | undefined>>,
+    private readonly conntrack?: FlowPurger,
+  ) {
     const need = (name: string, keySize: number, valueSize: number | undefined): LbMapHandle => {
       const map = maps[name];
       if (!map) throw new Error(`LbMapWriter: map ${name} is missing (given: ${Object.keys(maps).join(', ')})`);
@@ -121,8 +123,6 @@ export class LbMapWriter {
     this.slot = need(LB_MAPS.slot, LbSlotKey.size, 4);
     this.maglev = need(LB_MAPS.maglev, 4, undefined);
     this.srcrng = need(LB_MAPS.sourceRange, LbSourceRangeKey.size, 1);
-    this.ct = maps[LB_MAPS.conntrack];
-    if (this.ct) checkSizes(this.ct, LB_MAPS.conntrack, undefined, CtEntry.size);
     this.affinity = maps[LB_MAPS.affinity];
     if (this.affinity) checkSizes(this.affinity, LB_MAPS.affinity, LbAffinityKey.size, LbAffinity.size);
     this.ports = maps[LB_MAPS.ports];
@@ -135,7 +135,7 @@ export class LbMapWriter {
       const map = object.maps.get(name);
       if (map) maps[name] = map;
     }
-    return new LbMapWriter(maps);
+    return new LbMapWriter(maps, object.maps.has(CONNTRACK_MAPS.table) ? Conntrack.fromObject(object) : undefined);
   }
 
   /** Maglev table size M the map was loaded for (value size 2·M). */
@@ -238,16 +238,16 @@ export class LbMapWriter {
     const gone = new Set(purge.backendIds);
     const matches = (serviceId: number, backendId: number): boolean => gone.has(backendId) || pairs.has(`${serviceId}/${backendId}`);
 
-    if (this.ct) {
-      const serviceAt = fieldOffset(CtEntry.fields, 'serviceId');
-      const backendAt = fieldOffset(CtEntry.fields, 'backendId');
-      result.conntrack = purgeMatching(this.ct, result.errors, (_key, value) =>
-        matches(value.readUInt32LE(serviceAt), value.readUInt32LE(backendAt)),
-      );
+    if (this.conntrack) {
+      try {
+        result.conntrack = this.conntrack.purge(purge);
+      } catch (error) {
+        result.errors.push(`purging conntrack: ${error instanceof Error ? error.message : String(error)}`);
+      }
     }
     if (this.affinity) {
-      const serviceAt = fieldOffset(LbAffinityKey.fields, 'serviceId');
-      const backendAt = fieldOffset(LbAffinity.fields, 'backendId');
+      const serviceAt = LbAffinityKey.offsetOf('serviceId');
+      const backendAt = LbAffinity.offsetOf('backendId');
       result.affinity = purgeMatching(this.affinity, result.errors, (key, value) =>
         matches(key.readUInt32LE(serviceAt), value.readUInt32LE(backendAt)),
       );
@@ -296,11 +296,6 @@ function checkSizes(map: LbMapHandle, name: string, keySize: number | undefined,
   }
 }
 
-function fieldOffset(fields: readonly { name: string; offset: number }[], name: string): number {
-  const field = fields.find((f) => f.name === name);
-  if (!field) throw new Error(`no field ${name}`);
-  return field.offset;
-}
 
 /** Replays the undo log backwards; returns what could not be restored. */
 function rollback(undo: UndoRecord[]): string[] {

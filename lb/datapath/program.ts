@@ -21,6 +21,7 @@ export interface TestRunResult {
   /** average ns per run, as the kernel measured it */
   duration: number;
   data: Buffer;
+  /** ctx out when ctxOutSize asked for it, else the context as the kernel left it (syscall programs write theirs back) */
   ctx: Buffer;
 }
 
@@ -68,10 +69,19 @@ export class BpfProgram {
         retval: o.readUInt32LE(56),
         duration: o.readUInt32LE(64),
         data: dataOut ? Buffer.from(dataOut.bytes.subarray(0, o.readUInt32LE(28))) : Buffer.alloc(0),
-        ctx: ctxOut ? Buffer.from(ctxOut.bytes.subarray(0, o.readUInt32LE(52))) : Buffer.alloc(0),
+        ctx: ctxOut ? Buffer.from(ctxOut.bytes.subarray(0, o.readUInt32LE(52))) : ctx ? Buffer.from(ctx.bytes) : Buffer.alloc(0),
       };
     } finally {
       for (const b of [data, dataOut, ctx, ctxOut, opts]) b?.free();
     }
+  }
+
+  /**
+   * Run a SEC("syscall") program once with `args` as its context; such a program answers by writing
+   * its context, which the kernel copies back.
+   */
+  runSyscall(args: Uint8Array): { retval: number; args: Buffer } {
+    const { retval, ctx } = this.testRun({ ctx: args, repeat: 0 });
+    return { retval, args: ctx };
   }
 }

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import { LbMapWriter, LbWriteError, LB_MAPS } from '../../lb/datapath/lb-writer.js';
 import { BPF_F_NO_PREALLOC, BpfMap, MapType } from '../../lb/datapath/map.js';
+import type { CtPurgeRequest, FlowPurger } from '../../lb/datapath/conntrack.js';
 import {
-  CtEntry,
   LbAffinity,
   LbAffinityKey,
   LbBackend,
@@ -47,7 +47,6 @@ function lbMaps(sizes: Sizes = {}): Record<string, BpfMap> {
     [LB_MAPS.slot]: BpfMap.create(MapType.Hash, LB_MAPS.slot, LbSlotKey.size, 4, sizes.slot ?? 256),
     [LB_MAPS.maglev]: BpfMap.create(MapType.Hash, LB_MAPS.maglev, 4, 2 * M, 16, BPF_F_NO_PREALLOC),
     [LB_MAPS.sourceRange]: BpfMap.create(MapType.LpmTrie, LB_MAPS.sourceRange, LbSourceRangeKey.size, 1, 64, BPF_F_NO_PREALLOC),
-    [LB_MAPS.conntrack]: BpfMap.create(MapType.LruHash, LB_MAPS.conntrack, 40, CtEntry.size, 1024),
     [LB_MAPS.affinity]: BpfMap.create(MapType.LruHash, LB_MAPS.affinity, LbAffinityKey.size, LbAffinity.size, 1024),
   };
   open.push(...Object.values(maps));
@@ -74,12 +73,31 @@ const dns6 = svc({
   sourceRanges: ['2001:db8:1::/48'],
 });
 
+/**
+ * Conntrack as the writer sees it: flows as (service, backend) pairs, purged by the rule the datapath's
+ * sweep applies (test/datapath/conntrack.test.ts checks the sweep itself). Records every request.
+ */
+class FlowTable implements FlowPurger {
+  flows: [number, number][] = [];
+  readonly requests: CtPurgeRequest[] = [];
+
+  purge(request: CtPurgeRequest): number {
+    this.requests.push(request);
+    const doomed = ([s, b]: [number, number]): boolean =>
+      request.backendIds.includes(b) || request.pairs.some((p) => p.serviceId === s && p.backendId === b);
+    const before = this.flows.length;
+    this.flows = this.flows.filter((flow) => !doomed(flow));
+    return before - this.flows.length;
+  }
+}
+
 class Fixture {
   readonly ids = new IdAllocator();
   readonly cache = new MaglevTableCache();
+  readonly conntrack = new FlowTable();
   readonly writer: LbMapWriter;
   constructor(readonly maps: Record<string, BpfMap>) {
-    this.writer = new LbMapWriter(maps);
+    this.writer = new LbMapWriter(maps, this.conntrack);
   }
 
   desired(services: Record<string, Service>): DesiredLbState {
@@ -92,24 +110,6 @@ class Fixture {
     return map;
   }
 }
-
-/** A conntrack key: just distinct 40-byte tuples (client address and port vary). */
-function ctKey(n: number): Buffer {
-  const key = Buffer.alloc(40);
-  encodeXlbAddr(`198.18.200.${n}`).copy(key, 0);
-  encodeXlbAddr('198.18.0.10').copy(key, 16);
-  key.writeUInt16BE(10000 + n, 32);
-  key.writeUInt16BE(80, 34);
-  key[36] = 6;
-  key[37] = 2;
-  return key;
-}
-
-const ctValue = (serviceId: number, backendId: number): Buffer =>
-  CtEntry.encode({
-    lastSeen: 1n, backendId, serviceId, backend: { addr: '198.18.0.2', port: 80, family: 2 }, natAddr: '198.18.0.1', natPort: 40000, flags: 0,
-    nexthop: { ifindex: 0, updated: 0, dmac: Buffer.alloc(6), smac: Buffer.alloc(6) },
-  });
 
 describe('LbMapWriter on kernel maps', () => {
   test('applies a desired state; the maps read back decode to it', () => {
@@ -216,11 +216,9 @@ describe('LbMapWriter on kernel maps', () => {
     const id = (last: number): number => f.ids.backendId(backendKey(`198.18.1.${last}`, 8080, 'TCP')) ?? 0;
     const [b1, b2, b3] = [id(1), id(2), id(3)];
 
-    const ct = f.map(LB_MAPS.conntrack);
-    const flows: [number, number][] = [
+    f.conntrack.flows = [
       [webId, b1], [webId, b1], [webId, b2], [webId, b3], [otherId, b1], [otherId, b1],
     ];
-    flows.forEach(([s, b], i) => ct.update(ctKey(i), ctValue(s, b)));
     const affinity = f.map(LB_MAPS.affinity);
     const affinityKey = (serviceId: number, client: string): Buffer => LbAffinityKey.encode({ serviceId, client });
     affinity.update(affinityKey(webId, '198.18.200.1'), LbAffinity.encode({ lastUsed: 1n, backendId: b1 }));
@@ -232,9 +230,9 @@ describe('LbMapWriter on kernel maps', () => {
     assert.equal(stats.purgedConntrack, 2);
     assert.equal(stats.purgedAffinity, 1);
     assert.deepEqual(stats.purgeErrors, []);
-    const left = [...ct.entries()].map(([, v]) => CtEntry.decode(v)).map((e) => [e.serviceId, e.backendId]);
+    assert.deepEqual(f.conntrack.requests, [{ pairs: [{ serviceId: webId, backendId: b1 }], backendIds: [] }]);
     assert.deepEqual(
-      left.sort((x, y) => (x[0] ?? 0) - (y[0] ?? 0) || (x[1] ?? 0) - (y[1] ?? 0)),
+      [...f.conntrack.flows].sort((x, y) => (x[0] ?? 0) - (y[0] ?? 0) || (x[1] ?? 0) - (y[1] ?? 0)),
       [[webId, b2], [webId, b3], [otherId, b1], [otherId, b1]].sort((x, y) => (x[0] ?? 0) - (y[0] ?? 0) || (x[1] ?? 0) - (y[1] ?? 0)),
     );
     assert.equal(affinity.lookup(affinityKey(webId, '198.18.200.1')), undefined);
@@ -245,7 +243,7 @@ describe('LbMapWriter on kernel maps', () => {
     const removal = f.writer.reconcile(f.desired({ web: web([be(2), be(3, { state: 'terminating' })]) }));
     assert.equal(removal.purgedConntrack, 2);
     assert.equal(f.map(LB_MAPS.backend).lookup(Buffer.from(new Uint32Array([b1]).buffer)), undefined);
-    assert.equal([...ct.keys()].length, 2);
+    assert.equal(f.conntrack.flows.length, 2);
   });
 
   test('removing every service empties the LB maps', () => {

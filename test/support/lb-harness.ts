@@ -4,6 +4,7 @@
  * backends and the client. Services are installed the way the agent installs them: validate →
  * desired state → LbMapWriter.
  */
+import { CONNTRACK_MAPS, ctWays } from '../../lb/datapath/conntrack.js';
 import { inNetns } from '../../lb/datapath/netns.js';
 import { ifindexOf } from '../../lb/datapath/netif.js';
 import { LbDatapath } from '../../lb/datapath/lb-datapath.js';
@@ -13,6 +14,7 @@ import { Topology } from '../../lb/datapath/topology.js';
 import { desiredLbState } from '../../lb/lbmap/desired.js';
 import { IdAllocator } from '../../lb/lbmap/ids.js';
 import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
+import { CtEntry, XlbTuple } from '../../lb/layouts.js';
 import { counterIndex, Direction } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
 import { parseFrame, type ParsedFrame } from './packet.js';
@@ -49,16 +51,17 @@ export class LbHarness {
     private readonly topology: Topology,
     readonly ns: string,
     object: string | undefined,
+    conntrackEntries: number | undefined,
   ) {
-    this.lb = LbDatapath.load({ maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), object });
+    this.lb = LbDatapath.load({ maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), object, conntrackEntries });
     this.writer = LbMapWriter.fromObject(this.lb.object);
     this.lb.configure({ nodeV4: NODE.v4, nodeV6: NODE.v6, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 1 });
     this.ifindex = inNetns(ns, () => ifindexOf('v0'));
     this.deviceMac = topology.exec(ns, 'cat', ['/sys/class/net/v0/address']).trim();
   }
 
-  /** `object`: another compiled object holding xdp_lb (the benchmark's harness), default xdp_lb.o itself. */
-  static create(tag: string, object?: string): LbHarness {
+  /** `object`: another compiled object holding xdp_lb (the benchmark's harness), default xdp_lb.o itself; `conntrackEntries`: the table's size. */
+  static create(tag: string, object?: string, conntrackEntries?: number): LbHarness {
     const topology = new Topology(tag);
     try {
       const ns = topology.namespace('pkt');
@@ -70,7 +73,7 @@ export class LbHarness {
         topology.exec(ns, 'ip', ['neigh', 'replace', host.v4, 'lladdr', host.mac, 'dev', 'v0', 'nud', 'permanent']);
         topology.exec(ns, 'ip', ['-6', 'neigh', 'replace', host.v6, 'lladdr', host.mac, 'dev', 'v0', 'nud', 'permanent']);
       }
-      return new LbHarness(topology, ns, object);
+      return new LbHarness(topology, ns, object, conntrackEntries);
     } catch (error) {
       topology.destroy();
       throw error;
@@ -117,9 +120,16 @@ export class LbHarness {
     return this.lb.map('xlb_metrics').sumPerCpuU64(key)[0] ?? 0n;
   }
 
+  /** Every flow conntrack holds, decoded. */
+  flows(): { tuple: ReturnType<typeof XlbTuple.decode>; entry: ReturnType<typeof CtEntry.decode> }[] {
+    const buckets = [...this.lb.map(CONNTRACK_MAPS.table).entries()].map(([, bucket]) => bucket);
+    return [...ctWays(buckets)].map(([tuple, entry]) => ({ tuple: XlbTuple.decode(tuple), entry: CtEntry.decode(entry) }));
+  }
+
   /** Forget every tracked flow (conntrack, SNAT ports, affinity), as if the node had just started. */
   flushFlows(): void {
-    for (const name of ['xlb_ct', 'xlb_snat', 'xlb_lb_affin', 'xlb_frag']) {
+    this.lb.conntrack.flush();
+    for (const name of ['xlb_snat', 'xlb_lb_affin', 'xlb_frag']) {
       const map = this.lb.map(name);
       map.deleteBatch([...map.keys()]);
     }

@@ -1,0 +1,135 @@
+/**
+ * The conntrack table (bpf/include/conntrack.h) driven by real packets through xdp_lb, and the agent's
+ * side of it (lb/datapath/conntrack.ts): flows read back from the buckets, the BPF sweep's purge,
+ * flush and count, eviction when a bucket is full, and the hash seed kept across reconfiguration.
+ */
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { CT_WAYS, CtFlag, XlbConfig } from '../../lb/layouts.js';
+import { Reason } from '../../lb/reasons.js';
+import { BACKENDS, CLIENT, LbHarness, NAT_PORTS, NODE, XDP } from '../support/lb-harness.js';
+import { buildFrame, TCP_FLAGS } from '../support/packet.js';
+
+const VIP_A = '198.18.10.10';
+const VIP_B = '198.18.10.11';
+const SERVICES = {
+  a: { frontend: { address: VIP_A, port: 80, protocol: 'TCP' }, mode: 'dsr', backends: BACKENDS.map((b) => ({ address: b.v4, port: 8080 })) },
+  b: { frontend: { address: VIP_B, port: 80, protocol: 'TCP' }, mode: 'snat', backends: BACKENDS.map((b) => ({ address: b.v4, port: 8080 })) },
+};
+
+const syn = (vip: string, sport: number): Buffer =>
+  buildFrame({ eth: { src: CLIENT.mac, dst: '02:00:00:00:00:02' }, ip: { src: CLIENT.v4, dst: vip }, l4: { proto: 'tcp', sport, dport: 80, flags: TCP_FLAGS.SYN } });
+
+describe('conntrack table', () => {
+  let h: LbHarness;
+  before(() => {
+    h = LbHarness.create('ct');
+    h.install(SERVICES);
+  });
+  after(() => h.destroy());
+  beforeEach(() => h.flushFlows());
+
+  /** Open `count` flows to `vip`; returns the backend address each one got, by client port. */
+  const open = (vip: string, firstPort: number, count: number): Map<number, string> => {
+    const got = new Map<number, string>();
+    for (let port = firstPort; port < firstPort + count; port++) {
+      const out = h.run(syn(vip, port));
+      assert.equal(out.retval, XDP.TX, `flow from port ${port}`);
+      got.set(port, out.parsed.ip.dst);
+    }
+    return got;
+  };
+
+  test('every new flow is read back from the buckets with its service, backend and translation', () => {
+    const dsr = open(VIP_A, 20000, 30);
+    const snat = open(VIP_B, 21000, 30);
+    const flows = h.flows();
+    assert.equal(flows.length, 60);
+    assert.equal(h.lb.conntrack.sweep().live, 60);
+    for (const { tuple, entry } of flows) {
+      const vip = tuple.sport < 21000 ? VIP_A : VIP_B;
+      assert.equal(tuple.daddr, vip);
+      assert.equal(tuple.saddr, CLIENT.v4);
+      assert.equal(entry.backend.addr, (tuple.sport < 21000 ? dsr : snat).get(tuple.sport));
+      assert.equal(entry.flags & (CtFlag.Dsr | CtFlag.Snat), tuple.sport < 21000 ? CtFlag.Dsr : CtFlag.Snat);
+      if (entry.flags & CtFlag.Snat) {
+        assert.equal(entry.natAddr, NODE.v4);
+        assert.ok(entry.natPort >= NAT_PORTS.min && entry.natPort <= NAT_PORTS.max);
+      }
+    }
+  });
+
+  test('a purge clears exactly the flows of a (service, backend) pair, or of a backend in every service', () => {
+    open(VIP_A, 22000, 40);
+    open(VIP_B, 23000, 40);
+    const flows = h.flows();
+    const serviceOf = (vip: string): number => flows.find((f) => f.tuple.daddr === vip)?.entry.serviceId ?? 0;
+    const [a, b] = [serviceOf(VIP_A), serviceOf(VIP_B)];
+    const backendId = flows[0]?.entry.backendId ?? 0;
+    const count = (pred: (f: (typeof flows)[number]) => boolean): number => h.flows().filter(pred).length;
+    const inA = count((f) => f.entry.serviceId === a && f.entry.backendId === backendId);
+    const inB = count((f) => f.entry.serviceId === b && f.entry.backendId === backendId);
+    assert.ok(inA > 0 && inB > 0, 'the backend has flows in both services');
+
+    assert.equal(h.lb.conntrack.purge({ pairs: [{ serviceId: a, backendId }], backendIds: [] }), inA);
+    assert.equal(count((f) => f.entry.serviceId === a && f.entry.backendId === backendId), 0);
+    assert.equal(count((f) => f.entry.serviceId === b && f.entry.backendId === backendId), inB);
+    assert.equal(h.flows().length, 80 - inA);
+
+    assert.equal(h.lb.conntrack.purge({ pairs: [], backendIds: [backendId] }), inB);
+    assert.equal(count((f) => f.entry.backendId === backendId), 0);
+    assert.equal(h.flows().length, 80 - inA - inB);
+    assert.deepEqual([...h.lb.map('xlb_ct_purge').keys()], [], 'the purge requests are removed after the sweep');
+
+    assert.equal(h.lb.conntrack.flush(), 80 - inA - inB);
+    assert.equal(h.flows().length, 0);
+    assert.equal(h.lb.conntrack.sweep().live, 0);
+  });
+
+  test('an established flow keeps its entry: later packets are counted established, not new', () => {
+    const port = 24000;
+    const first = h.run(syn(VIP_A, port));
+    const established = Number(h.counter(Reason.FWD_ESTABLISHED));
+    const ackFrame = buildFrame({
+      eth: { src: CLIENT.mac, dst: '02:00:00:00:00:02' },
+      ip: { src: CLIENT.v4, dst: VIP_A },
+      l4: { proto: 'tcp', sport: port, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.from('x') },
+    });
+    for (let i = 0; i < 5; i++) assert.equal(h.run(ackFrame).parsed.ip.dst, first.parsed.ip.dst);
+    assert.equal(Number(h.counter(Reason.FWD_ESTABLISHED)) - established, 5);
+    assert.equal(h.flows().length, 1);
+  });
+
+  test('the hash seed is drawn once and kept when the node is reconfigured (entries hash by it)', () => {
+    const seed = (): number => XlbConfig.decode(h.lb.map('xlb_config').lookup(Buffer.alloc(4)) ?? Buffer.alloc(XlbConfig.size)).ctSeed;
+    const before = seed();
+    assert.notEqual(before, 0);
+    h.lb.configure({ nodeV4: NODE.v4, nodeV6: NODE.v6, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 1 });
+    assert.equal(seed(), before);
+  });
+});
+
+describe('conntrack table when full', () => {
+  const ENTRIES = 4 * CT_WAYS; // four buckets
+  let h: LbHarness;
+  before(() => {
+    h = LbHarness.create('ctfull', undefined, ENTRIES);
+    h.install({ a: SERVICES.a });
+  });
+  after(() => h.destroy());
+
+  test('new flows still go through, each taking the least recently seen way of its bucket; evictions are counted', () => {
+    const FLOWS = 128; // ~32 per bucket: every bucket fills whatever the random hash seed
+    for (let port = 25000; port < 25000 + FLOWS; port++) assert.equal(h.run(syn(VIP_A, port)).retval, XDP.TX);
+    assert.equal(Number(h.counter(Reason.FWD_NEW_FLOW)), FLOWS);
+    assert.equal(h.lb.conntrack.capacity, ENTRIES);
+    const live = h.lb.conntrack.sweep().live;
+    assert.equal(live, ENTRIES, 'every way is taken');
+    assert.equal(Number(h.counter(Reason.CT_EVICTED)), FLOWS - ENTRIES);
+    assert.ok(h.flows().some((f) => f.tuple.sport === 25000 + FLOWS - 1), 'the newest flow is tracked');
+  });
+
+  test('a table size that is not CT_WAYS × a power of two is refused', () => {
+    assert.throws(() => LbHarness.create('ctbad', undefined, 24), /conntrack entries must be 4 × a power of two/);
+  });
+});
