@@ -123,9 +123,12 @@ class NodeDatapath implements ServiceDatapath {
   subscribe(onEvent: (event: DatapathEvent) => void): () => void {
     this.subscribers.add(onEvent);
     this.reader ??= new RingBufferReader(this.lb.map('xlb_events'), (record) => this.dispatch(record));
+    // New-flow events cost the datapath a ring-buffer write per flow: only while someone watches.
+    this.lb.sampleNewFlows(1);
     return () => {
       this.subscribers.delete(onEvent);
       if (this.subscribers.size === 0 && this.reader) {
+        this.lb.sampleNewFlows(0);
         const reader = this.reader;
         this.reader = undefined;
         void reader.close();
@@ -185,7 +188,7 @@ export function createNodeDatapath(options: NodeDatapathOptions): ServiceDatapat
     dsr = BpfObject.load(bpfObjectPath('tc/tc_dsr.o'), { pinDir });
     const v4 = options.nodeAddresses.find((a) => !a.includes(':'));
     const v6 = options.nodeAddresses.find((a) => a.includes(':'));
-    lb.configure({ nodeV4: v4, nodeV6: v6, natPortMin: NAT_PORT_MIN, natPortMax: NAT_PORT_MAX, eventSample: 1 });
+    lb.configure({ nodeV4: v4, nodeV6: v6, natPortMin: NAT_PORT_MIN, natPortMax: NAT_PORT_MAX, eventSample: 0 });
     const datapath = new NodeDatapath(options, lb, dsr, LbMapWriter.fromObject(lb.object));
     datapath.attach();
     return datapath;

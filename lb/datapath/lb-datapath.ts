@@ -45,6 +45,7 @@ const DEFAULT_CONNTRACK_ENTRIES = 262144;
 
 export class LbDatapath {
   readonly conntrack: Conntrack;
+  private config: LbNodeConfig | undefined;
 
   private constructor(
     readonly object: BpfObject,
@@ -91,6 +92,13 @@ export class LbDatapath {
     const current = map.lookup(key);
     const kept = current ? XlbConfig.decode(current).ctSeed : 0;
     map.update(key, encodeConfig(config, kept || randomBytes(4).readUInt32LE(0) || 1));
+    this.config = config;
+  }
+
+  /** Change only how many new flows reach the event ring (1 in N; 0 = none), e.g. while someone watches. */
+  sampleNewFlows(eventSample: number): void {
+    if (!this.config) throw new Error('LbDatapath.sampleNewFlows before configure');
+    if (this.config.eventSample !== eventSample) this.configure({ ...this.config, eventSample });
   }
 
   /** Every non-zero counter, summed over CPUs. */

@@ -6,15 +6,18 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import type { ServiceDatapath } from '../../agent/datapath.js';
+import type { DatapathEvent, ServiceDatapath } from '../../agent/datapath.js';
 import { Lab } from '../../agent/lab/topology.js';
 import { createNodeDatapath } from '../../agent/node-datapath.js';
 import { FrontendConflictError } from '../../agent/store.js';
+import { BpfMap } from '../../lb/datapath/map.js';
 import { inNetns } from '../../lb/datapath/netns.js';
+import { XlbConfig } from '../../lb/layouts.js';
 import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { Direction, Reason } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
 import { LabProcesses, type ClientReport } from '../../agent/lab/processes.js';
+import { waitFor } from '../support/wait.js';
 
 const VIP4 = '198.18.10.10';
 const VIP6 = '2001:db8:10::10';
@@ -85,6 +88,29 @@ describe('load balancing real traffic between network namespaces', () => {
     spreadOver(report, ['b1', 'b2', 'b3']);
     assert.equal(counter(lbNode, Reason.FWD_REPLY), repliesBefore, 'the LB node translated no replies');
     assert.ok(dsrReplies() - dsrBefore >= 30n * 2n, 'backends rewrote the replies to come from the VIP');
+  });
+
+  test('new-flow events are sampled while someone subscribes, and switched off after', async () => {
+    const config = (): number => {
+      const map = BpfMap.openPinned(`${pinRoot}/lb/xlb_config`);
+      try {
+        return XlbConfig.decode(map.lookup(Buffer.alloc(4)) ?? Buffer.alloc(XlbConfig.size)).eventSample;
+      } finally {
+        map.close();
+      }
+    };
+    assert.equal(config(), 0, 'nobody listens: no new-flow events');
+    const events: DatapathEvent[] = [];
+    const stop = lbNode.subscribe((event) => events.push(event));
+    const ours = (): number => events.filter((e) => e.type === 'new-flow' && e.daddr === VIP4 && e.dport === 80).length;
+    try {
+      assert.equal(config(), 1);
+      expectAllAnswered(await processes.client('http', `${VIP4}:80`, 10), 10);
+      await waitFor(() => ours() >= 10, 5_000, 'a new-flow event per connection');
+    } finally {
+      stop();
+    }
+    assert.equal(config(), 0);
   });
 
   test('DSR over IPv6', async () => {

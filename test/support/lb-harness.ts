@@ -55,7 +55,7 @@ export class LbHarness {
   ) {
     this.lb = LbDatapath.load({ maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), object, conntrackEntries });
     this.writer = LbMapWriter.fromObject(this.lb.object);
-    this.lb.configure({ nodeV4: NODE.v4, nodeV6: NODE.v6, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 1 });
+    this.lb.configure({ nodeV4: NODE.v4, nodeV6: NODE.v6, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 0 }); // as the agent runs while nobody watches events
     this.ifindex = inNetns(ns, () => ifindexOf('v0'));
     this.deviceMac = topology.exec(ns, 'cat', ['/sys/class/net/v0/address']).trim();
   }
