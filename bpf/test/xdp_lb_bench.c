@@ -2,8 +2,10 @@
 /*
  * A harness to time xdp_lb's new-flow path in the kernel's repeat loop. BPF_PROG_TEST_RUN runs a
  * program repeatedly on one frame that the program may rewrite, so xdp_lb would see its own output
- * from the second run on. The wrapper restores the frame from a template and gives each run a source
- * port of its own — a new flow every run — then runs the very same xdp_lb code (included, not copied).
+ * from the second run on. The wrapper restores the frame from a template and gives each run a flow of
+ * its own — source port and the low 16 bits of the source address from a counter, 64000 × 65536 flows
+ * before one repeats — then runs the very same xdp_lb code (included, not copied). Past the conntrack
+ * table's size every new flow evicts an old one: the steady state of a busy node.
  * xdp_template_only does the restoring alone: the peer that measures the harness's own cost.
  */
 #include "../xdp/xdp_lb.c"
@@ -12,6 +14,7 @@
 
 struct xlb_bench_frame {
 	__u32 sport_offset; /* where the frame's TCP/UDP source port is */
+	__u32 saddr_offset; /* where the last two bytes of its source address are */
 	__u8 bytes[XLB_BENCH_FRAME_LEN];
 };
 
@@ -36,7 +39,8 @@ static __always_inline int bench_restore(struct xdp_md *ctx)
 	struct xlb_bench_frame *tmpl = bpf_map_lookup_elem(&xlb_bench_tmpl, &zero);
 	__u32 *seq = bpf_map_lookup_elem(&xlb_bench_seq, &zero);
 	void *data, *data_end;
-	__be16 *port;
+	__be16 *port, *host;
+	__u32 flow;
 	int grown = (int)(ctx->data_end - ctx->data) - XLB_BENCH_FRAME_LEN;
 
 	if (!tmpl || !seq)
@@ -48,12 +52,13 @@ static __always_inline int bench_restore(struct xdp_md *ctx)
 	if (data + XLB_BENCH_FRAME_LEN > data_end)
 		return -1;
 	__builtin_memcpy(data, tmpl->bytes, XLB_BENCH_FRAME_LEN);
-	if (tmpl->sport_offset > XLB_BENCH_FRAME_LEN - 2)
-		return -1;
 	port = data + (tmpl->sport_offset & 0x7f);
-	if ((void *)(port + 1) > data_end)
+	host = data + (tmpl->saddr_offset & 0x7f);
+	if ((void *)(port + 1) > data_end || (void *)(host + 1) > data_end)
 		return -1;
-	*port = bpf_htons(1024 + (*seq)++ % 64000);
+	flow = (*seq)++;
+	*port = bpf_htons(1024 + flow % 64000);
+	*host = bpf_htons(flow / 64000);
 	return 0;
 }
 
