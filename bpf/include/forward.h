@@ -26,6 +26,15 @@ struct {
 	__type(value, struct xlb_nexthop);
 } xlb_nexthops SEC(".maps");
 
+/* The FIB query's 64 bytes live here rather than on the 512-byte stack the program's paths share. Per
+ * CPU, and XDP runs to completion on its CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpf_fib_lookup);
+} xlb_fib_scratch SEC(".maps");
+
 static __always_inline int fwd_nexthop_fresh(const struct xlb_nexthop *nh, __u32 now_sec)
 {
 	return nh->ifindex && now_sec - nh->updated < XLB_NEXTHOP_TTL;
@@ -50,9 +59,10 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct xlb_nexthop_key key = { .addr = pkt->tuple.daddr, .family = pkt->tuple.family };
-	struct bpf_fib_lookup fib = {};
 	struct ethhdr *eth = data;
 	struct xlb_nexthop *shared;
+	struct bpf_fib_lookup *fib;
+	__u32 zero = 0;
 	int rc;
 
 	if ((void *)(eth + 1) > data_end) {
@@ -61,11 +71,17 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 	}
 	if (nh && fwd_nexthop_fresh(nh, now_sec))
 		return fwd_transmit(ctx, eth, nh);
-	fib.family = pkt->tuple.family;
-	fib.l4_protocol = pkt->tuple.proto;
-	fib.sport = pkt->tuple.sport;
-	fib.dport = pkt->tuple.dport;
-	fib.ifindex = ctx->ingress_ifindex;
+	fib = bpf_map_lookup_elem(&xlb_fib_scratch, &zero);
+	if (!fib) {
+		*reason_out = XLB_DROP_FIB;
+		return XDP_DROP;
+	}
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = pkt->tuple.family;
+	fib->l4_protocol = pkt->tuple.proto;
+	fib->sport = pkt->tuple.sport;
+	fib->dport = pkt->tuple.dport;
+	fib->ifindex = ctx->ingress_ifindex;
 	if (pkt->tuple.family == XLB_AF_INET) {
 		struct iphdr *ip = data + xlb_l3_off(pkt);
 
@@ -73,10 +89,10 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 			*reason_out = XLB_DROP_MALFORMED;
 			return XDP_DROP;
 		}
-		fib.tot_len = bpf_ntohs(ip->tot_len);
-		fib.tos = ip->tos;
-		fib.ipv4_src = pkt->tuple.saddr.v4;
-		fib.ipv4_dst = pkt->tuple.daddr.v4;
+		fib->tot_len = bpf_ntohs(ip->tot_len);
+		fib->tos = ip->tos;
+		fib->ipv4_src = pkt->tuple.saddr.v4;
+		fib->ipv4_dst = pkt->tuple.daddr.v4;
 	} else {
 		struct ipv6hdr *ip6 = data + xlb_l3_off(pkt);
 
@@ -84,12 +100,12 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 			*reason_out = XLB_DROP_MALFORMED;
 			return XDP_DROP;
 		}
-		fib.tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
-		__builtin_memcpy(fib.ipv6_src, pkt->tuple.saddr.bytes, 16);
-		__builtin_memcpy(fib.ipv6_dst, pkt->tuple.daddr.bytes, 16);
+		fib->tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		__builtin_memcpy(fib->ipv6_src, pkt->tuple.saddr.bytes, 16);
+		__builtin_memcpy(fib->ipv6_dst, pkt->tuple.daddr.bytes, 16);
 	}
 
-	if (fib.tot_len <= XLB_NEXTHOP_SHARED_MAX_LEN) {
+	if (fib->tot_len <= XLB_NEXTHOP_SHARED_MAX_LEN) {
 		shared = bpf_map_lookup_elem(&xlb_nexthops, &key);
 		if (shared && fwd_nexthop_fresh(shared, now_sec)) {
 			if (nh)
@@ -97,13 +113,13 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 			return fwd_transmit(ctx, eth, shared);
 		}
 	}
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS: {
-		struct xlb_nexthop found = { .ifindex = fib.ifindex, .updated = now_sec };
+		struct xlb_nexthop found = { .ifindex = fib->ifindex, .updated = now_sec };
 
-		__builtin_memcpy(found.dmac, fib.dmac, ETH_ALEN);
-		__builtin_memcpy(found.smac, fib.smac, ETH_ALEN);
+		__builtin_memcpy(found.dmac, fib->dmac, ETH_ALEN);
+		__builtin_memcpy(found.smac, fib->smac, ETH_ALEN);
 		if (nh)
 			*nh = found;
 		bpf_map_update_elem(&xlb_nexthops, &key, &found, BPF_ANY);

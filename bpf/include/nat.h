@@ -21,6 +21,19 @@ struct {
 	__type(value, struct nat_reverse);
 } xlb_snat SEC(".maps");
 
+/* A port claim being built (reply tuple → reverse translation), off the stack the paths share. */
+struct nat_claim {
+	struct nat_reverse reverse;
+	struct xlb_tuple reply;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nat_claim);
+} xlb_nat_scratch SEC(".maps");
+
 /* The L4 checksum field, or NULL for protocols without one we can update (SCTP's CRC32c does not
  * cover addresses, and its ports never change here). */
 static __always_inline __sum16 *nat_l4_csum(void *data, void *data_end, const struct xlb_pkt *pkt)
@@ -107,27 +120,29 @@ static __always_inline int nat_rewrite(void *data, void *data_end, struct xlb_pk
 static __always_inline int nat_claim_port(const struct xlb_tuple *client, const struct lb_backend *backend,
 					  const union xlb_addr *node, const struct xlb_config *cfg, __be16 *port)
 {
-	struct nat_reverse reverse = {
-		.client = client->saddr,
-		.service = client->daddr,
-		.client_port = client->sport,
-		.service_port = client->dport,
-	};
-	struct xlb_tuple reply = {
-		.saddr = backend->addr,
-		.daddr = *node,
-		.sport = backend->port,
-		.proto = client->proto,
-		.family = client->family,
-	};
 	__u32 range = cfg->nat_port_max >= cfg->nat_port_min ? cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
 	__u32 start = bpf_get_prandom_u32();
+	struct nat_claim *claim;
+	__u32 zero = 0;
 	int i;
 
+	claim = bpf_map_lookup_elem(&xlb_nat_scratch, &zero);
+	if (!claim)
+		return -XLB_DROP_NAT_NO_PORT;
+	__builtin_memset(claim, 0, sizeof(*claim));
+	claim->reverse.client = client->saddr;
+	claim->reverse.service = client->daddr;
+	claim->reverse.client_port = client->sport;
+	claim->reverse.service_port = client->dport;
+	claim->reply.saddr = backend->addr;
+	claim->reply.daddr = *node;
+	claim->reply.sport = backend->port;
+	claim->reply.proto = client->proto;
+	claim->reply.family = client->family;
 	for (i = 0; i < XLB_NAT_PORT_ATTEMPTS; i++) {
-		reply.dport = bpf_htons(cfg->nat_port_min + (start + i * 7919) % range);
-		if (bpf_map_update_elem(&xlb_snat, &reply, &reverse, BPF_NOEXIST) == 0) {
-			*port = reply.dport;
+		claim->reply.dport = bpf_htons(cfg->nat_port_min + (start + i * 7919) % range);
+		if (bpf_map_update_elem(&xlb_snat, &claim->reply, &claim->reverse, BPF_NOEXIST) == 0) {
+			*port = claim->reply.dport;
 			return 0;
 		}
 	}
