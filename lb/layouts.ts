@@ -199,8 +199,14 @@ export const CtEntry = defineStruct('ct_entry', {
 export const CtWay = defineStruct('ct_way', { key: nested(XlbTuple, 4), entry: nested(CtEntry, 8) });
 /** Ways per conntrack bucket (XLB_CT_WAYS). */
 export const CT_WAYS = 4;
-/** struct ct_bucket: seq[i] odd while way i is written, tag[i] 0 when way i is empty. */
-export const CtBucket = defineStruct('ct_bucket', { seq: bytes(4 * CT_WAYS, 4), tag: bytes(4 * CT_WAYS, 4), way: bytes(CT_WAYS * CtWay.size, 8) });
+/** struct ct_bucket: seq[i] odd while way i is written, tag[i] 0 when way i is empty, expires[i] in 2^30 ns units. */
+export const CtBucket = defineStruct('ct_bucket', {
+  seq: bytes(4 * CT_WAYS, 4),
+  tag: bytes(4 * CT_WAYS, 4),
+  expires: bytes(4 * CT_WAYS, 4),
+  pad: pad(4 * CT_WAYS),
+  way: bytes(CT_WAYS * CtWay.size, 8),
+});
 export const CtSweep = defineStruct('ct_sweep', { flags: u32, live: u32, cleared: u32, purged: u32, busy: u32, pad: pad(4) });
 export const CtSweepFlag = { Flush: 1, Purge: 2 } as const;
 export const CtPurgeKey = defineStruct('ct_purge_key', { serviceId: u32, backendId: u32 });

@@ -120,9 +120,16 @@ static __always_inline __u64 ct_lifetime_ns(const struct ct_entry *entry, __u8 p
 	return (proto == IPPROTO_TCP ? XLB_CT_LIFETIME_TCP : XLB_CT_LIFETIME_NONTCP) * XLB_NS;
 }
 
-static __always_inline int ct_expired(const struct ct_way *way, __u64 now)
+/* When an entry seen `now` expires, in xlb_coarse_sec units: kept in the bucket's first cache line, so
+ * finding a free way never reads the ways themselves (a cold line each, on a busy node). */
+static __always_inline __u32 ct_expiry(const struct ct_entry *entry, __u8 proto, __u64 now)
 {
-	return now - way->entry.last_seen > ct_lifetime_ns(&way->entry, way->key.proto);
+	return xlb_coarse_sec(now + ct_lifetime_ns(entry, proto));
+}
+
+static __always_inline int ct_expired(const struct ct_bucket *bucket, __u32 way, __u64 now)
+{
+	return xlb_coarse_sec(now) > bucket->expires[way & (XLB_CT_WAYS - 1)];
 }
 
 /* The way of this bucket holding `tuple`, with its seq read before the key; -1 when none does. */
@@ -168,7 +175,7 @@ static __always_inline struct ct_entry *ct_lookup(const struct xlb_tuple *tuple,
 			continue;
 		ref->way = way & (XLB_CT_WAYS - 1);
 		ref->found = 1;
-		if (ct_expired(&bucket->way[ref->way], now))
+		if (ct_expired(bucket, ref->way, now))
 			return NULL;
 		return &bucket->way[ref->way].entry;
 	}
@@ -189,14 +196,19 @@ static __always_inline int ct_is_reopened(const struct ct_entry *entry, const st
 	       (pkt->tcp_flags & (XLB_TCP_SYN | XLB_TCP_ACK)) == XLB_TCP_SYN;
 }
 
-static __always_inline void ct_touch(struct ct_entry *entry, const struct xlb_pkt *pkt, __u64 now)
+static __always_inline void ct_touch(struct ct_bucket *bucket, __u32 way, struct ct_entry *entry, const struct xlb_pkt *pkt,
+				     __u64 now)
 {
-	/* Written only when it moved on: a store per packet would keep the entry's cache line bouncing
-	 * between CPUs for nothing, lifetimes being seconds. Single aligned stores: never torn. */
-	if (now - entry->last_seen > XLB_NS / 4)
-		entry->last_seen = now;
-	if ((pkt->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST)) && !(entry->flags & XLB_CT_F_CLOSING))
+	int closing = (pkt->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST)) && !(entry->flags & XLB_CT_F_CLOSING);
+
+	if (closing)
 		entry->flags |= XLB_CT_F_CLOSING;
+	/* Written only when it moved on: a store per packet would keep the cache lines bouncing between
+	 * CPUs for nothing, lifetimes being seconds. Single aligned stores: never torn. */
+	if (closing || now - entry->last_seen > XLB_NS / 4) {
+		entry->last_seen = now;
+		bucket->expires[way & (XLB_CT_WAYS - 1)] = ct_expiry(entry, pkt->tuple.proto, now);
+	}
 }
 
 /* Take way i for writing: 1 when this CPU now holds it (its seq odd), 0 when another one does. */
@@ -231,10 +243,10 @@ static __always_inline void ct_update_nexthop(struct ct_bucket *bucket, struct c
 }
 
 /* The way a new entry goes to: the flow's own (reopened or expired), an empty or expired one, else the
- * least recently seen; *evicts says whether that one was live. */
+ * one expiring first (for flows of one kind, the least recently seen); *evicts says whether it was live. */
 static __always_inline __u32 ct_pick_way(const struct ct_bucket *bucket, const struct ct_ref *ref, __u64 now, int *evicts)
 {
-	__u64 oldest = ~0ULL;
+	__u32 soonest = ~0U;
 	__u32 victim = 0;
 	int i;
 
@@ -243,10 +255,10 @@ static __always_inline __u32 ct_pick_way(const struct ct_bucket *bucket, const s
 		return ref->way;
 #pragma unroll
 	for (i = 0; i < XLB_CT_WAYS; i++) {
-		if (!bucket->tag[i] || ct_expired(&bucket->way[i], now))
+		if (!bucket->tag[i] || ct_expired(bucket, i, now))
 			return i;
-		if (bucket->way[i].entry.last_seen < oldest) {
-			oldest = bucket->way[i].entry.last_seen;
+		if (bucket->expires[i] < soonest) {
+			soonest = bucket->expires[i];
 			victim = i;
 		}
 	}
@@ -269,6 +281,7 @@ static __always_inline int ct_create(const struct xlb_tuple *tuple, const struct
 		return -XLB_DROP_CT_FULL; /* another CPU is writing that very way: rare, and the client retries */
 	bucket->way[way].key = *tuple;
 	bucket->way[way].entry = *entry;
+	bucket->expires[way] = ct_expiry(entry, tuple->proto, now);
 	bucket->tag[way] = ref->tag;
 	ct_way_unlock(bucket, way);
 	return evicts;
@@ -303,7 +316,7 @@ static long ct_sweep_bucket(void *map, __u32 *index, struct ct_bucket *bucket, s
 			sweep->busy++;
 			continue;
 		}
-		expired = ct_expired(way, now);
+		expired = ct_expired(bucket, i, now);
 		requested = !expired && ct_sweep_clears(way, sweep);
 		if (expired || requested) {
 			bucket->tag[i] = 0;

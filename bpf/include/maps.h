@@ -127,12 +127,15 @@ struct ct_way {
 
 /*
  * One set of the conntrack table (conntrack.h): a flow lives in one of the XLB_CT_WAYS ways of the
- * bucket its hash picks. The tags sit together in the first cache line, so a miss reads one line.
+ * bucket its hash picks. Tags and expiry times fill the first cache line, so a new flow — a miss, then
+ * an insert into a free, expired or soonest-expiring way — reads no other line.
  * seq[i] is odd while way i is being written (a seqlock: readers retry or give up, never use a torn way).
  */
 struct ct_bucket {
 	__u32 seq[XLB_CT_WAYS];
-	__u32 tag[XLB_CT_WAYS];  /* 0: way i is empty; else its key's hash | 1 */
+	__u32 tag[XLB_CT_WAYS];     /* 0: way i is empty; else its key's hash | 1 */
+	__u32 expires[XLB_CT_WAYS]; /* when way i's flow expires, in xlb_coarse_sec units */
+	__u32 pad[XLB_CT_WAYS];
 	struct ct_way way[XLB_CT_WAYS];
 };
 

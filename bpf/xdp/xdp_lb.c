@@ -237,7 +237,7 @@ XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, st
 		return 0;
 	ct = &bucket->way[ref->way & (XLB_CT_WAYS - 1)].entry;
 	nexthop = ct->nexthop;
-	ct_touch(ct, pkt, now);
+	ct_touch(bucket, ref->way, ct, pkt, now);
 	v->reason = XLB_FWD_ESTABLISHED;
 	v->service_id = ct->service_id;
 	v->backend_id = ct->backend_id;
@@ -275,7 +275,7 @@ static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_
 	if (pkt->frag != XLB_FRAG_NONE || !fwd_nexthop_fresh(&ct->nexthop, xlb_coarse_sec(now)) ||
 	    ((ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 0)) || (void *)(eth + 1) > data_end)
 		return 0;
-	ct_touch(ct, pkt, now);
+	ct_touch(bucket, ref->way, ct, pkt, now);
 	v->service_id = ct->service_id;
 	v->backend_id = ct->backend_id;
 	err = translate_to_backend(ctx, pkt, ct, &ct->backend, 0);
