@@ -144,7 +144,9 @@ static __always_inline __u32 lb_select_slot(const struct lb_service *svc, const 
 	table = bpf_map_lookup_elem(&xlb_lb_maglev, &svc->id);
 	if (!table || size == 0)
 		return hash % svc->backend_count;
-	index = hash % size;
+	/* hash → [0, size) by multiply and shift (Lemire's reduction): as uniform as hash % size, without
+	 * the division, which costs more than the rest of the selection. */
+	index = ((__u64)hash * size) >> 32;
 	xlb_barrier_var(index);
 	/* size is a load-time constant and the map's value is 2·size bytes: this bound is what lets the
 	 * verifier accept table[index]. */
