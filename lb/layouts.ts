@@ -173,8 +173,8 @@ export const LbSourceRangeKey = defineStruct('lb_source_range_key', { prefixlen:
 
 /** struct xlb_nexthop: a flow's cached FIB answer. */
 export const XlbNexthop = defineStruct('xlb_nexthop', { ifindex: u32, updated: u32, dmac: bytes(6), smac: bytes(6) });
-/** struct xlb_nexthop_key: the shared next-hop cache's key (a destination). */
-export const XlbNexthopKey = defineStruct('xlb_nexthop_key', { addr: xlbAddr, family: u8, pad: pad(3) });
+/** struct xlb_nexthop_slot: one slot of the shared next-hop cache (a destination's FIB answer). */
+export const XlbNexthopSlot = defineStruct('xlb_nexthop_slot', { seq: u32, family: u8, pad: pad(3), addr: xlbAddr, nexthop: nested(XlbNexthop, 4) });
 
 // ---- conntrack (conntrack.h) ----
 
@@ -301,7 +301,7 @@ export const structCodecs: CodecLayout[] = [
   XlbEvent,
   XlbTuple,
   XlbNexthop,
-  XlbNexthopKey,
+  XlbNexthopSlot,
   DsrEntry,
   LbPortBitmap,
 ];

@@ -9,10 +9,10 @@
  * (SRSO "Safe RET" here), and a kernel hash map is calls all the way down: a lookup cost ~30 ns and an
  * insert ~250 ns on this machine, against a few ns for a lookup here (bench/datapath.ts). The price is
  * doing what the map did for us:
- * - concurrency: one table for every CPU (on veth a flow's packets may be handled on either CPU). A
- *   writer takes a way with a compare-and-swap on its seq (odd = being written), readers check the seq
- *   around what they read and retry;
- * - eviction: a new flow takes an empty or expired way, else the least recently seen of its bucket
+ * - concurrency: one table for every CPU (on veth a flow's packets may be handled on either CPU). Each
+ *   way has a sequence lock (seqlock.h): writers take it with a compare-and-swap, readers check it
+ *   around what they read;
+ * - eviction: a new flow takes an empty or expired way, else the one of its bucket expiring first
  *   (counted: XLB_CT_EVICTED);
  * - the agent's purges and counts run in BPF too (xlb_ct_sweep), under the same protocol.
  */
@@ -23,6 +23,7 @@
 #include "hash.h"
 #include "maps.h"
 #include "parse.h"
+#include "seqlock.h"
 
 #define XLB_CT_BUCKETS 65536 /* × XLB_CT_WAYS = 262144 flows by default */
 #define XLB_CT_READ_RETRIES 4
@@ -98,8 +99,6 @@ struct ct_ref {
 	__u32 found;
 };
 
-#define XLB_READ_ONCE(x) (*(volatile typeof(x) *)&(x))
-
 static __always_inline struct ct_bucket *ct_bucket_at(__u32 index)
 {
 	return bpf_map_lookup_elem(&xlb_ct, &index);
@@ -139,7 +138,7 @@ static __always_inline int ct_find_way(struct ct_bucket *bucket, const struct xl
 
 #pragma unroll
 	for (i = 0; i < XLB_CT_WAYS; i++) {
-		__u32 seq = XLB_READ_ONCE(bucket->seq[i]);
+		__u32 seq = xlb_seq_read_begin(&bucket->seq[i]);
 
 		if (bucket->tag[i] != tag || !ct_key_equal(&bucket->way[i].key, tuple))
 			continue;
@@ -185,8 +184,7 @@ static __always_inline struct ct_entry *ct_lookup(const struct xlb_tuple *tuple,
 /* Nobody rewrote the way since ct_lookup read it: what was read from it belongs to this flow. */
 static __always_inline int ct_unchanged(const struct ct_bucket *bucket, const struct ct_ref *ref)
 {
-	asm volatile("" ::: "memory");
-	return XLB_READ_ONCE(bucket->seq[ref->way & (XLB_CT_WAYS - 1)]) == ref->seq;
+	return xlb_seq_read_valid(&bucket->seq[ref->way & (XLB_CT_WAYS - 1)], ref->seq);
 }
 
 /* A TCP SYN on a flow that was closing starts a new connection: it may pick a backend afresh. */
@@ -214,16 +212,12 @@ static __always_inline void ct_touch(struct ct_bucket *bucket, __u32 way, struct
 /* Take way i for writing: 1 when this CPU now holds it (its seq odd), 0 when another one does. */
 static __always_inline int ct_way_lock(struct ct_bucket *bucket, __u32 i, __u32 *seq)
 {
-	i &= XLB_CT_WAYS - 1;
-	*seq = XLB_READ_ONCE(bucket->seq[i]);
-	if (*seq & 1)
-		return 0;
-	return __sync_val_compare_and_swap(&bucket->seq[i], *seq, *seq + 1) == *seq;
+	return xlb_seq_write_begin(&bucket->seq[i & (XLB_CT_WAYS - 1)], seq);
 }
 
 static __always_inline void ct_way_unlock(struct ct_bucket *bucket, __u32 i)
 {
-	__sync_fetch_and_add(&bucket->seq[i & (XLB_CT_WAYS - 1)], 1);
+	xlb_seq_write_end(&bucket->seq[i & (XLB_CT_WAYS - 1)]);
 }
 
 /* Rewrite part of the flow's own live entry (its cached next hop) under the way's lock. Afterwards

@@ -10,20 +10,25 @@
 #include <linux/if_ether.h>
 #include "common.h"
 #include "maps.h"
+#include "hash.h"
 #include "parse.h"
+#include "seqlock.h"
 
 #define XLB_NEXTHOP_TTL 1 /* coarse seconds (2^30 ns): how long a FIB answer is reused */
 /* The shared cache skips the FIB's MTU check, so only packets no link refuses use it (IPv6's minimum
  * MTU); bigger first packets still ask the FIB, which answers "fragmentation needed". */
 #define XLB_NEXTHOP_SHARED_MAX_LEN 1280
 
+#define XLB_NEXTHOP_SLOTS 4096
+
 /* The FIB's answers by destination, so a new flow to a known backend (or client) skips the FIB walk,
- * which costs more than the rest of a new flow's path. */
+ * which costs more than the rest of a new flow's path. Direct-mapped and read inline (a kernel hash
+ * map costs a function call or two, ~10 ns each here): destinations sharing a slot just take turns. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct xlb_nexthop_key);
-	__type(value, struct xlb_nexthop);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_NEXTHOP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_nexthop_slot);
 } xlb_nexthops SEC(".maps");
 
 /* The FIB query's 64 bytes live here rather than on the 512-byte stack the program's paths share. Per
@@ -38,6 +43,47 @@ struct {
 static __always_inline int fwd_nexthop_fresh(const struct xlb_nexthop *nh, __u32 now_sec)
 {
 	return nh->ifindex && now_sec - nh->updated < XLB_NEXTHOP_TTL;
+}
+
+static __always_inline struct xlb_nexthop_slot *fwd_shared_slot(const struct xlb_pkt *pkt)
+{
+	const __u32 *a = pkt->tuple.daddr.v6;
+	__u32 index = xlb_jhash_final(a[0] ^ a[1], a[2] ^ a[3], pkt->tuple.family) & (XLB_NEXTHOP_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&xlb_nexthops, &index);
+}
+
+static __always_inline int fwd_shared_matches(const struct xlb_nexthop_slot *slot, const struct xlb_pkt *pkt)
+{
+	const __u32 *a = slot->addr.v6;
+	const __u32 *b = pkt->tuple.daddr.v6;
+
+	return slot->family == pkt->tuple.family && !((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]));
+}
+
+/* A fresh shared answer for the packet's destination into *out: 1, else 0. */
+static __always_inline int fwd_shared_get(struct xlb_nexthop_slot *slot, const struct xlb_pkt *pkt, __u32 now_sec,
+					  struct xlb_nexthop *out)
+{
+	__u32 seq = xlb_seq_read_begin(&slot->seq);
+
+	if (!fwd_shared_matches(slot, pkt) || !fwd_nexthop_fresh(&slot->nexthop, now_sec))
+		return 0;
+	*out = slot->nexthop;
+	return xlb_seq_read_valid(&slot->seq, seq);
+}
+
+static __always_inline void fwd_shared_put(struct xlb_nexthop_slot *slot, const struct xlb_pkt *pkt,
+					   const struct xlb_nexthop *found)
+{
+	__u32 seq;
+
+	if (!xlb_seq_write_begin(&slot->seq, &seq))
+		return; /* another CPU is filling it */
+	slot->family = pkt->tuple.family;
+	slot->addr = pkt->tuple.daddr;
+	slot->nexthop = *found;
+	xlb_seq_write_end(&slot->seq);
 }
 
 static __always_inline int fwd_transmit(struct xdp_md *ctx, struct ethhdr *eth, const struct xlb_nexthop *nh)
@@ -58,9 +104,9 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct xlb_nexthop_key key = { .addr = pkt->tuple.daddr, .family = pkt->tuple.family };
+	struct xlb_nexthop_slot *shared = fwd_shared_slot(pkt);
 	struct ethhdr *eth = data;
-	struct xlb_nexthop *shared;
+	struct xlb_nexthop cached;
 	struct bpf_fib_lookup *fib;
 	__u32 zero = 0;
 	int rc;
@@ -105,13 +151,10 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 		__builtin_memcpy(fib->ipv6_dst, pkt->tuple.daddr.bytes, 16);
 	}
 
-	if (fib->tot_len <= XLB_NEXTHOP_SHARED_MAX_LEN) {
-		shared = bpf_map_lookup_elem(&xlb_nexthops, &key);
-		if (shared && fwd_nexthop_fresh(shared, now_sec)) {
-			if (nh)
-				*nh = *shared;
-			return fwd_transmit(ctx, eth, shared);
-		}
+	if (fib->tot_len <= XLB_NEXTHOP_SHARED_MAX_LEN && shared && fwd_shared_get(shared, pkt, now_sec, &cached)) {
+		if (nh)
+			*nh = cached;
+		return fwd_transmit(ctx, eth, &cached);
 	}
 	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 	switch (rc) {
@@ -122,7 +165,8 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 		__builtin_memcpy(found.smac, fib->smac, ETH_ALEN);
 		if (nh)
 			*nh = found;
-		bpf_map_update_elem(&xlb_nexthops, &key, &found, BPF_ANY);
+		if (shared)
+			fwd_shared_put(shared, pkt, &found);
 		return fwd_transmit(ctx, eth, &found);
 	}
 	case BPF_FIB_LKUP_RET_NO_NEIGH:

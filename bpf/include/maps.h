@@ -90,11 +90,13 @@ struct xlb_nexthop {
 	__u8 smac[6];
 };
 
-/* Key of the shared next-hop cache: one FIB answer per destination, for every new flow going there. */
-struct xlb_nexthop_key {
-	union xlb_addr addr;
-	__u8 family;
+/* One slot of the shared next-hop cache: a FIB answer for a destination, for every new flow going there. */
+struct xlb_nexthop_slot {
+	__u32 seq;  /* seqlock.h */
+	__u8 family; /* 0: empty */
 	__u8 pad[3];
+	union xlb_addr addr;
+	struct xlb_nexthop nexthop;
 };
 
 /* ---- conntrack (conntrack.h) ---- */
