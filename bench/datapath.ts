@@ -24,6 +24,8 @@ import { writeBenchReport, type BenchFigure } from './lib/report.js';
 const REPEAT = 1_000_000;
 const ROUNDS = 5;
 const NEW_FLOWS = 20_000;
+/** A conntrack table of 2 MB: it stays in the caches, where the default 262144 flows (35 MB) do not. */
+const SMALL_CONNTRACK = 16_384;
 /** bpf/test/xdp_lb_bench.c: XLB_BENCH_FRAME_LEN, and its template map's layout (sport offset, saddr offset, bytes). */
 const BENCH_FRAME_LEN = 80;
 const log = (message: string): void => void process.stderr.write(`[bench datapath] ${message}\n`);
@@ -42,18 +44,39 @@ function frame(src: string, dst: string, l4: L4Spec): Buffer {
   return buildFrame({ eth: { src: CLIENT.mac, dst: '02:00:00:00:00:02' }, ip: { src, dst }, l4 });
 }
 
+type Family = (typeof families)[number];
+
+function benchServices(): Record<string, unknown> {
+  const services: Record<string, unknown> = {};
+  for (const f of families) {
+    services[`new-${f.name.toLowerCase()}`] = { frontend: { address: f.vip, port: 80, protocol: 'TCP' }, mode: 'dsr', backends: [1, 2, 3].map((n) => ({ address: f.name === 'IPv4' ? `198.18.0.${10 + n}` : `2001:db8::${(10 + n).toString(16)}`, port: 8080 })) };
+    services[`self-${f.name.toLowerCase()}`] = { frontend: { address: f.self, port: 80, protocol: 'TCP' }, mode: 'dsr', backends: [{ address: f.self, port: 80 }] };
+  }
+  return services;
+}
+
+/** New flows through the harness, from an empty table on: medians of xdp_lb + harness, and of the harness alone. */
+function newFlowRounds(h: LbHarness, f: Family): { value: number; harness: number } {
+  const headers = f.name === 'IPv4' ? 14 + 20 + 20 : 14 + 40 + 20;
+  const template = frame(f.client, f.vip, { proto: 'tcp', sport: 1024, dport: 80, flags: TCP_FLAGS.SYN, payload: Buffer.alloc(BENCH_FRAME_LEN - headers) });
+  const templateValue = Buffer.alloc(8 + BENCH_FRAME_LEN);
+  templateValue.writeUInt32LE(headers - 20, 0);
+  templateValue.writeUInt32LE(f.name === 'IPv4' ? 14 + 12 + 2 : 14 + 8 + 14, 4);
+  template.copy(templateValue, 8);
+  h.lb.map('xlb_bench_tmpl').update(Buffer.alloc(4), templateValue);
+  h.flushFlows();
+  const rounds = Array.from({ length: ROUNDS }, () =>
+    [h.time(h.lb.object.program('xdp_lb_new_flows'), template, REPEAT), h.time(h.lb.object.program('xdp_template_only'), template, REPEAT)] as const);
+  return { value: median(rounds.map(([lb]) => lb)), harness: median(rounds.map(([, peer]) => peer)) };
+}
+
 function main(): void {
   log('setting up a network namespace and loading xdp_lb and the pass-through peer');
   const h = LbHarness.create('bench', 'test/xdp_lb_bench.o');
   const peer = BpfObject.load(bpfObjectPath('xdp/xdp_pass.o'));
   const figures: BenchFigure[] = [];
   try {
-    const services: Record<string, unknown> = {};
-    for (const f of families) {
-      services[`new-${f.name.toLowerCase()}`] = { frontend: { address: f.vip, port: 80, protocol: 'TCP' }, mode: 'dsr', backends: [1, 2, 3].map((n) => ({ address: f.name === 'IPv4' ? `198.18.0.${10 + n}` : `2001:db8::${(10 + n).toString(16)}`, port: 8080 })) };
-      services[`self-${f.name.toLowerCase()}`] = { frontend: { address: f.self, port: 80, protocol: 'TCP' }, mode: 'dsr', backends: [{ address: f.self, port: 80 }] };
-    }
-    h.install(services);
+    h.install(benchServices());
     const xdpLb = h.lb.object.program('xdp_lb');
     const pass = peer.program('xdp_pass');
 
@@ -80,18 +103,7 @@ function main(): void {
       }
 
       log(`${f.name} new flow: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} runs, each a new flow`);
-      const headers = f.name === 'IPv4' ? 14 + 20 + 20 : 14 + 40 + 20;
-      const template = frame(f.client, f.vip, { proto: 'tcp', sport: 1024, dport: 80, flags: TCP_FLAGS.SYN, payload: Buffer.alloc(BENCH_FRAME_LEN - headers) });
-      const templateValue = Buffer.alloc(8 + BENCH_FRAME_LEN);
-      templateValue.writeUInt32LE(headers - 20, 0);
-      templateValue.writeUInt32LE(f.name === 'IPv4' ? 14 + 12 + 2 : 14 + 8 + 14, 4);
-      template.copy(templateValue, 8);
-      h.lb.map('xlb_bench_tmpl').update(Buffer.alloc(4), templateValue);
-      h.flushFlows();
-      const rounds = Array.from({ length: ROUNDS }, () =>
-        [h.time(h.lb.object.program('xdp_lb_new_flows'), template, REPEAT), h.time(h.lb.object.program('xdp_template_only'), template, REPEAT)] as const);
-      const newFlow = median(rounds.map(([lb]) => lb));
-      const harness = median(rounds.map(([, peer]) => peer));
+      const { value: newFlow, harness } = newFlowRounds(h, f);
       const newParams = { method: `median of ${ROUNDS} x repeat ${REPEAT}, a new flow each run (conntrack full: each evicts one)`, family: f.name, maglevTableSize: 251, mode: 'dsr (option inserted)' };
       figures.push({ name: `new flow ${f.name} (with harness)`, value: newFlow, unit: 'ns/packet', peer: 'harness alone', peerValue: harness, ratio: newFlow / harness, params: newParams });
       figures.push({ name: `new flow ${f.name} (harness subtracted)`, value: newFlow - harness, unit: 'ns/packet', params: newParams });
@@ -107,6 +119,21 @@ function main(): void {
   } finally {
     peer.close();
     h.destroy();
+  }
+
+  // The same new flows with a conntrack table small enough to stay in the CPU caches: how much of a new
+  // flow's cost is the memory a 262144-flow table (35 MB) makes it wait for.
+  const small = LbHarness.create('bench-small', 'test/xdp_lb_bench.o', SMALL_CONNTRACK);
+  try {
+    small.install(benchServices());
+    for (const f of families) {
+      log(`${f.name} new flow, conntrack of ${SMALL_CONNTRACK.toLocaleString()} flows: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} runs`);
+      const { value, harness } = newFlowRounds(small, f);
+      const params = { method: `median of ${ROUNDS} x repeat ${REPEAT}, a new flow each run (conntrack full: each evicts one)`, family: f.name, conntrackEntries: SMALL_CONNTRACK, mode: 'dsr (option inserted)' };
+      figures.push({ name: `new flow ${f.name}, ${SMALL_CONNTRACK}-flow conntrack (harness subtracted)`, value: value - harness, unit: 'ns/packet', params });
+    }
+  } finally {
+    small.destroy();
   }
   writeBenchReport('datapath', figures);
 }
