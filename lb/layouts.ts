@@ -159,6 +159,8 @@ export const LbBackend = decodeByFamily(
 export const LbPortBitmap = defineStruct('lb_port_bitmap', { words: bytes(8192, 8) });
 
 export const LbSlotKey = defineStruct('lb_slot_key', { serviceId: u32, slot: u32 });
+/** struct lb_slot: the backend's id, then a copy of the backend (new flows need one lookup, not two). */
+export const LbSlot = defineStruct('lb_slot', { backendId: u32, backend: nested(LbBackend, 4) });
 export const LbAffinityKey = defineStruct('lb_affinity_key', { serviceId: u32, pad: pad(4), client: xlbAddr });
 export const LbAffinity = defineStruct('lb_affinity', { lastUsed: u64, backendId: u32, pad: pad(4) });
 /**
@@ -196,7 +198,7 @@ export const CtEntry = defineStruct('ct_entry', {
   nexthop: nested(XlbNexthop, 4),
 });
 
-export const CtWay = defineStruct('ct_way', { key: nested(XlbTuple, 4), entry: nested(CtEntry, 8) });
+export const CtWay = defineStruct('ct_way', { key: nested(XlbTuple, 4), entry: nested(CtEntry, 8), pad: pad(8) });
 /** Ways per conntrack bucket (XLB_CT_WAYS). */
 export const CT_WAYS = 4;
 /** struct ct_bucket: seq[i] odd while way i is written, tag[i] 0 when way i is empty, expires[i] in 2^30 ns units. */
@@ -285,6 +287,7 @@ export const structCodecs: CodecLayout[] = [
   LbService,
   LbBackend,
   LbSlotKey,
+  LbSlot,
   LbAffinityKey,
   LbAffinity,
   LbSourceRangeKey,

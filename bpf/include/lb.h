@@ -39,7 +39,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, XLB_MAX_BACKENDS);
 	__type(key, struct lb_slot_key);
-	__type(value, __u32);
+	__type(value, struct lb_slot);
 } xlb_lb_slot SEC(".maps");
 
 /* One Maglev table per service: M u16 slot numbers (value size 2·M, set by the loader). A hash update
@@ -113,12 +113,11 @@ static __always_inline struct lb_backend *lb_lookup_backend(__u32 backend_id)
 	return bpf_map_lookup_elem(&xlb_lb_be, &backend_id);
 }
 
-static __always_inline __u32 lb_slot_backend(__u32 service_id, __u32 slot)
+static __always_inline struct lb_slot *lb_slot(__u32 service_id, __u32 slot)
 {
 	struct lb_slot_key key = { .service_id = service_id, .slot = slot };
-	__u32 *backend_id = bpf_map_lookup_elem(&xlb_lb_slot, &key);
 
-	return backend_id ? *backend_id : 0;
+	return bpf_map_lookup_elem(&xlb_lb_slot, &key);
 }
 
 /* The flow's Maglev hash: same flow, same slot, on every node with the same seed. */
@@ -156,21 +155,24 @@ static __always_inline __u32 lb_select_slot(const struct lb_service *svc, const 
 }
 
 /* ClientIP affinity: the backend this client used within the timeout, if it still exists. */
-static __always_inline __u32 lb_affinity_backend(const struct lb_service *svc, const struct xlb_tuple *tuple,
-						 __u64 now)
+static __always_inline struct lb_backend *lb_affinity_backend(const struct lb_service *svc, const struct xlb_tuple *tuple,
+							      __u64 now, __u32 *backend_id)
 {
 	struct lb_affinity_key key = { .service_id = svc->id, .client = tuple->saddr };
 	struct lb_affinity *entry;
+	struct lb_backend *backend;
 
 	if (!svc->affinity_timeout)
-		return 0;
+		return NULL;
 	entry = bpf_map_lookup_elem(&xlb_lb_affin, &key);
 	if (!entry || now - entry->last_used > (__u64)svc->affinity_timeout * 1000000000ULL)
-		return 0;
-	if (!lb_lookup_backend(entry->backend_id))
-		return 0;
+		return NULL;
+	backend = lb_lookup_backend(entry->backend_id);
+	if (!backend)
+		return NULL;
 	entry->last_used = now;
-	return entry->backend_id;
+	*backend_id = entry->backend_id;
+	return backend;
 }
 
 static __always_inline void lb_affinity_remember(const struct lb_service *svc, const struct xlb_tuple *tuple,
@@ -183,20 +185,27 @@ static __always_inline void lb_affinity_remember(const struct lb_service *svc, c
 		bpf_map_update_elem(&xlb_lb_affin, &key, &entry, BPF_ANY);
 }
 
-/* A backend for a new flow: affinity first, then the service's algorithm. 0 when there is none. */
-static __always_inline __u32 lb_select_backend(const struct lb_service *svc, const struct xlb_tuple *tuple, __u64 now)
+/*
+ * A backend for a new flow, and its id: affinity first, then the service's algorithm. NULL when there
+ * is none. The slot holds a copy of its backend, so the common case needs no xlb_lb_be lookup.
+ */
+static __always_inline struct lb_backend *lb_select_backend(const struct lb_service *svc, const struct xlb_tuple *tuple,
+							    __u64 now, __u32 *backend_id)
 {
-	__u32 backend_id;
+	struct lb_backend *backend;
+	struct lb_slot *slot;
 
 	if (svc->backend_count == 0)
-		return 0;
-	backend_id = lb_affinity_backend(svc, tuple, now);
-	if (backend_id)
-		return backend_id;
-	backend_id = lb_slot_backend(svc->id, lb_select_slot(svc, tuple));
-	if (backend_id)
-		lb_affinity_remember(svc, tuple, backend_id, now);
-	return backend_id;
+		return NULL;
+	backend = lb_affinity_backend(svc, tuple, now, backend_id);
+	if (backend)
+		return backend;
+	slot = lb_slot(svc->id, lb_select_slot(svc, tuple));
+	if (!slot || !slot->backend_id)
+		return NULL;
+	lb_affinity_remember(svc, tuple, slot->backend_id, now);
+	*backend_id = slot->backend_id;
+	return &slot->backend;
 }
 
 #endif

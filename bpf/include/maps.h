@@ -60,6 +60,12 @@ struct lb_slot_key {
 	__u32 slot;
 };
 
+/* What a slot holds: the backend's id and a copy of it (one lookup for a new flow, not two). */
+struct lb_slot {
+	__u32 backend_id;
+	struct lb_backend backend;
+};
+
 struct lb_affinity_key {
 	__u32 service_id;
 	__u32 pad;
@@ -120,9 +126,11 @@ struct ct_entry {
 	struct xlb_nexthop nexthop; /* towards the backend */
 };
 
+/* 128 bytes: two cache lines, so with the 64-byte bucket head every way starts on a line of its own. */
 struct ct_way {
 	struct xlb_tuple key;
 	struct ct_entry entry;
+	__u8 pad[8];
 };
 
 #define XLB_CT_WAYS 4

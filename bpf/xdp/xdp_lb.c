@@ -60,12 +60,11 @@ static __always_inline int open_flow(const struct lb_service *svc, const struct 
 				     const struct xlb_config *cfg, struct ct_entry *ct, struct lb_backend **backend,
 				     __u64 now)
 {
-	__u32 backend_id;
+	__u32 backend_id = 0;
 
 	if (!lb_source_allowed(svc, &pkt->tuple))
 		return -XLB_DROP_SOURCE_RANGE;
-	backend_id = lb_select_backend(svc, &pkt->tuple, now);
-	*backend = backend_id ? lb_lookup_backend(backend_id) : NULL;
+	*backend = lb_select_backend(svc, &pkt->tuple, now, &backend_id);
 	if (!*backend)
 		return -XLB_REJECT_NO_BACKEND;
 

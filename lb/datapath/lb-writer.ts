@@ -25,11 +25,11 @@
  * errno. The purge (step 6) runs only after that and is not undone: it deletes state the datapath
  * re-creates, and its failures are returned in the stats.
  */
+import { Conntrack, CONNTRACK_MAPS, type FlowPurger } from './conntrack.js';
 import { BpfError } from './errors.js';
 import { MapType, type BpfMap } from './map.js';
-import { Conntrack, CONNTRACK_MAPS, type FlowPurger } from './conntrack.js';
 import type { BpfObject } from './object.js';
-import { LbAffinity, LbAffinityKey, LbBackend, LbPortBitmap, LbService, LbServiceKey, LbSlotKey, LbSourceRangeKey } from '../layouts.js';
+import { LbAffinity, LbAffinityKey, LbBackend, LbPortBitmap, LbService, LbServiceKey, LbSlot, LbSlotKey, LbSourceRangeKey } from '../layouts.js';
 import { lbStateFromMaps, type LbState, type MapEntry } from '../lbmap/desired.js';
 import { diffLbState, type LbChanges, type ServiceChanges } from '../lbmap/diff.js';
 
@@ -120,7 +120,7 @@ export class LbMapWriter {
     };
     this.svc = need(LB_MAPS.service, LbServiceKey.size, LbService.size);
     this.be = need(LB_MAPS.backend, 4, LbBackend.size);
-    this.slot = need(LB_MAPS.slot, LbSlotKey.size, 4);
+    this.slot = need(LB_MAPS.slot, LbSlotKey.size, LbSlot.size);
     this.maglev = need(LB_MAPS.maglev, 4, undefined);
     this.srcrng = need(LB_MAPS.sourceRange, LbSourceRangeKey.size, 1);
     this.affinity = maps[LB_MAPS.affinity];

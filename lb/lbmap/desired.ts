@@ -34,6 +34,7 @@ import {
   LbBackend,
   LbService,
   LbServiceKey,
+  LbSlot,
   LbSlotKey,
   LbSourceRangeKey,
   ServiceFlag,
@@ -60,7 +61,7 @@ export interface ServiceState {
   name: string | undefined;
   /** xlb_lb_svc: one entry per frontend. */
   frontends: EntryMap;
-  /** xlb_lb_slot */
+  /** xlb_lb_slot (values: the backend id first, then a copy of the backend) */
   slots: EntryMap;
   /** xlb_lb_maglev: the table, when the service uses Maglev and has a usable backend. */
   maglev: MapEntry | undefined;
@@ -195,7 +196,8 @@ export function desiredLbState(
     const usable = usableBackends(service);
     usable.forEach((b, slot) => {
       const backendId = idOf(assigned.backends, backendKey(b.address, b.port, protocol));
-      put(entries.slots, LbSlotKey.encode({ serviceId: id, slot }), encodeU32(backendId));
+      const backend = { addr: b.address, port: b.port, family: familyOf(b.address) };
+      put(entries.slots, LbSlotKey.encode({ serviceId: id, slot }), LbSlot.encode({ backendId, backend }));
     });
 
     if (service.algorithm === 'maglev' && usable.length > 0) {

@@ -9,6 +9,7 @@ import {
   LbBackend,
   LbService,
   LbServiceKey,
+  LbSlot,
   LbSlotKey,
   LbSourceRangeKey,
   encodeXlbAddr,
@@ -44,7 +45,7 @@ function lbMaps(sizes: Sizes = {}): Record<string, BpfMap> {
   const maps: Record<string, BpfMap> = {
     [LB_MAPS.service]: BpfMap.create(MapType.Hash, LB_MAPS.service, LbServiceKey.size, LbService.size, sizes.svc ?? 64),
     [LB_MAPS.backend]: BpfMap.create(MapType.Hash, LB_MAPS.backend, 4, LbBackend.size, sizes.be ?? 64),
-    [LB_MAPS.slot]: BpfMap.create(MapType.Hash, LB_MAPS.slot, LbSlotKey.size, 4, sizes.slot ?? 256),
+    [LB_MAPS.slot]: BpfMap.create(MapType.Hash, LB_MAPS.slot, LbSlotKey.size, LbSlot.size, sizes.slot ?? 256),
     [LB_MAPS.maglev]: BpfMap.create(MapType.Hash, LB_MAPS.maglev, 4, 2 * M, 16, BPF_F_NO_PREALLOC),
     [LB_MAPS.sourceRange]: BpfMap.create(MapType.LpmTrie, LB_MAPS.sourceRange, LbSourceRangeKey.size, 1, 64, BPF_F_NO_PREALLOC),
     [LB_MAPS.affinity]: BpfMap.create(MapType.LruHash, LB_MAPS.affinity, LbAffinityKey.size, LbAffinity.size, 1024),

@@ -7,6 +7,7 @@ import {
   LbBackend,
   LbService,
   LbServiceKey,
+  LbSlot,
   LbSlotKey,
   LbSourceRangeKey,
   ServiceFlag,
@@ -63,7 +64,7 @@ function serviceOf(state: LbState, ids: IdAllocator, name: string): ServiceState
   return entries;
 }
 
-/** Slot number → backend text, decoded through xlb_lb_be. */
+/** Slot number → backend text, decoded through xlb_lb_be (and the slot's own copy checked against it). */
 function slotBackends(state: LbState, entries: ServiceState): string[] {
   const out: string[] = [];
   for (const { key, value } of entries.slots.values()) {
@@ -72,6 +73,7 @@ function slotBackends(state: LbState, entries: ServiceState): string[] {
     const backend = state.backends.get(hex(encodeU32(decodeU32(value))));
     assert.ok(backend, `slot ${slot} names a backend without an xlb_lb_be entry`);
     const b = LbBackend.decode(backend.value);
+    assert.deepEqual(LbSlot.decode(value).backend, b, `slot ${slot} holds a copy of its xlb_lb_be entry`);
     out[slot] = b.family === AF_INET6 ? `[${b.addr}]:${b.port}` : `${b.addr}:${b.port}`;
   }
   return out;
