@@ -155,6 +155,8 @@ export const LbBackend = decodeByFamily(
   defineStruct('lb_backend', { addr: xlbAddr, port: be16, family: u8, pad: pad(1) }),
   ['addr'],
 );
+/** struct lb_service_cache_slot: one slot of the datapath's service lookup cache (service id 0: no frontend). */
+export const LbServiceCacheSlot = defineStruct('lb_service_cache_slot', { seq: u32, generation: u32, key: nested(LbServiceKey, 4), service: nested(LbService, 4) });
 /** struct lb_port_bitmap: bit p of the 1024 little-endian u64 words = some frontend listens on port p. */
 export const LbPortBitmap = defineStruct('lb_port_bitmap', { words: bytes(8192, 8) });
 
@@ -307,4 +309,5 @@ export const structCodecs: CodecLayout[] = [
   XlbNexthopSlot,
   DsrEntry,
   LbPortBitmap,
+  LbServiceCacheSlot,
 ];

@@ -10,6 +10,7 @@
 #include "hash.h"
 #include "maps.h"
 #include "parse.h"
+#include "seqlock.h"
 
 #define XLB_MAX_SERVICES 4096
 #define XLB_MAX_BACKENDS 65536
@@ -27,6 +28,24 @@ struct {
 	__type(key, struct lb_service_key);
 	__type(value, struct lb_service);
 } xlb_lb_svc SEC(".maps");
+
+/* Bumped by the agent whenever it changes xlb_lb_svc: cached answers of an older generation are void. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} xlb_lb_gen SEC(".maps");
+
+#define XLB_SERVICE_CACHE_SLOTS 4096
+
+/* Service lookups answered inline (lb_lookup_service): direct-mapped, filled by the datapath. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_SERVICE_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct lb_service_cache_slot);
+} xlb_lb_svc_cache SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -83,7 +102,30 @@ static __always_inline int lb_port_in_use(__be16 dport)
 	return ports && ((ports->words[(port >> 6) & 1023] >> (port & 63)) & 1);
 }
 
-static __always_inline struct lb_service *lb_lookup_service(const struct xlb_tuple *tuple)
+static __always_inline __u32 lb_service_cache_index(const struct lb_service_key *key)
+{
+	const __u32 *a = key->addr.v6;
+	const __u32 *k = (const __u32 *)key;
+
+	_Static_assert(sizeof(*key) == 20, "lb_service_key: the address, then port, protocol and family in one word");
+	return xlb_jhash_final(a[0] ^ a[1], a[2] ^ a[3], k[4]) & (XLB_SERVICE_CACHE_SLOTS - 1);
+}
+
+static __always_inline int lb_service_key_equal(const struct lb_service_key *a, const struct lb_service_key *b)
+{
+	const __u32 *x = (const __u32 *)a;
+	const __u32 *y = (const __u32 *)b;
+
+	return !((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4]));
+}
+
+/*
+ * The service at the packet's destination into *out: 1, or 0 when there is none. Answers (both kinds)
+ * are cached inline for as long as the service maps keep their generation (the agent bumps it when it
+ * changes them), so a new flow to a known frontend, and a packet to a port some frontend uses elsewhere,
+ * skip the hash map's function calls.
+ */
+static __always_inline int lb_lookup_service(const struct xlb_tuple *tuple, struct lb_service *out)
 {
 	struct lb_service_key key = {
 		.addr = tuple->daddr,
@@ -91,8 +133,34 @@ static __always_inline struct lb_service *lb_lookup_service(const struct xlb_tup
 		.proto = tuple->proto,
 		.family = tuple->family,
 	};
+	__u32 zero = 0, index = lb_service_cache_index(&key), generation, seq;
+	struct lb_service_cache_slot *slot = bpf_map_lookup_elem(&xlb_lb_svc_cache, &index);
+	__u32 *current = bpf_map_lookup_elem(&xlb_lb_gen, &zero);
+	struct lb_service *found;
 
-	return bpf_map_lookup_elem(&xlb_lb_svc, &key);
+	if (!slot || !current)
+		return 0;
+	generation = XLB_READ_ONCE(*current); /* before the map is read: an answer never outlives its generation */
+	seq = xlb_seq_read_begin(&slot->seq);
+	if (slot->generation == generation && lb_service_key_equal(&slot->key, &key)) {
+		*out = slot->service;
+		if (xlb_seq_read_valid(&slot->seq, seq))
+			return out->id != 0;
+	}
+	found = bpf_map_lookup_elem(&xlb_lb_svc, &key);
+	if (xlb_seq_write_begin(&slot->seq, &seq)) {
+		slot->generation = generation;
+		slot->key = key;
+		if (found)
+			slot->service = *found;
+		else
+			__builtin_memset(&slot->service, 0, sizeof(slot->service));
+		xlb_seq_write_end(&slot->seq);
+	}
+	if (!found)
+		return 0;
+	*out = *found;
+	return 1;
 }
 
 static __always_inline int lb_source_allowed(const struct lb_service *svc, const struct xlb_tuple *tuple)

@@ -41,6 +41,14 @@ struct lb_service {
 	__u32 affinity_timeout; /* seconds of ClientIP affinity; 0 = none */
 };
 
+/* One slot of the service lookup cache (lb.h): a frontend key and what xlb_lb_svc said of it. */
+struct lb_service_cache_slot {
+	__u32 seq;        /* seqlock.h */
+	__u32 generation; /* of the service maps when it was read (xlb_lb_gen) */
+	struct lb_service_key key;
+	struct lb_service service; /* id 0: no such frontend */
+};
+
 /* One bit per destination port that some frontend listens on: packets to other ports skip the
  * service lookup (most traffic an LB node sees that is not for a service). */
 struct lb_port_bitmap {

@@ -176,7 +176,7 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const
 	struct xlb_config *cfg = xlb_get_config();
 	struct ct_way *scratch = ct_scratch();
 	struct lb_backend *backend = NULL;
-	struct lb_service *svc;
+	struct lb_service svc;
 	struct ct_entry *ct;
 	__u64 now = xlb_now();
 	int err;
@@ -184,11 +184,10 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const
 	if (!pkt || !ref || !v || !cfg || !scratch)
 		return 0;
 	ct = &scratch->entry;
-	svc = lb_lookup_service(&pkt->tuple);
-	if (!svc)
+	if (!lb_lookup_service(&pkt->tuple, &svc))
 		return 0;
-	v->service_id = svc->id;
-	err = open_flow(svc, pkt, cfg, ct, &backend, now);
+	v->service_id = svc.id;
+	err = open_flow(&svc, pkt, cfg, ct, &backend, now);
 	if (err == -XLB_REJECT_NO_BACKEND) {
 		reject(ctx, pkt, v);
 		return 0;

@@ -29,7 +29,7 @@ import { Conntrack, CONNTRACK_MAPS, type FlowPurger } from './conntrack.js';
 import { BpfError } from './errors.js';
 import { MapType, type BpfMap } from './map.js';
 import type { BpfObject } from './object.js';
-import { LbAffinity, LbAffinityKey, LbBackend, LbPortBitmap, LbService, LbServiceKey, LbSlot, LbSlotKey, LbSourceRangeKey } from '../layouts.js';
+import { LbAffinity, LbAffinityKey, LbBackend, LbPortBitmap, LbService, LbServiceKey, LbSlot, LbSlotKey, LbSourceRangeKey, encodeU32 } from '../layouts.js';
 import { lbStateFromMaps, type LbState, type MapEntry } from '../lbmap/desired.js';
 import { diffLbState, type LbChanges, type ServiceChanges } from '../lbmap/diff.js';
 
@@ -41,6 +41,7 @@ export const LB_MAPS = {
   sourceRange: 'xlb_lb_srcrng',
   affinity: 'xlb_lb_affin',
   ports: 'xlb_lb_ports',
+  generation: 'xlb_lb_gen',
 } as const;
 
 /** What the writer needs of a map (BpfMap has it; a test may pass anything shaped so). */
@@ -106,6 +107,7 @@ export class LbMapWriter {
   private readonly srcrng: LbMapHandle;
   private readonly affinity: LbMapHandle | undefined;
   private readonly ports: LbMapHandle | undefined;
+  private readonly generation: LbMapHandle | undefined;
 
   /** Maps by kernel name (LB_MAPS; xlb_lb_affin optional) and the conntrack to purge (none: no purge). */
   constructor(
@@ -127,6 +129,8 @@ export class LbMapWriter {
     if (this.affinity) checkSizes(this.affinity, LB_MAPS.affinity, LbAffinityKey.size, LbAffinity.size);
     this.ports = maps[LB_MAPS.ports];
     if (this.ports) checkSizes(this.ports, LB_MAPS.ports, 4, LbPortBitmap.size);
+    this.generation = maps[LB_MAPS.generation];
+    if (this.generation) checkSizes(this.generation, LB_MAPS.generation, 4, 4);
   }
 
   static fromObject(object: BpfObject): LbMapWriter {
@@ -202,6 +206,9 @@ export class LbMapWriter {
       const removed = changes.services.filter((s) => s.kind === 'remove');
       const kept = changes.services.filter((s) => s.kind !== 'remove');
       for (const s of [...removed, ...kept]) remove(of(s, this.svc), s.frontends.deletes, false);
+      // The datapath caches service lookups per generation: frontends just removed must stop
+      // answering now, before their slots and tables go.
+      if (changes.services.some((s) => s.frontends.deletes.length > 0)) this.nextGeneration();
       for (const s of removed) this.removeRest(s, (map, keys, batch) => remove(of(s, map), keys, batch));
       for (const s of kept) {
         upsert(of(s, this.slot), s.slots.upserts, true);
@@ -214,8 +221,10 @@ export class LbMapWriter {
       if (changes.services.some((s) => s.frontends.deletes.length > 0)) writePorts(portBitmap([...this.svc.keys()]));
     } catch (error) {
       const rollbackErrors = rollback(undo);
+      this.nextGeneration();
       throw writeError(error, step, undo.length, rollbackErrors);
     }
+    this.nextGeneration();
 
     const purged = this.purge(changes.purge);
     stats.purgedConntrack = purged.conntrack;
@@ -223,6 +232,13 @@ export class LbMapWriter {
     stats.purgeErrors = purged.errors;
     stats.durationMs = performance.now() - started;
     return stats;
+  }
+
+  /** Void the datapath's cached service lookups (xlb_lb_gen). Best effort: the agent is its only writer. */
+  private nextGeneration(): void {
+    if (!this.generation) return;
+    const current = this.generation.lookup(GENERATION_KEY)?.readUInt32LE(0) ?? 0;
+    this.generation.update(GENERATION_KEY, encodeU32((current + 1) >>> 0));
   }
 
   private removeRest(s: ServiceChanges, remove: (map: LbMapHandle, keys: Buffer[], batch: boolean) => void): void {
@@ -257,6 +273,7 @@ export class LbMapWriter {
 }
 
 const PORTS_KEY = Buffer.alloc(4);
+const GENERATION_KEY = Buffer.alloc(4);
 
 /** The port bitmap (struct lb_port_bitmap) with the ports of these frontend keys set, over `base`. */
 function portBitmap(frontendKeys: Buffer[], base?: Buffer): Buffer {

@@ -243,6 +243,25 @@ describe('xdp_lb under BPF_PROG_TEST_RUN', () => {
     }
   });
 
+  test('service changes reach new flows at once, through the datapath\'s cached service lookups', () => {
+    const vip = '198.18.10.17';
+    const stranger = h.run(frame(CLIENT.v4, vip, syn(48000, 443)));
+    assert.equal(stranger.retval, XDP.PASS, 'no service there yet (the answer is cached too)');
+    try {
+      h.install({ ...SERVICES, moving: service(vip, 443, 'TCP', { mode: 'dsr' }) });
+      const dsr = h.run(frame(CLIENT.v4, vip, syn(48001, 443)));
+      assertToBackend(dsr, 'v4');
+      assert.equal(dsr.parsed.ip.src, CLIENT.v4, 'DSR keeps the client as source');
+      h.install({ ...SERVICES, moving: service(vip, 443, 'TCP', { mode: 'snat' }) });
+      const snat = h.run(frame(CLIENT.v4, vip, syn(48002, 443)));
+      assertToBackend(snat, 'v4');
+      assert.equal(snat.parsed.ip.src, NODE.v4, 'the new mode applies to the next new flow');
+    } finally {
+      h.install(SERVICES);
+    }
+    assert.equal(h.run(frame(CLIENT.v4, vip, syn(48003, 443))).retval, XDP.PASS, 'removed: new flows pass again');
+  });
+
   test('fragments follow their first fragment; unknown later fragments go to the stack', () => {
     const payload = Buffer.alloc(64, 7);
     const first = h.run(frame(CLIENT.v4, VIP4, { proto: 'udp', sport: 46000, dport: 53, payload }, { id: 777, moreFragments: true }));
