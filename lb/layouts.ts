@@ -155,8 +155,6 @@ export const LbBackend = decodeByFamily(
   defineStruct('lb_backend', { addr: xlbAddr, port: be16, family: u8, pad: pad(1) }),
   ['addr'],
 );
-/** struct lb_service_cache_slot: one slot of the datapath's service lookup cache (service id 0: no frontend). */
-export const LbServiceCacheSlot = defineStruct('lb_service_cache_slot', { seq: u32, generation: u32, key: nested(LbServiceKey, 4), service: nested(LbService, 4) });
 /** struct lb_port_bitmap: bit p of the 1024 little-endian u64 words = some frontend listens on port p. */
 export const LbPortBitmap = defineStruct('lb_port_bitmap', { words: bytes(8192, 8) });
 
@@ -190,9 +188,8 @@ export const XlbTuple = defineStruct(
 
 export const CtEntry = defineStruct('ct_entry', {
   lastSeen: u64,
-  backendId: u32,
   serviceId: u32,
-  backend: nested(LbBackend, 4),
+  slot: nested(LbSlot, 4),
   natAddr: xlbAddr,
   natPort: be16,
   flags: u8,
@@ -241,6 +238,18 @@ export const DsrEntry = defineStruct('dsr_entry', {
   servicePort: be16,
   pad: pad(6),
   lastSeen: u64,
+});
+
+// ---- cached lookups (lookup_cache.h) ----
+
+export const XlbCacheKey = defineStruct('xlb_cache_key', { kind: u8, pad: pad(3), bytes: bytes(20) });
+export const XlbLookupCacheSlot = defineStruct('xlb_lookup_cache_slot', {
+  seq: u32,
+  generation: u32,
+  key: nested(XlbCacheKey, 8),
+  value: bytes(24),
+  found: u8,
+  pad: pad(7),
 });
 
 // ---- runtime config (config.h) ----
@@ -302,6 +311,8 @@ export const structCodecs: CodecLayout[] = [
   FragKey,
   FragPorts,
   XlbConfig,
+  XlbCacheKey,
+  XlbLookupCacheSlot,
   XlbCounter,
   XlbEvent,
   XlbTuple,
@@ -309,5 +320,4 @@ export const structCodecs: CodecLayout[] = [
   XlbNexthopSlot,
   DsrEntry,
   LbPortBitmap,
-  LbServiceCacheSlot,
 ];

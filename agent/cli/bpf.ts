@@ -228,8 +228,8 @@ export function ctList(entries: Iterable<[Buffer, Buffer]>, nowNs: bigint): CtLi
       source: hostPort(saddr, t.sport),
       destination: hostPort(daddr, t.dport),
       serviceId: ct.serviceId,
-      backendId: ct.backendId,
-      backend: hostPort(ct.backend.addr, ct.backend.port),
+      backendId: ct.slot.backendId,
+      backend: hostPort(ct.slot.backend.addr, ct.slot.backend.port),
       flags: ctFlags(ct.flags),
       idleSeconds: nowNs > ct.lastSeen ? Number(nowNs - ct.lastSeen) / 1e9 : 0,
     };

@@ -15,6 +15,24 @@
 #define XLB_AF_INET 2
 #define XLB_AF_INET6 10
 
+/*
+ * Room for a value of `value_type` off the 512-byte BPF stack, which the program's paths share: a
+ * one-slot per-CPU array `name`, and name_get() for this CPU's slot. XDP and tc programs run to
+ * completion on their CPU, so nothing else touches the slot meanwhile.
+ */
+#define XLB_SCRATCH(name, value_type)                                                  \
+	struct {                                                                       \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                               \
+		__uint(max_entries, 1);                                                \
+		__type(key, __u32);                                                    \
+		__type(value, value_type);                                             \
+	} name SEC(".maps");                                                           \
+	static __always_inline value_type *name##_get(void)                            \
+	{                                                                              \
+		__u32 zero = 0;                                                        \
+		return bpf_map_lookup_elem(&name, &zero);                              \
+	}
+
 /* Hides a value from the compiler so a bound check it could prove redundant stays for the verifier. */
 #define xlb_barrier_var(var) asm volatile("" : "+r"(var))
 

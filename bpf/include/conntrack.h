@@ -69,23 +69,10 @@ struct {
 	__type(value, __u8);
 } xlb_ct_purge SEC(".maps");
 
-/* Room for the packet's flow and a conntrack entry being built: off the 512-byte BPF stack, which the
- * paths share. Per CPU, and XDP runs to completion on its CPU, so no one else touches it meanwhile. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ct_way);
-} xlb_ct_scratch SEC(".maps");
+/* The packet's flow as it arrived, and the conntrack entry a new flow builds. */
+XLB_SCRATCH(xlb_ct_scratch, struct ct_way)
 
 XLB_BTF_TYPE(ct_sweep);
-
-static __always_inline struct ct_way *ct_scratch(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&xlb_ct_scratch, &zero);
-}
 
 /*
  * Where a flow's entry is (or would go), from ct_lookup. Plain numbers, no pointer: it is handed to
@@ -285,8 +272,8 @@ static __always_inline int ct_create(const struct xlb_tuple *tuple, const struct
 
 static __always_inline int ct_sweep_clears(const struct ct_way *way, const struct ct_sweep *sweep)
 {
-	struct ct_purge_key any = { .service_id = 0, .backend_id = way->entry.backend_id };
-	struct ct_purge_key pair = { .service_id = way->entry.service_id, .backend_id = way->entry.backend_id };
+	struct ct_purge_key any = { .service_id = 0, .backend_id = way->entry.slot.backend_id };
+	struct ct_purge_key pair = { .service_id = way->entry.service_id, .backend_id = way->entry.slot.backend_id };
 
 	if (sweep->flags & XLB_CT_SWEEP_FLUSH)
 		return 1;

@@ -38,15 +38,28 @@ struct dsr_head6 {
 	struct ipv6hdr ip6;
 };
 
+/* Where the headers wait while the packet grows. */
+union dsr_head {
+	struct dsr_head4 v4;
+	struct dsr_head6 v6;
+};
+
+XLB_SCRATCH(xlb_dsr_scratch, union dsr_head)
+
 static __always_inline int dsr_insert_ipv4(struct xdp_md *ctx, struct xlb_pkt *pkt, const union xlb_addr *svc_addr,
 					   __be16 svc_port)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct dsr_head4 head;
+	union dsr_head *scratch = xlb_dsr_scratch_get();
 	struct xlb_dsr_opt4 *opt;
+	struct dsr_head4 *head;
 	struct iphdr *ip;
 	__u32 l2 = pkt->l3_off;
+
+	if (!scratch)
+		return -XLB_DROP_UNSUPPORTED;
+	head = &scratch->v4;
 
 	/* Options already present would have to move too; such SYNs are rare enough to refuse, counted. */
 	if (pkt->l3_len != sizeof(struct iphdr))
@@ -55,11 +68,11 @@ static __always_inline int dsr_insert_ipv4(struct xdp_md *ctx, struct xlb_pkt *p
 		return -XLB_DROP_UNSUPPORTED;
 	if (data + XLB_ETH_VLAN_HLEN + sizeof(struct iphdr) > data_end)
 		return -XLB_DROP_MALFORMED;
-	__builtin_memcpy(head.l2, data, XLB_ETH_VLAN_HLEN);
+	__builtin_memcpy(head->l2, data, XLB_ETH_VLAN_HLEN);
 	if (l2 == ETH_HLEN)
-		__builtin_memcpy(&head.ip, data + ETH_HLEN, sizeof(struct iphdr));
+		__builtin_memcpy(&head->ip, data + ETH_HLEN, sizeof(struct iphdr));
 	else
-		__builtin_memcpy(&head.ip, data + XLB_ETH_VLAN_HLEN, sizeof(struct iphdr));
+		__builtin_memcpy(&head->ip, data + XLB_ETH_VLAN_HLEN, sizeof(struct iphdr));
 
 	if (bpf_xdp_adjust_head(ctx, -(int)XLB_DSR_OPT4_LEN))
 		return -XLB_DROP_UNSUPPORTED;
@@ -68,19 +81,19 @@ static __always_inline int dsr_insert_ipv4(struct xdp_md *ctx, struct xlb_pkt *p
 	if (data + XLB_ETH_VLAN_HLEN + sizeof(struct iphdr) + XLB_DSR_OPT4_LEN > data_end)
 		return -XLB_DROP_MALFORMED;
 
-	head.ip.ihl += XLB_DSR_OPT4_LEN / 4;
-	head.ip.tot_len = bpf_htons(bpf_ntohs(head.ip.tot_len) + XLB_DSR_OPT4_LEN);
-	head.ip.check = 0;
+	head->ip.ihl += XLB_DSR_OPT4_LEN / 4;
+	head->ip.tot_len = bpf_htons(bpf_ntohs(head->ip.tot_len) + XLB_DSR_OPT4_LEN);
+	head->ip.check = 0;
 	if (l2 == ETH_HLEN) {
-		__builtin_memcpy(data, head.l2, ETH_HLEN);
+		__builtin_memcpy(data, head->l2, ETH_HLEN);
 		ip = data + ETH_HLEN;
 	} else {
-		__builtin_memcpy(data, head.l2, XLB_ETH_VLAN_HLEN);
+		__builtin_memcpy(data, head->l2, XLB_ETH_VLAN_HLEN);
 		ip = data + XLB_ETH_VLAN_HLEN;
 	}
 	if ((void *)(ip + 1) + XLB_DSR_OPT4_LEN > data_end)
 		return -XLB_DROP_MALFORMED;
-	__builtin_memcpy(ip, &head.ip, sizeof(struct iphdr));
+	__builtin_memcpy(ip, &head->ip, sizeof(struct iphdr));
 	opt = (void *)(ip + 1);
 	opt->type = XLB_DSR_OPT4_TYPE;
 	opt->len = XLB_DSR_OPT4_LEN;
@@ -98,22 +111,27 @@ static __always_inline int dsr_insert_ipv6(struct xdp_md *ctx, struct xlb_pkt *p
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct dsr_head6 head;
+	union dsr_head *scratch = xlb_dsr_scratch_get();
 	struct xlb_dsr_doh6 *doh;
+	struct dsr_head6 *head;
 	struct ipv6hdr *ip6;
 	__u32 l2 = pkt->l3_off;
+
+	if (!scratch)
+		return -XLB_DROP_UNSUPPORTED;
+	head = &scratch->v6;
 
 	if (l2 != ETH_HLEN && l2 != XLB_ETH_VLAN_HLEN)
 		return -XLB_DROP_UNSUPPORTED;
 	if (data + XLB_ETH_VLAN_HLEN + sizeof(struct ipv6hdr) > data_end)
 		return -XLB_DROP_MALFORMED;
-	__builtin_memcpy(head.l2, data, XLB_ETH_VLAN_HLEN);
+	__builtin_memcpy(head->l2, data, XLB_ETH_VLAN_HLEN);
 	if (l2 == ETH_HLEN)
-		__builtin_memcpy(&head.ip6, data + ETH_HLEN, sizeof(struct ipv6hdr));
+		__builtin_memcpy(&head->ip6, data + ETH_HLEN, sizeof(struct ipv6hdr));
 	else
-		__builtin_memcpy(&head.ip6, data + XLB_ETH_VLAN_HLEN, sizeof(struct ipv6hdr));
+		__builtin_memcpy(&head->ip6, data + XLB_ETH_VLAN_HLEN, sizeof(struct ipv6hdr));
 	/* A hop-by-hop header must stay first; we do not insert in front of it. */
-	if (head.ip6.nexthdr == IPPROTO_HOPOPTS)
+	if (head->ip6.nexthdr == IPPROTO_HOPOPTS)
 		return -XLB_DROP_UNSUPPORTED;
 
 	if (bpf_xdp_adjust_head(ctx, -(int)XLB_DSR_DOH6_LEN))
@@ -124,18 +142,18 @@ static __always_inline int dsr_insert_ipv6(struct xdp_md *ctx, struct xlb_pkt *p
 	if (l2 == ETH_HLEN) {
 		if (data + ETH_HLEN > data_end)
 			return -XLB_DROP_MALFORMED;
-		__builtin_memcpy(data, head.l2, ETH_HLEN);
+		__builtin_memcpy(data, head->l2, ETH_HLEN);
 		ip6 = data + ETH_HLEN;
 	} else {
 		if (data + XLB_ETH_VLAN_HLEN > data_end)
 			return -XLB_DROP_MALFORMED;
-		__builtin_memcpy(data, head.l2, XLB_ETH_VLAN_HLEN);
+		__builtin_memcpy(data, head->l2, XLB_ETH_VLAN_HLEN);
 		ip6 = data + XLB_ETH_VLAN_HLEN;
 	}
 	doh = (void *)(ip6 + 1);
 	if ((void *)(doh + 1) > data_end)
 		return -XLB_DROP_MALFORMED;
-	doh->nexthdr = head.ip6.nexthdr;
+	doh->nexthdr = head->ip6.nexthdr;
 	doh->hdrlen = (XLB_DSR_DOH6_LEN - 8) / 8;
 	doh->opt_type = XLB_DSR_OPT6_TYPE;
 	doh->opt_len = XLB_DSR_OPT6_LEN;
@@ -143,9 +161,9 @@ static __always_inline int dsr_insert_ipv6(struct xdp_md *ctx, struct xlb_pkt *p
 	doh->port = svc_port;
 	doh->pad1[0] = 0;
 	doh->pad1[1] = 0;
-	head.ip6.nexthdr = IPPROTO_DSTOPTS;
-	head.ip6.payload_len = bpf_htons(bpf_ntohs(head.ip6.payload_len) + XLB_DSR_DOH6_LEN);
-	__builtin_memcpy(ip6, &head.ip6, sizeof(struct ipv6hdr));
+	head->ip6.nexthdr = IPPROTO_DSTOPTS;
+	head->ip6.payload_len = bpf_htons(bpf_ntohs(head->ip6.payload_len) + XLB_DSR_DOH6_LEN);
+	__builtin_memcpy(ip6, &head->ip6, sizeof(struct ipv6hdr));
 
 	pkt->l3_len += XLB_DSR_DOH6_LEN;
 	pkt->l4_off += XLB_DSR_DOH6_LEN;

@@ -31,14 +31,8 @@ struct {
 	__type(value, struct xlb_nexthop_slot);
 } xlb_nexthops SEC(".maps");
 
-/* The FIB query's 64 bytes live here rather than on the 512-byte stack the program's paths share. Per
- * CPU, and XDP runs to completion on its CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct bpf_fib_lookup);
-} xlb_fib_scratch SEC(".maps");
+/* The FIB query's 64 bytes. */
+XLB_SCRATCH(xlb_fib_scratch, struct bpf_fib_lookup)
 
 static __always_inline int fwd_nexthop_fresh(const struct xlb_nexthop *nh, __u32 now_sec)
 {
@@ -108,7 +102,6 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 	struct ethhdr *eth = data;
 	struct xlb_nexthop cached;
 	struct bpf_fib_lookup *fib;
-	__u32 zero = 0;
 	int rc;
 
 	if ((void *)(eth + 1) > data_end) {
@@ -117,7 +110,7 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 	}
 	if (nh && fwd_nexthop_fresh(nh, now_sec))
 		return fwd_transmit(ctx, eth, nh);
-	fib = bpf_map_lookup_elem(&xlb_fib_scratch, &zero);
+	fib = xlb_fib_scratch_get();
 	if (!fib) {
 		*reason_out = XLB_DROP_FIB;
 		return XDP_DROP;

@@ -155,10 +155,10 @@ static __always_inline int icmp_nat_translate(void *data, void *data_end, struct
 	if (!ct || !bucket)
 		return 0;
 	if (ct->flags & XLB_CT_F_SNAT)
-		err = icmp_nat_rewrite(data, data_end, pkt, &q, &ct->backend.addr, &ct->backend.addr, ct->backend.port,
+		err = icmp_nat_rewrite(data, data_end, pkt, &q, &ct->slot.backend.addr, &ct->slot.backend.addr, ct->slot.backend.port,
 				       &ct->nat_addr, ct->nat_port);
 	else
-		err = icmp_nat_rewrite(data, data_end, pkt, &q, &ct->backend.addr, &ct->backend.addr, ct->backend.port,
+		err = icmp_nat_rewrite(data, data_end, pkt, &q, &ct->slot.backend.addr, &ct->slot.backend.addr, ct->slot.backend.port,
 				       &q.tuple.daddr, q.tuple.dport);
 	if (!err && !ct_unchanged(bucket, &ref))
 		err = -XLB_DROP_CT_BUSY;

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "hash.h"
 #include "maps.h"
+#include "lookup_cache.h"
 #include "parse.h"
 #include "seqlock.h"
 
@@ -29,23 +30,13 @@ struct {
 	__type(value, struct lb_service);
 } xlb_lb_svc SEC(".maps");
 
-/* Bumped by the agent whenever it changes xlb_lb_svc: cached answers of an older generation are void. */
+/* Bumped by the agent whenever it changes the LB maps: cached answers of an older generation are void. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
 } xlb_lb_gen SEC(".maps");
-
-#define XLB_SERVICE_CACHE_SLOTS 4096
-
-/* Service lookups answered inline (lb_lookup_service): direct-mapped, filled by the datapath. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, XLB_SERVICE_CACHE_SLOTS);
-	__type(key, __u32);
-	__type(value, struct lb_service_cache_slot);
-} xlb_lb_svc_cache SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -102,65 +93,27 @@ static __always_inline int lb_port_in_use(__be16 dport)
 	return ports && ((ports->words[(port >> 6) & 1023] >> (port & 63)) & 1);
 }
 
-static __always_inline __u32 lb_service_cache_index(const struct lb_service_key *key)
+/* The generation of the LB maps: cached lookups (lookup_cache.h) of another generation are void. */
+static __always_inline __u32 lb_generation(void)
 {
-	const __u32 *a = key->addr.v6;
-	const __u32 *k = (const __u32 *)key;
+	__u32 zero = 0;
+	__u32 *generation = bpf_map_lookup_elem(&xlb_lb_gen, &zero);
 
-	_Static_assert(sizeof(*key) == 20, "lb_service_key: the address, then port, protocol and family in one word");
-	return xlb_jhash_final(a[0] ^ a[1], a[2] ^ a[3], k[4]) & (XLB_SERVICE_CACHE_SLOTS - 1);
+	return generation ? XLB_READ_ONCE(*generation) : 0;
 }
 
-static __always_inline int lb_service_key_equal(const struct lb_service_key *a, const struct lb_service_key *b)
+/* The service at the packet's destination into *out: 1, or 0 when there is none. */
+static __always_inline int lb_lookup_service(const struct xlb_tuple *tuple, __u32 generation, struct lb_service *out)
 {
-	const __u32 *x = (const __u32 *)a;
-	const __u32 *y = (const __u32 *)b;
+	struct xlb_cache_key ck = { .kind = XLB_CACHE_SERVICE };
+	struct lb_service_key *key = (struct lb_service_key *)ck.bytes;
 
-	return !((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4]));
-}
-
-/*
- * The service at the packet's destination into *out: 1, or 0 when there is none. Answers (both kinds)
- * are cached inline for as long as the service maps keep their generation (the agent bumps it when it
- * changes them), so a new flow to a known frontend, and a packet to a port some frontend uses elsewhere,
- * skip the hash map's function calls.
- */
-static __always_inline int lb_lookup_service(const struct xlb_tuple *tuple, struct lb_service *out)
-{
-	struct lb_service_key key = {
-		.addr = tuple->daddr,
-		.port = tuple->dport,
-		.proto = tuple->proto,
-		.family = tuple->family,
-	};
-	__u32 zero = 0, index = lb_service_cache_index(&key), generation, seq;
-	struct lb_service_cache_slot *slot = bpf_map_lookup_elem(&xlb_lb_svc_cache, &index);
-	__u32 *current = bpf_map_lookup_elem(&xlb_lb_gen, &zero);
-	struct lb_service *found;
-
-	if (!slot || !current)
-		return 0;
-	generation = XLB_READ_ONCE(*current); /* before the map is read: an answer never outlives its generation */
-	seq = xlb_seq_read_begin(&slot->seq);
-	if (slot->generation == generation && lb_service_key_equal(&slot->key, &key)) {
-		*out = slot->service;
-		if (xlb_seq_read_valid(&slot->seq, seq))
-			return out->id != 0;
-	}
-	found = bpf_map_lookup_elem(&xlb_lb_svc, &key);
-	if (xlb_seq_write_begin(&slot->seq, &seq)) {
-		slot->generation = generation;
-		slot->key = key;
-		if (found)
-			slot->service = *found;
-		else
-			__builtin_memset(&slot->service, 0, sizeof(slot->service));
-		xlb_seq_write_end(&slot->seq);
-	}
-	if (!found)
-		return 0;
-	*out = *found;
-	return 1;
+	_Static_assert(sizeof(*key) <= sizeof(ck.bytes), "a service key fits a cache key");
+	key->addr = tuple->daddr;
+	key->port = tuple->dport;
+	key->proto = tuple->proto;
+	key->family = tuple->family;
+	return xlb_cached_lookup(&xlb_lb_svc, &ck, out, sizeof(*out), generation);
 }
 
 static __always_inline int lb_source_allowed(const struct lb_service *svc, const struct xlb_tuple *tuple)
@@ -179,13 +132,6 @@ static __always_inline int lb_source_allowed(const struct lb_service *svc, const
 static __always_inline struct lb_backend *lb_lookup_backend(__u32 backend_id)
 {
 	return bpf_map_lookup_elem(&xlb_lb_be, &backend_id);
-}
-
-static __always_inline struct lb_slot *lb_slot(__u32 service_id, __u32 slot)
-{
-	struct lb_slot_key key = { .service_id = service_id, .slot = slot };
-
-	return bpf_map_lookup_elem(&xlb_lb_slot, &key);
 }
 
 /* The flow's Maglev hash: same flow, same slot, on every node with the same seed. */
@@ -222,25 +168,26 @@ static __always_inline __u32 lb_select_slot(const struct lb_service *svc, const 
 	return table[index];
 }
 
-/* ClientIP affinity: the backend this client used within the timeout, if it still exists. */
-static __always_inline struct lb_backend *lb_affinity_backend(const struct lb_service *svc, const struct xlb_tuple *tuple,
-							      __u64 now, __u32 *backend_id)
+/* ClientIP affinity: the backend this client used within the timeout, if it still exists, into *out. */
+static __always_inline int lb_affinity_backend(const struct lb_service *svc, const struct xlb_tuple *tuple, __u64 now,
+					       struct lb_slot *out)
 {
 	struct lb_affinity_key key = { .service_id = svc->id, .client = tuple->saddr };
 	struct lb_affinity *entry;
 	struct lb_backend *backend;
 
 	if (!svc->affinity_timeout)
-		return NULL;
+		return 0;
 	entry = bpf_map_lookup_elem(&xlb_lb_affin, &key);
 	if (!entry || now - entry->last_used > (__u64)svc->affinity_timeout * 1000000000ULL)
-		return NULL;
+		return 0;
 	backend = lb_lookup_backend(entry->backend_id);
 	if (!backend)
-		return NULL;
+		return 0;
 	entry->last_used = now;
-	*backend_id = entry->backend_id;
-	return backend;
+	out->backend_id = entry->backend_id;
+	out->backend = *backend;
+	return 1;
 }
 
 static __always_inline void lb_affinity_remember(const struct lb_service *svc, const struct xlb_tuple *tuple,
@@ -254,26 +201,27 @@ static __always_inline void lb_affinity_remember(const struct lb_service *svc, c
 }
 
 /*
- * A backend for a new flow, and its id: affinity first, then the service's algorithm. NULL when there
- * is none. The slot holds a copy of its backend, so the common case needs no xlb_lb_be lookup.
+ * A backend for a new flow, its id and a copy of it into *out: affinity first, then the service's
+ * algorithm. 0 when there is none. Slots hold their backend, and their lookups are cached
+ * (lookup_cache.h), so the common case reads no hash map but the Maglev table.
  */
-static __always_inline struct lb_backend *lb_select_backend(const struct lb_service *svc, const struct xlb_tuple *tuple,
-							    __u64 now, __u32 *backend_id)
+static __always_inline int lb_select_backend(const struct lb_service *svc, const struct xlb_tuple *tuple, __u64 now,
+					     __u32 generation, struct lb_slot *out)
 {
-	struct lb_backend *backend;
-	struct lb_slot *slot;
+	struct xlb_cache_key ck = { .kind = XLB_CACHE_SLOT };
+	struct lb_slot_key *key = (struct lb_slot_key *)ck.bytes;
 
+	_Static_assert(sizeof(*key) <= sizeof(ck.bytes), "a slot key fits a cache key");
 	if (svc->backend_count == 0)
-		return NULL;
-	backend = lb_affinity_backend(svc, tuple, now, backend_id);
-	if (backend)
-		return backend;
-	slot = lb_slot(svc->id, lb_select_slot(svc, tuple));
-	if (!slot || !slot->backend_id)
-		return NULL;
-	lb_affinity_remember(svc, tuple, slot->backend_id, now);
-	*backend_id = slot->backend_id;
-	return &slot->backend;
+		return 0;
+	if (lb_affinity_backend(svc, tuple, now, out))
+		return 1;
+	key->service_id = svc->id;
+	key->slot = lb_select_slot(svc, tuple);
+	if (!xlb_cached_lookup(&xlb_lb_slot, &ck, out, sizeof(*out), generation) || !out->backend_id)
+		return 0;
+	lb_affinity_remember(svc, tuple, out->backend_id, now);
+	return 1;
 }
 
 #endif

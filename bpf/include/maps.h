@@ -41,14 +41,6 @@ struct lb_service {
 	__u32 affinity_timeout; /* seconds of ClientIP affinity; 0 = none */
 };
 
-/* One slot of the service lookup cache (lb.h): a frontend key and what xlb_lb_svc said of it. */
-struct lb_service_cache_slot {
-	__u32 seq;        /* seqlock.h */
-	__u32 generation; /* of the service maps when it was read (xlb_lb_gen) */
-	struct lb_service_key key;
-	struct lb_service service; /* id 0: no such frontend */
-};
-
 /* One bit per destination port that some frontend listens on: packets to other ports skip the
  * service lookup (most traffic an LB node sees that is not for a service). */
 struct lb_port_bitmap {
@@ -124,9 +116,8 @@ enum xlb_ct_flags {
 /* A tracked flow's state; its key is the client's tuple as it arrives (struct xlb_tuple). */
 struct ct_entry {
 	__u64 last_seen;        /* xlb_now() */
-	__u32 backend_id;
 	__u32 service_id;
-	struct lb_backend backend;  /* a copy: established packets need no backend lookup */
+	struct lb_slot slot;    /* the backend the flow got: its id and a copy (established packets look nothing up) */
 	union xlb_addr nat_addr; /* SNAT: the node address the flow leaves with */
 	__be16 nat_port;         /* SNAT: the source port the flow leaves with */
 	__u8 flags;              /* enum xlb_ct_flags */
@@ -213,6 +204,30 @@ struct dsr_entry {
 	__be16 service_port;
 	__u8 pad[6];
 	__u64 last_seen;
+};
+
+/* ---- cached lookups (lookup_cache.h) ---- */
+
+enum xlb_cache_kind {
+	XLB_CACHE_SERVICE = 1, /* xlb_lb_svc: struct lb_service_key → struct lb_service */
+	XLB_CACHE_SLOT = 2,    /* xlb_lb_slot: struct lb_slot_key → struct lb_slot */
+};
+
+/* A key of any cached map, zero-padded, with the map it is of. */
+struct xlb_cache_key {
+	__u8 kind; /* enum xlb_cache_kind */
+	__u8 pad[3];
+	__u8 bytes[20];
+} __attribute__((aligned(8))); /* compared as three u64 words */
+
+/* One slot of the lookup cache: a cache line. */
+struct xlb_lookup_cache_slot {
+	__u32 seq;        /* seqlock.h */
+	__u32 generation; /* of the maps when the answer was read (xlb_lb_gen) */
+	struct xlb_cache_key key;
+	__u8 value[24];
+	__u8 found;       /* 0: the map had no such key */
+	__u8 pad[7];
 };
 
 /* ---- runtime config (config.h) ---- */

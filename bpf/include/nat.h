@@ -27,12 +27,7 @@ struct nat_claim {
 	struct xlb_tuple reply;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct nat_claim);
-} xlb_nat_scratch SEC(".maps");
+XLB_SCRATCH(xlb_nat_scratch, struct nat_claim)
 
 /* The L4 checksum field, or NULL for protocols without one we can update (SCTP's CRC32c does not
  * cover addresses, and its ports never change here). */
@@ -123,10 +118,9 @@ static __always_inline int nat_claim_port(const struct xlb_tuple *client, const 
 	__u32 range = cfg->nat_port_max >= cfg->nat_port_min ? cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
 	__u32 start = bpf_get_prandom_u32();
 	struct nat_claim *claim;
-	__u32 zero = 0;
 	int i;
 
-	claim = bpf_map_lookup_elem(&xlb_nat_scratch, &zero);
+	claim = xlb_nat_scratch_get();
 	if (!claim)
 		return -XLB_DROP_NAT_NO_PORT;
 	__builtin_memset(claim, 0, sizeof(*claim));

@@ -55,31 +55,24 @@ static __always_inline const union xlb_addr *node_address(const struct xlb_confi
 	return family == XLB_AF_INET ? &cfg->node_v4 : &cfg->node_v6;
 }
 
-/* A new flow: who may come, which backend, and the state its later packets need. */
+/* A new flow: who may come, which backend, and the state its later packets need (built in *ct). */
 static __always_inline int open_flow(const struct lb_service *svc, const struct xlb_pkt *pkt,
-				     const struct xlb_config *cfg, struct ct_entry *ct, struct lb_backend **backend,
-				     __u64 now)
+				     const struct xlb_config *cfg, struct ct_entry *ct, __u32 generation, __u64 now)
 {
-	__u32 backend_id = 0;
-
 	if (!lb_source_allowed(svc, &pkt->tuple))
 		return -XLB_DROP_SOURCE_RANGE;
-	*backend = lb_select_backend(svc, &pkt->tuple, now, &backend_id);
-	if (!*backend)
-		return -XLB_REJECT_NO_BACKEND;
-
 	__builtin_memset(ct, 0, sizeof(*ct));
+	if (!lb_select_backend(svc, &pkt->tuple, now, generation, &ct->slot))
+		return -XLB_REJECT_NO_BACKEND;
 	ct->last_seen = now;
-	ct->backend_id = backend_id;
 	ct->service_id = svc->id;
-	ct->backend = **backend;
 	if (uses_dsr(svc, pkt->tuple.proto)) {
 		ct->flags = XLB_CT_F_DSR;
 		return 0;
 	}
 	ct->flags = XLB_CT_F_SNAT;
 	ct->nat_addr = *node_address(cfg, pkt->tuple.family);
-	return nat_claim_port(&pkt->tuple, *backend, &ct->nat_addr, cfg, &ct->nat_port);
+	return nat_claim_port(&pkt->tuple, &ct->slot.backend, &ct->nat_addr, cfg, &ct->nat_port);
 }
 
 /* Rewrite toward the backend: DNAT always; the source becomes the node (SNAT) or stays the client (DSR). */
@@ -174,8 +167,8 @@ static __always_inline void reject(struct xdp_md *ctx, const struct xlb_pkt *pkt
 XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct ct_ref *ref, struct verdict *v)
 {
 	struct xlb_config *cfg = xlb_get_config();
-	struct ct_way *scratch = ct_scratch();
-	struct lb_backend *backend = NULL;
+	struct ct_way *scratch = xlb_ct_scratch_get();
+	__u32 generation = lb_generation();
 	struct lb_service svc;
 	struct ct_entry *ct;
 	__u64 now = xlb_now();
@@ -184,10 +177,10 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const
 	if (!pkt || !ref || !v || !cfg || !scratch)
 		return 0;
 	ct = &scratch->entry;
-	if (!lb_lookup_service(&pkt->tuple, &svc))
+	if (!lb_lookup_service(&pkt->tuple, generation, &svc))
 		return 0;
 	v->service_id = svc.id;
-	err = open_flow(&svc, pkt, cfg, ct, &backend, now);
+	err = open_flow(&svc, pkt, cfg, ct, generation, now);
 	if (err == -XLB_REJECT_NO_BACKEND) {
 		reject(ctx, pkt, v);
 		return 0;
@@ -195,10 +188,10 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const
 	if (err)
 		goto drop;
 	v->reason = XLB_FWD_NEW_FLOW;
-	v->backend_id = ct->backend_id;
+	v->backend_id = ct->slot.backend_id;
 	if (pkt->frag == XLB_FRAG_FIRST)
 		frag_remember(pkt);
-	err = translate_to_backend(ctx, pkt, ct, backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 1));
+	err = translate_to_backend(ctx, pkt, ct, &ct->slot.backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 1));
 	if (err)
 		goto drop;
 	v->action = fwd_packet(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now), &v->reason);
@@ -238,10 +231,10 @@ XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, st
 	ct_touch(bucket, ref->way, ct, pkt, now);
 	v->reason = XLB_FWD_ESTABLISHED;
 	v->service_id = ct->service_id;
-	v->backend_id = ct->backend_id;
+	v->backend_id = ct->slot.backend_id;
 	if (pkt->frag == XLB_FRAG_FIRST)
 		frag_remember(pkt);
-	err = translate_to_backend(ctx, pkt, ct, &ct->backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 0));
+	err = translate_to_backend(ctx, pkt, ct, &ct->slot.backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 0));
 	if (err) {
 		v->action = XDP_DROP;
 		v->reason = -err;
@@ -275,8 +268,8 @@ static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_
 		return 0;
 	ct_touch(bucket, ref->way, ct, pkt, now);
 	v->service_id = ct->service_id;
-	v->backend_id = ct->backend_id;
-	err = translate_to_backend(ctx, pkt, ct, &ct->backend, 0);
+	v->backend_id = ct->slot.backend_id;
+	err = translate_to_backend(ctx, pkt, ct, &ct->slot.backend, 0);
 	if (err) {
 		v->action = XDP_DROP;
 		v->reason = -err;
@@ -328,7 +321,7 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 	__u32 len = data_end - data;
 	struct verdict v = { .action = XDP_PASS, .reason = XLB_PASS_NOT_SERVICE };
 	struct xlb_config *cfg = xlb_get_config();
-	struct ct_way *scratch = ct_scratch();
+	struct ct_way *scratch = xlb_ct_scratch_get();
 	struct nat_reverse *reverse;
 	struct xlb_pkt pkt = {};
 	struct xlb_tuple *flow;

@@ -206,8 +206,8 @@ export class LbMapWriter {
       const removed = changes.services.filter((s) => s.kind === 'remove');
       const kept = changes.services.filter((s) => s.kind !== 'remove');
       for (const s of [...removed, ...kept]) remove(of(s, this.svc), s.frontends.deletes, false);
-      // The datapath caches service lookups per generation: frontends just removed must stop
-      // answering now, before their slots and tables go.
+      // The datapath caches service and slot lookups per generation: frontends just removed must
+      // stop answering now, before their slots and tables go.
       if (changes.services.some((s) => s.frontends.deletes.length > 0)) this.nextGeneration();
       for (const s of removed) this.removeRest(s, (map, keys, batch) => remove(of(s, map), keys, batch));
       for (const s of kept) {
@@ -215,6 +215,7 @@ export class LbMapWriter {
         upsert(of(s, this.maglev), s.maglev.upserts, false);
         upsert(of(s, this.srcrng), s.sourceRanges.upserts, false);
         upsert(of(s, this.svc), s.frontends.upserts, false);
+        this.nextGeneration(); // cached answers of this service's old entries and slots are void now
         this.removeRest(s, (map, keys, batch) => remove(of(s, map), keys, batch));
       }
       remove({ map: this.be, what: 'unused backends' }, changes.backends.deletes, true);

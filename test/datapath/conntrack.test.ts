@@ -50,7 +50,7 @@ describe('conntrack table', () => {
       const vip = tuple.sport < 21000 ? VIP_A : VIP_B;
       assert.equal(tuple.daddr, vip);
       assert.equal(tuple.saddr, CLIENT.v4);
-      assert.equal(entry.backend.addr, (tuple.sport < 21000 ? dsr : snat).get(tuple.sport));
+      assert.equal(entry.slot.backend.addr, (tuple.sport < 21000 ? dsr : snat).get(tuple.sport));
       assert.equal(entry.flags & (CtFlag.Dsr | CtFlag.Snat), tuple.sport < 21000 ? CtFlag.Dsr : CtFlag.Snat);
       if (entry.flags & CtFlag.Snat) {
         assert.equal(entry.natAddr, NODE.v4);
@@ -65,19 +65,19 @@ describe('conntrack table', () => {
     const flows = h.flows();
     const serviceOf = (vip: string): number => flows.find((f) => f.tuple.daddr === vip)?.entry.serviceId ?? 0;
     const [a, b] = [serviceOf(VIP_A), serviceOf(VIP_B)];
-    const backendId = flows[0]?.entry.backendId ?? 0;
+    const backendId = flows[0]?.entry.slot.backendId ?? 0;
     const count = (pred: (f: (typeof flows)[number]) => boolean): number => h.flows().filter(pred).length;
-    const inA = count((f) => f.entry.serviceId === a && f.entry.backendId === backendId);
-    const inB = count((f) => f.entry.serviceId === b && f.entry.backendId === backendId);
+    const inA = count((f) => f.entry.serviceId === a && f.entry.slot.backendId === backendId);
+    const inB = count((f) => f.entry.serviceId === b && f.entry.slot.backendId === backendId);
     assert.ok(inA > 0 && inB > 0, 'the backend has flows in both services');
 
     assert.equal(h.lb.conntrack.purge({ pairs: [{ serviceId: a, backendId }], backendIds: [] }), inA);
-    assert.equal(count((f) => f.entry.serviceId === a && f.entry.backendId === backendId), 0);
-    assert.equal(count((f) => f.entry.serviceId === b && f.entry.backendId === backendId), inB);
+    assert.equal(count((f) => f.entry.serviceId === a && f.entry.slot.backendId === backendId), 0);
+    assert.equal(count((f) => f.entry.serviceId === b && f.entry.slot.backendId === backendId), inB);
     assert.equal(h.flows().length, 80 - inA);
 
     assert.equal(h.lb.conntrack.purge({ pairs: [], backendIds: [backendId] }), inB);
-    assert.equal(count((f) => f.entry.backendId === backendId), 0);
+    assert.equal(count((f) => f.entry.slot.backendId === backendId), 0);
     assert.equal(h.flows().length, 80 - inA - inB);
     assert.deepEqual([...h.lb.map('xlb_ct_purge').keys()], [], 'the purge requests are removed after the sweep');
 

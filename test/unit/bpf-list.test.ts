@@ -95,7 +95,7 @@ describe('xlb bpf ct list', () => {
     XlbTuple.encode({ saddr, daddr, sport, dport, proto, family });
   const nexthop = { ifindex: 2, updated: 0, dmac: Buffer.alloc(6), smac: Buffer.alloc(6) };
   const entry = (lastSeen: bigint, backend: { addr: string; port: number; family: number }, flags: number, nat = { addr: '0.0.0.0', port: 0 }): Buffer =>
-    CtEntry.encode({ lastSeen, backendId: 7, serviceId: 3, backend, natAddr: nat.addr, natPort: nat.port, flags, nexthop });
+    CtEntry.encode({ lastSeen, serviceId: 3, slot: { backendId: 7, backend }, natAddr: nat.addr, natPort: nat.port, flags, nexthop });
   const now = 10_000_000_000n;
 
   const list = ctList(
