@@ -23,6 +23,7 @@
 #include "csum.h"
 #include "metrics.h"
 #include "dsr.h"
+#include "frag.h"
 
 #define XLB_DSR_CT_SIZE 65536
 /* Linear bytes wanted when the skb head ends inside the headers: VLAN + IPv4 with 40 bytes of options,
@@ -39,6 +40,16 @@ struct {
 	__type(key, struct xlb_tuple);
 	__type(value, struct dsr_entry);
 } xlb_dsr_ct SEC(".maps");
+
+/* The service address the first fragment of a DSR reply went out with, by datagram (backend's
+ * addresses, IP id, protocol): later fragments carry no ports to find their flow by, and must leave
+ * with the same source or the client cannot reassemble the datagram. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct frag_key);
+	__type(value, union xlb_addr);
+} xlb_dsr_frag SEC(".maps");
 
 /* Parse what the skb head holds; if the head stops inside the headers, pull more and parse again. */
 static __always_inline int dsr_backend_parse(struct __sk_buff *skb, struct xlb_pkt *pkt)
@@ -312,6 +323,30 @@ static __always_inline int dsr_backend_rewrite_reply(struct __sk_buff *skb, cons
 	if (pkt->tuple.proto == IPPROTO_SCTP && service_port != pkt->tuple.sport)
 		return -XLB_DROP_UNSUPPORTED;
 	ret = dsr_rewrite_source(skb, pkt, csum_off, flags, &service, service_port);
+	if (ret < 0)
+		return ret;
+	if (pkt->frag == XLB_FRAG_FIRST) {
+		struct frag_key key = {};
+
+		frag_key_of(pkt, &key);
+		bpf_map_update_elem(&xlb_dsr_frag, &key, &service, BPF_ANY);
+	}
+	return XLB_DSR_REPLY;
+}
+
+/* Egress, a later fragment of a DSR reply: the source its first fragment got (no L4 header here; the
+ * first fragment's L4 checksum already covers the whole datagram's new pseudo-header). */
+static __always_inline int dsr_backend_rewrite_later_fragment(struct __sk_buff *skb, const struct xlb_pkt *pkt)
+{
+	struct frag_key key = {};
+	union xlb_addr *service;
+	int ret;
+
+	frag_key_of(pkt, &key);
+	service = bpf_map_lookup_elem(&xlb_dsr_frag, &key);
+	if (!service)
+		return XLB_PASS_NOT_SERVICE; /* not a fragment of a DSR reply */
+	ret = dsr_rewrite_source(skb, pkt, 0, 0, service, pkt->tuple.sport);
 	return ret < 0 ? ret : XLB_DSR_REPLY;
 }
 

@@ -23,10 +23,14 @@ int tc_dsr_egress(struct __sk_buff *skb)
 	struct xlb_pkt pkt = {};
 	int ret;
 
-	/* Later fragments carry no ports to find their flow by; they leave as they are. */
-	if (dsr_backend_parse(skb, &pkt) != XLB_PARSE_OK || pkt.frag == XLB_FRAG_LATER)
+	if (dsr_backend_parse(skb, &pkt) != XLB_PARSE_OK)
 		return TC_ACT_OK;
-	ret = pkt.icmp_error ? dsr_backend_rewrite_icmp_error(skb, &pkt) : dsr_backend_rewrite_reply(skb, &pkt);
+	if (pkt.frag == XLB_FRAG_LATER)
+		ret = dsr_backend_rewrite_later_fragment(skb, &pkt);
+	else if (pkt.icmp_error)
+		ret = dsr_backend_rewrite_icmp_error(skb, &pkt);
+	else
+		ret = dsr_backend_rewrite_reply(skb, &pkt);
 	return dsr_backend_verdict(skb, &pkt, ret, XLB_DIR_EGRESS);
 }
 

@@ -139,6 +139,33 @@ describe('tc_dsr with BPF_PROG_TEST_RUN', () => {
     for (const { out } of [tcp, udp6, udp4]) assert.deepEqual(checksumErrors(out), []);
   });
 
+  test('a fragmented reply: every fragment leaves with the service address, the first also with its port', () => {
+    const replied = counter(Reason.DSR_REPLY, Direction.EGRESS);
+    // IPv4 UDP, flow 40002 recorded above (service port 53); the answer is split in two fragments.
+    const head = { proto: 'udp', dport: 40002, payload: Buffer.alloc(48, 1) } as const;
+    const rest = { proto: 'raw', protocol: IPPROTO.UDP, payload: Buffer.alloc(40, 2) } as const;
+    const first4 = run('tc_dsr_egress', buildFrame({ ip: { src: v4.backend, dst: v4.client, id: 4242, moreFragments: true }, l4: { ...head, sport: 5353 } }));
+    assert.equal(first4.verdict, TC_ACT_OK);
+    assert.deepEqual(first4.out, buildFrame({ ip: { src: v4.vip, dst: v4.client, id: 4242, moreFragments: true }, l4: { ...head, sport: 53 } }));
+    const later4 = run('tc_dsr_egress', buildFrame({ ip: { src: v4.backend, dst: v4.client, id: 4242, fragmentOffset: 56 }, l4: rest }));
+    assert.equal(later4.verdict, TC_ACT_OK);
+    assert.deepEqual(later4.out, buildFrame({ ip: { src: v4.vip, dst: v4.client, id: 4242, fragmentOffset: 56 }, l4: rest }));
+    assert.deepEqual(checksumErrors(later4.out), []);
+
+    // IPv6 UDP, flow 40004 (service port 53), fragment headers.
+    const head6 = { proto: 'udp', dport: 40004, payload: Buffer.alloc(48, 3) } as const;
+    const frag = (offset: number, more: boolean): IpSpec['ext'] => [{ type: 'fragment', id: 77, offset, more }];
+    const first6 = run('tc_dsr_egress', buildFrame({ ip: { src: v6.backend, dst: v6.client, ext: frag(0, true) }, l4: { ...head6, sport: 5353 } }));
+    assert.deepEqual(first6.out, buildFrame({ ip: { src: v6.vip, dst: v6.client, ext: frag(0, true) }, l4: { ...head6, sport: 53 } }));
+    const later6 = run('tc_dsr_egress', buildFrame({ ip: { src: v6.backend, dst: v6.client, ext: frag(56, false) }, l4: rest }));
+    assert.deepEqual(later6.out, buildFrame({ ip: { src: v6.vip, dst: v6.client, ext: frag(56, false) }, l4: rest }));
+    assert.equal(counter(Reason.DSR_REPLY, Direction.EGRESS) - replied, 4n);
+
+    // A later fragment of a datagram whose first fragment was not a DSR reply leaves untouched.
+    const stranger = buildFrame({ ip: { src: v4.backend, dst: v4.client, id: 999, fragmentOffset: 56 }, l4: rest });
+    assert.deepEqual(run('tc_dsr_egress', stranger).out, stranger);
+  });
+
   test('a reply refreshes last_seen', () => {
     const key = flowKey({ src: v4.client, dst: v4.backend }, IPPROTO.TCP, 40001, 8080);
     const before = entryOf(key)?.lastSeen ?? 0n;
