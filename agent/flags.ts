@@ -3,6 +3,7 @@
  * every error names its flag, and main() turns it into exit code 2.
  */
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { NetworkInterfaceInfo } from 'node:os';
@@ -14,7 +15,7 @@ import {
   parseMaglevSeed,
   type MaglevSeed,
 } from '../lb/maglev/index.js';
-import { MODES, type Mode } from '../lb/service.js';
+import { MODES, NODE_NAME, type Mode } from '../lb/service.js';
 import { hostPort } from '../lb/codec.js';
 
 export const XDP_MODES = ['native', 'generic', 'off'] as const;
@@ -50,6 +51,8 @@ export interface AgentFlags {
   stateFile: string;
   /** Node addresses for NodePort and SNAT; absent: the addresses of the devices. */
   nodeAddresses?: string[];
+  /** This node's name: backends whose `node` is this name are local (externalTrafficPolicy Local). */
+  nodeName: string;
 }
 
 export type AgentCommandLine = { help: true } | { help: false; flags: AgentFlags };
@@ -80,6 +83,8 @@ file and of the REST API, exports metrics.
   --maglev-seed B64          12-byte base64 seed, the same on every node (default ${DEFAULT_MAGLEV_SEED})
   --bpffs DIR                where the maps are pinned (default ${DEFAULT_BPFFS})
   --node-address ADDR[,ADDR] node addresses for NodePort and SNAT (default: the devices' addresses)
+  --node-name NAME           this node's name, for backends' "node" and externalTrafficPolicy Local
+                             (default: the host name)
   --state-file PATH          services created through the API (default ${DEFAULT_STATE_FILE})
   --api-socket PATH          REST API on a unix socket, mode 0600, no token (default ${DEFAULT_API_SOCKET})
   --api-addr HOST:PORT       also serve the REST API over TCP; needs --api-token-file
@@ -106,6 +111,7 @@ function parseCommandLine(argv: string[]) {
       'maglev-seed': { type: 'string' },
       bpffs: { type: 'string' },
       'node-address': { type: 'string', multiple: true },
+      'node-name': { type: 'string' },
       'state-file': { type: 'string' },
       'api-socket': { type: 'string' },
       'api-addr': { type: 'string' },
@@ -159,6 +165,8 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
     bpffs: path('--bpffs', values.bpffs ?? DEFAULT_BPFFS),
     apiSocket: socketPath(values['api-socket'] ?? DEFAULT_API_SOCKET),
     stateFile: path('--state-file', values['state-file'] ?? DEFAULT_STATE_FILE),
+    // The host name as Kubernetes names nodes (lower case); only a name given here must be valid.
+    nodeName: values['node-name'] === undefined ? hostname().toLowerCase() : parseNodeName(values['node-name']),
   };
   const config = optional(values.config, (text) => path('--config', text));
   if (config !== undefined) flags.config = config;
@@ -167,6 +175,11 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
   if (metricsAddr) flags.metricsAddr = metricsAddr;
   if (values['node-address'] !== undefined) flags.nodeAddresses = parseNodeAddresses(values['node-address']);
   return { help: false, flags };
+}
+
+function parseNodeName(text: string): string {
+  if (!NODE_NAME.test(text)) throw new FlagError(`--node-name: ${JSON.stringify(text)} is not a node name (lower-case DNS name, e.g. worker-1)`);
+  return text;
 }
 
 function optional<T>(text: string | undefined, parse: (text: string) => T): T | undefined {
@@ -305,6 +318,8 @@ export interface NodeDatapathOptions {
   bpffs: string;
   /** --node-address, or the devices' addresses; may be empty (then NodePort/SNAT have no address). */
   nodeAddresses: string[];
+  /** --node-name: which backends are local. */
+  nodeName: string;
   /** One line per event, to the agent's log. */
   log: (message: string) => void;
 }
@@ -322,6 +337,7 @@ export function nodeDatapathOptions(
     maglevSeed: flags.maglevSeed,
     bpffs: flags.bpffs,
     nodeAddresses,
+    nodeName: flags.nodeName,
     log,
   };
 }

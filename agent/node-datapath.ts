@@ -13,7 +13,7 @@ import { bpfObjectPath } from '../lb/datapath/objects.js';
 import { RingBufferReader } from '../lb/datapath/ringbuf.js';
 import { attachTc } from '../lb/datapath/tc.js';
 import { XlbEvent } from '../lb/layouts.js';
-import { desiredLbState, recoverIds, type LbState } from '../lb/lbmap/desired.js';
+import { desiredLbState, recoverIds, type LbNodeConfig, type LbState } from '../lb/lbmap/desired.js';
 import { diffLbState } from '../lb/lbmap/diff.js';
 import { IdAllocator } from '../lb/lbmap/ids.js';
 import { MaglevTableCache } from '../lb/maglev/index.js';
@@ -62,9 +62,9 @@ class NodeDatapath implements ServiceDatapath {
     }
   }
 
-  private nodeConfig(): { addresses: readonly string[]; maglevTableSize: number; maglevSeed: NodeDatapathOptions['maglevSeed']; defaultMode: NodeDatapathOptions['mode'] } {
-    const { nodeAddresses: addresses, maglevTableSize, maglevSeed, mode: defaultMode } = this.options;
-    return { addresses, maglevTableSize, maglevSeed, defaultMode };
+  private nodeConfig(): LbNodeConfig {
+    const { nodeAddresses: addresses, maglevTableSize, maglevSeed, mode: defaultMode, nodeName } = this.options;
+    return { addresses, maglevTableSize, maglevSeed, defaultMode, nodeName };
   }
 
   apply(services: ReadonlyMap<string, Service>): Promise<ApplyResult> {

@@ -32,6 +32,10 @@ export const ALGORITHMS = ['maglev', 'random'] as const;
 export type Algorithm = (typeof ALGORITHMS)[number];
 
 export const BACKEND_STATES = ['active', 'terminating', 'maintenance'] as const;
+
+/** Kubernetes' externalTrafficPolicy: Local sends new flows only to backends on the receiving node. */
+export const TRAFFIC_POLICIES = ['Cluster', 'Local'] as const;
+export type TrafficPolicy = (typeof TRAFFIC_POLICIES)[number];
 export type BackendState = (typeof BACKEND_STATES)[number];
 
 export type SessionAffinity = { type: 'None' } | { type: 'ClientIP'; timeoutSeconds: number };
@@ -47,6 +51,8 @@ export interface Backend {
   port: number;
   weight: number;
   state: BackendState;
+  /** The node the backend runs on (an EndpointSlice's nodeName), for externalTrafficPolicy Local. */
+  node?: string;
 }
 
 export interface Service {
@@ -56,6 +62,8 @@ export interface Service {
   mode?: Mode;
   algorithm: Algorithm;
   sessionAffinity: SessionAffinity;
+  /** Absent: Cluster. */
+  externalTrafficPolicy?: TrafficPolicy;
   sourceRanges: string[];
   backends: Backend[];
 }
@@ -226,9 +234,11 @@ function networkText(raw: Buffer, prefix: number, family: Family): string {
   return decodeXlbAddr(masked, 0, family === 4 ? AF_INET : AF_INET6);
 }
 
-const SERVICE_FIELDS = ['frontend', 'type', 'mode', 'algorithm', 'sessionAffinity', 'sourceRanges', 'backends'] as const;
+const SERVICE_FIELDS = ['frontend', 'type', 'mode', 'algorithm', 'sessionAffinity', 'externalTrafficPolicy', 'sourceRanges', 'backends'] as const;
 const FRONTEND_FIELDS = ['address', 'port', 'protocol'] as const;
-const BACKEND_FIELDS = ['address', 'port', 'weight', 'state'] as const;
+const BACKEND_FIELDS = ['address', 'port', 'weight', 'state', 'node'] as const;
+/** A Kubernetes node name: a DNS subdomain (RFC 1123). */
+export const NODE_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const AFFINITY_FIELDS = ['type', 'timeoutSeconds'] as const;
 
 /**
@@ -247,6 +257,8 @@ export function validateService(input: unknown, path = '', options: ValidateOpti
   const mode = input.mode === undefined ? options.defaultMode : oneOf(issues, 'mode', input.mode, MODES);
   const algorithm = input.algorithm === undefined ? 'maglev' : oneOf(issues, 'algorithm', input.algorithm, ALGORITHMS);
   const sessionAffinity = validateAffinity(issues, input.sessionAffinity);
+  const trafficPolicy =
+    input.externalTrafficPolicy === undefined ? 'Cluster' : oneOf(issues, 'externalTrafficPolicy', input.externalTrafficPolicy, TRAFFIC_POLICIES);
 
   // Backends first: a NodePort without frontend.address takes its family from them.
   const backends = validateBackends(issues, input.backends);
@@ -263,7 +275,7 @@ export function validateService(input: unknown, path = '', options: ValidateOpti
   }
   const sourceRanges = validateSourceRanges(issues, input.sourceRanges, family);
 
-  if (issues.list.length > 0 || !frontend || !type || !algorithm || !sessionAffinity || !sourceRanges) {
+  if (issues.list.length > 0 || !frontend || !type || !algorithm || !sessionAffinity || !trafficPolicy || !sourceRanges) {
     throw new ServiceValidationError(issues.list);
   }
   const service: Service = {
@@ -275,6 +287,7 @@ export function validateService(input: unknown, path = '', options: ValidateOpti
     backends: backends.map((b) => b.value),
   };
   if (mode !== undefined) service.mode = mode;
+  if (trafficPolicy === 'Local') service.externalTrafficPolicy = 'Local';
   return serviceToJSON(service);
 }
 
@@ -369,7 +382,9 @@ function validateBackends(issues: Issues, value: unknown): CheckedBackend[] {
     const port = integer(issues, `${at}.port`, raw.port, 1, 65535);
     const weight = raw.weight === undefined ? DEFAULT_WEIGHT : integer(issues, `${at}.weight`, raw.weight, 0, MAX_MAGLEV_WEIGHT);
     const state = raw.state === undefined ? 'active' : oneOf(issues, `${at}.state`, raw.state, BACKEND_STATES);
-    if (!parsed || port === undefined || weight === undefined || state === undefined) {
+    const nodeOk = raw.node === undefined || (typeof raw.node === 'string' && NODE_NAME.test(raw.node));
+    if (!nodeOk) issues.add(`${at}.node`, `${show(raw.node)} is not a node name (lower-case DNS name, e.g. worker-1)`);
+    if (!parsed || port === undefined || weight === undefined || state === undefined || !nodeOk) {
       out.push({ value: { address: '', port: 0, weight: 0, state: 'active' }, family: parsed?.family });
       return;
     }
@@ -377,7 +392,9 @@ function validateBackends(issues: Issues, value: unknown): CheckedBackend[] {
     const earlier = seen.get(key);
     if (earlier !== undefined) issues.add(at, `duplicate of backends[${earlier}] (${key})`);
     else seen.set(key, i);
-    out.push({ value: { address: parsed.text, port, weight, state }, family: parsed.family });
+    const backend: Backend = { address: parsed.text, port, weight, state };
+    if (typeof raw.node === 'string') backend.node = raw.node;
+    out.push({ value: backend, family: parsed.family });
   });
   return out;
 }
@@ -423,14 +440,19 @@ export function serviceToJSON(service: Service): Service {
         ? { type: 'ClientIP', timeoutSeconds: service.sessionAffinity.timeoutSeconds }
         : { type: 'None' },
     sourceRanges: [...service.sourceRanges],
-    backends: service.backends.map((b) => ({ address: b.address, port: b.port, weight: b.weight, state: b.state })),
+    backends: service.backends.map((b) => ({ address: b.address, port: b.port, weight: b.weight, state: b.state, ...(b.node !== undefined ? { node: b.node } : {}) })),
   };
-  if (service.mode !== undefined) {
-    // Keep the documented member order: mode right after type.
-    const { frontend, type, ...rest } = out;
-    return { frontend, type, mode: service.mode, ...rest };
-  }
-  return out;
+  // Optional members in their documented places: mode right after type, the policy after affinity.
+  const { frontend, type, algorithm, sessionAffinity, ...rest } = out;
+  return {
+    frontend,
+    type,
+    ...(service.mode !== undefined ? { mode: service.mode } : {}),
+    algorithm,
+    sessionAffinity,
+    ...(service.externalTrafficPolicy === 'Local' ? { externalTrafficPolicy: 'Local' as const } : {}),
+    ...rest,
+  };
 }
 
 /** The address family number (2 or 10) of a validated service. */

@@ -15,6 +15,7 @@ import {
   MAX_BACKENDS,
   MODES,
   SERVICE_TYPES,
+  TRAFFIC_POLICIES,
   validateService,
   validateServiceId,
 } from '../../lb/service.js';
@@ -36,6 +37,7 @@ const backendProperties = {
   port: { type: 'integer', minimum: 1, maximum: 65535 },
   weight: { type: 'integer', minimum: 0, maximum: MAX_MAGLEV_WEIGHT, description: 'default 100; 0 gets no new flows' },
   state: { type: 'string', enum: [...BACKEND_STATES], description: 'default active; terminating and maintenance get no new flows' },
+  node: { type: 'string', maxLength: 253, description: 'the node the backend runs on; with externalTrafficPolicy Local only backends on the receiving node get new flows' },
 } as const;
 
 const sessionAffinitySchema = {
@@ -55,6 +57,7 @@ function serviceProperties(frontend: object, backend: object) {
     mode: { type: 'string', enum: [...MODES], description: "absent: the agent's --mode applies" },
     algorithm: { type: 'string', enum: [...ALGORITHMS], description: 'default maglev' },
     sessionAffinity: sessionAffinitySchema,
+    externalTrafficPolicy: { type: 'string', enum: [...TRAFFIC_POLICIES], description: 'default Cluster; Local: new flows only to backends on this node (none: dropped)' },
     sourceRanges: { type: 'array', items: { type: 'string', description: 'CIDR' }, description: 'empty: every client' },
     backends: { type: 'array', maxItems: MAX_BACKENDS, items: backend },
   } as const;

@@ -18,7 +18,8 @@ import { hostPort } from '../../lb/codec.js';
 const USAGE = `xlb service list [--json]
 xlb service get ID [--json]
 xlb service add ID --frontend ADDR:PORT/PROTO [--type T] [--mode M] [--algorithm A]
-                   [--affinity-timeout S] [--source-range CIDR]... [--backend ADDR:PORT[@WEIGHT][:STATE]]... [--json]
+                   [--affinity-timeout S] [--external-traffic-policy P] [--source-range CIDR]...
+                   [--backend ADDR:PORT[@WEIGHT][:STATE][,node=NAME]]... [--json]
 xlb service add ID --file FILE [--json]
 xlb service delete ID [--json]
 
@@ -34,9 +35,12 @@ xlb service delete ID [--json]
   --mode M                     snat, dsr or hybrid (default: the agent's --mode)
   --algorithm A                maglev (default) or random
   --affinity-timeout S         ClientIP session affinity for S seconds (default: none)
+  --external-traffic-policy P  Cluster (default) or Local: new flows only to backends on the node
+                               that receives them (none there: dropped)
   --source-range CIDR          allowed clients (loadBalancerSourceRanges); repeatable; default everyone
-  --backend SPEC               198.18.1.2:8080, [2001:db8::2]:8080, with @WEIGHT (default 100) and
-                               :STATE (${BACKEND_STATES.join(', ')}; default active); repeatable
+  --backend SPEC               198.18.1.2:8080, [2001:db8::2]:8080, with @WEIGHT (default 100),
+                               :STATE (${BACKEND_STATES.join(', ')}; default active) and
+                               ,node=NAME (the node it runs on); repeatable
   --file FILE                  the service object in JSON or YAML ("-": standard input)
   --json                       print JSON instead of text
 ${API_SOCKET_USAGE}
@@ -56,6 +60,7 @@ function parseCommandLine(args: string[]) {
       mode: { type: 'string' },
       algorithm: { type: 'string' },
       'affinity-timeout': { type: 'string' },
+      'external-traffic-policy': { type: 'string' },
       'source-range': { type: 'string', multiple: true },
       backend: { type: 'string', multiple: true },
       file: { type: 'string' },
@@ -66,7 +71,7 @@ function parseCommandLine(args: string[]) {
 
 type Options = ReturnType<typeof parseCommandLine>['values'];
 
-const SERVICE_FLAGS = ['frontend', 'type', 'mode', 'algorithm', 'affinity-timeout', 'source-range', 'backend'] as const;
+const SERVICE_FLAGS = ['frontend', 'type', 'mode', 'algorithm', 'affinity-timeout', 'external-traffic-policy', 'source-range', 'backend'] as const;
 
 
 function serviceId(sub: string, positionals: string[]): string {
@@ -101,20 +106,21 @@ export function parseFrontendSpec(spec: string): Record<string, unknown> {
   return frontend;
 }
 
-/** ADDR:PORT[@WEIGHT][:STATE]. */
+/** ADDR:PORT[@WEIGHT][:STATE][,node=NAME]. */
 export function parseBackendSpec(spec: string): Record<string, unknown> {
-  const match = /^(\[[^\]]*\]|[^:[\]@]+):(\d+)(?:@(\d+))?(?::([A-Za-z]+))?$/.exec(spec);
+  const match = /^(\[[^\]]*\]|[^:[\]@,]+):(\d+)(?:@(\d+))?(?::([A-Za-z]+))?(?:,node=([^,]*))?$/.exec(spec);
   if (match === null) {
     const unbracketed = !spec.startsWith('[') && (spec.match(/:/g) ?? []).length > 2;
     throw new UsageError(
-      `--backend ${JSON.stringify(spec)}: expected ADDR:PORT[@WEIGHT][:STATE], e.g. 198.18.1.2:8080@50:maintenance` +
+      `--backend ${JSON.stringify(spec)}: expected ADDR:PORT[@WEIGHT][:STATE][,node=NAME], e.g. 198.18.1.2:8080@50:maintenance,node=worker-1` +
         (unbracketed ? ' (an IPv6 address goes in brackets: [2001:db8::2]:8080)' : ''),
     );
   }
-  const [, host = '', port = '', weight, state] = match;
+  const [, host = '', port = '', weight, state, node] = match;
   const backend: Record<string, unknown> = { address: host.startsWith('[') ? host.slice(1, -1) : host, port: Number(port) };
   if (weight !== undefined) backend.weight = Number(weight);
   if (state !== undefined) backend.state = state.toLowerCase();
+  if (node !== undefined) backend.node = node;
   return backend;
 }
 
@@ -130,6 +136,8 @@ function serviceFromFlags(values: Options): Record<string, unknown> {
     if (!/^\d+$/.test(timeout)) throw new UsageError(`--affinity-timeout ${JSON.stringify(timeout)}: not a number of seconds`);
     service.sessionAffinity = { type: 'ClientIP', timeoutSeconds: Number(timeout) };
   }
+  const policy = values['external-traffic-policy'];
+  if (policy !== undefined) service.externalTrafficPolicy = policy;
   if (values['source-range'] !== undefined) service.sourceRanges = [...values['source-range']];
   service.backends = (values.backend ?? []).map(parseBackendSpec);
   return service;
@@ -150,6 +158,7 @@ function flagOf(issue: ValidationIssue, values: Options): string {
     mode: '--mode',
     algorithm: '--algorithm',
     sessionAffinity: '--affinity-timeout',
+    externalTrafficPolicy: '--external-traffic-policy',
     sourceRanges: '--source-range',
     backends: '--backend',
   };
@@ -246,13 +255,14 @@ function serviceText(id: string, service: Service): string {
     `  mode              ${service.mode ?? "default (the agent's --mode)"}`,
     `  algorithm         ${service.algorithm}`,
     `  session affinity  ${affinity}`,
+    `  traffic policy    ${service.externalTrafficPolicy ?? 'Cluster'}`,
     `  source ranges     ${service.sourceRanges.length > 0 ? service.sourceRanges.join(', ') : 'everyone'}`,
     '',
   ];
   const backends =
     service.backends.length === 0
       ? 'no backends (new flows are rejected)\n'
-      : formatTable(['backend', 'weight', 'state'], service.backends.map((b) => [backendLabel(b), b.weight, b.state]));
+      : formatTable(['backend', 'weight', 'state', 'node'], service.backends.map((b) => [backendLabel(b), b.weight, b.state, b.node ?? '-']));
   return `${lines.join('\n')}\n${backends}`;
 }
 

@@ -63,7 +63,8 @@ static __always_inline int open_flow(const struct lb_service *svc, const struct 
 		return -XLB_DROP_SOURCE_RANGE;
 	__builtin_memset(ct, 0, sizeof(*ct));
 	if (!lb_select_backend(svc, &pkt->tuple, now, generation, &ct->slot))
-		return -XLB_REJECT_NO_BACKEND;
+		/* externalTrafficPolicy Local without a backend on this node: dropped, as kube-proxy does */
+		return svc->flags & XLB_SVC_F_LOCAL ? -XLB_DROP_NO_BACKEND : -XLB_REJECT_NO_BACKEND;
 	ct->last_seen = now;
 	ct->service_id = svc->id;
 	if (uses_dsr(svc, pkt->tuple.proto)) {

@@ -10,7 +10,9 @@
  * - Usable backends (the ones that get new flows): state active with weight > 0. When no backend is
  *   usable that way, the terminating ones with weight > 0 are used instead (kube-proxy's
  *   terminating-endpoint fallback, KEP-1669; Cilium does the same), so a service that is being
- *   rolled keeps answering. Maintenance backends never get new flows.
+ *   rolled keeps answering. Maintenance backends never get new flows. externalTrafficPolicy Local
+ *   (kube-proxy's and Cilium's meaning): only backends on this node (`node` = the node's name) get new
+ *   flows; without one the datapath drops the service's new flows (no ICMP reject), as kube-proxy does.
  * - Slots 0..n−1 hold the usable backends sorted by their Maglev key string (Cilium's
  *   "[addr:port/PROTO,State:active]"), so one set of backends always gives the same slots, and the
  *   Maglev table (whose entries are slot numbers) is the one Cilium computes for those backends.
@@ -94,6 +96,8 @@ export interface LbNodeConfig {
   maglevSeed: MaglevSeed;
   /** The agent's --mode, for services that do not name one. */
   defaultMode: Mode;
+  /** This node's name: backends with this `node` are local (externalTrafficPolicy Local). */
+  nodeName?: string;
 }
 
 export interface DesiredOptions {
@@ -111,9 +115,13 @@ export function backendKey(address: string, port: number, protocol: L4Protocol):
   return endpointText(ip, port, protocol);
 }
 
-/** The backends that get new flows, in slot order (see the file comment). */
-export function usableBackends(service: Service): Backend[] {
-  const eligible = (b: Backend): boolean => b.weight > 0;
+/**
+ * The backends that get new flows on node `nodeName`, in slot order (see the file comment). With
+ * externalTrafficPolicy Local only the node's own backends are candidates.
+ */
+export function usableBackends(service: Service, nodeName?: string): Backend[] {
+  const local = service.externalTrafficPolicy === 'Local';
+  const eligible = (b: Backend): boolean => b.weight > 0 && (!local || (nodeName !== undefined && b.node === nodeName));
   let usable = service.backends.filter((b) => b.state === 'active' && eligible(b));
   if (usable.length === 0) usable = service.backends.filter((b) => b.state === 'terminating' && eligible(b));
   const keyed = usable.map((b) => ({ b, key: maglevBackendKey({ address: b.address, port: b.port, protocol: service.frontend.protocol }) }));
@@ -193,7 +201,7 @@ export function desiredLbState(
       put(state.backends, encodeU32(backendId), LbBackend.encode({ addr: b.address, port: b.port, family: familyOf(b.address) }));
     }
 
-    const usable = usableBackends(service);
+    const usable = usableBackends(service, node.nodeName);
     usable.forEach((b, slot) => {
       const backendId = idOf(assigned.backends, backendKey(b.address, b.port, protocol));
       const backend = { addr: b.address, port: b.port, family: familyOf(b.address) };
@@ -222,6 +230,7 @@ export function desiredLbState(
     if (service.algorithm === 'maglev') flags |= ServiceFlag.Maglev;
     if (service.sourceRanges.length > 0) flags |= ServiceFlag.SourceRanges;
     if (service.type === 'NodePort') flags |= ServiceFlag.NodePort;
+    if (service.externalTrafficPolicy === 'Local') flags |= ServiceFlag.Local;
     const value = LbService.encode({
       id,
       backendCount: usable.length,

@@ -494,7 +494,7 @@ test('GET /v1/openapi.json documents every route with its schemas', () =>
     assert.deepEqual(put?.parameters?.map((p) => [p.name, p.in]), [['id', 'path']]);
     assert.deepEqual(put?.requestBody, { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/Service' } } } });
     assert.deepEqual(Object.keys(put?.responses ?? {}), ['200', '201', '400', '401', '409', '500', '507']);
-    assert.deepEqual(Object.keys(doc.components.schemas.Service?.properties ?? {}), ['frontend', 'type', 'mode', 'algorithm', 'sessionAffinity', 'sourceRanges', 'backends']);
+    assert.deepEqual(Object.keys(doc.components.schemas.Service?.properties ?? {}), ['frontend', 'type', 'mode', 'algorithm', 'sessionAffinity', 'externalTrafficPolicy', 'sourceRanges', 'backends']);
     assert.ok(doc.components.schemas.Error && doc.components.schemas.NormalizedService && doc.components.schemas.MonitorEvent);
     assert.deepEqual(doc.paths['/v1/monitor']?.get?.parameters?.map((p) => [p.name, p.in]), [['type', 'query']]);
   }));

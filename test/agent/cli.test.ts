@@ -53,7 +53,8 @@ const WEB_ARGS = [
   '--mode', 'dsr',
   '--affinity-timeout', '600',
   '--source-range', '198.18.0.0/24',
-  '--backend', '198.18.1.2:8080',
+  '--external-traffic-policy', 'Local',
+  '--backend', '198.18.1.2:8080,node=worker-1',
   '--backend', '198.18.1.3:8080@50:maintenance',
 ];
 
@@ -61,9 +62,10 @@ const WEB = validateService({
   frontend: { address: '198.18.0.10', port: 80, protocol: 'TCP' },
   mode: 'dsr',
   sessionAffinity: { type: 'ClientIP', timeoutSeconds: 600 },
+  externalTrafficPolicy: 'Local',
   sourceRanges: ['198.18.0.0/24'],
   backends: [
-    { address: '198.18.1.2', port: 8080 },
+    { address: '198.18.1.2', port: 8080, node: 'worker-1' },
     { address: '198.18.1.3', port: 8080, weight: 50, state: 'maintenance' },
   ],
 });
@@ -95,7 +97,9 @@ test('xlb service add / list / get / delete', () =>
     const text = ok(await xlb(['service', 'get', 'web', ...sock])).out;
     assert.match(text, /^service web\n {2}frontend {10}198\.18\.0\.10:80\/TCP\n/);
     assert.match(text, /session affinity {2}ClientIP, 600 s/);
-    assert.match(text, /198\.18\.1\.3:8080\s+50\s+maintenance/);
+    assert.match(text, /198\.18\.1\.3:8080\s+50\s+maintenance\s+-/);
+    assert.match(text, /198\.18\.1\.2:8080\s+100\s+active\s+worker-1/);
+    assert.match(text, /traffic policy {4}Local/);
 
     // get --json prints the service object exactly as add --file takes it.
     const json = ok(await xlb(['service', 'get', 'web', '--json', ...sock])).out;

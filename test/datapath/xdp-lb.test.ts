@@ -243,6 +243,29 @@ describe('xdp_lb under BPF_PROG_TEST_RUN', () => {
     }
   });
 
+  test('externalTrafficPolicy Local: new flows only to this node\'s backends; with none here, dropped and counted', () => {
+    const [local, remote] = [BACKENDS[0], BACKENDS[1]];
+    assert.ok(local && remote);
+    const policy = (backends: { address: string; port: number; node: string }[]): Record<string, unknown> =>
+      service('198.18.10.18', 80, 'TCP', { mode: 'dsr', externalTrafficPolicy: 'Local', backends });
+    try {
+      h.install({ ...SERVICES, local: policy([{ address: local.v4, port: 8080, node: NODE.name }, { address: remote.v4, port: 8080, node: 'elsewhere' }]) });
+      for (let port = 49000; port < 49020; port++) {
+        const out = h.run(frame(CLIENT.v4, '198.18.10.18', syn(port, 80)));
+        assertToBackend(out, 'v4');
+        assert.equal(out.parsed.ip.dst, local.v4, `flow ${port} went to the local backend`);
+      }
+      h.install({ ...SERVICES, local: policy([{ address: remote.v4, port: 8080, node: 'elsewhere' }]) });
+      const dropped = h.counter(Reason.DROP_NO_BACKEND);
+      const rejected = h.counter(Reason.REJECT_NO_BACKEND);
+      assert.equal(h.run(frame(CLIENT.v4, '198.18.10.18', syn(49100, 80))).retval, XDP.DROP);
+      assert.equal(h.counter(Reason.DROP_NO_BACKEND) - dropped, 1n);
+      assert.equal(h.counter(Reason.REJECT_NO_BACKEND), rejected, 'no ICMP reject, as kube-proxy drops');
+    } finally {
+      h.install(SERVICES);
+    }
+  });
+
   test('service changes reach new flows at once, through the datapath\'s cached service lookups', () => {
     const vip = '198.18.10.17';
     const stranger = h.run(frame(CLIENT.v4, vip, syn(48000, 443)));

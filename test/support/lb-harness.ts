@@ -19,7 +19,7 @@ import { counterIndex, Direction } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
 import { parseFrame, type ParsedFrame } from './packet.js';
 
-export const NODE = { v4: '198.18.0.2', v6: '2001:db8::2' };
+export const NODE = { v4: '198.18.0.2', v6: '2001:db8::2', name: 'lb-node' };
 export const CLIENT = { v4: '198.18.0.100', v6: '2001:db8::64', mac: '02:00:00:00:00:64' };
 export const BACKENDS = [11, 12, 13].map((n) => ({
   v4: `198.18.0.${n}`,
@@ -83,7 +83,7 @@ export class LbHarness {
   /** Make the datapath serve exactly these services (raw service objects, validated as the API does). */
   install(services: Record<string, unknown>): void {
     this.services = new Map(Object.entries(services).map(([id, raw]) => [id, validateService(raw, id, { defaultMode: 'snat' })]));
-    const desired = desiredLbState(this.services, { addresses: [NODE.v4, NODE.v6], maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), defaultMode: 'snat' }, this.ids);
+    const desired = desiredLbState(this.services, { addresses: [NODE.v4, NODE.v6], maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), defaultMode: 'snat', nodeName: NODE.name }, this.ids);
     this.writer.reconcile(desired);
   }
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import type { NetworkInterfaceInfo } from 'node:os';
+import { hostname, type NetworkInterfaceInfo } from 'node:os';
 import {
   DEFAULT_API_SOCKET,
   DEFAULT_BPFFS,
@@ -59,7 +59,7 @@ test('every flag is parsed', () => {
     '--bpffs', '/mnt/bpf/xlb', '--api-socket', '/tmp/x/xlb.sock',
     '--api-addr', '[2001:db8::1]:8443', '--api-token-file', '/etc/xlb/token',
     '--metrics-addr', '198.18.0.1:9090', '--state-file', '/tmp/x/state.json',
-    '--node-address', '198.18.0.1,2001:db8:0:0::5',
+    '--node-address', '198.18.0.1,2001:db8:0:0::5', '--node-name', 'worker-1.example',
   ]);
   assert.equal(f.help, false);
   if (f.help) return;
@@ -77,6 +77,7 @@ test('every flag is parsed', () => {
     metricsAddr: { host: '198.18.0.1', port: 9090 },
     stateFile: '/tmp/x/state.json',
     nodeAddresses: ['198.18.0.1', '2001:db8::5'],
+    nodeName: 'worker-1.example',
   });
   assert.equal(f.flags.maglevSeed.murmur, 0);
 });
@@ -148,8 +149,16 @@ test('nodeDatapathOptions carries what createNodeDatapath needs', () => {
   const options = nodeDatapathOptions(f, ['198.18.0.1'], log);
   assert.deepEqual(
     { ...options, maglevSeed: options.maglevSeed.base64 },
-    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], log },
+    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), log },
   );
+});
+
+test('--node-name: a lower-case DNS name; the host name when absent', () => {
+  assert.equal(flags('--node-name', 'lb-7').nodeName, 'lb-7');
+  assert.equal(flags().nodeName, hostname().toLowerCase());
+  for (const bad of ['Worker', 'a_b', 'x-', '']) {
+    assert.throws(() => flags('--node-name', bad), (e: unknown) => e instanceof FlagError && e.message.startsWith('--node-name:'), bad);
+  }
 });
 
 async function runAgent(args: string[]): Promise<{ code: number | null; out: string; err: string }> {

@@ -185,6 +185,31 @@ describe('desired LB state', () => {
     assert.deepEqual(maglevSlots(entries), Array.from(expected));
   });
 
+  test('externalTrafficPolicy Local: only this node\'s backends get slots; none there, none at all', () => {
+    const ids = new IdAllocator();
+    const raw = {
+      frontend: { address: '198.18.0.10', port: 80, protocol: 'TCP' },
+      externalTrafficPolicy: 'Local',
+      backends: [be(1, { node: 'node-a' }), be(2, { node: 'node-b' }), be(3, { node: 'node-a' }), be(4)],
+    };
+    const local = svc(raw);
+    const onA = compute({ web: local }, ids, { ...node, nodeName: 'node-a' });
+    const entries = serviceOf(onA, ids, 'web');
+    assert.deepEqual(slotBackends(onA, entries), ['198.18.1.1:8080', '198.18.1.3:8080']);
+    assert.equal(LbService.decode(only(entries.frontends.values()).value).flags, ServiceFlag.Maglev | ServiceFlag.Local);
+    assert.equal(onA.backends.size, 4, 'every backend keeps its entry (tracked flows, purges)');
+
+    const onC = compute({ web: local }, ids, { ...node, nodeName: 'node-c' });
+    const none = serviceOf(onC, ids, 'web');
+    assert.equal(none.slots.size, 0);
+    assert.equal(none.maglev, undefined);
+    assert.equal(LbService.decode(only(none.frontends.values()).value).backendCount, 0);
+
+    // Cluster (the default) ignores where backends run.
+    const cluster = compute({ web: svc({ ...raw, externalTrafficPolicy: 'Cluster' }) }, ids, { ...node, nodeName: 'node-c' });
+    assert.equal(serviceOf(cluster, ids, 'web').slots.size, 4);
+  });
+
   test('terminating backends serve only when no active one can; maintenance never', () => {
     const ids = new IdAllocator();
     const mixed = compute({ web: web([be(1), be(2, { state: 'terminating' }), be(3, { state: 'maintenance' })]) }, ids);

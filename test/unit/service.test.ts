@@ -46,6 +46,17 @@ describe('validateService', () => {
     assert.equal('mode' in validateService(minimal), false);
   });
 
+  test('externalTrafficPolicy Local and backend nodes: kept in their places; Cluster is the default, left out', () => {
+    const local = validateService({ ...minimal, externalTrafficPolicy: 'Local', backends: [{ address: '198.18.1.2', port: 8080, node: 'worker-1' }] });
+    assert.deepEqual(Object.keys(local), ['frontend', 'type', 'algorithm', 'sessionAffinity', 'externalTrafficPolicy', 'sourceRanges', 'backends']);
+    assert.deepEqual(local.backends, [{ address: '198.18.1.2', port: 8080, weight: 100, state: 'active', node: 'worker-1' }]);
+    assert.equal('externalTrafficPolicy' in validateService({ ...minimal, externalTrafficPolicy: 'Cluster' }), false);
+    assert.deepEqual(serviceToJSON(local), local);
+    assert.deepEqual(fields({ ...minimal, externalTrafficPolicy: 'local' }), ['externalTrafficPolicy']);
+    assert.deepEqual(fields({ ...minimal, backends: [{ address: '198.18.1.2', port: 8080, node: 'Worker_1' }] }), ['backends[0].node']);
+    assert.deepEqual(fields({ ...minimal, backends: [{ address: '198.18.1.2', port: 8080, node: 7 }] }), ['backends[0].node']);
+  });
+
   test('ClientIP affinity defaults to 10800 s; bounds 1..86400', () => {
     assert.deepEqual(validateService({ ...minimal, sessionAffinity: { type: 'ClientIP' } }).sessionAffinity, {
       type: 'ClientIP',
