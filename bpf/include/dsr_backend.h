@@ -25,7 +25,9 @@
 #include "dsr.h"
 #include "frag.h"
 
-#define XLB_DSR_CT_SIZE 65536
+/* As many flows as the load balancer's conntrack holds: an entry evicted while its flow lives would
+ * let the replies out with the backend's own address. */
+#define XLB_DSR_CT_SIZE 262144
 /* Linear bytes wanted when the skb head ends inside the headers: VLAN + IPv4 with 40 bytes of options,
  * or IPv6 with a few extension headers, plus a TCP header. */
 #define XLB_DSR_PULL_LEN 160
