@@ -297,16 +297,25 @@ static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_
  * packets without a live flow pay the service lookup.
  */
 static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_config *cfg,
-					 struct verdict *v)
+					 struct xlb_tuple *flow, struct verdict *v)
 {
 	struct ct_bucket *bucket;
 	struct ct_ref ref;
 	struct ct_entry *ct = ct_lookup(&pkt->tuple, cfg->ct_seed, xlb_now(), &ref, &bucket);
 
-	if (!ct || !bucket || ct_is_reopened(ct, pkt))
-		xlb_new_flow_path(ctx, pkt, &ref, v);
-	else if (!established_fast_path(ctx, pkt, bucket, &ref, ct, xlb_now(), v))
+	if (ct && bucket && !ct_is_reopened(ct, pkt)) {
+		if (established_fast_path(ctx, pkt, bucket, &ref, ct, xlb_now(), v)) {
+			/* the flow as it arrived is the entry's key (pkt->tuple is translated by now) */
+			if (xlb_is_drop(v->reason))
+				*flow = bucket->way[ref.way & (XLB_CT_WAYS - 1)].key;
+			return;
+		}
+		*flow = pkt->tuple;
 		xlb_established_path(ctx, pkt, &ref, v);
+		return;
+	}
+	*flow = pkt->tuple; /* also the new entry's key */
+	xlb_new_flow_path(ctx, pkt, &ref, v);
 }
 
 static __always_inline int sampled(const struct xlb_config *cfg)
@@ -333,11 +342,12 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 	err = xlb_parse(data, data_end, &pkt, 1);
 	if (err == XLB_PARSE_NOT_IP)
 		return XDP_PASS;
-	/* The flow as it arrived, kept off the stack: what events report and, for a new flow, its
-	 * conntrack key (ports recalled for later fragments). */
+	/* The flow as it arrived (ports recalled for later fragments), kept off the stack: what events
+	 * report and, for a new flow, its conntrack key. Each path that may report sets it; the common
+	 * case, an established packet forwarded, never needs it. */
 	flow = &scratch->key;
-	*flow = pkt.tuple;
 	if (err < 0) {
+		*flow = pkt.tuple;
 		v.action = XDP_DROP;
 		v.reason = -err;
 		goto out;
@@ -346,18 +356,19 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 		v.reason = XLB_PASS_FRAGMENT;
 		goto out;
 	}
-	*flow = pkt.tuple;
 	if (pkt.icmp_error) {
+		*flow = pkt.tuple;
 		xlb_icmp_error_path(ctx, &pkt, &v);
 		goto out;
 	}
 	reverse = snat_reply_lookup(&pkt, cfg);
 	if (reverse) {
+		*flow = pkt.tuple;
 		xlb_snat_reply_path(ctx, &pkt, reverse, &v);
 		goto out;
 	}
 	if (lb_port_in_use(pkt.tuple.dport))
-		service_path(ctx, &pkt, cfg, &v);
+		service_path(ctx, &pkt, cfg, flow, &v);
 out:
 	xlb_count(v.reason, XLB_DIR_INGRESS, len);
 	if (xlb_is_drop(v.reason))
