@@ -67,6 +67,8 @@ static __always_inline int nat_rewrite(void *data, void *data_end, struct xlb_pk
 	struct xlb_tuple *t = &pkt->tuple;
 	__sum16 *l4_csum = nat_l4_csum(data, data_end, pkt);
 	__be16 *ports = data + xlb_l4_off(pkt);
+	/* DSR keeps the client as the source (passing the packet's own): half the work */
+	int source_changes = saddr != &t->saddr || sport != t->sport;
 
 	if (t->proto == IPPROTO_SCTP && (sport != t->sport || dport != t->dport))
 		return -XLB_DROP_UNSUPPORTED;
@@ -76,27 +78,32 @@ static __always_inline int nat_rewrite(void *data, void *data_end, struct xlb_pk
 
 		if ((void *)(ip + 1) > data_end)
 			return -XLB_DROP_MALFORMED;
-		xlb_csum_replace4(&ip->check, ip->saddr, saddr->v4);
+		if (source_changes) {
+			xlb_csum_replace4(&ip->check, ip->saddr, saddr->v4);
+			ip->saddr = saddr->v4;
+		}
 		xlb_csum_replace4(&ip->check, ip->daddr, daddr->v4);
-		ip->saddr = saddr->v4;
 		ip->daddr = daddr->v4;
 	} else {
 		struct ipv6hdr *ip6 = data + xlb_l3_off(pkt);
 
 		if ((void *)(ip6 + 1) > data_end)
 			return -XLB_DROP_MALFORMED;
-		__builtin_memcpy(&ip6->saddr, saddr->bytes, 16);
+		if (source_changes)
+			__builtin_memcpy(&ip6->saddr, saddr->bytes, 16);
 		__builtin_memcpy(&ip6->daddr, daddr->bytes, 16);
 	}
 	if (l4_csum) {
-		xlb_csum_replace_addr(l4_csum, t->family, &t->saddr, saddr);
+		if (source_changes)
+			xlb_csum_replace_addr(l4_csum, t->family, &t->saddr, saddr);
 		xlb_csum_replace_addr(l4_csum, t->family, &t->daddr, daddr);
 	}
 	if (pkt->frag != XLB_FRAG_LATER && (t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP || t->proto == IPPROTO_SCTP)) {
 		if ((void *)(ports + 2) > data_end)
 			return -XLB_DROP_MALFORMED;
 		if (l4_csum) {
-			xlb_csum_replace2(l4_csum, ports[0], sport);
+			if (source_changes)
+				xlb_csum_replace2(l4_csum, ports[0], sport);
 			xlb_csum_replace2(l4_csum, ports[1], dport);
 		}
 		ports[0] = sport;
