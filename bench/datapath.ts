@@ -2,11 +2,13 @@
  * Bench suite "datapath": ns per packet of xdp_lb under BPF_PROG_TEST_RUN, beside a pass-through XDP
  * program timed the same way in the same run (the kernel times the runs; no syscall in the figure).
  *
- * Two timing methods, because xdp_lb rewrites the packet it is given and repeated runs reuse it:
+ * Timing methods, because xdp_lb rewrites the packet it is given and repeated runs reuse it:
  * - repeat = 1e6 on one frame (median of 5 rounds), for packets that stay the same across runs: non-service traffic, and
  *   established flows of a self-referential DSR service whose only backend is the frontend itself
- *   (every run does the full established path — service, conntrack, backend, rewrite, FIB — and the
- *   rewrite writes back the same bytes);
+ *   (every run does the full established path — conntrack, rewrite, cached next hop — and the rewrite
+ *   writes back the same bytes);
+ * - established SNAT flows through the harness below restoring one flow's frame every run (SNAT
+ *   rewrites both ends, so its output cannot be fed back), harness cost subtracted;
  * - new flows in the same repeat loop through bpf/test/xdp_lb_bench.c, a harness around the very same
  *   xdp_lb code that restores the frame from a template and gives each run a flow of its own (source
  *   port and address from a counter): 1e6 new flows a round, so past the conntrack table's 262144 each
@@ -31,8 +33,8 @@ const BENCH_FRAME_LEN = 80;
 const log = (message: string): void => void process.stderr.write(`[bench datapath] ${message}\n`);
 
 const families = [
-  { name: 'IPv4', client: CLIENT.v4, vip: '198.18.10.10', self: SELF_ROUTED.v4, other: '198.18.10.99' },
-  { name: 'IPv6', client: CLIENT.v6, vip: '2001:db8:10::10', self: SELF_ROUTED.v6, other: '2001:db8:10::99' },
+  { name: 'IPv4', client: CLIENT.v4, vip: '198.18.10.10', snatVip: '198.18.10.11', self: SELF_ROUTED.v4, other: '198.18.10.99' },
+  { name: 'IPv6', client: CLIENT.v6, vip: '2001:db8:10::10', snatVip: '2001:db8:10::11', self: SELF_ROUTED.v6, other: '2001:db8:10::99' },
 ];
 
 function median(values: number[]): number {
@@ -49,24 +51,34 @@ type Family = (typeof families)[number];
 function benchServices(): Record<string, unknown> {
   const services: Record<string, unknown> = {};
   for (const f of families) {
-    services[`new-${f.name.toLowerCase()}`] = { frontend: { address: f.vip, port: 80, protocol: 'TCP' }, mode: 'dsr', backends: [1, 2, 3].map((n) => ({ address: f.name === 'IPv4' ? `198.18.0.${10 + n}` : `2001:db8::${(10 + n).toString(16)}`, port: 8080 })) };
+    const backends = [1, 2, 3].map((n) => ({ address: f.name === 'IPv4' ? `198.18.0.${10 + n}` : `2001:db8::${(10 + n).toString(16)}`, port: 8080 }));
+    services[`new-${f.name.toLowerCase()}`] = { frontend: { address: f.vip, port: 80, protocol: 'TCP' }, mode: 'dsr', backends };
+    services[`snat-${f.name.toLowerCase()}`] = { frontend: { address: f.snatVip, port: 80, protocol: 'TCP' }, mode: 'snat', backends };
     services[`self-${f.name.toLowerCase()}`] = { frontend: { address: f.self, port: 80, protocol: 'TCP' }, mode: 'dsr', backends: [{ address: f.self, port: 80 }] };
   }
   return services;
 }
 
-/** New flows through the harness, from an empty table on: medians of xdp_lb + harness, and of the harness alone. */
-function newFlowRounds(h: LbHarness, f: Family): { value: number; harness: number } {
+/**
+ * Frames through the harness (bpf/test/xdp_lb_bench.c) from an empty table on: medians of xdp_lb +
+ * harness, and of the harness alone. newFlows: a flow of its own each run (a SYN to the DSR VIP), else
+ * the template's one flow every run (an ACK to the SNAT VIP: established from the second run on).
+ */
+function harnessRounds(h: LbHarness, f: Family, newFlows: boolean): { value: number; harness: number } {
   const headers = f.name === 'IPv4' ? 14 + 20 + 20 : 14 + 40 + 20;
-  const template = frame(f.client, f.vip, { proto: 'tcp', sport: 1024, dport: 80, flags: TCP_FLAGS.SYN, payload: Buffer.alloc(BENCH_FRAME_LEN - headers) });
+  const payload = Buffer.alloc(BENCH_FRAME_LEN - headers);
+  const template = newFlows
+    ? frame(f.client, f.vip, { proto: 'tcp', sport: 1024, dport: 80, flags: TCP_FLAGS.SYN, payload })
+    : frame(f.client, f.snatVip, { proto: 'tcp', sport: 1024, dport: 80, flags: TCP_FLAGS.ACK, payload });
   const templateValue = Buffer.alloc(8 + BENCH_FRAME_LEN);
   templateValue.writeUInt32LE(headers - 20, 0);
   templateValue.writeUInt32LE(f.name === 'IPv4' ? 14 + 12 + 2 : 14 + 8 + 14, 4);
   template.copy(templateValue, 8);
   h.lb.map('xlb_bench_tmpl').update(Buffer.alloc(4), templateValue);
   h.flushFlows();
+  const [lb, alone] = newFlows ? ['xdp_lb_new_flows', 'xdp_template_only'] : ['xdp_lb_same_flow', 'xdp_template_same_only'];
   const rounds = Array.from({ length: ROUNDS }, () =>
-    [h.time(h.lb.object.program('xdp_lb_new_flows'), template, REPEAT), h.time(h.lb.object.program('xdp_template_only'), template, REPEAT)] as const);
+    [h.time(h.lb.object.program(lb), template, REPEAT), h.time(h.lb.object.program(alone), template, REPEAT)] as const);
   return { value: median(rounds.map(([lb]) => lb)), harness: median(rounds.map(([, peer]) => peer)) };
 }
 
@@ -103,10 +115,15 @@ function main(): void {
       }
 
       log(`${f.name} new flow: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} runs, each a new flow`);
-      const { value: newFlow, harness } = newFlowRounds(h, f);
+      const { value: newFlow, harness } = harnessRounds(h, f, true);
       const newParams = { method: `median of ${ROUNDS} x repeat ${REPEAT}, a new flow each run (conntrack full: each evicts one)`, family: f.name, maglevTableSize: 251, mode: 'dsr (option inserted)' };
       figures.push({ name: `new flow ${f.name} (with harness)`, value: newFlow, unit: 'ns/packet', peer: 'harness alone', peerValue: harness, ratio: newFlow / harness, params: newParams });
       figures.push({ name: `new flow ${f.name} (harness subtracted)`, value: newFlow - harness, unit: 'ns/packet', params: newParams });
+
+      log(`${f.name} established SNAT flow: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} runs of one flow`);
+      const snat = harnessRounds(h, f, false);
+      const snatParams = { method: `median of ${ROUNDS} x repeat ${REPEAT}, the template's one flow each run`, family: f.name, mode: 'snat (both ends rewritten)' };
+      figures.push({ name: `established flow, SNAT ${f.name} (harness subtracted)`, value: snat.value - snat.harness, unit: 'ns/packet', params: snatParams });
 
       log(`${f.name} new flow, cold: ${NEW_FLOWS.toLocaleString()} distinct TCP SYNs, one run each`);
       const syns = Array.from({ length: NEW_FLOWS }, (_, i) =>
@@ -128,7 +145,7 @@ function main(): void {
     small.install(benchServices());
     for (const f of families) {
       log(`${f.name} new flow, conntrack of ${SMALL_CONNTRACK.toLocaleString()} flows: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} runs`);
-      const { value, harness } = newFlowRounds(small, f);
+      const { value, harness } = harnessRounds(small, f, true);
       const params = { method: `median of ${ROUNDS} x repeat ${REPEAT}, a new flow each run (conntrack full: each evicts one)`, family: f.name, conntrackEntries: SMALL_CONNTRACK, mode: 'dsr (option inserted)' };
       figures.push({ name: `new flow ${f.name}, ${SMALL_CONNTRACK}-flow conntrack (harness subtracted)`, value: value - harness, unit: 'ns/packet', params });
     }

@@ -7,6 +7,7 @@
  * before one repeats — then runs the very same xdp_lb code (included, not copied). Past the conntrack
  * table's size every new flow evicts an old one: the steady state of a busy node.
  * xdp_template_only does the restoring alone: the peer that measures the harness's own cost.
+ * xdp_lb_same_flow / xdp_template_same_only restore the template's one flow every run instead.
  */
 #include "../xdp/xdp_lb.c"
 
@@ -32,8 +33,8 @@ struct {
 	__type(value, __u32);
 } xlb_bench_seq SEC(".maps");
 
-/* Put the template back (undoing a grown head first) with the next source port; 0 on success. */
-static __always_inline int bench_restore(struct xdp_md *ctx)
+/* Put the template back (undoing a grown head first), as a flow of its own when new_flow; 0 on success. */
+static __always_inline int bench_restore(struct xdp_md *ctx, int new_flow)
 {
 	__u32 zero = 0;
 	struct xlb_bench_frame *tmpl = bpf_map_lookup_elem(&xlb_bench_tmpl, &zero);
@@ -52,6 +53,8 @@ static __always_inline int bench_restore(struct xdp_md *ctx)
 	if (data + XLB_BENCH_FRAME_LEN > data_end)
 		return -1;
 	__builtin_memcpy(data, tmpl->bytes, XLB_BENCH_FRAME_LEN);
+	if (!new_flow)
+		return 0;
 	port = data + (tmpl->sport_offset & 0x7f);
 	host = data + (tmpl->saddr_offset & 0x7f);
 	if ((void *)(port + 1) > data_end || (void *)(host + 1) > data_end)
@@ -65,7 +68,7 @@ static __always_inline int bench_restore(struct xdp_md *ctx)
 SEC("xdp")
 int xdp_lb_new_flows(struct xdp_md *ctx)
 {
-	if (bench_restore(ctx))
+	if (bench_restore(ctx, 1))
 		return XDP_ABORTED;
 	return xdp_lb_packet(ctx);
 }
@@ -73,5 +76,21 @@ int xdp_lb_new_flows(struct xdp_md *ctx)
 SEC("xdp")
 int xdp_template_only(struct xdp_md *ctx)
 {
-	return bench_restore(ctx) ? XDP_ABORTED : XDP_TX;
+	return bench_restore(ctx, 1) ? XDP_ABORTED : XDP_TX;
+}
+
+/* The template's own flow every run: established from the second run on, whatever the translation
+ * does to the frame (SNAT rewrites both ends, so a frame cannot be fed back as it comes out). */
+SEC("xdp")
+int xdp_lb_same_flow(struct xdp_md *ctx)
+{
+	if (bench_restore(ctx, 0))
+		return XDP_ABORTED;
+	return xdp_lb_packet(ctx);
+}
+
+SEC("xdp")
+int xdp_template_same_only(struct xdp_md *ctx)
+{
+	return bench_restore(ctx, 0) ? XDP_ABORTED : XDP_TX;
 }
