@@ -183,7 +183,7 @@ export const XlbNexthopSlot = defineStruct('xlb_nexthop_slot', { seq: u32, famil
 /** struct xlb_tuple (parse.h): a flow as seen on the wire; the conntrack and SNAT key, inside events. */
 export const XlbTuple = defineStruct(
   'xlb_tuple',
-  { saddr: xlbAddr, daddr: xlbAddr, sport: be16, dport: be16, proto: u8, family: u8, pad: pad(2) },
+  { saddr: xlbAddr, daddr: xlbAddr, sport: be16, dport: be16, proto: u8, family: u8, kind: u8, pad: pad(1) },
 );
 
 export const CtEntry = defineStruct('ct_entry', {
@@ -197,7 +197,11 @@ export const CtEntry = defineStruct('ct_entry', {
   nexthop: nested(XlbNexthop, 4),
 });
 
-export const CtWay = defineStruct('ct_way', { key: nested(XlbTuple, 4), entry: nested(CtEntry, 8), pad: pad(8) });
+/** enum xlb_tuple_kind: what a conntrack key is of. */
+export const TupleKind = { Flow: 0, SnatReply: 1 } as const;
+/** union ct_value: a flow's ct_entry, or (key kind SnatReply) a nat_reverse. */
+export const CT_VALUE_SIZE = CtEntry.size;
+export const CtWay = defineStruct('ct_way', { key: nested(XlbTuple, 4), value: bytes(CT_VALUE_SIZE, 8), pad: pad(8) });
 /** Ways per conntrack bucket (XLB_CT_WAYS). */
 export const CT_WAYS = 4;
 /** struct ct_bucket: seq[i] odd while way i is written, tag[i] 0 when way i is empty, expires[i] in 2^30 ns units. */
@@ -220,6 +224,8 @@ export const NatReverse = defineStruct('nat_reverse', {
   clientPort: be16,
   servicePort: be16,
   nexthop: nested(XlbNexthop, 4),
+  backendId: u32,
+  serviceId: u32,
 });
 
 // ---- fragments (frag.h) ----

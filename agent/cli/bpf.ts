@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONNTRACK_MAPS, ctWays } from '../../lb/datapath/conntrack.js';
+import { CONNTRACK_MAPS, ctFlows } from '../../lb/datapath/conntrack.js';
 import { LB_MAPS } from '../../lb/datapath/lb-writer.js';
 import { nsPerJiffy } from '../../lb/datapath/lb-datapath.js';
 import { BpfMap } from '../../lb/datapath/map.js';
@@ -313,7 +313,7 @@ function showLbList(bpffs: string, json: boolean, io: CliIO): number {
 
 function showCtList(bpffs: string, json: boolean, io: CliIO): number {
   const entries = withPinned(bpffs, [CONNTRACK_MAPS.table], (maps) =>
-    ctList(ctWays(entriesOf(maps, CONNTRACK_MAPS.table).map(([, bucket]) => bucket)), datapathNowNs()),
+    ctList(ctFlows(entriesOf(maps, CONNTRACK_MAPS.table).map(([, bucket]) => bucket)), datapathNowNs()),
   );
   io.out(json ? `${JSON.stringify(entries, null, 2)}\n` : ctListText(entries));
   return EXIT_OK;

@@ -72,6 +72,9 @@ struct {
 /* The packet's flow as it arrived, and the conntrack entry a new flow builds. */
 XLB_SCRATCH(xlb_ct_scratch, struct ct_way)
 
+/* A conntrack key being built for a lookup (another direction's, another kind's). */
+XLB_SCRATCH(xlb_key_scratch, struct xlb_tuple)
+
 XLB_BTF_TYPE(ct_sweep);
 
 /*
@@ -99,11 +102,16 @@ static __always_inline int ct_key_equal(const struct xlb_tuple *a, const struct 
 	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
 }
 
+static __always_inline __u64 ct_proto_lifetime_ns(__u8 proto)
+{
+	return (proto == IPPROTO_TCP ? XLB_CT_LIFETIME_TCP : XLB_CT_LIFETIME_NONTCP) * XLB_NS;
+}
+
 static __always_inline __u64 ct_lifetime_ns(const struct ct_entry *entry, __u8 proto)
 {
 	if (entry->flags & XLB_CT_F_CLOSING)
 		return XLB_CT_LIFETIME_CLOSING * XLB_NS;
-	return (proto == IPPROTO_TCP ? XLB_CT_LIFETIME_TCP : XLB_CT_LIFETIME_NONTCP) * XLB_NS;
+	return ct_proto_lifetime_ns(proto);
 }
 
 /* When an entry seen `now` expires, in xlb_coarse_sec units: kept in the bucket's first cache line, so
@@ -136,10 +144,11 @@ static __always_inline int ct_find_way(struct ct_bucket *bucket, const struct xl
 }
 
 /*
- * This flow's live entry, or NULL: no entry, expired, or still being written after a few tries (the
- * packet is then a new flow's, which re-creates the entry). ref and *bucket_out are filled either way.
+ * The live entry of this key (a flow's state, or a SNAT reply's reverse translation), or NULL: none,
+ * expired, or still being written after a few tries (a flow's packet is then taken for a new flow's,
+ * which re-creates the entry). ref and *bucket_out are filled either way.
  */
-static __always_inline struct ct_entry *ct_lookup(const struct xlb_tuple *tuple, __u32 seed, __u64 now, struct ct_ref *ref,
+static __always_inline union ct_value *ct_lookup(const struct xlb_tuple *tuple, __u32 seed, __u64 now, struct ct_ref *ref,
 						  struct ct_bucket **bucket_out)
 {
 	__u32 hash = xlb_tuple_hash(tuple, seed);
@@ -163,7 +172,7 @@ static __always_inline struct ct_entry *ct_lookup(const struct xlb_tuple *tuple,
 		ref->found = 1;
 		if (ct_expired(bucket, ref->way, now))
 			return NULL;
-		return &bucket->way[ref->way].entry;
+		return &bucket->way[ref->way].value;
 	}
 	return NULL;
 }
@@ -207,20 +216,34 @@ static __always_inline void ct_way_unlock(struct ct_bucket *bucket, __u32 i)
 	xlb_seq_write_end(&bucket->seq[i & (XLB_CT_WAYS - 1)]);
 }
 
-/* Rewrite part of the flow's own live entry (its cached next hop) under the way's lock. Afterwards
- * ref->seq is the way's new seq, so ct_unchanged still holds for this writer. */
+/* Rewrite the cached next hop of a live entry (a flow's, or a SNAT reverse entry's) under the way's
+ * lock. Afterwards ref->seq is the way's new seq, so ct_unchanged still holds for this writer. */
 static __always_inline void ct_update_nexthop(struct ct_bucket *bucket, struct ct_ref *ref, const struct xlb_nexthop *nexthop)
 {
 	__u32 way = ref->way & (XLB_CT_WAYS - 1);
+	struct ct_way *w = &bucket->way[way];
 	__u32 seq;
 
 	if (!ct_way_lock(bucket, way, &seq))
 		return; /* busy: the next packet caches it */
 	if (seq == ref->seq) {
-		bucket->way[way].entry.nexthop = *nexthop;
+		if (w->key.kind == XLB_TUPLE_SNAT_REPLY)
+			w->value.reverse.nexthop = *nexthop;
+		else
+			w->value.entry.nexthop = *nexthop;
 		ref->seq = seq + 2;
 	}
 	ct_way_unlock(bucket, way);
+}
+
+/* A SNAT reverse entry lives while replies come: pushed back at most once a coarse second. */
+static __always_inline void ct_refresh_reverse(struct ct_bucket *bucket, __u32 way, __u8 proto, __u64 now)
+{
+	__u32 expires = xlb_coarse_sec(now + ct_proto_lifetime_ns(proto));
+
+	way &= XLB_CT_WAYS - 1;
+	if (bucket->expires[way] != expires)
+		bucket->expires[way] = expires;
 }
 
 /* The way a new entry goes to: the flow's own (reopened or expired), an empty or expired one, else the
@@ -247,9 +270,10 @@ static __always_inline __u32 ct_pick_way(const struct ct_bucket *bucket, const s
 	return victim;
 }
 
-/* Store a new flow's entry where ct_lookup said it goes: 1 when a live flow was evicted for it. */
-static __always_inline int ct_create(const struct xlb_tuple *tuple, const struct ct_entry *entry, const struct ct_ref *ref,
-				     __u64 now)
+/* Store an entry under `key` where ct_lookup said it goes, expiring at `expires`: 1 when a live entry
+ * was evicted for it. */
+static __always_inline int ct_store(const struct xlb_tuple *key, const union ct_value *value, __u32 expires,
+				    const struct ct_ref *ref, __u64 now)
 {
 	struct ct_bucket *bucket = ct_bucket_at(ref->index);
 	__u32 way, seq;
@@ -260,20 +284,38 @@ static __always_inline int ct_create(const struct xlb_tuple *tuple, const struct
 	way = ct_pick_way(bucket, ref, now, &evicts) & (XLB_CT_WAYS - 1);
 	if (!ct_way_lock(bucket, way, &seq))
 		return -XLB_DROP_CT_FULL; /* another CPU is writing that very way: rare, and the client retries */
-	bucket->way[way].key = *tuple;
-	bucket->way[way].entry = *entry;
-	bucket->expires[way] = ct_expiry(entry, tuple->proto, now);
+	bucket->way[way].key = *key;
+	bucket->way[way].value = *value;
+	bucket->expires[way] = expires;
 	bucket->tag[way] = ref->tag;
 	ct_way_unlock(bucket, way);
 	return evicts;
+}
+
+/* Store a new flow's state: 1 when a live entry was evicted for it. */
+static __always_inline int ct_create(const struct xlb_tuple *tuple, const union ct_value *value, const struct ct_ref *ref,
+				     __u64 now)
+{
+	return ct_store(tuple, value, ct_expiry(&value->entry, tuple->proto, now), ref, now);
+}
+
+/* Where `key` is or would go, and whether a live entry holds it: ct_lookup without the entry. */
+static __always_inline int ct_exists(const struct xlb_tuple *key, __u32 seed, __u64 now, struct ct_ref *ref)
+{
+	struct ct_bucket *bucket;
+
+	return ct_lookup(key, seed, now, ref, &bucket) != NULL;
 }
 
 /* ---- the agent's sweeps (xlb_ct_sweep in xdp_lb.c) ---- */
 
 static __always_inline int ct_sweep_clears(const struct ct_way *way, const struct ct_sweep *sweep)
 {
-	struct ct_purge_key any = { .service_id = 0, .backend_id = way->entry.slot.backend_id };
-	struct ct_purge_key pair = { .service_id = way->entry.service_id, .backend_id = way->entry.slot.backend_id };
+	int reverse = way->key.kind == XLB_TUPLE_SNAT_REPLY;
+	__u32 backend_id = reverse ? way->value.reverse.backend_id : way->value.entry.slot.backend_id;
+	__u32 service_id = reverse ? way->value.reverse.service_id : way->value.entry.service_id;
+	struct ct_purge_key any = { .service_id = 0, .backend_id = backend_id };
+	struct ct_purge_key pair = { .service_id = service_id, .backend_id = backend_id };
 
 	if (sweep->flags & XLB_CT_SWEEP_FLUSH)
 		return 1;

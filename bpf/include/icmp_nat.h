@@ -70,8 +70,8 @@ static __always_inline void tuple_reverse(const struct xlb_tuple *in, struct xlb
 	out->dport = in->sport;
 	out->proto = in->proto;
 	out->family = in->family;
-	out->pad[0] = 0;
-	out->pad[1] = 0;
+	out->kind = XLB_TUPLE_FLOW;
+	out->pad = 0;
 }
 
 /*
@@ -132,28 +132,35 @@ static __always_inline int icmp_nat_rewrite(void *data, void *data_end, struct x
 static __always_inline int icmp_nat_translate(void *data, void *data_end, struct xlb_pkt *pkt,
 					      const struct xlb_config *cfg)
 {
+	struct xlb_tuple *key = xlb_key_scratch_get();
 	struct icmp_quote q = {};
-	struct xlb_tuple key;
-	struct nat_reverse *reverse;
 	struct ct_bucket *bucket;
+	union ct_value *value;
 	struct ct_entry *ct;
 	struct ct_ref ref;
 	int err = icmp_parse_quote(data, data_end, pkt, &q);
 
-	if (err)
+	if (err || !key)
 		return 0;
-	/* Quoting node:SNAT port → backend: a packet we sent with SNAT. */
-	tuple_reverse(&q.tuple, &key);
-	reverse = bpf_map_lookup_elem(&xlb_snat, &key);
-	if (reverse) {
+	/* Quoting node:SNAT port → backend: a packet we sent with SNAT; its reply tuple is a reverse entry. */
+	tuple_reverse(&q.tuple, key);
+	key->kind = XLB_TUPLE_SNAT_REPLY;
+	value = ct_lookup(key, cfg->ct_seed, xlb_now(), &ref, &bucket);
+	if (value && bucket) {
+		struct nat_reverse *reverse = &value->reverse;
+
 		err = icmp_nat_rewrite(data, data_end, pkt, &q, &reverse->client, &reverse->client, reverse->client_port,
 				       &reverse->service, reverse->service_port);
+		if (!err && !ct_unchanged(bucket, &ref))
+			err = -XLB_DROP_CT_BUSY;
 		return err ? err : 1;
 	}
 	/* Quoting service → client: a reply of a flow we track; back to its backend as the backend sent it. */
-	ct = ct_lookup(&key, cfg->ct_seed, xlb_now(), &ref, &bucket);
-	if (!ct || !bucket)
+	key->kind = XLB_TUPLE_FLOW;
+	value = ct_lookup(key, cfg->ct_seed, xlb_now(), &ref, &bucket);
+	if (!value || !bucket)
 		return 0;
+	ct = &value->entry;
 	if (ct->flags & XLB_CT_F_SNAT)
 		err = icmp_nat_rewrite(data, data_end, pkt, &q, &ct->slot.backend.addr, &ct->slot.backend.addr, ct->slot.backend.port,
 				       &ct->nat_addr, ct->nat_port);

@@ -126,9 +126,29 @@ struct ct_entry {
 };
 
 /* 128 bytes: two cache lines, so with the 64-byte bucket head every way starts on a line of its own. */
+/* ---- SNAT (nat.h) ---- */
+
+/* Keyed in conntrack by the reply tuple as it arrives from the backend (backend → node:nat_port,
+ * kind XLB_TUPLE_SNAT_REPLY). */
+struct nat_reverse {
+	union xlb_addr client;
+	union xlb_addr service;
+	__be16 client_port;
+	__be16 service_port;
+	struct xlb_nexthop nexthop; /* towards the client */
+	__u32 backend_id;           /* of the flow: purged with it */
+	__u32 service_id;
+};
+
+/* What a conntrack way holds: a flow's state, or (key kind XLB_TUPLE_SNAT_REPLY) a SNAT reverse entry. */
+union ct_value {
+	struct ct_entry entry;
+	struct nat_reverse reverse;
+};
+
 struct ct_way {
 	struct xlb_tuple key;
-	struct ct_entry entry;
+	union ct_value value;
 	__u8 pad[8];
 };
 
@@ -167,17 +187,6 @@ struct ct_sweep {
 struct ct_purge_key {
 	__u32 service_id;
 	__u32 backend_id;
-};
-
-/* ---- SNAT (nat.h) ---- */
-
-/* Keyed by the reply tuple as it arrives from the backend (backend → node:nat_port). */
-struct nat_reverse {
-	union xlb_addr client;
-	union xlb_addr service;
-	__be16 client_port;
-	__be16 service_port;
-	struct xlb_nexthop nexthop; /* towards the client */
 };
 
 /* ---- fragments (frag.h) ---- */

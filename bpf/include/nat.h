@@ -1,29 +1,25 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Address/port translation of a parsed packet in place (DNAT to a backend, SNAT to the node, and the
- * reverse for replies), with incremental checksum updates, and the SNAT port table.
+ * reverse for replies), with incremental checksum updates, and SNAT port claims. A claimed port's
+ * reverse translation lives in conntrack, keyed by the reply tuple (kind XLB_TUPLE_SNAT_REPLY): the
+ * same inline table, not a kernel hash map whose inserts (and evictions, once full) cost a new SNAT
+ * flow over a microsecond here.
  */
 #ifndef XLB_NAT_H
 #define XLB_NAT_H
 
 #include "common.h"
+#include "conntrack.h"
 #include "csum.h"
 #include "maps.h"
 #include "parse.h"
 
 #define XLB_NAT_PORT_ATTEMPTS 8
 
-/* Replies coming back from backends to a node SNAT port, keyed by their tuple as it arrives. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
-	__type(key, struct xlb_tuple);
-	__type(value, struct nat_reverse);
-} xlb_snat SEC(".maps");
-
 /* A port claim being built (reply tuple → reverse translation), off the stack the paths share. */
 struct nat_claim {
-	struct nat_reverse reverse;
+	union ct_value value;
 	struct xlb_tuple reply;
 };
 
@@ -118,34 +114,45 @@ static __always_inline int nat_rewrite(void *data, void *data_end, struct xlb_pk
 	return 0;
 }
 
-/* Claim a node port for a new SNAT flow: the reply tuple must be unique, so try a few ports. */
-static __always_inline int nat_claim_port(const struct xlb_tuple *client, const struct lb_backend *backend,
-					  const union xlb_addr *node, const struct xlb_config *cfg, __be16 *port)
+/*
+ * Claim a node port for a new SNAT flow (its state in *ct: backend, service, node address): the reply
+ * tuple must be unique, so try a few ports; the reverse entry lives as long as the flow's would.
+ */
+static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct ct_entry *ct, const struct xlb_config *cfg,
+					  __u64 now)
 {
 	__u32 range = cfg->nat_port_max >= cfg->nat_port_min ? cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
 	__u32 start = bpf_get_prandom_u32();
+	struct nat_reverse *reverse;
 	struct nat_claim *claim;
+	struct ct_ref ref;
 	int i;
 
 	claim = xlb_nat_scratch_get();
 	if (!claim)
 		return -XLB_DROP_NAT_NO_PORT;
 	__builtin_memset(claim, 0, sizeof(*claim));
-	claim->reverse.client = client->saddr;
-	claim->reverse.service = client->daddr;
-	claim->reverse.client_port = client->sport;
-	claim->reverse.service_port = client->dport;
-	claim->reply.saddr = backend->addr;
-	claim->reply.daddr = *node;
-	claim->reply.sport = backend->port;
+	reverse = &claim->value.reverse;
+	reverse->client = client->saddr;
+	reverse->service = client->daddr;
+	reverse->client_port = client->sport;
+	reverse->service_port = client->dport;
+	reverse->backend_id = ct->slot.backend_id;
+	reverse->service_id = ct->service_id;
+	claim->reply.saddr = ct->slot.backend.addr;
+	claim->reply.daddr = ct->nat_addr;
+	claim->reply.sport = ct->slot.backend.port;
 	claim->reply.proto = client->proto;
 	claim->reply.family = client->family;
+	claim->reply.kind = XLB_TUPLE_SNAT_REPLY;
 	for (i = 0; i < XLB_NAT_PORT_ATTEMPTS; i++) {
 		claim->reply.dport = bpf_htons(cfg->nat_port_min + (start + i * 7919) % range);
-		if (bpf_map_update_elem(&xlb_snat, &claim->reply, &claim->reverse, BPF_NOEXIST) == 0) {
-			*port = claim->reply.dport;
-			return 0;
-		}
+		if (ct_exists(&claim->reply, cfg->ct_seed, now, &ref))
+			continue; /* another flow's replies come to that port */
+		if (ct_store(&claim->reply, &claim->value, ct_expiry(ct, client->proto, now), &ref, now) < 0)
+			return -XLB_DROP_NAT_FULL;
+		ct->nat_port = claim->reply.dport;
+		return 0;
 	}
 	return -XLB_DROP_NAT_NO_PORT;
 }

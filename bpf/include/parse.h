@@ -56,6 +56,11 @@ struct icmp6hdr {
 #define XLB_ETH_P_8021Q 0x8100
 #define XLB_IPV6_MAX_EXT_HEADERS 4
 
+enum xlb_tuple_kind {
+	XLB_TUPLE_FLOW = 0,       /* a flow as it arrives (every parsed packet) */
+	XLB_TUPLE_SNAT_REPLY = 1, /* conntrack key of a SNAT flow's reply (backend → node:port) */
+};
+
 /* The 5-tuple of a flow as seen on the wire; also the conntrack key. */
 struct xlb_tuple {
 	union xlb_addr saddr;
@@ -64,7 +69,8 @@ struct xlb_tuple {
 	__be16 dport;
 	__u8 proto;
 	__u8 family;
-	__u8 pad[2];
+	__u8 kind; /* enum xlb_tuple_kind */
+	__u8 pad;
 };
 
 enum xlb_frag {

@@ -73,7 +73,7 @@ static __always_inline int open_flow(const struct lb_service *svc, const struct 
 	}
 	ct->flags = XLB_CT_F_SNAT;
 	ct->nat_addr = *node_address(cfg, pkt->tuple.family);
-	return nat_claim_port(&pkt->tuple, &ct->slot.backend, &ct->nat_addr, cfg, &ct->nat_port);
+	return nat_claim_port(&pkt->tuple, ct, cfg, now);
 }
 
 /* Rewrite toward the backend: DNAT always; the source becomes the node (SNAT) or stays the client (DSR). */
@@ -97,29 +97,48 @@ static __always_inline int translate_to_backend(struct xdp_md *ctx, struct xlb_p
 }
 
 /* Replies to our SNAT ports come to a node address, on a port of the SNAT range: only those are looked up. */
-static __always_inline struct nat_reverse *snat_reply_lookup(const struct xlb_pkt *pkt, const struct xlb_config *cfg)
+/*
+ * Replies to our SNAT ports come to a node address, on a port of the SNAT range: only those are
+ * looked up, as conntrack keys of kind XLB_TUPLE_SNAT_REPLY (built in *key). 1 when one is ours.
+ */
+static __always_inline int snat_reply_lookup(const struct xlb_pkt *pkt, const struct xlb_config *cfg, struct xlb_tuple *key,
+					     struct ct_ref *ref)
 {
 	const union xlb_addr *node = node_address(cfg, pkt->tuple.family);
 	__u16 port = bpf_ntohs(pkt->tuple.dport);
+	struct ct_bucket *bucket;
 
 	if (port < cfg->nat_port_min || port > cfg->nat_port_max)
-		return NULL;
+		return 0;
 	if (node->v6[0] != pkt->tuple.daddr.v6[0] || node->v6[1] != pkt->tuple.daddr.v6[1] ||
 	    node->v6[2] != pkt->tuple.daddr.v6[2] || node->v6[3] != pkt->tuple.daddr.v6[3])
-		return NULL;
-	return bpf_map_lookup_elem(&xlb_snat, &pkt->tuple);
+		return 0;
+	*key = pkt->tuple;
+	key->kind = XLB_TUPLE_SNAT_REPLY;
+	return ct_lookup(key, cfg->ct_seed, xlb_now(), ref, &bucket) != NULL;
 }
 
 /* A reply from a backend to one of our SNAT ports: back to the client, from the service address. */
-XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct nat_reverse *reverse,
-				    struct verdict *v)
+XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_ref *ref, struct verdict *v)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct xlb_nexthop nexthop;
+	struct nat_reverse *reverse;
+	struct ct_bucket *bucket;
+	__u64 now = xlb_now();
 	int err;
 
-	if (!pkt || !reverse || !v)
+	if (!pkt || !ref || !v)
 		return 0;
+	bucket = ct_bucket_at(ref->index);
+	if (!bucket)
+		return 0;
+	reverse = &bucket->way[ref->way & (XLB_CT_WAYS - 1)].value.reverse;
+	nexthop = reverse->nexthop;
+	ct_refresh_reverse(bucket, ref->way, pkt->tuple.proto, now);
+	v->service_id = reverse->service_id;
+	v->backend_id = reverse->backend_id;
 	err = nat_rewrite(data, data_end, pkt, &reverse->service, reverse->service_port, &reverse->client,
 			  reverse->client_port);
 	if (err) {
@@ -128,7 +147,13 @@ XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 		return 0;
 	}
 	v->reason = XLB_FWD_REPLY;
-	v->action = fwd_packet(ctx, pkt, &reverse->nexthop, xlb_coarse_sec(xlb_now()), &v->reason);
+	v->action = fwd_packet(ctx, pkt, &nexthop, xlb_coarse_sec(now), &v->reason);
+	if (nexthop.updated != reverse->nexthop.updated)
+		ct_update_nexthop(bucket, ref, &nexthop);
+	if (!ct_unchanged(bucket, ref)) {
+		v->action = XDP_DROP;
+		v->reason = XLB_DROP_CT_BUSY;
+	}
 	return 0;
 }
 
@@ -177,7 +202,7 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const
 
 	if (!pkt || !ref || !v || !cfg || !scratch)
 		return 0;
-	ct = &scratch->entry;
+	ct = &scratch->value.entry;
 	if (!lb_lookup_service(&pkt->tuple, generation, &svc))
 		return 0;
 	v->service_id = svc.id;
@@ -198,7 +223,7 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const
 	v->action = fwd_packet(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now), &v->reason);
 	if (v->action == XDP_DROP)
 		return 0;
-	err = ct_create(&scratch->key, ct, ref, now);
+	err = ct_create(&scratch->key, &scratch->value, ref, now);
 	if (err < 0)
 		goto drop;
 	if (err)
@@ -227,7 +252,7 @@ XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, st
 	bucket = ct_bucket_at(ref->index);
 	if (!bucket)
 		return 0;
-	ct = &bucket->way[ref->way & (XLB_CT_WAYS - 1)].entry;
+	ct = &bucket->way[ref->way & (XLB_CT_WAYS - 1)].value.entry;
 	nexthop = ct->nexthop;
 	ct_touch(bucket, ref->way, ct, pkt, now);
 	v->reason = XLB_FWD_ESTABLISHED;
@@ -297,25 +322,25 @@ static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_
  * packets without a live flow pay the service lookup.
  */
 static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_config *cfg,
-					 struct xlb_tuple *flow, struct verdict *v)
+					 struct xlb_tuple *flow, struct ct_ref *ref, struct verdict *v)
 {
 	struct ct_bucket *bucket;
-	struct ct_ref ref;
-	struct ct_entry *ct = ct_lookup(&pkt->tuple, cfg->ct_seed, xlb_now(), &ref, &bucket);
+	union ct_value *value = ct_lookup(&pkt->tuple, cfg->ct_seed, xlb_now(), ref, &bucket);
+	struct ct_entry *ct = value ? &value->entry : NULL;
 
 	if (ct && bucket && !ct_is_reopened(ct, pkt)) {
-		if (established_fast_path(ctx, pkt, bucket, &ref, ct, xlb_now(), v)) {
+		if (established_fast_path(ctx, pkt, bucket, ref, ct, xlb_now(), v)) {
 			/* the flow as it arrived is the entry's key (pkt->tuple is translated by now) */
 			if (xlb_is_drop(v->reason))
-				*flow = bucket->way[ref.way & (XLB_CT_WAYS - 1)].key;
+				*flow = bucket->way[ref->way & (XLB_CT_WAYS - 1)].key;
 			return;
 		}
 		*flow = pkt->tuple;
-		xlb_established_path(ctx, pkt, &ref, v);
+		xlb_established_path(ctx, pkt, ref, v);
 		return;
 	}
 	*flow = pkt->tuple; /* also the new entry's key */
-	xlb_new_flow_path(ctx, pkt, &ref, v);
+	xlb_new_flow_path(ctx, pkt, ref, v);
 }
 
 static __always_inline int sampled(const struct xlb_config *cfg)
@@ -332,8 +357,8 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 	struct verdict v = { .action = XDP_PASS, .reason = XLB_PASS_NOT_SERVICE };
 	struct xlb_config *cfg = xlb_get_config();
 	struct ct_way *scratch = xlb_ct_scratch_get();
-	struct nat_reverse *reverse;
 	struct xlb_pkt pkt = {};
+	struct ct_ref ref;
 	struct xlb_tuple *flow;
 	int err;
 
@@ -361,14 +386,13 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 		xlb_icmp_error_path(ctx, &pkt, &v);
 		goto out;
 	}
-	reverse = snat_reply_lookup(&pkt, cfg);
-	if (reverse) {
+	if (snat_reply_lookup(&pkt, cfg, flow, &ref)) {
 		*flow = pkt.tuple;
-		xlb_snat_reply_path(ctx, &pkt, reverse, &v);
+		xlb_snat_reply_path(ctx, &pkt, &ref, &v);
 		goto out;
 	}
 	if (lb_port_in_use(pkt.tuple.dport))
-		service_path(ctx, &pkt, cfg, flow, &v);
+		service_path(ctx, &pkt, cfg, flow, &ref, &v);
 out:
 	xlb_count(v.reason, XLB_DIR_INGRESS, len);
 	if (xlb_is_drop(v.reason))

@@ -3,7 +3,7 @@
  * every change — purge, flush, expiry — runs in BPF (the xlb_ct_sweep program), because the table is
  * ours rather than a kernel hash map and its writers must take a way's lock, which userspace cannot.
  */
-import { CT_WAYS, CtBucket, CtPurgeKey, CtSweep, CtSweepFlag, CtWay } from '../layouts.js';
+import { CT_VALUE_SIZE, CT_WAYS, CtBucket, CtPurgeKey, CtSweep, CtSweepFlag, CtWay, TupleKind, XlbTuple } from '../layouts.js';
 import type { BpfMap } from './map.js';
 import type { BpfObject } from './object.js';
 import type { BpfProgram } from './program.js';
@@ -86,17 +86,26 @@ export class Conntrack implements FlowPurger {
   }
 }
 
-/** The occupied ways of conntrack buckets, as [struct xlb_tuple, struct ct_entry] bytes; ways being written are skipped. */
+/**
+ * The occupied ways of conntrack buckets, as [struct xlb_tuple, union ct_value] bytes (the key's kind
+ * says which: TupleKind.Flow, a ct_entry; SnatReply, a nat_reverse); ways being written are skipped.
+ */
 export function* ctWays(buckets: Iterable<Buffer>): Generator<[Buffer, Buffer]> {
   const seqAt = CtBucket.offsetOf('seq');
   const tagAt = CtBucket.offsetOf('tag');
   const waysAt = CtBucket.offsetOf('way');
-  const entryAt = CtWay.offsetOf('entry');
+  const valueAt = CtWay.offsetOf('value');
   for (const bucket of buckets) {
     for (let i = 0; i < CT_WAYS; i++) {
       if (bucket.readUInt32LE(tagAt + 4 * i) === 0 || (bucket.readUInt32LE(seqAt + 4 * i) & 1) === 1) continue;
       const way = bucket.subarray(waysAt + i * CtWay.size, waysAt + (i + 1) * CtWay.size);
-      yield [way.subarray(0, entryAt), way.subarray(entryAt)];
+      yield [way.subarray(0, valueAt), way.subarray(valueAt, valueAt + CT_VALUE_SIZE)];
     }
   }
+}
+
+/** The flows among the ways (ctWays): SNAT reply entries left out. */
+export function* ctFlows(buckets: Iterable<Buffer>): Generator<[Buffer, Buffer]> {
+  const kindAt = XlbTuple.offsetOf('kind');
+  for (const [key, value] of ctWays(buckets)) if (key[kindAt] === TupleKind.Flow) yield [key, value];
 }

@@ -19,7 +19,7 @@ export interface LbDatapathOptions {
   maglevSeed: MaglevSeed;
   /** Pin the maps here (e.g. /sys/fs/bpf/xlb); omit for a throwaway datapath (tests, benchmarks). */
   pinDir?: string;
-  /** Flows conntrack holds: a power of two, at least 4 × CT_WAYS (default 262144). */
+  /** Entries conntrack holds (flows, and a reply entry per SNAT flow): CT_WAYS × a power of two (default 262144). */
   conntrackEntries?: number;
   /** The compiled object, relative to build/bpf (default xdp/xdp_lb.o; benchmarks load a harness around it). */
   object?: string;
@@ -68,7 +68,7 @@ export class LbDatapath {
         xlb_ct_bucket_mask: ctBuckets - 1,
       },
       valueSize: { xlb_lb_maglev: 2 * options.maglevTableSize },
-      maxEntries: { xlb_ct: ctBuckets, ...(options.conntrackEntries ? { xlb_snat: options.conntrackEntries } : {}) },
+      maxEntries: { xlb_ct: ctBuckets },
     });
     return new LbDatapath(object, options);
   }

@@ -45,7 +45,17 @@ describe('conntrack table', () => {
     const snat = open(VIP_B, 21000, 30);
     const flows = h.flows();
     assert.equal(flows.length, 60);
-    assert.equal(h.lb.conntrack.sweep().live, 60);
+    assert.equal(h.lb.conntrack.sweep().live, 90, '60 flows, and a reply entry for each SNAT flow');
+    const replies = h.snatReplies();
+    assert.equal(replies.length, 30);
+    for (const { tuple, reverse } of replies) {
+      const flow = flows.find((f) => f.tuple.sport === reverse.clientPort);
+      assert.ok(flow, `the reply entry of client port ${reverse.clientPort} has its flow`);
+      assert.deepEqual(
+        [tuple.saddr, tuple.sport, tuple.daddr, tuple.dport, reverse.client, reverse.service, reverse.servicePort, reverse.backendId, reverse.serviceId],
+        [flow.entry.slot.backend.addr, flow.entry.slot.backend.port, NODE.v4, flow.entry.natPort, CLIENT.v4, VIP_B, 80, flow.entry.slot.backendId, flow.entry.serviceId],
+      );
+    }
     for (const { tuple, entry } of flows) {
       const vip = tuple.sport < 21000 ? VIP_A : VIP_B;
       assert.equal(tuple.daddr, vip);
@@ -59,7 +69,7 @@ describe('conntrack table', () => {
     }
   });
 
-  test('a purge clears exactly the flows of a (service, backend) pair, or of a backend in every service', () => {
+  test('a purge clears exactly the flows (and SNAT reply entries) of a (service, backend) pair, or of a backend everywhere', () => {
     open(VIP_A, 22000, 40);
     open(VIP_B, 23000, 40);
     const flows = h.flows();
@@ -76,12 +86,15 @@ describe('conntrack table', () => {
     assert.equal(count((f) => f.entry.serviceId === b && f.entry.slot.backendId === backendId), inB);
     assert.equal(h.flows().length, 80 - inA);
 
-    assert.equal(h.lb.conntrack.purge({ pairs: [], backendIds: [backendId] }), inB);
+    const repliesOf = (): number => h.snatReplies().filter((r) => r.reverse.backendId === backendId).length;
+    assert.equal(repliesOf(), inB, 'service b is SNAT: a reply entry per flow');
+    assert.equal(h.lb.conntrack.purge({ pairs: [], backendIds: [backendId] }), 2 * inB);
     assert.equal(count((f) => f.entry.slot.backendId === backendId), 0);
+    assert.equal(repliesOf(), 0);
     assert.equal(h.flows().length, 80 - inA - inB);
     assert.deepEqual([...h.lb.map('xlb_ct_purge').keys()], [], 'the purge requests are removed after the sweep');
 
-    assert.equal(h.lb.conntrack.flush(), 80 - inA - inB);
+    assert.equal(h.lb.conntrack.flush(), 80 - inA - inB + (40 - inB));
     assert.equal(h.flows().length, 0);
     assert.equal(h.lb.conntrack.sweep().live, 0);
   });

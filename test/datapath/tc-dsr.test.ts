@@ -61,7 +61,7 @@ describe('tc_dsr with BPF_PROG_TEST_RUN', () => {
   const counter = (reason: number, direction: number): bigint =>
     obj.map('xlb_metrics').sumPerCpuU64(u32(counterIndex(reason, direction)))[0] ?? 0n;
   const flowKey = (ip: IpSpec, proto: number, sport: number, dport: number): Buffer =>
-    XlbTuple.encode({ saddr: ip.src, daddr: ip.dst, sport, dport, proto, family: ip.src.includes(':') ? AF_INET6 : AF_INET });
+    XlbTuple.encode({ saddr: ip.src, daddr: ip.dst, sport, dport, proto, family: ip.src.includes(':') ? AF_INET6 : AF_INET, kind: 0 });
   const entryOf = (key: Buffer): { service: string; servicePort: number; lastSeen: bigint } | undefined => {
     const value = obj.map('xlb_dsr_ct').lookup(key);
     return value ? DsrEntry.decode(value) : undefined;

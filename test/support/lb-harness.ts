@@ -4,7 +4,7 @@
  * backends and the client. Services are installed the way the agent installs them: validate →
  * desired state → LbMapWriter.
  */
-import { CONNTRACK_MAPS, ctWays } from '../../lb/datapath/conntrack.js';
+import { CONNTRACK_MAPS, ctFlows, ctWays } from '../../lb/datapath/conntrack.js';
 import { inNetns } from '../../lb/datapath/netns.js';
 import { ifindexOf } from '../../lb/datapath/netif.js';
 import { LbDatapath } from '../../lb/datapath/lb-datapath.js';
@@ -14,7 +14,7 @@ import { Topology } from '../../lb/datapath/topology.js';
 import { desiredLbState } from '../../lb/lbmap/desired.js';
 import { IdAllocator } from '../../lb/lbmap/ids.js';
 import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
-import { CtEntry, XlbTuple } from '../../lb/layouts.js';
+import { CtEntry, NatReverse, TupleKind, XlbTuple } from '../../lb/layouts.js';
 import { counterIndex, Direction } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
 import { parseFrame, type ParsedFrame } from './packet.js';
@@ -120,16 +120,27 @@ export class LbHarness {
     return this.lb.map('xlb_metrics').sumPerCpuU64(key)[0] ?? 0n;
   }
 
+  private buckets(): Buffer[] {
+    return [...this.lb.map(CONNTRACK_MAPS.table).entries()].map(([, bucket]) => bucket);
+  }
+
   /** Every flow conntrack holds, decoded. */
   flows(): { tuple: ReturnType<typeof XlbTuple.decode>; entry: ReturnType<typeof CtEntry.decode> }[] {
-    const buckets = [...this.lb.map(CONNTRACK_MAPS.table).entries()].map(([, bucket]) => bucket);
-    return [...ctWays(buckets)].map(([tuple, entry]) => ({ tuple: XlbTuple.decode(tuple), entry: CtEntry.decode(entry) }));
+    return [...ctFlows(this.buckets())].map(([tuple, entry]) => ({ tuple: XlbTuple.decode(tuple), entry: CtEntry.decode(entry) }));
+  }
+
+  /** Every SNAT reply entry conntrack holds (reply tuple → reverse translation), decoded. */
+  snatReplies(): { tuple: ReturnType<typeof XlbTuple.decode>; reverse: ReturnType<typeof NatReverse.decode> }[] {
+    return [...ctWays(this.buckets())]
+      .map(([tuple, value]) => ({ tuple: XlbTuple.decode(tuple), value }))
+      .filter(({ tuple }) => tuple.kind === TupleKind.SnatReply)
+      .map(({ tuple, value }) => ({ tuple, reverse: NatReverse.decode(value) }));
   }
 
   /** Forget every tracked flow (conntrack, SNAT ports, affinity), as if the node had just started. */
   flushFlows(): void {
     this.lb.conntrack.flush();
-    for (const name of ['xlb_snat', 'xlb_lb_affin', 'xlb_frag']) {
+    for (const name of ['xlb_lb_affin', 'xlb_frag']) {
       const map = this.lb.map(name);
       map.deleteBatch([...map.keys()]);
     }
