@@ -59,17 +59,18 @@ function benchServices(): Record<string, unknown> {
   return services;
 }
 
+type HarnessCase = 'new DSR flows' | 'new SNAT flows' | 'one SNAT flow';
+
 /**
  * Frames through the harness (bpf/test/xdp_lb_bench.c) from an empty table on: medians of xdp_lb +
- * harness, and of the harness alone. newFlows: a flow of its own each run (a SYN to the DSR VIP), else
- * the template's one flow every run (an ACK to the SNAT VIP: established from the second run on).
+ * harness, and of the harness alone. New flows: a flow of its own each run (SYNs to the DSR or the SNAT
+ * VIP); one flow: the template's every run (an ACK to the SNAT VIP, established from the second run on).
  */
-function harnessRounds(h: LbHarness, f: Family, newFlows: boolean): { value: number; harness: number } {
+function harnessRounds(h: LbHarness, f: Family, what: HarnessCase): { value: number; harness: number } {
   const headers = f.name === 'IPv4' ? 14 + 20 + 20 : 14 + 40 + 20;
   const payload = Buffer.alloc(BENCH_FRAME_LEN - headers);
-  const template = newFlows
-    ? frame(f.client, f.vip, { proto: 'tcp', sport: 1024, dport: 80, flags: TCP_FLAGS.SYN, payload })
-    : frame(f.client, f.snatVip, { proto: 'tcp', sport: 1024, dport: 80, flags: TCP_FLAGS.ACK, payload });
+  const newFlows = what !== 'one SNAT flow';
+  const template = frame(f.client, what === 'new DSR flows' ? f.vip : f.snatVip, { proto: 'tcp', sport: 1024, dport: 80, flags: newFlows ? TCP_FLAGS.SYN : TCP_FLAGS.ACK, payload });
   const templateValue = Buffer.alloc(8 + BENCH_FRAME_LEN);
   templateValue.writeUInt32LE(headers - 20, 0);
   templateValue.writeUInt32LE(f.name === 'IPv4' ? 14 + 12 + 2 : 14 + 8 + 14, 4);
@@ -115,13 +116,17 @@ function main(): void {
       }
 
       log(`${f.name} new flow: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} runs, each a new flow`);
-      const { value: newFlow, harness } = harnessRounds(h, f, true);
+      const { value: newFlow, harness } = harnessRounds(h, f, 'new DSR flows');
       const newParams = { method: `median of ${ROUNDS} x repeat ${REPEAT}, a new flow each run (conntrack full: each evicts one)`, family: f.name, maglevTableSize: 251, mode: 'dsr (option inserted)' };
       figures.push({ name: `new flow ${f.name} (with harness)`, value: newFlow, unit: 'ns/packet', peer: 'harness alone', peerValue: harness, ratio: newFlow / harness, params: newParams });
       figures.push({ name: `new flow ${f.name} (harness subtracted)`, value: newFlow - harness, unit: 'ns/packet', params: newParams });
 
+      log(`${f.name} new SNAT flows: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} runs, each a new flow`);
+      const newSnat = harnessRounds(h, f, 'new SNAT flows');
+      figures.push({ name: `new flow, SNAT ${f.name} (harness subtracted)`, value: newSnat.value - newSnat.harness, unit: 'ns/packet', params: { ...newParams, mode: 'snat (port claimed: a reply entry too)' } });
+
       log(`${f.name} established SNAT flow: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} runs of one flow`);
-      const snat = harnessRounds(h, f, false);
+      const snat = harnessRounds(h, f, 'one SNAT flow');
       const snatParams = { method: `median of ${ROUNDS} x repeat ${REPEAT}, the template's one flow each run`, family: f.name, mode: 'snat (both ends rewritten)' };
       figures.push({ name: `established flow, SNAT ${f.name} (harness subtracted)`, value: snat.value - snat.harness, unit: 'ns/packet', params: snatParams });
 
@@ -145,7 +150,7 @@ function main(): void {
     small.install(benchServices());
     for (const f of families) {
       log(`${f.name} new flow, conntrack of ${SMALL_CONNTRACK.toLocaleString()} flows: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} runs`);
-      const { value, harness } = harnessRounds(small, f, true);
+      const { value, harness } = harnessRounds(small, f, 'new DSR flows');
       const params = { method: `median of ${ROUNDS} x repeat ${REPEAT}, a new flow each run (conntrack full: each evicts one)`, family: f.name, conntrackEntries: SMALL_CONNTRACK, mode: 'dsr (option inserted)' };
       figures.push({ name: `new flow ${f.name}, ${SMALL_CONNTRACK}-flow conntrack (harness subtracted)`, value: value - harness, unit: 'ns/packet', params });
     }

@@ -98,6 +98,24 @@ static __always_inline int translate_to_backend(struct xdp_md *ctx, struct xlb_p
 
 /* Replies to our SNAT ports come to a node address, on a port of the SNAT range: only those are looked up. */
 /*
+ * Send a translated packet of a tracked entry on by a copy of the entry's next hop (*nexthop, read
+ * from *cached): a fresh FIB answer goes back into the entry, and a packet whose entry was rewritten
+ * meanwhile (what it was translated with may be torn) is dropped instead.
+ */
+static __always_inline void forward_tracked(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_bucket *bucket,
+					    struct ct_ref *ref, struct xlb_nexthop *nexthop, const struct xlb_nexthop *cached,
+					    __u64 now, struct verdict *v)
+{
+	v->action = fwd_packet(ctx, pkt, nexthop, xlb_coarse_sec(now), &v->reason);
+	if (nexthop->updated != cached->updated)
+		ct_update_nexthop(bucket, ref, nexthop);
+	if (!ct_unchanged(bucket, ref)) {
+		v->action = XDP_DROP;
+		v->reason = XLB_DROP_CT_BUSY;
+	}
+}
+
+/*
  * Replies to our SNAT ports come to a node address, on a port of the SNAT range: only those are
  * looked up, as conntrack keys of kind XLB_TUPLE_SNAT_REPLY (built in *key). 1 when one is ours.
  */
@@ -147,13 +165,7 @@ XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 		return 0;
 	}
 	v->reason = XLB_FWD_REPLY;
-	v->action = fwd_packet(ctx, pkt, &nexthop, xlb_coarse_sec(now), &v->reason);
-	if (nexthop.updated != reverse->nexthop.updated)
-		ct_update_nexthop(bucket, ref, &nexthop);
-	if (!ct_unchanged(bucket, ref)) {
-		v->action = XDP_DROP;
-		v->reason = XLB_DROP_CT_BUSY;
-	}
+	forward_tracked(ctx, pkt, bucket, ref, &nexthop, &reverse->nexthop, now, v);
 	return 0;
 }
 
@@ -266,13 +278,7 @@ XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, st
 		v->reason = -err;
 		return 0;
 	}
-	v->action = fwd_packet(ctx, pkt, &nexthop, xlb_coarse_sec(now), &v->reason);
-	if (nexthop.updated != ct->nexthop.updated)
-		ct_update_nexthop(bucket, ref, &nexthop);
-	if (!ct_unchanged(bucket, ref)) {
-		v->action = XDP_DROP;
-		v->reason = XLB_DROP_CT_BUSY;
-	}
+	forward_tracked(ctx, pkt, bucket, ref, &nexthop, &ct->nexthop, now, v);
 	return 0;
 }
 
