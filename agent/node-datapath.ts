@@ -186,6 +186,9 @@ export function createNodeDatapath(options: NodeDatapathOptions): ServiceDatapat
   try {
     // Same pin directory: the tc programs share xlb_metrics and xlb_events with xdp_lb.
     dsr = BpfObject.load(bpfObjectPath('tc/tc_dsr.o'), { pinDir });
+    for (const replaced of [...lb.object.replacedPins, ...dsr.replacedPins]) {
+      options.log(`pinned map replaced, its state lost (the layout changed since it was pinned): ${replaced}`);
+    }
     const v4 = options.nodeAddresses.find((a) => !a.includes(':'));
     const v6 = options.nodeAddresses.find((a) => a.includes(':'));
     lb.configure({ nodeV4: v4, nodeV6: v6, natPortMin: NAT_PORT_MIN, natPortMax: NAT_PORT_MAX, eventSample: 0 });

@@ -61,14 +61,21 @@ export class BpfMap implements MapInfo {
   static openPinned(path: string): BpfMap {
     const fd = check(libbpf.bpf_obj_get(path) as number, 'bpf_obj_get', `pinned map ${path}`);
     try {
-      const info = Buffer.alloc(96);
-      const length = [info.length];
-      check(libbpf.bpf_obj_get_info_by_fd(fd, info, length) as number, 'bpf_obj_get_info_by_fd', `pinned map ${path}`);
-      const name = info.toString('utf8', 24, 40).replace(/\0.*$/s, '');
-      return new BpfMap(fd, name, info.readUInt32LE(0), info.readUInt32LE(8), info.readUInt32LE(12), info.readUInt32LE(16), true);
+      const info = mapInfo(fd, `pinned map ${path}`);
+      return new BpfMap(fd, info.name, info.type, info.keySize, info.valueSize, info.maxEntries, true);
     } catch (error) {
       libcCalls.close(fd);
       throw error;
+    }
+  }
+
+  /** What the kernel says of a pinned map: its layout and flags. */
+  static pinnedInfo(path: string): MapInfo & { flags: number } {
+    const fd = check(libbpf.bpf_obj_get(path) as number, 'bpf_obj_get', `pinned map ${path}`);
+    try {
+      return mapInfo(fd, `pinned map ${path}`);
+    } finally {
+      libcCalls.close(fd);
     }
   }
 
@@ -207,4 +214,19 @@ function batchOpts(elemFlags: number): Buffer {
   opts.writeBigUInt64LE(24n, 0);
   opts.writeBigUInt64LE(BigInt(elemFlags), 8);
   return opts;
+}
+
+/** struct bpf_map_info's first members: type, id, key_size, value_size, max_entries, map_flags, name. */
+function mapInfo(fd: number, what: string): MapInfo & { flags: number } {
+  const info = Buffer.alloc(96);
+  const length = [info.length];
+  check(libbpf.bpf_obj_get_info_by_fd(fd, info, length) as number, 'bpf_obj_get_info_by_fd', what);
+  return {
+    name: info.toString('utf8', 24, 40).replace(/\0.*$/s, ''),
+    type: info.readUInt32LE(0),
+    keySize: info.readUInt32LE(8),
+    valueSize: info.readUInt32LE(12),
+    maxEntries: info.readUInt32LE(16),
+    flags: info.readUInt32LE(20),
+  };
 }

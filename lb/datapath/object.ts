@@ -1,4 +1,4 @@
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { Btf } from './btf.js';
 import { BpfError, check } from './errors.js';
@@ -8,7 +8,11 @@ import { BpfMap } from './map.js';
 import { BpfProgram } from './program.js';
 
 export interface LoadOptions {
-  /** Pin every map of the object here; the next load reuses the pinned maps, so state survives restarts. */
+  /**
+   * Pin every map of the object here; the next load reuses the pinned maps, so state survives restarts.
+   * A pinned map whose layout no longer matches (an upgrade changed it) is replaced, and said so in
+   * `replacedPins`: its state is lost, the agent still starts.
+   */
   pinDir?: string;
   /** Values for `const volatile` globals, fixed at load so one verified object serves every configuration. */
   constants?: Record<string, number | bigint>;
@@ -22,6 +26,8 @@ export interface LoadOptions {
 export class BpfObject {
   readonly programs = new Map<string, BpfProgram>();
   readonly maps = new Map<string, BpfMap>();
+  /** Pinned maps that did not match this object's layout and were replaced, with what differed. */
+  readonly replacedPins: string[] = [];
   private readonly pinnedPaths: string[] = [];
   private closed = false;
 
@@ -71,6 +77,11 @@ export class BpfObject {
       }
       if (options.pinDir && !libbpf.bpf_map__is_internal(map)) {
         const pinPath = join(options.pinDir, name);
+        const mismatch = existsSync(pinPath) ? pinnedMismatch(pinPath, map) : undefined;
+        if (mismatch) {
+          rmSync(pinPath, { force: true });
+          this.replacedPins.push(`${name}: ${mismatch}`);
+        }
         check(libbpf.bpf_map__set_pin_path(map, pinPath) as number, 'bpf_map__set_pin_path', `map ${name}`);
         this.pinnedPaths.push(pinPath);
       }
@@ -161,4 +172,18 @@ function parseLibbpfBtf(btf: unknown): Btf {
   const size = [0];
   const pointer = libbpf.btf__raw_data(btf, size);
   return new Btf(copyFromPointer(pointer, Number(size[0])));
+}
+
+/** How a pinned map differs from what the object asks for (libbpf would refuse to reuse it), or undefined. */
+function pinnedMismatch(path: string, map: unknown): string | undefined {
+  const pinned = BpfMap.pinnedInfo(path);
+  const wanted = {
+    type: libbpf.bpf_map__type(map) as number,
+    keySize: libbpf.bpf_map__key_size(map) as number,
+    valueSize: libbpf.bpf_map__value_size(map) as number,
+    maxEntries: libbpf.bpf_map__max_entries(map) as number,
+    flags: libbpf.bpf_map__map_flags(map) as number,
+  };
+  const differ = (Object.keys(wanted) as (keyof typeof wanted)[]).filter((k) => pinned[k] !== wanted[k]);
+  return differ.length === 0 ? undefined : differ.map((k) => `${k} ${pinned[k]} pinned, ${wanted[k]} now`).join(', ');
 }

@@ -223,6 +223,30 @@ describe('pinning', () => {
     assert.deepEqual(readdirSync(pinDir), []);
     assert.throws(() => BpfMap.openPinned(`${pinDir}/xlb_test_hash`), /bpf_obj_get on pinned map .* failed: ENOENT/);
   });
+
+  test('a pinned map of another layout (an upgrade changed it) is replaced and reported; matching ones are kept', () => {
+    const key = XlbTestKey.encode({ addr: '198.18.0.9', port: 53, proto: 17 });
+    const value = XlbTestValue.encode({ packets: 1n, bytes: 1n, lastLen: 1 });
+    const first = BpfObject.load(OBJECT, { pinDir });
+    first.map('xlb_test_hash').update(key, value);
+    first.close();
+    // An older layout of xlb_test_hash: a value 8 bytes shorter.
+    rmSync(`${pinDir}/xlb_test_hash`);
+    const old = BpfMap.create(MapType.Hash, 'xlb_test_hash', 8, value.length - 8, 64);
+    old.pin(`${pinDir}/xlb_test_hash`);
+    old.close();
+
+    const second = BpfObject.load(OBJECT, { pinDir });
+    try {
+      assert.equal(second.replacedPins.length, 1, second.replacedPins.join('; '));
+      assert.match(second.replacedPins[0] ?? '', /^xlb_test_hash: valueSize \d+ pinned, \d+ now$/);
+      assert.equal(second.map('xlb_test_hash').valueSize, value.length);
+      assert.equal(BpfMap.pinnedInfo(`${pinDir}/xlb_test_hash`).valueSize, value.length, 'the new map is pinned in its place');
+    } finally {
+      second.unpinMaps();
+      second.close();
+    }
+  });
 });
 
 describe('ring buffer', () => {
