@@ -511,6 +511,7 @@ test('GET /metrics exports datapath counters, map pressure, services and control
       { reason: Reason.REJECT_NO_BACKEND, direction: 0, packets: 2n, bytes: 120n },
       { reason: Reason.PASS_NOT_SERVICE, direction: 0, packets: 7n, bytes: 700n },
       { reason: Reason.DSR_REPLY, direction: 1, packets: 5n, bytes: 500n },
+      { reason: Reason.CT_EVICTED, direction: 0, packets: 4n, bytes: 0n },
     ];
     agent.datapath.pressure = [{ map: 'xlb_ct', entries: 256, maxEntries: 1024 }];
     const answer = await call(t, 'GET', '/metrics');
@@ -531,6 +532,8 @@ test('GET /metrics exports datapath counters, map pressure, services and control
     assert.equal(sampleValue(m, 'xlb_forward_count_total', { direction: 'ingress' }), 100);
     assert.equal(sampleValue(m, 'xlb_forward_count_total', { direction: 'egress' }), 5);
     assert.equal(sampleValue(m, 'xlb_forward_bytes_total', { direction: 'ingress' }), 10000);
+    assert.equal(sampleValue(m, 'xlb_conntrack_evictions_total'), 4);
+    assert.equal(sampleValue(m, 'xlb_datapath_packets_total', { reason: 'ct_evicted' }), undefined, 'evictions are not packets');
 
     assert.equal(sampleValue(m, 'xlb_bpf_map_pressure', { map_name: 'xlb_ct' }), 0.25);
     assert.equal(sampleValue(m, 'xlb_bpf_map_entries', { map_name: 'xlb_ct' }), 256);
