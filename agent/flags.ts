@@ -15,6 +15,7 @@ import {
   parseMaglevSeed,
   type MaglevSeed,
 } from '../lb/maglev/index.js';
+import { DEFAULT_CONNTRACK_ENTRIES, conntrackBuckets } from '../lb/datapath/lb-datapath.js';
 import { MODES, NODE_NAME, type Mode } from '../lb/service.js';
 import { hostPort } from '../lb/codec.js';
 
@@ -53,6 +54,8 @@ export interface AgentFlags {
   nodeAddresses?: string[];
   /** This node's name: backends whose `node` is this name are local (externalTrafficPolicy Local). */
   nodeName: string;
+  /** Conntrack entries (flows, and one more per SNAT flow). */
+  conntrackEntries: number;
 }
 
 export type AgentCommandLine = { help: true } | { help: false; flags: AgentFlags };
@@ -82,6 +85,9 @@ file and of the REST API, exports metrics.
   --maglev-table-size M      one of ${MAGLEV_TABLE_SIZES.join(', ')} (default ${DEFAULT_MAGLEV_TABLE_SIZE})
   --maglev-seed B64          12-byte base64 seed, the same on every node (default ${DEFAULT_MAGLEV_SEED})
   --bpffs DIR                where the maps are pinned (default ${DEFAULT_BPFFS})
+  --conntrack-entries N      flows conntrack holds, a SNAT flow counting twice: 4 × a power of two
+                             (default ${DEFAULT_CONNTRACK_ENTRIES}; ~144 bytes each). A table that fits
+                             the CPU caches makes new flows faster; a full one evicts the oldest
   --node-address ADDR[,ADDR] node addresses for NodePort and SNAT (default: the devices' addresses)
   --node-name NAME           this node's name, for backends' "node" and externalTrafficPolicy Local
                              (default: the host name)
@@ -110,6 +116,7 @@ function parseCommandLine(argv: string[]) {
       'maglev-table-size': { type: 'string' },
       'maglev-seed': { type: 'string' },
       bpffs: { type: 'string' },
+      'conntrack-entries': { type: 'string' },
       'node-address': { type: 'string', multiple: true },
       'node-name': { type: 'string' },
       'state-file': { type: 'string' },
@@ -166,6 +173,7 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
     apiSocket: socketPath(values['api-socket'] ?? DEFAULT_API_SOCKET),
     stateFile: path('--state-file', values['state-file'] ?? DEFAULT_STATE_FILE),
     // The host name as Kubernetes names nodes (lower case); only a name given here must be valid.
+    conntrackEntries: parseConntrackEntries(values['conntrack-entries']),
     nodeName: values['node-name'] === undefined ? hostname().toLowerCase() : parseNodeName(values['node-name']),
   };
   const config = optional(values.config, (text) => path('--config', text));
@@ -220,6 +228,17 @@ function parseTableSize(text: string | undefined): number {
     throw new FlagError(`--maglev-table-size: ${JSON.stringify(text)} is not one of the primes ${MAGLEV_TABLE_SIZES.join(', ')}`);
   }
   return size;
+}
+
+function parseConntrackEntries(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_CONNTRACK_ENTRIES;
+  try {
+    if (!/^\d+$/.test(text)) throw new Error('not a number');
+    conntrackBuckets(Number(text));
+    return Number(text);
+  } catch {
+    throw new FlagError(`--conntrack-entries: ${JSON.stringify(text)} is not 4 × a power of two (e.g. 65536, 262144, 1048576)`);
+  }
 }
 
 function parseSeed(text: string | undefined): MaglevSeed {
@@ -320,6 +339,8 @@ export interface NodeDatapathOptions {
   nodeAddresses: string[];
   /** --node-name: which backends are local. */
   nodeName: string;
+  /** --conntrack-entries. */
+  conntrackEntries: number;
   /** One line per event, to the agent's log. */
   log: (message: string) => void;
 }
@@ -338,6 +359,7 @@ export function nodeDatapathOptions(
     bpffs: flags.bpffs,
     nodeAddresses,
     nodeName: flags.nodeName,
+    conntrackEntries: flags.conntrackEntries,
     log,
   };
 }

@@ -181,7 +181,7 @@ class NodeDatapath implements ServiceDatapath {
  */
 export function createNodeDatapath(options: NodeDatapathOptions): ServiceDatapath {
   const pinDir = options.bpffs;
-  const lb = LbDatapath.load({ maglevTableSize: options.maglevTableSize, maglevSeed: options.maglevSeed, pinDir });
+  const lb = LbDatapath.load({ maglevTableSize: options.maglevTableSize, maglevSeed: options.maglevSeed, pinDir, conntrackEntries: options.conntrackEntries });
   let dsr: BpfObject | undefined;
   try {
     // Same pin directory: the tc programs share xlb_metrics and xlb_events with xdp_lb.

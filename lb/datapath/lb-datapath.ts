@@ -41,7 +41,7 @@ export interface CounterSample {
   bytes: bigint;
 }
 
-const DEFAULT_CONNTRACK_ENTRIES = 262144;
+export const DEFAULT_CONNTRACK_ENTRIES = 262144;
 
 export class LbDatapath {
   readonly conntrack: Conntrack;
@@ -145,7 +145,7 @@ export function nsPerJiffy(configPath = '/proc/config.gz'): number {
 }
 
 /** Buckets for `entries` flows (CT_WAYS per bucket); the datapath masks hashes with buckets − 1. */
-function conntrackBuckets(entries: number): number {
+export function conntrackBuckets(entries: number): number {
   const buckets = entries / CT_WAYS;
   if (!Number.isInteger(buckets) || buckets < 4 || (buckets & (buckets - 1)) !== 0) {
     throw new Error(`conntrack entries must be ${CT_WAYS} × a power of two ≥ 4, got ${entries}`);

@@ -38,7 +38,7 @@ describe('load balancing real traffic between network namespaces', () => {
   const node = (ns: string, name: string, devices: string[], xdp: 'native' | 'off', addresses: string[]): ServiceDatapath =>
     inNetns(ns, () => createNodeDatapath({
       devices, xdp, mode: 'dsr', maglevTableSize: 251, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED),
-      bpffs: `${pinRoot}/${name}`, nodeAddresses: addresses, nodeName: name, log: () => undefined,
+      bpffs: `${pinRoot}/${name}`, nodeAddresses: addresses, nodeName: name, conntrackEntries: 16384, log: () => undefined,
     }));
 
   const backends = (family: 'v4' | 'v6', port: number, skip?: string): { address: string; port: number }[] =>

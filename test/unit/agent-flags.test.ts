@@ -59,7 +59,7 @@ test('every flag is parsed', () => {
     '--bpffs', '/mnt/bpf/xlb', '--api-socket', '/tmp/x/xlb.sock',
     '--api-addr', '[2001:db8::1]:8443', '--api-token-file', '/etc/xlb/token',
     '--metrics-addr', '198.18.0.1:9090', '--state-file', '/tmp/x/state.json',
-    '--node-address', '198.18.0.1,2001:db8:0:0::5', '--node-name', 'worker-1.example',
+    '--node-address', '198.18.0.1,2001:db8:0:0::5', '--node-name', 'worker-1.example', '--conntrack-entries', '65536',
   ]);
   assert.equal(f.help, false);
   if (f.help) return;
@@ -78,6 +78,7 @@ test('every flag is parsed', () => {
     stateFile: '/tmp/x/state.json',
     nodeAddresses: ['198.18.0.1', '2001:db8::5'],
     nodeName: 'worker-1.example',
+    conntrackEntries: 65536,
   });
   assert.equal(f.flags.maglevSeed.murmur, 0);
 });
@@ -149,8 +150,16 @@ test('nodeDatapathOptions carries what createNodeDatapath needs', () => {
   const options = nodeDatapathOptions(f, ['198.18.0.1'], log);
   assert.deepEqual(
     { ...options, maglevSeed: options.maglevSeed.base64 },
-    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), log },
+    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), conntrackEntries: 262144, log },
   );
+});
+
+test('--conntrack-entries: 4 × a power of two, default 262144', () => {
+  assert.equal(flags().conntrackEntries, 262144);
+  assert.equal(flags('--conntrack-entries', '16384').conntrackEntries, 16384);
+  for (const bad of ['1000', '12', '0', 'lots', '262144.5']) {
+    assert.throws(() => flags('--conntrack-entries', bad), (e: unknown) => e instanceof FlagError && e.message.startsWith('--conntrack-entries:'), bad);
+  }
 });
 
 test('--node-name: a lower-case DNS name; the host name when absent', () => {
