@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CONNTRACK_MAPS, ctFlows } from '../../lb/datapath/conntrack.js';
 import { LB_MAPS } from '../../lb/datapath/lb-writer.js';
+import { innerTables } from '../../lb/datapath/maglev-tables.js';
 import { nsPerJiffy } from '../../lb/datapath/lb-datapath.js';
 import { BpfMap } from '../../lb/datapath/map.js';
 import { BpfObject } from '../../lb/datapath/object.js';
@@ -290,10 +291,14 @@ function withPinned<T>(bpffs: string, names: string[], read: (maps: Map<string, 
   }
 }
 
-function entriesOf(maps: Map<string, BpfMap>, name: string): [Buffer, Buffer][] {
+function mapOf(maps: Map<string, BpfMap>, name: string): BpfMap {
   const map = maps.get(name);
   if (!map) throw new Error(`map ${name} is not open`);
-  return [...map.entries()];
+  return map;
+}
+
+function entriesOf(maps: Map<string, BpfMap>, name: string): [Buffer, Buffer][] {
+  return [...mapOf(maps, name).entries()];
 }
 
 function showLbList(bpffs: string, json: boolean, io: CliIO): number {
@@ -303,7 +308,7 @@ function showLbList(bpffs: string, json: boolean, io: CliIO): number {
       svc: entriesOf(maps, LB_MAPS.service),
       be: entriesOf(maps, LB_MAPS.backend),
       slot: entriesOf(maps, LB_MAPS.slot),
-      maglev: entriesOf(maps, LB_MAPS.maglev),
+      maglev: [...innerTables(mapOf(maps, LB_MAPS.maglev))],
       srcrng: entriesOf(maps, LB_MAPS.sourceRange),
     }),
   );

@@ -52,14 +52,24 @@ struct {
 	__type(value, struct lb_slot);
 } xlb_lb_slot SEC(".maps");
 
-/* One Maglev table per service: M u16 slot numbers (value size 2·M, set by the loader). A hash update
- * swaps the whole table at once, so the datapath never sees a half-written one. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, XLB_MAX_SERVICES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(key_size, sizeof(__u32));
+/* A service's Maglev table: one element of M u16 slot numbers (value size 2·M, set by the loader). */
+struct xlb_maglev_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
 	__uint(value_size, 2 * 16381);
+};
+
+/*
+ * The Maglev tables by service id. An array of maps, because both lookups are inlined (a hash map's
+ * is a function call, ~20 ns here); the agent swaps in a whole new inner map when a table changes, so
+ * the datapath never sees a half-written one.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, XLB_MAX_SERVICES);
+	__type(key, __u32);
+	__array(values, struct xlb_maglev_table);
 } xlb_lb_maglev SEC(".maps");
 
 struct {
@@ -134,6 +144,14 @@ static __always_inline struct lb_backend *lb_lookup_backend(__u32 backend_id)
 	return bpf_map_lookup_elem(&xlb_lb_be, &backend_id);
 }
 
+static __always_inline __u16 *lb_maglev_table(__u32 service_id)
+{
+	__u32 zero = 0;
+	void *inner = bpf_map_lookup_elem(&xlb_lb_maglev, &service_id);
+
+	return inner ? bpf_map_lookup_elem(inner, &zero) : NULL;
+}
+
 /* The flow's Maglev hash: same flow, same slot, on every node with the same seed. */
 static __always_inline __u32 lb_flow_hash(const struct xlb_tuple *tuple)
 {
@@ -154,7 +172,7 @@ static __always_inline __u32 lb_select_slot(const struct lb_service *svc, const 
 	if (!(svc->flags & XLB_SVC_F_MAGLEV))
 		return bpf_get_prandom_u32() % svc->backend_count;
 
-	table = bpf_map_lookup_elem(&xlb_lb_maglev, &svc->id);
+	table = lb_maglev_table(svc->id);
 	if (!table || size == 0)
 		return hash % svc->backend_count;
 	/* hash → [0, size) by multiply and shift (Lemire's reduction): as uniform as hash % size, without

@@ -67,7 +67,7 @@ export class LbDatapath {
         xlb_ns_per_jiffy: nsPerJiffy(),
         xlb_ct_bucket_mask: ctBuckets - 1,
       },
-      valueSize: { xlb_lb_maglev: 2 * options.maglevTableSize },
+      innerValueSize: { xlb_lb_maglev: 2 * options.maglevTableSize },
       maxEntries: { xlb_ct: ctBuckets },
     });
     return new LbDatapath(object, options);

@@ -27,6 +27,7 @@
  */
 import { Conntrack, CONNTRACK_MAPS, type FlowPurger } from './conntrack.js';
 import { BpfError } from './errors.js';
+import { MaglevTables } from './maglev-tables.js';
 import { MapType, type BpfMap } from './map.js';
 import type { BpfObject } from './object.js';
 import { LbAffinity, LbAffinityKey, LbBackend, LbPortBitmap, LbService, LbServiceKey, LbSlot, LbSlotKey, LbSourceRangeKey, encodeU32 } from '../layouts.js';
@@ -139,6 +140,9 @@ export class LbMapWriter {
       const map = object.maps.get(name);
       if (map) maps[name] = map;
     }
+    const tables = object.maps.get(LB_MAPS.maglev);
+    const tableSize = object.innerValueSizes.get(LB_MAPS.maglev);
+    if (tables && tableSize !== undefined) maps[LB_MAPS.maglev] = new MaglevTables(tables, tableSize);
     return new LbMapWriter(maps, object.maps.has(CONNTRACK_MAPS.table) ? Conntrack.fromObject(object) : undefined);
   }
 

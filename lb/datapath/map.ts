@@ -59,9 +59,18 @@ export class BpfMap implements MapInfo {
 
   /** Open a pinned map (e.g. /sys/fs/bpf/xlb/xlb_lb4_svc) to read or write it from another process. */
   static openPinned(path: string): BpfMap {
-    const fd = check(libbpf.bpf_obj_get(path) as number, 'bpf_obj_get', `pinned map ${path}`);
+    return BpfMap.adopt(check(libbpf.bpf_obj_get(path) as number, 'bpf_obj_get', `pinned map ${path}`), `pinned map ${path}`);
+  }
+
+  /** Open the map with this kernel id (e.g. a map-in-map slot's inner map, as lookup answers it). */
+  static openById(id: number): BpfMap {
+    return BpfMap.adopt(check(libbpf.bpf_map_get_fd_by_id(id) as number, 'bpf_map_get_fd_by_id', `map id ${id}`), `map id ${id}`);
+  }
+
+  /** A BpfMap owning `fd`, described by the kernel (the fd is closed if it cannot be). */
+  private static adopt(fd: number, what: string): BpfMap {
     try {
-      const info = mapInfo(fd, `pinned map ${path}`);
+      const info = mapInfo(fd, what);
       return new BpfMap(fd, info.name, info.type, info.keySize, info.valueSize, info.maxEntries, true);
     } catch (error) {
       libcCalls.close(fd);
@@ -79,11 +88,15 @@ export class BpfMap implements MapInfo {
     }
   }
 
-  /** Create a map outside any object, e.g. an inner map for a map-in-map slot; flags as BPF_F_NO_PREALLOC. */
-  static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags = 0): BpfMap {
-    // struct bpf_map_create_opts: sz at 0, map_flags at 28 (after btf fds and map_extra); 48 bytes.
+  /**
+   * Create a map outside any object, e.g. an inner map for a map-in-map slot; flags as
+   * BPF_F_NO_PREALLOC; a map-in-map needs `inner`, a map of the layout its slots will hold.
+   */
+  static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags = 0, inner?: BpfMap): BpfMap {
+    // struct bpf_map_create_opts: sz at 0, inner_map_fd at 24, map_flags at 28; 48 bytes.
     const opts = Buffer.alloc(48);
     opts.writeBigUInt64LE(48n, 0);
+    if (inner) opts.writeUInt32LE(inner.fd, 24);
     opts.writeUInt32LE(flags, 28);
     const fd = check(libbpf.bpf_map_create(type, name, keySize, valueSize, maxEntries, opts) as number, 'bpf_map_create', `map ${name}`);
     return new BpfMap(fd, name, type, keySize, valueSize, maxEntries, true);

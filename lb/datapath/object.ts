@@ -18,8 +18,10 @@ export interface LoadOptions {
   constants?: Record<string, number | bigint>;
   /** Override max_entries per map name (e.g. conntrack size from the command line). */
   maxEntries?: Record<string, number>;
-  /** Override value sizes per map name (e.g. the Maglev table map, 2·M bytes per service). */
+  /** Override value sizes per map name. */
   valueSize?: Record<string, number>;
+  /** Override the value size of a map-in-map's inner maps, per outer map name (Maglev tables: 2·M bytes). */
+  innerValueSize?: Record<string, number>;
 }
 
 /** One compiled BPF object file: opened, configured and loaded into the kernel in one step. */
@@ -28,6 +30,8 @@ export class BpfObject {
   readonly maps = new Map<string, BpfMap>();
   /** Pinned maps that did not match this object's layout and were replaced, with what differed. */
   readonly replacedPins: string[] = [];
+  /** The value size of each map-in-map's inner maps, by outer map name. */
+  readonly innerValueSizes = new Map<string, number>();
   private readonly pinnedPaths: string[] = [];
   private closed = false;
 
@@ -75,6 +79,13 @@ export class BpfObject {
       if (valueSize !== undefined) {
         check(libbpf.bpf_map__set_value_size(map, valueSize) as number, 'bpf_map__set_value_size', `map ${name}`);
       }
+      const inner = libbpf.bpf_map__inner_map(map); // libbpf frees it at load: read it now
+      const innerValueSize = options.innerValueSize?.[name];
+      if (innerValueSize !== undefined) {
+        if (isNull(inner)) throw new Error(`map ${name} is not a map of maps: it has no inner map to size`);
+        check(libbpf.bpf_map__set_value_size(inner, innerValueSize) as number, 'bpf_map__set_value_size', `inner map of ${name}`);
+      }
+      if (!isNull(inner)) this.innerValueSizes.set(name, libbpf.bpf_map__value_size(inner) as number);
       if (options.pinDir && !libbpf.bpf_map__is_internal(map)) {
         const pinPath = join(options.pinDir, name);
         const mismatch = existsSync(pinPath) ? pinnedMismatch(pinPath, map) : undefined;

@@ -5,7 +5,8 @@
  * same backend (address:port/protocol) keeps its id while any service lists it, or established flows
  * would be sent elsewhere.
  *
- * - 0 is never an id: the datapath reads 0 as "no backend".
+ * - 0 is never an id: the datapath reads 0 as "no backend". Service ids go up to MAX_SERVICE_ID (they
+ *   index an array in the datapath), backend ids up to maxId.
  * - Backend ids are refcounted across services: a backend listed by two services has one id, released
  *   when the last service stops listing it. The counts come from each snapshot (assign()).
  * - Allocation is round-robin through 1..maxId: a released id is handed out again only after every
@@ -13,6 +14,9 @@
  *   escaped the purge cannot be mistaken for a new backend, and an apply that failed and rolled back
  *   (the maps still hold an id the allocator already released) cannot collide in practice.
  */
+
+/** Service ids index the datapath's array of Maglev tables (XLB_MAX_SERVICES slots, 0 unused). */
+export const MAX_SERVICE_ID = 4095;
 
 export interface IdAllocatorOptions {
   /** Largest id handed out (default 2^32 − 1, the u32 keys). Small values are for tests. */
@@ -99,7 +103,7 @@ export class IdAllocator {
   constructor(options: IdAllocatorOptions = {}) {
     const maxId = options.maxId ?? 0xffffffff;
     if (!Number.isInteger(maxId) || maxId < 1 || maxId > 0xffffffff) throw new Error(`IdAllocator maxId ${maxId} must be in 1..${0xffffffff}`);
-    this.services = new IdPool('service', maxId);
+    this.services = new IdPool('service', Math.min(maxId, MAX_SERVICE_ID));
     this.backends = new IdPool('backend', maxId);
   }
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
-import { LbMapWriter, LbWriteError, LB_MAPS } from '../../lb/datapath/lb-writer.js';
+import { LbMapWriter, LbWriteError, LB_MAPS, type LbMapHandle } from '../../lb/datapath/lb-writer.js';
+import { MaglevTables } from '../../lb/datapath/maglev-tables.js';
 import { BPF_F_NO_PREALLOC, BpfMap, MapType } from '../../lb/datapath/map.js';
 import type { CtPurgeRequest, FlowPurger } from '../../lb/datapath/conntrack.js';
 import {
@@ -16,7 +17,7 @@ import {
 } from '../../lb/layouts.js';
 import { backendKey, desiredLbState, type DesiredLbState, type LbNodeConfig } from '../../lb/lbmap/desired.js';
 import { diffLbState, isEmptyChange } from '../../lb/lbmap/diff.js';
-import { IdAllocator } from '../../lb/lbmap/ids.js';
+import { IdAllocator, MAX_SERVICE_ID } from '../../lb/lbmap/ids.js';
 import { DEFAULT_MAGLEV_SEED, MaglevTableCache, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { validateService, type Service } from '../../lb/service.js';
 
@@ -41,21 +42,24 @@ afterEach(() => {
   open = [];
 });
 
-function lbMaps(sizes: Sizes = {}): Record<string, BpfMap> {
+function lbMaps(sizes: Sizes = {}): Record<string, LbMapHandle> {
+  // xlb_lb_maglev is an array of maps: one inner map (of this layout) per service's table.
+  const tableLayout = BpfMap.create(MapType.Array, 'xlb_maglev_tpl', 4, 2 * M, 1);
+  const tables = BpfMap.create(MapType.ArrayOfMaps, LB_MAPS.maglev, 4, 4, MAX_SERVICE_ID + 1, 0, tableLayout);
+  open.push(tableLayout, tables);
   const maps: Record<string, BpfMap> = {
     [LB_MAPS.service]: BpfMap.create(MapType.Hash, LB_MAPS.service, LbServiceKey.size, LbService.size, sizes.svc ?? 64),
     [LB_MAPS.backend]: BpfMap.create(MapType.Hash, LB_MAPS.backend, 4, LbBackend.size, sizes.be ?? 64),
     [LB_MAPS.slot]: BpfMap.create(MapType.Hash, LB_MAPS.slot, LbSlotKey.size, LbSlot.size, sizes.slot ?? 256),
-    [LB_MAPS.maglev]: BpfMap.create(MapType.Hash, LB_MAPS.maglev, 4, 2 * M, 16, BPF_F_NO_PREALLOC),
     [LB_MAPS.sourceRange]: BpfMap.create(MapType.LpmTrie, LB_MAPS.sourceRange, LbSourceRangeKey.size, 1, 64, BPF_F_NO_PREALLOC),
     [LB_MAPS.affinity]: BpfMap.create(MapType.LruHash, LB_MAPS.affinity, LbAffinityKey.size, LbAffinity.size, 1024),
   };
   open.push(...Object.values(maps));
-  return maps;
+  return { ...maps, [LB_MAPS.maglev]: new MaglevTables(tables, 2 * M) };
 }
 
 /** Every map's contents as sorted "key=value" hex lines: byte-exact comparison. */
-function contents(maps: Record<string, BpfMap>): Record<string, string[]> {
+function contents(maps: Record<string, LbMapHandle>): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (const [name, map] of Object.entries(maps)) {
     out[name] = [...map.entries()].map(([k, v]) => `${k.toString('hex')}=${v.toString('hex')}`).sort();
@@ -97,7 +101,7 @@ class Fixture {
   readonly cache = new MaglevTableCache();
   readonly conntrack = new FlowTable();
   readonly writer: LbMapWriter;
-  constructor(readonly maps: Record<string, BpfMap>) {
+  constructor(readonly maps: Record<string, LbMapHandle>) {
     this.writer = new LbMapWriter(maps, this.conntrack);
   }
 
@@ -105,7 +109,7 @@ class Fixture {
     return desiredLbState(new Map(Object.entries(services)), node, this.ids, { maglevCache: this.cache });
   }
 
-  map(name: string): BpfMap {
+  map(name: string): LbMapHandle {
     const map = this.maps[name];
     assert.ok(map, name);
     return map;

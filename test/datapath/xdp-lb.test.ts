@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { MAX_SERVICE_ID } from '../../lb/lbmap/ids.js';
 import { Reason } from '../../lb/reasons.js';
 import { buildFrame, buildIp, checksumErrors, IPPROTO, TCP_FLAGS, type FrameSpec, type L4Spec } from '../support/packet.js';
 import { BACKENDS, CLIENT, LbHarness, NAT_PORTS, NODE, XDP } from '../support/lb-harness.js';
@@ -197,6 +198,8 @@ describe('xdp_lb under BPF_PROG_TEST_RUN', () => {
   });
 
   test('Maglev spreads new flows over every backend, and a flow always gets the same one', () => {
+    // The tables are an array of maps indexed by service id: as many slots as the allocator has ids.
+    assert.equal(h.lb.map('xlb_lb_maglev').maxEntries, MAX_SERVICE_ID + 1);
     const seen = new Map<number, string>();
     for (let port = 41000; port < 41090; port++) seen.set(port, h.run(frame(CLIENT.v4, VIP4, syn(port, 443))).parsed.ip.dst);
     assert.deepEqual(new Set(seen.values()), backendV4);
