@@ -18,6 +18,9 @@
  * step 1 and loses ports no frontend uses after step 5, so it never hides a frontend that exists.
  * Step 4 rewrites a changed service's slots in place; between its slot and table writes a new flow
  * may pick a slot that already names the new backend (established flows are pinned by conntrack).
+ * The datapath caches service and slot lookups per generation (xlb_lb_gen, lookup_cache.h): the
+ * writer bumps it after step 2, after each service of step 4 and at the end (after a rollback too),
+ * so a cached answer outlives the entry it was read from by one step at most.
  *
  * Every write of steps 1–5 first records the entry's previous value. If the kernel refuses one
  * (E2BIG: map full, ENOMEM, …) the record is replayed backwards, so after the throw the maps hold

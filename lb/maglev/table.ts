@@ -2,8 +2,9 @@
  * Maglev lookup tables, computed exactly as Cilium ≥ 1.17 does (pkg/maglev/maglev.go), so an xlb node
  * and a Cilium node with the same backends, weights, seed and size pick the same backend per flow.
  *
- * How the datapath uses a table: a packet's jhash(saddr, ports, proto, seed) mod M picks a slot; the
- * slot holds a u16 index into that service's backend array, which holds the backend id. A u16 table
+ * How the datapath uses a table: a packet's jhash(saddr, ports, proto, seed), scaled to 0..M−1 by
+ * multiply-and-shift, picks an entry; the entry is a u16 slot of the service, and the slot holds the
+ * backend's id and a copy of the backend (xlb_lb_slot). A u16 table
  * is 2·M bytes, so a service at the default M = 16381 costs 32 KiB (Cilium stores u32 backend ids:
  * 64 KiB). Tables here hold indexes into the caller's `backends` array; the caller maps them to ids.
  *
