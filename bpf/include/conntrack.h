@@ -177,6 +177,15 @@ static __always_inline union ct_value *ct_lookup(const struct xlb_tuple *tuple, 
 	return NULL;
 }
 
+/* The entry ct_lookup found, from its ref (all a global function gets from its caller): NULL if gone. */
+static __always_inline union ct_value *ct_found(const struct ct_ref *ref, struct ct_bucket **bucket_out)
+{
+	struct ct_bucket *bucket = ct_bucket_at(ref->index);
+
+	*bucket_out = bucket;
+	return bucket ? &bucket->way[ref->way & (XLB_CT_WAYS - 1)].value : NULL;
+}
+
 /* Nobody rewrote the way since ct_lookup read it: what was read from it belongs to this flow. */
 static __always_inline int ct_unchanged(const struct ct_bucket *bucket, const struct ct_ref *ref)
 {

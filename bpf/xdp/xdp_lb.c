@@ -144,15 +144,16 @@ XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 	struct xlb_nexthop nexthop;
 	struct nat_reverse *reverse;
 	struct ct_bucket *bucket;
+	union ct_value *value;
 	__u64 now = xlb_now();
 	int err;
 
 	if (!pkt || !ref || !v)
 		return 0;
-	bucket = ct_bucket_at(ref->index);
-	if (!bucket)
+	value = ct_found(ref, &bucket);
+	if (!value || !bucket)
 		return 0;
-	reverse = &bucket->way[ref->way & (XLB_CT_WAYS - 1)].value.reverse;
+	reverse = &value->reverse;
 	nexthop = reverse->nexthop;
 	ct_refresh_reverse(bucket, ref->way, pkt->tuple.proto, now);
 	v->service_id = reverse->service_id;
@@ -255,16 +256,17 @@ XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, st
 {
 	struct xlb_nexthop nexthop;
 	struct ct_bucket *bucket;
+	union ct_value *value;
 	struct ct_entry *ct;
 	__u64 now = xlb_now();
 	int err;
 
 	if (!pkt || !ref || !v)
 		return 0;
-	bucket = ct_bucket_at(ref->index);
-	if (!bucket)
+	value = ct_found(ref, &bucket);
+	if (!value || !bucket)
 		return 0;
-	ct = &bucket->way[ref->way & (XLB_CT_WAYS - 1)].value.entry;
+	ct = &value->entry;
 	nexthop = ct->nexthop;
 	ct_touch(bucket, ref->way, ct, pkt, now);
 	v->reason = XLB_FWD_ESTABLISHED;
