@@ -26,7 +26,7 @@
 #include "seqlock.h"
 
 #define XLB_CT_BUCKETS 65536 /* × XLB_CT_WAYS = 262144 flows by default */
-#define XLB_CT_READ_RETRIES 4
+#define XLB_CT_READ_RETRIES 8
 
 /* Lifetimes in seconds, as kube-proxy's conntrack settings: established TCP long, closing short. */
 #define XLB_CT_LIFETIME_TCP 21600
@@ -87,6 +87,7 @@ struct ct_ref {
 	__u32 way;   /* when found: the way holding the flow (live or expired) */
 	__u32 seq;   /* when found: that way's seq when it was read */
 	__u32 found;
+	__u32 busy;  /* the key's way stayed locked through every retry: neither found nor missing */
 };
 
 static __always_inline struct ct_bucket *ct_bucket_at(__u32 index)
@@ -145,8 +146,8 @@ static __always_inline int ct_find_way(struct ct_bucket *bucket, const struct xl
 
 /*
  * The live entry of this key (a flow's state, or a SNAT reply's reverse translation), or NULL: none,
- * expired, or still being written after a few tries (a flow's packet is then taken for a new flow's,
- * which re-creates the entry). ref and *bucket_out are filled either way.
+ * expired, or (ref->busy) its way still being written after a few tries. ref and *bucket_out are
+ * filled either way.
  */
 static __always_inline union ct_value *ct_lookup(const struct xlb_tuple *tuple, __u32 seed, __u64 now, struct ct_ref *ref,
 						  struct ct_bucket **bucket_out)
@@ -158,6 +159,7 @@ static __always_inline union ct_value *ct_lookup(const struct xlb_tuple *tuple, 
 	ref->index = hash & xlb_ct_bucket_mask;
 	ref->tag = hash | 1;
 	ref->found = 0;
+	ref->busy = 0;
 	bucket = ct_bucket_at(ref->index);
 	*bucket_out = bucket;
 	if (!bucket)
@@ -174,6 +176,9 @@ static __always_inline union ct_value *ct_lookup(const struct xlb_tuple *tuple, 
 			return NULL;
 		return &bucket->way[ref->way].value;
 	}
+	/* Its way is being written (a next-hop refresh, a sweep): not a new flow, which for SNAT would
+	 * claim another port and break the connection. The caller drops the packet instead. */
+	ref->busy = 1;
 	return NULL;
 }
 
@@ -344,18 +349,22 @@ static long ct_sweep_bucket(void *map, __u32 *index, struct ct_bucket *bucket, s
 
 		if (!bucket->tag[i])
 			continue;
+		/* Decided without the lock, so live entries are only read: a locked way makes the packets
+		 * of its flow wait (or drop), which counting must not cause. Re-checked under the lock. */
+		expired = ct_expired(bucket, i, now);
+		requested = !expired && ct_sweep_clears(way, sweep);
+		if (!expired && !requested) {
+			sweep->live++;
+			continue;
+		}
 		if (!ct_way_lock(bucket, i, &seq)) {
 			sweep->busy++;
 			continue;
 		}
-		expired = ct_expired(bucket, i, now);
-		requested = !expired && ct_sweep_clears(way, sweep);
-		if (expired || requested) {
+		if (bucket->tag[i] && (ct_expired(bucket, i, now) || ct_sweep_clears(way, sweep))) {
 			bucket->tag[i] = 0;
 			sweep->cleared++;
 			sweep->purged += requested;
-		} else {
-			sweep->live++;
 		}
 		ct_way_unlock(bucket, i);
 	}

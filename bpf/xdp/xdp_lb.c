@@ -117,7 +117,8 @@ static __always_inline void forward_tracked(struct xdp_md *ctx, struct xlb_pkt *
 
 /*
  * Replies to our SNAT ports come to a node address, on a port of the SNAT range: only those are
- * looked up, as conntrack keys of kind XLB_TUPLE_SNAT_REPLY (built in *key). 1 when one is ours.
+ * looked up, as conntrack keys of kind XLB_TUPLE_SNAT_REPLY (built in *key). 1 when one is ours, 0
+ * when not, -1 when its entry is being written (the packet is dropped, not given to the stack).
  */
 static __always_inline int snat_reply_lookup(const struct xlb_pkt *pkt, const struct xlb_config *cfg, struct xlb_tuple *key,
 					     struct ct_ref *ref)
@@ -133,7 +134,9 @@ static __always_inline int snat_reply_lookup(const struct xlb_pkt *pkt, const st
 		return 0;
 	*key = pkt->tuple;
 	key->kind = XLB_TUPLE_SNAT_REPLY;
-	return ct_lookup(key, cfg->ct_seed, xlb_now(), ref, &bucket) != NULL;
+	if (ct_lookup(key, cfg->ct_seed, xlb_now(), ref, &bucket))
+		return 1;
+	return ref->busy ? -1 : 0;
 }
 
 /* A reply from a backend to one of our SNAT ports: back to the client, from the service address. */
@@ -348,6 +351,11 @@ static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt
 		return;
 	}
 	*flow = pkt->tuple; /* also the new entry's key */
+	if (ref->busy) {
+		v->action = XDP_DROP;
+		v->reason = XLB_DROP_CT_BUSY;
+		return;
+	}
 	xlb_new_flow_path(ctx, pkt, ref, v);
 }
 
@@ -394,9 +402,15 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 		xlb_icmp_error_path(ctx, &pkt, &v);
 		goto out;
 	}
-	if (snat_reply_lookup(&pkt, cfg, flow, &ref)) {
+	err = snat_reply_lookup(&pkt, cfg, flow, &ref);
+	if (err) {
 		*flow = pkt.tuple;
-		xlb_snat_reply_path(ctx, &pkt, &ref, &v);
+		if (err > 0) {
+			xlb_snat_reply_path(ctx, &pkt, &ref, &v);
+		} else {
+			v.action = XDP_DROP;
+			v.reason = XLB_DROP_CT_BUSY;
+		}
 		goto out;
 	}
 	if (lb_port_in_use(pkt.tuple.dport))
