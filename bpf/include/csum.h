@@ -27,6 +27,12 @@ static __always_inline void xlb_csum_replace4(__sum16 *csum, __be32 from, __be32
 	*csum = xlb_csum_fold(xlb_csum_add32((__u16)~*csum, from, to));
 }
 
+/* Two 32-bit words changed under *csum (e.g. both addresses of an IPv4 header): one fold. */
+static __always_inline void xlb_csum_replace4x2(__sum16 *csum, __be32 from1, __be32 to1, __be32 from2, __be32 to2)
+{
+	*csum = xlb_csum_fold(xlb_csum_add32(xlb_csum_add32((__u16)~*csum, from1, to1), from2, to2));
+}
+
 static __always_inline void xlb_csum_replace2(__sum16 *csum, __be16 from, __be16 to)
 {
 	*csum = xlb_csum_fold((__u16)~*csum + (__u16)~from + to);

@@ -75,10 +75,11 @@ static __always_inline int nat_rewrite(void *data, void *data_end, struct xlb_pk
 		if ((void *)(ip + 1) > data_end)
 			return -XLB_DROP_MALFORMED;
 		if (source_changes) {
-			xlb_csum_replace4(&ip->check, ip->saddr, saddr->v4);
+			xlb_csum_replace4x2(&ip->check, ip->saddr, saddr->v4, ip->daddr, daddr->v4);
 			ip->saddr = saddr->v4;
+		} else {
+			xlb_csum_replace4(&ip->check, ip->daddr, daddr->v4);
 		}
-		xlb_csum_replace4(&ip->check, ip->daddr, daddr->v4);
 		ip->daddr = daddr->v4;
 	} else {
 		struct ipv6hdr *ip6 = data + xlb_l3_off(pkt);
@@ -98,9 +99,11 @@ static __always_inline int nat_rewrite(void *data, void *data_end, struct xlb_pk
 		if ((void *)(ports + 2) > data_end)
 			return -XLB_DROP_MALFORMED;
 		if (l4_csum) {
+			/* both ports are one 32-bit word */
 			if (source_changes)
-				xlb_csum_replace2(l4_csum, ports[0], sport);
-			xlb_csum_replace2(l4_csum, ports[1], dport);
+				xlb_csum_replace4(l4_csum, ports[0] | (__u32)ports[1] << 16, sport | (__u32)dport << 16);
+			else
+				xlb_csum_replace2(l4_csum, ports[1], dport);
 		}
 		ports[0] = sport;
 		ports[1] = dport;
