@@ -90,7 +90,9 @@ static __always_inline int nat_rewrite(void *data, void *data_end, struct xlb_pk
 			__builtin_memcpy(&ip6->saddr, saddr->bytes, 16);
 		__builtin_memcpy(&ip6->daddr, daddr->bytes, 16);
 	}
-	if (l4_csum) {
+	if (l4_csum && source_changes && t->family == XLB_AF_INET) {
+		xlb_csum_replace4x2(l4_csum, t->saddr.v4, saddr->v4, t->daddr.v4, daddr->v4);
+	} else if (l4_csum) {
 		if (source_changes)
 			xlb_csum_replace_addr(l4_csum, t->family, &t->saddr, saddr);
 		xlb_csum_replace_addr(l4_csum, t->family, &t->daddr, daddr);
