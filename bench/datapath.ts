@@ -26,7 +26,7 @@ import { writeBenchReport, type BenchFigure } from './lib/report.js';
 const REPEAT = 1_000_000;
 const ROUNDS = 5;
 const NEW_FLOWS = 20_000;
-/** A conntrack table of 2 MB: it stays in the caches, where the default 262144 flows (35 MB) do not. */
+/** A conntrack table of 2.4 MB: it stays in the caches, where the default 262144 flows (38 MB) do not. */
 const SMALL_CONNTRACK = 16_384;
 /** bpf/test/xdp_lb_bench.c: XLB_BENCH_FRAME_LEN, and its template map's layout (sport offset, saddr offset, bytes). */
 const BENCH_FRAME_LEN = 80;
@@ -144,7 +144,7 @@ function main(): void {
   }
 
   // The same new flows with a conntrack table small enough to stay in the CPU caches: how much of a new
-  // flow's cost is the memory a 262144-flow table (35 MB) makes it wait for.
+  // flow's cost is the memory a 262144-flow table (38 MB) makes it wait for.
   const small = LbHarness.create('bench-small', 'test/xdp_lb_bench.o', SMALL_CONNTRACK);
   try {
     small.install(benchServices());
