@@ -121,13 +121,14 @@ static __always_inline int nat_rewrite(void *data, void *data_end, struct xlb_pk
 
 /*
  * Claim a node port for a new SNAT flow (its state in *ct: backend, service, node address): the reply
- * tuple must be unique, so try a few ports; the reverse entry lives as long as the flow's would.
+ * tuple must be unique, so try a few ports from `start` on; the reverse entry lives as long as the
+ * flow's would. `start` is the flow's seeded hash: as unpredictable from outside as a random number
+ * (the seed is the node's secret), without the helper call.
  */
 static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct ct_entry *ct, const struct xlb_config *cfg,
-					  __u64 now)
+					  __u64 now, __u32 start)
 {
 	__u32 range = cfg->nat_port_max >= cfg->nat_port_min ? cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
-	__u32 start = bpf_get_prandom_u32();
 	struct nat_reverse *reverse;
 	struct nat_claim *claim;
 	struct ct_ref ref;

@@ -57,7 +57,8 @@ static __always_inline const union xlb_addr *node_address(const struct xlb_confi
 
 /* A new flow: who may come, which backend, and the state its later packets need (built in *ct). */
 static __always_inline int open_flow(const struct lb_service *svc, const struct xlb_pkt *pkt,
-				     const struct xlb_config *cfg, struct ct_entry *ct, __u32 generation, __u64 now)
+				     const struct xlb_config *cfg, struct ct_entry *ct, const struct ct_ref *ref, __u32 generation,
+				     __u64 now)
 {
 	if (!lb_source_allowed(svc, &pkt->tuple))
 		return -XLB_DROP_SOURCE_RANGE;
@@ -73,7 +74,7 @@ static __always_inline int open_flow(const struct lb_service *svc, const struct 
 	}
 	ct->flags = XLB_CT_F_SNAT;
 	ct->nat_addr = *node_address(cfg, pkt->tuple.family);
-	return nat_claim_port(&pkt->tuple, ct, cfg, now);
+	return nat_claim_port(&pkt->tuple, ct, cfg, now, ref->tag);
 }
 
 /* Rewrite toward the backend: DNAT always; the source becomes the node (SNAT) or stays the client (DSR). */
@@ -222,7 +223,7 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const
 	if (!lb_lookup_service(&pkt->tuple, generation, &svc))
 		return 0;
 	v->service_id = svc.id;
-	err = open_flow(&svc, pkt, cfg, ct, generation, now);
+	err = open_flow(&svc, pkt, cfg, ct, ref, generation, now);
 	if (err == -XLB_REJECT_NO_BACKEND) {
 		reject(ctx, pkt, v);
 		return 0;
