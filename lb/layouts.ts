@@ -43,7 +43,7 @@ export const ServiceFlag = { Maglev: 1, SourceRanges: 2, NodePort: 4, Local: 8 }
 /** enum xlb_forwarding_mode */
 export const ForwardingMode = { snat: 0, dsr: 1, hybrid: 2 } as const;
 /** enum xlb_ct_flags */
-export const CtFlag = { Dsr: 1, Snat: 2, Closing: 4 } as const;
+export const CtFlag = { Dsr: 1, Snat: 2, Closing: 4, Opening: 8 } as const;
 
 /** The shape lb/codec.ts's defineStruct accepts for a field (codec.ts keeps its own interface private). */
 interface AddrKind {

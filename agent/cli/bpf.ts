@@ -205,6 +205,7 @@ function ctFlags(flags: number): string[] {
   if (flags & CtFlag.Dsr) names.push('dsr');
   if (flags & CtFlag.Snat) names.push('snat');
   if (flags & CtFlag.Closing) names.push('closing');
+  if (flags & CtFlag.Opening) names.push('opening');
   return names;
 }
 

@@ -31,6 +31,7 @@
 /* Lifetimes in seconds, as kube-proxy's conntrack settings: established TCP long, closing short. */
 #define XLB_CT_LIFETIME_TCP 21600
 #define XLB_CT_LIFETIME_CLOSING 10
+#define XLB_CT_LIFETIME_OPENING 60
 #define XLB_CT_LIFETIME_NONTCP 60
 #define XLB_NS 1000000000ULL
 
@@ -112,6 +113,8 @@ static __always_inline __u64 ct_lifetime_ns(const struct ct_entry *entry, __u8 p
 {
 	if (entry->flags & XLB_CT_F_CLOSING)
 		return XLB_CT_LIFETIME_CLOSING * XLB_NS;
+	if (entry->flags & XLB_CT_F_OPENING)
+		return XLB_CT_LIFETIME_OPENING * XLB_NS;
 	return ct_proto_lifetime_ns(proto);
 }
 
@@ -208,12 +211,15 @@ static __always_inline void ct_touch(struct ct_bucket *bucket, __u32 way, struct
 				     __u64 now)
 {
 	int closing = (pkt->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST)) && !(entry->flags & XLB_CT_F_CLOSING);
+	int opened = (entry->flags & XLB_CT_F_OPENING) && !(pkt->tcp_flags & XLB_TCP_SYN);
 
 	if (closing)
 		entry->flags |= XLB_CT_F_CLOSING;
+	if (opened)
+		entry->flags &= ~XLB_CT_F_OPENING;
 	/* Written only when it moved on: a store per packet would keep the cache lines bouncing between
 	 * CPUs for nothing, lifetimes being seconds. Single aligned stores: never torn. */
-	if (closing || now - entry->last_seen > XLB_NS / 4) {
+	if (closing || opened || now - entry->last_seen > XLB_NS / 4) {
 		entry->last_seen = now;
 		bucket->expires[way & (XLB_CT_WAYS - 1)] = ct_expiry(entry, pkt->tuple.proto, now);
 	}
@@ -250,10 +256,14 @@ static __always_inline void ct_update_nexthop(struct ct_bucket *bucket, struct c
 	ct_way_unlock(bucket, way);
 }
 
-/* A SNAT reverse entry lives while replies come: pushed back at most once a coarse second. */
-static __always_inline void ct_refresh_reverse(struct ct_bucket *bucket, __u32 way, __u8 proto, __u64 now)
+/* A SNAT reverse entry lives while replies come: pushed back at most once a coarse second. A SYN-ACK
+ * does not prove the client answers: the short lifetime until a reply without SYN. */
+static __always_inline void ct_refresh_reverse(struct ct_bucket *bucket, __u32 way, const struct xlb_pkt *pkt, __u64 now)
 {
-	__u32 expires = xlb_coarse_sec(now + ct_proto_lifetime_ns(proto));
+	__u8 proto = pkt->tuple.proto;
+	__u64 lifetime = proto == IPPROTO_TCP && (pkt->tcp_flags & XLB_TCP_SYN) ? XLB_CT_LIFETIME_OPENING * XLB_NS
+									 : ct_proto_lifetime_ns(proto);
+	__u32 expires = xlb_coarse_sec(now + lifetime);
 
 	way &= XLB_CT_WAYS - 1;
 	if (bucket->expires[way] != expires)

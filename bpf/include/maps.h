@@ -111,6 +111,8 @@ enum xlb_ct_flags {
 	XLB_CT_F_DSR = 1 << 0,
 	XLB_CT_F_SNAT = 1 << 1,
 	XLB_CT_F_CLOSING = 1 << 2, /* FIN or RST seen: short lifetime */
+	XLB_CT_F_OPENING = 1 << 3, /* TCP, nothing past the client's SYN yet: short lifetime, so a SYN flood
+				    * cannot hold entries (and SNAT ports) for hours */
 };
 
 /* A tracked flow's state; its key is the client's tuple as it arrives (struct xlb_tuple). */

@@ -68,11 +68,14 @@ static __always_inline int open_flow(const struct lb_service *svc, const struct 
 		return svc->flags & XLB_SVC_F_LOCAL ? -XLB_DROP_NO_BACKEND : -XLB_REJECT_NO_BACKEND;
 	ct->last_seen = now;
 	ct->service_id = svc->id;
+	/* a connection starting now (not one picked up mid-stream) lives briefly until its handshake ends */
+	if (pkt->tuple.proto == IPPROTO_TCP && first_packet_of_flow(pkt, 1))
+		ct->flags = XLB_CT_F_OPENING;
 	if (uses_dsr(svc, pkt->tuple.proto)) {
-		ct->flags = XLB_CT_F_DSR;
+		ct->flags |= XLB_CT_F_DSR;
 		return 0;
 	}
-	ct->flags = XLB_CT_F_SNAT;
+	ct->flags |= XLB_CT_F_SNAT;
 	ct->nat_addr = *node_address(cfg, pkt->tuple.family);
 	return nat_claim_port(&pkt->tuple, ct, cfg, now, ref->tag);
 }
@@ -159,7 +162,7 @@ XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 		return 0;
 	reverse = &value->reverse;
 	nexthop = reverse->nexthop;
-	ct_refresh_reverse(bucket, ref->way, pkt->tuple.proto, now);
+	ct_refresh_reverse(bucket, ref->way, pkt, now);
 	v->service_id = reverse->service_id;
 	v->backend_id = reverse->backend_id;
 	err = nat_rewrite(data, data_end, pkt, &reverse->service, reverse->service_port, &reverse->client,

@@ -99,7 +99,7 @@ describe('conntrack table', () => {
     assert.equal(h.lb.conntrack.sweep().live, 0);
   });
 
-  test('an established flow keeps its entry: later packets are counted established, not new', () => {
+  test('an established flow keeps its entry: later packets are counted established, not new; the SYN\'s short lifetime ends with the handshake', () => {
     const port = 24000;
     const first = h.run(syn(VIP_A, port));
     const established = Number(h.counter(Reason.FWD_ESTABLISHED));
@@ -108,9 +108,12 @@ describe('conntrack table', () => {
       ip: { src: CLIENT.v4, dst: VIP_A },
       l4: { proto: 'tcp', sport: port, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.from('x') },
     });
+    const flags = (): number => h.flows()[0]?.entry.flags ?? 0;
+    assert.equal(flags() & CtFlag.Opening, CtFlag.Opening, 'a SYN opens the entry with the short, opening lifetime');
     for (let i = 0; i < 5; i++) assert.equal(h.run(ackFrame).parsed.ip.dst, first.parsed.ip.dst);
     assert.equal(Number(h.counter(Reason.FWD_ESTABLISHED)) - established, 5);
     assert.equal(h.flows().length, 1);
+    assert.equal(flags() & CtFlag.Opening, 0, 'the first packet past the SYN makes it an established entry');
   });
 
   test('the hash seed is drawn once and kept when the node is reconfigured (entries hash by it)', () => {

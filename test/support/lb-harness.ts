@@ -28,7 +28,8 @@ export const BACKENDS = [11, 12, 13].map((n) => ({
 }));
 /** A next hop for the benchmark's self-referential service (see bench/datapath.ts). */
 export const SELF_ROUTED = { v4: '198.18.0.50', v6: '2001:db8::50', mac: '02:00:00:00:00:50' };
-export const NAT_PORTS = { min: 40000, max: 40999 };
+/** The SNAT port range: wide, so the benchmark's floods of new SNAT flows do not run out of ports. */
+export const NAT_PORTS = { min: 1024, max: 65535 };
 export const MAGLEV_SIZE = 251;
 export const XDP = { ABORTED: 0, DROP: 1, PASS: 2, TX: 3, REDIRECT: 4 } as const;
 
