@@ -48,6 +48,11 @@ union xlb_addr {
 	__u8 bytes[16];
 };
 
+static __always_inline int xlb_addr_equal(const union xlb_addr *a, const union xlb_addr *b)
+{
+	return !((a->v6[0] ^ b->v6[0]) | (a->v6[1] ^ b->v6[1]) | (a->v6[2] ^ b->v6[2]) | (a->v6[3] ^ b->v6[3]));
+}
+
 /*
  * Why a packet went where it went. One enum for the XDP and tc programs, the per-CPU counters
  * (index = direction * XLB_REASON_MAX + reason), the ring-buffer events, metrics labels and

@@ -255,11 +255,6 @@ static __always_inline __u32 dsr_saddr_off(const struct xlb_pkt *pkt)
 	return pkt->l3_off + (pkt->tuple.family == XLB_AF_INET ? offsetof(struct iphdr, saddr) : offsetof(struct ipv6hdr, saddr));
 }
 
-static __always_inline int dsr_addr_equal(const union xlb_addr *a, const union xlb_addr *b)
-{
-	return a->v6[0] == b->v6[0] && a->v6[1] == b->v6[1] && a->v6[2] == b->v6[2] && a->v6[3] == b->v6[3];
-}
-
 /*
  * Give the packet a new source address and port: the IPv4 header checksum, the L4 checksum at csum_off
  * (pseudo-header, then port; 0 = none to fix: SCTP's CRC covers no pseudo-header), then the bytes.
@@ -429,12 +424,12 @@ static __always_inline int dsr_backend_rewrite_icmp_error(struct __sk_buff *skb,
 	}
 	sum = bpf_csum_diff((__be32 *)&old, size, (__be32 *)&new, size, (__u16)~csum);
 	/* ICMPv6 also covers the outer source through its pseudo-header. */
-	if (pkt->tuple.family == XLB_AF_INET6 && dsr_addr_equal(&pkt->tuple.saddr, &flow.daddr))
+	if (pkt->tuple.family == XLB_AF_INET6 && xlb_addr_equal(&pkt->tuple.saddr, &flow.daddr))
 		sum = bpf_csum_diff((__be32 *)pkt->tuple.saddr.v6, 16, service.v6, 16, sum);
 	csum = xlb_csum_fold(sum);
 	if (bpf_skb_store_bytes(skb, quote_off, &new, size, 0) || bpf_skb_store_bytes(skb, csum_off, &csum, sizeof(csum), 0))
 		return -XLB_DROP_UNSUPPORTED;
-	if (!dsr_addr_equal(&pkt->tuple.saddr, &flow.daddr))
+	if (!xlb_addr_equal(&pkt->tuple.saddr, &flow.daddr))
 		return XLB_FWD_ICMP_ERROR; /* sent by a router on the way, not by the backend: its source stays */
 	if (pkt->tuple.family == XLB_AF_INET) {
 		if (bpf_l3_csum_replace(skb, pkt->l3_off + offsetof(struct iphdr, check), flow.daddr.v4, service.v4, 4) ||

@@ -49,10 +49,7 @@ static __always_inline struct xlb_nexthop_slot *fwd_shared_slot(const struct xlb
 
 static __always_inline int fwd_shared_matches(const struct xlb_nexthop_slot *slot, const struct xlb_pkt *pkt)
 {
-	const __u32 *a = slot->addr.v6;
-	const __u32 *b = pkt->tuple.daddr.v6;
-
-	return slot->family == pkt->tuple.family && !((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]));
+	return slot->family == pkt->tuple.family && xlb_addr_equal(&slot->addr, &pkt->tuple.daddr);
 }
 
 /* A fresh shared answer for the packet's destination into *out: 1, else 0. */

@@ -133,8 +133,7 @@ static __always_inline int snat_reply_lookup(const struct xlb_pkt *pkt, const st
 
 	if (port < cfg->nat_port_min || port > cfg->nat_port_max)
 		return 0;
-	if (node->v6[0] != pkt->tuple.daddr.v6[0] || node->v6[1] != pkt->tuple.daddr.v6[1] ||
-	    node->v6[2] != pkt->tuple.daddr.v6[2] || node->v6[3] != pkt->tuple.daddr.v6[3])
+	if (!xlb_addr_equal(node, &pkt->tuple.daddr))
 		return 0;
 	*key = pkt->tuple;
 	key->kind = XLB_TUPLE_SNAT_REPLY;
