@@ -38,6 +38,12 @@ struct verdict {
 	__u32 backend_id;
 };
 
+static __always_inline void drop(struct verdict *v, int reason)
+{
+	v->action = XDP_DROP;
+	v->reason = reason;
+}
+
 static __always_inline int uses_dsr(const struct lb_service *svc, __u8 proto)
 {
 	return svc->mode == XLB_MODE_DSR || (svc->mode == XLB_MODE_HYBRID && proto == IPPROTO_TCP);
@@ -114,8 +120,7 @@ static __always_inline void forward_tracked(struct xdp_md *ctx, struct xlb_pkt *
 	if (nexthop->updated != cached->updated)
 		ct_update_nexthop(bucket, ref, nexthop);
 	if (!ct_unchanged(bucket, ref)) {
-		v->action = XDP_DROP;
-		v->reason = XLB_DROP_CT_BUSY;
+		drop(v, XLB_DROP_CT_BUSY);
 	}
 }
 
@@ -167,8 +172,7 @@ XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 	err = nat_rewrite(data, data_end, pkt, &reverse->service, reverse->service_port, &reverse->client,
 			  reverse->client_port);
 	if (err) {
-		v->action = XDP_DROP;
-		v->reason = -err;
+		drop(v, -err);
 		return 0;
 	}
 	v->reason = XLB_FWD_REPLY;
@@ -188,8 +192,7 @@ XLB_SUBPROG int xlb_icmp_error_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 		return 0;
 	err = icmp_nat_translate(data, data_end, pkt, cfg);
 	if (err < 0) {
-		v->action = XDP_DROP;
-		v->reason = -err;
+		drop(v, -err);
 	} else if (err > 0) {
 		v->reason = XLB_FWD_ICMP_ERROR;
 		v->action = fwd_packet(ctx, pkt, NULL, 0, &v->reason);
@@ -249,8 +252,7 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const
 		xlb_count(XLB_CT_EVICTED, XLB_DIR_INGRESS, 0);
 	return 0;
 drop:
-	v->action = XDP_DROP;
-	v->reason = -err;
+	drop(v, -err);
 	return 0;
 }
 
@@ -282,8 +284,7 @@ XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, st
 		frag_remember(pkt);
 	err = translate_to_backend(ctx, pkt, ct, &ct->slot.backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 0));
 	if (err) {
-		v->action = XDP_DROP;
-		v->reason = -err;
+		drop(v, -err);
 		return 0;
 	}
 	forward_tracked(ctx, pkt, bucket, ref, &nexthop, &ct->nexthop, now, v);
@@ -311,22 +312,20 @@ static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_
 	v->backend_id = ct->slot.backend_id;
 	err = translate_to_backend(ctx, pkt, ct, &ct->slot.backend, 0);
 	if (err) {
-		v->action = XDP_DROP;
-		v->reason = -err;
+		drop(v, -err);
 		return 1;
 	}
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	eth = data;
 	if ((void *)(eth + 1) > data_end) {
-		v->action = XDP_DROP;
-		v->reason = XLB_DROP_MALFORMED;
+		drop(v, XLB_DROP_MALFORMED);
 		return 1;
 	}
 	v->action = fwd_transmit(ctx, eth, &ct->nexthop);
-	v->reason = ct_unchanged(bucket, ref) ? XLB_FWD_ESTABLISHED : XLB_DROP_CT_BUSY;
-	if (v->reason == XLB_DROP_CT_BUSY)
-		v->action = XDP_DROP;
+	v->reason = XLB_FWD_ESTABLISHED;
+	if (!ct_unchanged(bucket, ref))
+		drop(v, XLB_DROP_CT_BUSY);
 	return 1;
 }
 
@@ -338,12 +337,13 @@ static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_
 static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_config *cfg,
 					 struct xlb_tuple *flow, struct ct_ref *ref, struct verdict *v)
 {
+	__u64 now = xlb_now();
 	struct ct_bucket *bucket;
-	union ct_value *value = ct_lookup(&pkt->tuple, cfg->ct_seed, xlb_now(), ref, &bucket);
+	union ct_value *value = ct_lookup(&pkt->tuple, cfg->ct_seed, now, ref, &bucket);
 	struct ct_entry *ct = value ? &value->entry : NULL;
 
 	if (ct && bucket && !ct_is_reopened(ct, pkt)) {
-		if (established_fast_path(ctx, pkt, bucket, ref, ct, xlb_now(), v)) {
+		if (established_fast_path(ctx, pkt, bucket, ref, ct, now, v)) {
 			/* the flow as it arrived is the entry's key (pkt->tuple is translated by now) */
 			if (xlb_is_drop(v->reason))
 				*flow = bucket->way[ref->way & (XLB_CT_WAYS - 1)].key;
@@ -355,8 +355,7 @@ static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt
 	}
 	*flow = pkt->tuple; /* also the new entry's key */
 	if (ref->busy) {
-		v->action = XDP_DROP;
-		v->reason = XLB_DROP_CT_BUSY;
+		drop(v, XLB_DROP_CT_BUSY);
 		return;
 	}
 	xlb_new_flow_path(ctx, pkt, ref, v);
@@ -392,8 +391,7 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 	flow = &scratch->key;
 	if (err < 0) {
 		*flow = pkt.tuple;
-		v.action = XDP_DROP;
-		v.reason = -err;
+		drop(&v, -err);
 		goto out;
 	}
 	if (pkt.frag == XLB_FRAG_LATER && !frag_recall(&pkt)) {
@@ -411,8 +409,7 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 		if (err > 0) {
 			xlb_snat_reply_path(ctx, &pkt, &ref, &v);
 		} else {
-			v.action = XDP_DROP;
-			v.reason = XLB_DROP_CT_BUSY;
+			drop(&v, XLB_DROP_CT_BUSY);
 		}
 		goto out;
 	}
