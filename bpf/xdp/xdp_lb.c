@@ -337,13 +337,12 @@ static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_
 static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_config *cfg,
 					 struct xlb_tuple *flow, struct ct_ref *ref, struct verdict *v)
 {
-	__u64 now = xlb_now();
 	struct ct_bucket *bucket;
-	union ct_value *value = ct_lookup(&pkt->tuple, cfg->ct_seed, now, ref, &bucket);
+	union ct_value *value = ct_lookup(&pkt->tuple, cfg->ct_seed, xlb_now(), ref, &bucket);
 	struct ct_entry *ct = value ? &value->entry : NULL;
 
 	if (ct && bucket && !ct_is_reopened(ct, pkt)) {
-		if (established_fast_path(ctx, pkt, bucket, ref, ct, now, v)) {
+		if (established_fast_path(ctx, pkt, bucket, ref, ct, xlb_now(), v)) {
 			/* the flow as it arrived is the entry's key (pkt->tuple is translated by now) */
 			if (xlb_is_drop(v->reason))
 				*flow = bucket->way[ref->way & (XLB_CT_WAYS - 1)].key;
