@@ -18,8 +18,6 @@ export interface LoadOptions {
   constants?: Record<string, number | bigint>;
   /** Override max_entries per map name (e.g. conntrack size from the command line). */
   maxEntries?: Record<string, number>;
-  /** Override value sizes per map name. */
-  valueSize?: Record<string, number>;
   /** Override the value size of a map-in-map's inner maps, per outer map name (Maglev tables: 2·M bytes). */
   innerValueSize?: Record<string, number>;
 }
@@ -74,10 +72,6 @@ export class BpfObject {
       const maxEntries = options.maxEntries?.[name];
       if (maxEntries !== undefined) {
         check(libbpf.bpf_map__set_max_entries(map, maxEntries) as number, 'bpf_map__set_max_entries', `map ${name}`);
-      }
-      const valueSize = options.valueSize?.[name];
-      if (valueSize !== undefined) {
-        check(libbpf.bpf_map__set_value_size(map, valueSize) as number, 'bpf_map__set_value_size', `map ${name}`);
       }
       const inner = libbpf.bpf_map__inner_map(map); // libbpf frees it at load: read it now
       const innerValueSize = options.innerValueSize?.[name];
