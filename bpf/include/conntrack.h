@@ -87,9 +87,41 @@ struct ct_ref {
 	__u32 tag;
 	__u32 way;   /* when found: the way holding the flow (live or expired) */
 	__u32 seq;   /* when found: that way's seq when it was read */
-	__u32 found;
-	__u32 busy;  /* the key's way stayed locked through every retry: neither found nor missing */
+	__u8 found;
+	__u8 busy; /* the key's way stayed locked through every retry: neither found nor missing */
+	__u8 keep; /* way + 1 that a store here must not take (the other half of a SNAT flow), or 0 */
+	__u8 pad;
 };
+
+/*
+ * Which bucket a key lives in, and its tag. A flow: by its hash. A SNAT reply entry: by the hash of its
+ * tuple without the node port, plus the port, so the port decides the bucket and nat_claim_port can
+ * pick the one that puts a flow's reply entry in the flow's own bucket: a new SNAT flow then waits for
+ * one cold bucket, not two.
+ */
+static __always_inline __u32 ct_reply_hash(const struct xlb_tuple *reply, __u32 seed)
+{
+	return xlb_tuple_hash_ports(reply, reply->sport, seed);
+}
+
+static __always_inline void ct_place_reply(__u32 reply_hash, __be16 node_port, struct ct_ref *ref)
+{
+	ref->index = (reply_hash + bpf_ntohs(node_port)) & xlb_ct_bucket_mask;
+	ref->tag = (reply_hash ^ ((__u32)node_port << 16)) | 1;
+}
+
+static __always_inline void ct_place(const struct xlb_tuple *tuple, __u32 seed, struct ct_ref *ref)
+{
+	__u32 hash;
+
+	if (tuple->kind == XLB_TUPLE_SNAT_REPLY) {
+		ct_place_reply(ct_reply_hash(tuple, seed), tuple->dport, ref);
+		return;
+	}
+	hash = xlb_tuple_hash(tuple, seed);
+	ref->index = hash & xlb_ct_bucket_mask;
+	ref->tag = hash | 1;
+}
 
 static __always_inline struct ct_bucket *ct_bucket_at(__u32 index)
 {
@@ -147,22 +179,16 @@ static __always_inline int ct_find_way(struct ct_bucket *bucket, const struct xl
 	return -1;
 }
 
-/*
- * The live entry of this key (a flow's state, or a SNAT reply's reverse translation), or NULL: none,
- * expired, or (ref->busy) its way still being written after a few tries. ref and *bucket_out are
- * filled either way.
- */
-static __always_inline union ct_value *ct_lookup(const struct xlb_tuple *tuple, __u32 seed, __u64 now, struct ct_ref *ref,
-						  struct ct_bucket **bucket_out)
+/* ct_lookup in the bucket ct_place put in ref. */
+static __always_inline union ct_value *ct_lookup_placed(const struct xlb_tuple *tuple, __u64 now, struct ct_ref *ref,
+							 struct ct_bucket **bucket_out)
 {
-	__u32 hash = xlb_tuple_hash(tuple, seed);
 	struct ct_bucket *bucket;
 	int attempt, way;
 
-	ref->index = hash & xlb_ct_bucket_mask;
-	ref->tag = hash | 1;
 	ref->found = 0;
 	ref->busy = 0;
+	ref->keep = 0;
 	bucket = ct_bucket_at(ref->index);
 	*bucket_out = bucket;
 	if (!bucket)
@@ -183,6 +209,18 @@ static __always_inline union ct_value *ct_lookup(const struct xlb_tuple *tuple, 
 	 * claim another port and break the connection. The caller drops the packet instead. */
 	ref->busy = 1;
 	return NULL;
+}
+
+/*
+ * The live entry of this key (a flow's state, or a SNAT reply's reverse translation), or NULL: none,
+ * expired, or (ref->busy) its way still being written after a few tries. ref and *bucket_out are
+ * filled either way.
+ */
+static __always_inline union ct_value *ct_lookup(const struct xlb_tuple *tuple, __u32 seed, __u64 now, struct ct_ref *ref,
+						  struct ct_bucket **bucket_out)
+{
+	ct_place(tuple, seed, ref);
+	return ct_lookup_placed(tuple, now, ref, bucket_out);
 }
 
 /* The entry ct_lookup found, from its ref (all a global function gets from its caller): NULL if gone. */
@@ -271,7 +309,8 @@ static __always_inline void ct_refresh_reverse(struct ct_bucket *bucket, __u32 w
 }
 
 /* The way a new entry goes to: the flow's own (reopened or expired), an empty or expired one, else the
- * one expiring first (for flows of one kind, the least recently seen); *evicts says whether it was live. */
+ * one expiring first (for flows of one kind, the least recently seen), never ref->keep's; *evicts says
+ * whether it was live. */
 static __always_inline __u32 ct_pick_way(const struct ct_bucket *bucket, const struct ct_ref *ref, __u64 now, int *evicts)
 {
 	__u32 soonest = ~0U;
@@ -283,6 +322,8 @@ static __always_inline __u32 ct_pick_way(const struct ct_bucket *bucket, const s
 		return ref->way;
 #pragma unroll
 	for (i = 0; i < XLB_CT_WAYS; i++) {
+		if (ref->keep == i + 1)
+			continue;
 		if (!bucket->tag[i] || ct_expired(bucket, i, now))
 			return i;
 		if (bucket->expires[i] < soonest) {
@@ -295,9 +336,9 @@ static __always_inline __u32 ct_pick_way(const struct ct_bucket *bucket, const s
 }
 
 /* Store an entry under `key` where ct_lookup said it goes, expiring at `expires`: 1 when a live entry
- * was evicted for it. */
+ * was evicted for it. ref->way is then the entry's way. */
 static __always_inline int ct_store(const struct xlb_tuple *key, const union ct_value *value, __u32 expires,
-				    const struct ct_ref *ref, __u64 now)
+				    struct ct_ref *ref, __u64 now)
 {
 	struct ct_bucket *bucket = ct_bucket_at(ref->index);
 	__u32 way, seq;
@@ -313,22 +354,23 @@ static __always_inline int ct_store(const struct xlb_tuple *key, const union ct_
 	bucket->expires[way] = expires;
 	bucket->tag[way] = ref->tag;
 	ct_way_unlock(bucket, way);
+	ref->way = way;
 	return evicts;
 }
 
 /* Store a new flow's state: 1 when a live entry was evicted for it. */
-static __always_inline int ct_create(const struct xlb_tuple *tuple, const union ct_value *value, const struct ct_ref *ref,
+static __always_inline int ct_create(const struct xlb_tuple *tuple, const union ct_value *value, struct ct_ref *ref,
 				     __u64 now)
 {
 	return ct_store(tuple, value, ct_expiry(&value->entry, tuple->proto, now), ref, now);
 }
 
-/* Where `key` is or would go, and whether a live entry holds it: ct_lookup without the entry. */
-static __always_inline int ct_exists(const struct xlb_tuple *key, __u32 seed, __u64 now, struct ct_ref *ref)
+/* Whether a live entry holds `key` in the bucket ct_place put in ref: ct_lookup_placed without the entry. */
+static __always_inline int ct_exists_placed(const struct xlb_tuple *key, __u64 now, struct ct_ref *ref)
 {
 	struct ct_bucket *bucket;
 
-	return ct_lookup(key, seed, now, ref, &bucket) != NULL;
+	return ct_lookup_placed(key, now, ref, &bucket) != NULL;
 }
 
 /* ---- the agent's sweeps (xlb_ct_sweep in xdp_lb.c) ---- */

@@ -28,9 +28,10 @@ static __always_inline __u32 xlb_jhash_final(__u32 a, __u32 b, __u32 c)
  * destination and ports + protocol. IPv6 addresses are folded to a word first. Tuples made to collide
  * (the fold is easy to invert for someone choosing source addresses) only share a bucket: in a
  * set-associative table they evict each other and at most the bucket's other ways, never lengthen
- * anyone's lookup the way chains in a hash map would.
+ * anyone's lookup the way chains in a hash map would. `ports`: the tuple's ports word, or a stand-in
+ * for it (conntrack places SNAT reply entries by a hash without their node port).
  */
-static __always_inline __u32 xlb_tuple_hash(const struct xlb_tuple *tuple, __u32 seed)
+static __always_inline __u32 xlb_tuple_hash_ports(const struct xlb_tuple *tuple, __u32 ports, __u32 seed)
 {
 	const __u32 *s = tuple->saddr.v6;
 	const __u32 *d = tuple->daddr.v6;
@@ -38,7 +39,12 @@ static __always_inline __u32 xlb_tuple_hash(const struct xlb_tuple *tuple, __u32
 
 	_Static_assert(sizeof(*tuple) == 40, "xlb_tuple: saddr, daddr, then the ports word and the protocol word");
 	return xlb_jhash_final((s[0] ^ s[1] ^ s[2] ^ s[3]) + 0xdeadbeef, (d[0] ^ d[1] ^ d[2] ^ d[3]) + 0xdeadbeef,
-			       k[8] + seed + k[9]);
+			       ports + seed + k[9]);
+}
+
+static __always_inline __u32 xlb_tuple_hash(const struct xlb_tuple *tuple, __u32 seed)
+{
+	return xlb_tuple_hash_ports(tuple, ((const __u32 *)tuple)[8], seed);
 }
 
 #endif

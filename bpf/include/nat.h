@@ -23,6 +23,7 @@
 struct nat_claim {
 	union ct_value value;
 	struct xlb_tuple reply;
+	struct ct_ref ref; /* where the reply entry goes */
 };
 
 XLB_SCRATCH(xlb_nat_scratch, struct nat_claim)
@@ -121,19 +122,39 @@ static __always_inline int nat_rewrite(void *data, void *data_end, struct xlb_pk
 	return 0;
 }
 
+/* Store the reverse entry of a free port, sharing the flow's bucket without taking the way the flow's
+ * store will take, nor letting the flow's store take its own. */
+static __always_inline int nat_claimed(struct nat_claim *claim, struct ct_entry *ct, struct ct_ref *flow, __u64 now)
+{
+	struct ct_ref *ref = &claim->ref;
+	int same_bucket = ref->index == flow->index;
+
+	if (same_bucket && flow->found)
+		ref->keep = flow->way + 1; /* the flow's own (expired) entry */
+	if (ct_store(&claim->reply, &claim->value, ct_expiry(ct, claim->reply.proto, now), ref, now) < 0)
+		return -XLB_DROP_NAT_FULL;
+	if (same_bucket)
+		flow->keep = ref->way + 1;
+	ct->nat_port = claim->reply.dport;
+	return 0;
+}
+
 /*
- * Claim a node port for a new SNAT flow (its state in *ct: backend, service, node address): the reply
- * tuple must be unique, so try a few ports from `start` on; the reverse entry lives as long as the
- * flow's would. `start` is the flow's seeded hash: as unpredictable from outside as a random number
- * (the seed is the node's secret), without the helper call.
+ * Claim a node port for a new SNAT flow (its state in *ct: backend, service, node address; `flow`: where
+ * ct_lookup said the flow's entry goes): the reply tuple must be unique, so try a few ports. The first
+ * is the one that places the reverse entry in the flow's own bucket (ct_place), whose lines the flow's
+ * lookup has just read; it is as unpredictable from outside as a random port, both hashes being seeded
+ * with the node's secret. The reverse entry lives as long as the flow's would; the flow's store must
+ * then leave its way alone (flow->keep).
  */
 static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct ct_entry *ct, const struct xlb_config *cfg,
-					  __u64 now, __u32 start)
+					  __u64 now, struct ct_ref *flow)
 {
 	__u32 range = cfg->nat_port_max >= cfg->nat_port_min ? cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
 	struct nat_reverse *reverse;
 	struct nat_claim *claim;
-	struct ct_ref ref;
+	struct ct_ref *ref;
+	__u32 hash, start, stride;
 	int i;
 
 	claim = xlb_nat_scratch_get();
@@ -141,6 +162,7 @@ static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct
 		return -XLB_DROP_NAT_NO_PORT;
 	__builtin_memset(claim, 0, sizeof(*claim));
 	reverse = &claim->value.reverse;
+	ref = &claim->ref;
 	reverse->client = client->saddr;
 	reverse->service = client->daddr;
 	reverse->client_port = client->sport;
@@ -153,14 +175,17 @@ static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct
 	claim->reply.proto = client->proto;
 	claim->reply.family = client->family;
 	claim->reply.kind = XLB_TUPLE_SNAT_REPLY;
+	hash = ct_reply_hash(&claim->reply, cfg->ct_seed);
+	/* The port whose entry ct_place puts in the flow's bucket, as an offset into the range. Where the
+	 * range holds more ports than the table has buckets, every bucket's-worth further lands there
+	 * too (until the range wraps); else the next ports are spread wide. */
+	start = (flow->index - hash - cfg->nat_port_min) & xlb_ct_bucket_mask;
+	stride = range > xlb_ct_bucket_mask + 1 ? xlb_ct_bucket_mask + 1 : 7919;
 	for (i = 0; i < XLB_NAT_PORT_ATTEMPTS; i++) {
-		claim->reply.dport = bpf_htons(cfg->nat_port_min + (start + i * 7919) % range);
-		if (ct_exists(&claim->reply, cfg->ct_seed, now, &ref))
-			continue; /* another flow's replies come to that port */
-		if (ct_store(&claim->reply, &claim->value, ct_expiry(ct, client->proto, now), &ref, now) < 0)
-			return -XLB_DROP_NAT_FULL;
-		ct->nat_port = claim->reply.dport;
-		return 0;
+		claim->reply.dport = bpf_htons(cfg->nat_port_min + (start + i * stride) % range);
+		ct_place_reply(hash, claim->reply.dport, ref);
+		if (!ct_exists_placed(&claim->reply, now, ref))
+			return nat_claimed(claim, ct, flow, now);
 	}
 	return -XLB_DROP_NAT_NO_PORT;
 }

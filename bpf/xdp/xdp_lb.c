@@ -63,7 +63,7 @@ static __always_inline const union xlb_addr *node_address(const struct xlb_confi
 
 /* A new flow: who may come, which backend, and the state its later packets need (built in *ct). */
 static __always_inline int open_flow(const struct lb_service *svc, const struct xlb_pkt *pkt,
-				     const struct xlb_config *cfg, struct ct_entry *ct, const struct ct_ref *ref, __u32 generation,
+				     const struct xlb_config *cfg, struct ct_entry *ct, struct ct_ref *ref, __u32 generation,
 				     __u64 now)
 {
 	if (!lb_source_allowed(svc, &pkt->tuple))
@@ -83,7 +83,7 @@ static __always_inline int open_flow(const struct lb_service *svc, const struct 
 	}
 	ct->flags |= XLB_CT_F_SNAT;
 	ct->nat_addr = *node_address(cfg, pkt->tuple.family);
-	return nat_claim_port(&pkt->tuple, ct, cfg, now, ref->tag);
+	return nat_claim_port(&pkt->tuple, ct, cfg, now, ref);
 }
 
 /* Rewrite toward the backend: DNAT always; the source becomes the node (SNAT) or stays the client (DSR). */
@@ -212,7 +212,7 @@ static __always_inline void reject(struct xdp_md *ctx, const struct xlb_pkt *pkt
  * The first packet of a flow (or a new connection on an old tuple): service, source ranges, backend,
  * translation, next hop, and a conntrack entry where ct_lookup said it goes.
  */
-XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct ct_ref *ref, struct verdict *v)
+XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_ref *ref, struct verdict *v)
 {
 	struct xlb_config *cfg = xlb_get_config();
 	struct ct_way *scratch = xlb_ct_scratch_get();

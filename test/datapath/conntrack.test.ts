@@ -145,6 +145,23 @@ describe('conntrack table when full', () => {
     assert.ok(h.flows().some((f) => f.tuple.sport === 25000 + FLOWS - 1), 'the newest flow is tracked');
   });
 
+  test('a new SNAT flow keeps its reply entry in its own bucket, and neither evicts the other in a full table', () => {
+    h.install({ a: SERVICES.a, b: SERVICES.b });
+    h.flushFlows();
+    const FLOWS = 64; // ~16 per bucket, two ways each: every bucket is full many times over
+    for (let port = 26000; port < 26000 + FLOWS; port++) {
+      const out = h.run(syn(VIP_B, port));
+      assert.equal(out.retval, XDP.TX, `flow from port ${port}`);
+      const flow = h.flows().find((f) => f.tuple.sport === port);
+      const reply = h.snatReplies().find((r) => r.reverse.clientPort === port);
+      assert.ok(flow && reply, `flow from port ${port}: both its entry and its reply entry are tracked`);
+      assert.equal(reply.bucket, flow.bucket, `flow from port ${port}: one bucket for both`);
+      assert.equal(reply.tuple.dport, flow.entry.natPort);
+      assert.equal(out.parsed.ip.l4?.sport, flow.entry.natPort, 'the packet leaves from the claimed port');
+    }
+    assert.equal(Number(h.counter(Reason.DROP_NAT_NO_PORT)), 0);
+  });
+
   test('a table size that is not CT_WAYS × a power of two is refused', () => {
     assert.throws(() => LbHarness.create('ctbad', undefined, 24), /conntrack entries must be 4 × a power of two/);
   });

@@ -4,7 +4,7 @@
  * backends and the client. Services are installed the way the agent installs them: validate →
  * desired state → LbMapWriter.
  */
-import { CONNTRACK_MAPS, ctFlows, ctWays } from '../../lb/datapath/conntrack.js';
+import { CONNTRACK_MAPS, ctWays } from '../../lb/datapath/conntrack.js';
 import { inNetns } from '../../lb/datapath/netns.js';
 import { ifindexOf } from '../../lb/datapath/netif.js';
 import { LbDatapath } from '../../lb/datapath/lb-datapath.js';
@@ -121,21 +121,26 @@ export class LbHarness {
     return this.lb.map('xlb_metrics').sumPerCpuU64(key)[0] ?? 0n;
   }
 
-  private buckets(): Buffer[] {
-    return [...this.lb.map(CONNTRACK_MAPS.table).entries()].map(([, bucket]) => bucket);
+  /** Every occupied way of conntrack: its bucket's index, key and value. */
+  private ways(): { bucket: number; key: Buffer; value: Buffer }[] {
+    return [...this.lb.map(CONNTRACK_MAPS.table).entries()].flatMap(([index, bucket]) =>
+      [...ctWays([bucket])].map(([key, value]) => ({ bucket: index.readUInt32LE(0), key, value })));
   }
 
-  /** Every flow conntrack holds, decoded. */
-  flows(): { tuple: ReturnType<typeof XlbTuple.decode>; entry: ReturnType<typeof CtEntry.decode> }[] {
-    return [...ctFlows(this.buckets())].map(([tuple, entry]) => ({ tuple: XlbTuple.decode(tuple), entry: CtEntry.decode(entry) }));
+  /** Every flow conntrack holds, decoded, with the bucket it is in. */
+  flows(): { tuple: ReturnType<typeof XlbTuple.decode>; entry: ReturnType<typeof CtEntry.decode>; bucket: number }[] {
+    return this.ways()
+      .map(({ bucket, key, value }) => ({ bucket, tuple: XlbTuple.decode(key), value }))
+      .filter(({ tuple }) => tuple.kind === TupleKind.Flow)
+      .map(({ bucket, tuple, value }) => ({ tuple, entry: CtEntry.decode(value), bucket }));
   }
 
-  /** Every SNAT reply entry conntrack holds (reply tuple → reverse translation), decoded. */
-  snatReplies(): { tuple: ReturnType<typeof XlbTuple.decode>; reverse: ReturnType<typeof NatReverse.decode> }[] {
-    return [...ctWays(this.buckets())]
-      .map(([tuple, value]) => ({ tuple: XlbTuple.decode(tuple), value }))
+  /** Every SNAT reply entry conntrack holds (reply tuple → reverse translation), decoded, with its bucket. */
+  snatReplies(): { tuple: ReturnType<typeof XlbTuple.decode>; reverse: ReturnType<typeof NatReverse.decode>; bucket: number }[] {
+    return this.ways()
+      .map(({ bucket, key, value }) => ({ bucket, tuple: XlbTuple.decode(key), value }))
       .filter(({ tuple }) => tuple.kind === TupleKind.SnatReply)
-      .map(({ tuple, value }) => ({ tuple, reverse: NatReverse.decode(value) }));
+      .map(({ bucket, tuple, value }) => ({ tuple, reverse: NatReverse.decode(value), bucket }));
   }
 
   /** Forget every tracked flow (conntrack, SNAT ports, affinity), as if the node had just started. */
