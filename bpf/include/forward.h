@@ -15,8 +15,8 @@
 #include "seqlock.h"
 
 #define XLB_NEXTHOP_TTL 1 /* coarse seconds (2^30 ns): how long a FIB answer is reused */
-/* The shared cache skips the FIB's MTU check, so only packets no link refuses use it (IPv6's minimum
- * MTU); bigger first packets still ask the FIB, which answers "fragmentation needed". */
+/* The shared cache skips the FIB's MTU check, so only frames no link refuses use it (their packets fit
+ * IPv6's minimum MTU); bigger first packets still ask the FIB, which answers "fragmentation needed". */
 #define XLB_NEXTHOP_SHARED_MAX_LEN 1280
 
 #define XLB_NEXTHOP_SLOTS 4096
@@ -86,16 +86,54 @@ static __always_inline int fwd_transmit(struct xdp_md *ctx, struct ethhdr *eth, 
 	return bpf_redirect(nh->ifindex, 0);
 }
 
+/* The FIB query for the translated packet, built in per-CPU scratch (*out): 0, or the drop reason. */
+static __always_inline int fwd_fib_query(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct bpf_fib_lookup **out)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct bpf_fib_lookup *fib = xlb_fib_scratch_get();
+
+	*out = fib;
+	if (!fib)
+		return XLB_DROP_FIB;
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = pkt->tuple.family;
+	fib->l4_protocol = pkt->tuple.proto;
+	fib->sport = pkt->tuple.sport;
+	fib->dport = pkt->tuple.dport;
+	fib->ifindex = ctx->ingress_ifindex;
+	if (pkt->tuple.family == XLB_AF_INET) {
+		struct iphdr *ip = data + xlb_l3_off(pkt);
+
+		if ((void *)(ip + 1) > data_end)
+			return XLB_DROP_MALFORMED;
+		fib->tot_len = bpf_ntohs(ip->tot_len);
+		fib->tos = ip->tos;
+		fib->ipv4_src = pkt->tuple.saddr.v4;
+		fib->ipv4_dst = pkt->tuple.daddr.v4;
+	} else {
+		struct ipv6hdr *ip6 = data + xlb_l3_off(pkt);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return XLB_DROP_MALFORMED;
+		fib->tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		__builtin_memcpy(fib->ipv6_src, pkt->tuple.saddr.bytes, 16);
+		__builtin_memcpy(fib->ipv6_dst, pkt->tuple.daddr.bytes, 16);
+	}
+	return 0;
+}
+
 /*
  * XDP action for the translated packet; *reason_out is changed when it is not forwarded. nh caches the
- * FIB's answer for the flow (NULL: no cache); now_sec is the coarse clock in seconds.
+ * FIB's answer for the flow (NULL: no cache); now_sec is the coarse clock in seconds. The shared cache
+ * is asked first; only its misses build a FIB query.
  */
 static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct xlb_nexthop *nh,
 				      __u32 now_sec, int *reason_out)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct xlb_nexthop_slot *shared = fwd_shared_slot(pkt);
+	struct xlb_nexthop_slot *shared;
 	struct ethhdr *eth = data;
 	struct xlb_nexthop cached;
 	struct bpf_fib_lookup *fib;
@@ -107,44 +145,16 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 	}
 	if (nh && fwd_nexthop_fresh(nh, now_sec))
 		return fwd_transmit(ctx, eth, nh);
-	fib = xlb_fib_scratch_get();
-	if (!fib) {
-		*reason_out = XLB_DROP_FIB;
-		return XDP_DROP;
-	}
-	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->family = pkt->tuple.family;
-	fib->l4_protocol = pkt->tuple.proto;
-	fib->sport = pkt->tuple.sport;
-	fib->dport = pkt->tuple.dport;
-	fib->ifindex = ctx->ingress_ifindex;
-	if (pkt->tuple.family == XLB_AF_INET) {
-		struct iphdr *ip = data + xlb_l3_off(pkt);
-
-		if ((void *)(ip + 1) > data_end) {
-			*reason_out = XLB_DROP_MALFORMED;
-			return XDP_DROP;
-		}
-		fib->tot_len = bpf_ntohs(ip->tot_len);
-		fib->tos = ip->tos;
-		fib->ipv4_src = pkt->tuple.saddr.v4;
-		fib->ipv4_dst = pkt->tuple.daddr.v4;
-	} else {
-		struct ipv6hdr *ip6 = data + xlb_l3_off(pkt);
-
-		if ((void *)(ip6 + 1) > data_end) {
-			*reason_out = XLB_DROP_MALFORMED;
-			return XDP_DROP;
-		}
-		fib->tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
-		__builtin_memcpy(fib->ipv6_src, pkt->tuple.saddr.bytes, 16);
-		__builtin_memcpy(fib->ipv6_dst, pkt->tuple.daddr.bytes, 16);
-	}
-
-	if (fib->tot_len <= XLB_NEXTHOP_SHARED_MAX_LEN && shared && fwd_shared_get(shared, pkt, now_sec, &cached)) {
+	shared = fwd_shared_slot(pkt);
+	if (data_end - data <= XLB_NEXTHOP_SHARED_MAX_LEN && shared && fwd_shared_get(shared, pkt, now_sec, &cached)) {
 		if (nh)
 			*nh = cached;
 		return fwd_transmit(ctx, eth, &cached);
+	}
+	rc = fwd_fib_query(ctx, pkt, &fib);
+	if (rc || !fib) {
+		*reason_out = rc ? rc : XLB_DROP_FIB;
+		return XDP_DROP;
 	}
 	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 	switch (rc) {
