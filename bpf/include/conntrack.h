@@ -94,10 +94,10 @@ struct ct_ref {
 };
 
 /*
- * Which bucket a key lives in, and its tag. A flow: by its hash. A SNAT reply entry: by the hash of its
- * tuple without the node port, plus the port, so the port decides the bucket and nat_claim_port can
- * pick the one that puts a flow's reply entry in the flow's own bucket: a new SNAT flow then waits for
- * one cold bucket, not two.
+ * Which bucket a key lives in, and its tag (ct_place_flow, ct_place_reply). A flow: by its hash. A
+ * SNAT reply entry: by the hash of its tuple without the node port, plus the port, so the port decides
+ * the bucket and nat_claim_port can pick the one that puts a flow's reply entry in the flow's own
+ * bucket: a new SNAT flow then waits for one cold bucket, not two.
  */
 static __always_inline __u32 ct_reply_hash(const struct xlb_tuple *reply, __u32 seed)
 {
@@ -110,15 +110,10 @@ static __always_inline void ct_place_reply(__u32 reply_hash, __be16 node_port, s
 	ref->tag = (reply_hash ^ ((__u32)node_port << 16)) | 1;
 }
 
-static __always_inline void ct_place(const struct xlb_tuple *tuple, __u32 seed, struct ct_ref *ref)
+static __always_inline void ct_place_flow(const struct xlb_tuple *flow, __u32 seed, struct ct_ref *ref)
 {
-	__u32 hash;
+	__u32 hash = xlb_tuple_hash(flow, seed);
 
-	if (tuple->kind == XLB_TUPLE_SNAT_REPLY) {
-		ct_place_reply(ct_reply_hash(tuple, seed), tuple->dport, ref);
-		return;
-	}
-	hash = xlb_tuple_hash(tuple, seed);
 	ref->index = hash & xlb_ct_bucket_mask;
 	ref->tag = hash | 1;
 }
@@ -179,7 +174,7 @@ static __always_inline int ct_find_way(struct ct_bucket *bucket, const struct xl
 	return -1;
 }
 
-/* ct_lookup in the bucket ct_place put in ref. */
+/* ct_lookup_flow / ct_lookup_reply, in the bucket already placed in ref. */
 static __always_inline union ct_value *ct_lookup_placed(const struct xlb_tuple *tuple, __u64 now, struct ct_ref *ref,
 							 struct ct_bucket **bucket_out)
 {
@@ -212,15 +207,22 @@ static __always_inline union ct_value *ct_lookup_placed(const struct xlb_tuple *
 }
 
 /*
- * The live entry of this key (a flow's state, or a SNAT reply's reverse translation), or NULL: none,
- * expired, or (ref->busy) its way still being written after a few tries. ref and *bucket_out are
- * filled either way.
+ * The live entry of a flow's key (its state), or NULL: none, expired, or (ref->busy) its way still
+ * being written after a few tries. ref and *bucket_out are filled either way.
  */
-static __always_inline union ct_value *ct_lookup(const struct xlb_tuple *tuple, __u32 seed, __u64 now, struct ct_ref *ref,
-						  struct ct_bucket **bucket_out)
+static __always_inline union ct_value *ct_lookup_flow(const struct xlb_tuple *flow, __u32 seed, __u64 now, struct ct_ref *ref,
+						       struct ct_bucket **bucket_out)
 {
-	ct_place(tuple, seed, ref);
-	return ct_lookup_placed(tuple, now, ref, bucket_out);
+	ct_place_flow(flow, seed, ref);
+	return ct_lookup_placed(flow, now, ref, bucket_out);
+}
+
+/* ct_lookup_flow for a SNAT reply's key (kind XLB_TUPLE_SNAT_REPLY): its reverse translation. */
+static __always_inline union ct_value *ct_lookup_reply(const struct xlb_tuple *reply, __u32 seed, __u64 now,
+							struct ct_ref *ref, struct ct_bucket **bucket_out)
+{
+	ct_place_reply(ct_reply_hash(reply, seed), reply->dport, ref);
+	return ct_lookup_placed(reply, now, ref, bucket_out);
 }
 
 /* The entry ct_lookup found, from its ref (all a global function gets from its caller): NULL if gone. */
@@ -365,7 +367,7 @@ static __always_inline int ct_create(const struct xlb_tuple *tuple, const union 
 	return ct_store(tuple, value, ct_expiry(&value->entry, tuple->proto, now), ref, now);
 }
 
-/* Whether a live entry holds `key` in the bucket ct_place put in ref: ct_lookup_placed without the entry. */
+/* Whether a live entry holds `key` in the bucket already placed in ref: ct_lookup_placed without the entry. */
 static __always_inline int ct_exists_placed(const struct xlb_tuple *key, __u64 now, struct ct_ref *ref)
 {
 	struct ct_bucket *bucket;

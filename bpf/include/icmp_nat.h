@@ -145,7 +145,7 @@ static __always_inline int icmp_nat_translate(void *data, void *data_end, struct
 	/* Quoting node:SNAT port → backend: a packet we sent with SNAT; its reply tuple is a reverse entry. */
 	tuple_reverse(&q.tuple, key);
 	key->kind = XLB_TUPLE_SNAT_REPLY;
-	value = ct_lookup(key, cfg->ct_seed, xlb_now(), &ref, &bucket);
+	value = ct_lookup_reply(key, cfg->ct_seed, xlb_now(), &ref, &bucket);
 	if (value && bucket) {
 		struct nat_reverse *reverse = &value->reverse;
 
@@ -157,7 +157,7 @@ static __always_inline int icmp_nat_translate(void *data, void *data_end, struct
 	}
 	/* Quoting service → client: a reply of a flow we track; back to its backend as the backend sent it. */
 	key->kind = XLB_TUPLE_FLOW;
-	value = ct_lookup(key, cfg->ct_seed, xlb_now(), &ref, &bucket);
+	value = ct_lookup_flow(key, cfg->ct_seed, xlb_now(), &ref, &bucket);
 	if (!value || !bucket)
 		return 0;
 	ct = &value->entry;

@@ -142,7 +142,7 @@ static __always_inline int nat_claimed(struct nat_claim *claim, struct ct_entry 
 /*
  * Claim a node port for a new SNAT flow (its state in *ct: backend, service, node address; `flow`: where
  * ct_lookup said the flow's entry goes): the reply tuple must be unique, so try a few ports. The first
- * is the one that places the reverse entry in the flow's own bucket (ct_place), whose lines the flow's
+ * is the one that places the reverse entry in the flow's own bucket (ct_place_reply), whose lines the flow's
  * lookup has just read; it is as unpredictable from outside as a random port, both hashes being seeded
  * with the node's secret. The reverse entry lives as long as the flow's would; the flow's store must
  * then leave its way alone (flow->keep).
@@ -176,7 +176,7 @@ static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct
 	claim->reply.family = client->family;
 	claim->reply.kind = XLB_TUPLE_SNAT_REPLY;
 	hash = ct_reply_hash(&claim->reply, cfg->ct_seed);
-	/* The port whose entry ct_place puts in the flow's bucket, as an offset into the range. Where the
+	/* The port whose entry ct_place_reply puts in the flow's bucket, as an offset into the range. Where the
 	 * range holds more ports than the table has buckets, every bucket's-worth further lands there
 	 * too (until the range wraps); else the next ports are spread wide. */
 	start = (flow->index - hash - cfg->nat_port_min) & xlb_ct_bucket_mask;

@@ -142,7 +142,7 @@ static __always_inline int snat_reply_lookup(const struct xlb_pkt *pkt, const st
 		return 0;
 	*key = pkt->tuple;
 	key->kind = XLB_TUPLE_SNAT_REPLY;
-	if (ct_lookup(key, cfg->ct_seed, xlb_now(), ref, &bucket))
+	if (ct_lookup_reply(key, cfg->ct_seed, xlb_now(), ref, &bucket))
 		return 1;
 	return ref->busy ? -1 : 0;
 }
@@ -338,7 +338,7 @@ static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt
 					 struct xlb_tuple *flow, struct ct_ref *ref, struct verdict *v)
 {
 	struct ct_bucket *bucket;
-	union ct_value *value = ct_lookup(&pkt->tuple, cfg->ct_seed, xlb_now(), ref, &bucket);
+	union ct_value *value = ct_lookup_flow(&pkt->tuple, cfg->ct_seed, xlb_now(), ref, &bucket);
 	struct ct_entry *ct = value ? &value->entry : NULL;
 
 	if (ct && bucket && !ct_is_reopened(ct, pkt)) {
