@@ -16,6 +16,8 @@
  *   value − peer is xdp_lb's;
  * - repeat = 1 on N distinct frames, for new flows as they come cold (each run pays the caches that
  *   the syscall in between emptied); the peer is timed the same way.
+ * And what a new flow cannot avoid, measured the same way: one cache miss (bpf/test/memory_latency.c),
+ * beside the same program without the load.
  */
 import { BpfObject } from '../lb/datapath/object.js';
 import { bpfObjectPath } from '../lb/datapath/objects.js';
@@ -89,6 +91,27 @@ function harnessRounds(h: LbHarness, f: Family, what: HarnessCase): { value: num
     return [h.time(h.lb.object.program(lb), template, repeat), h.time(h.lb.object.program(alone), template, repeat)] as const;
   });
   return { value: median(rounds.map(([lb]) => lb)), harness: median(rounds.map(([, peer]) => peer)) };
+}
+
+/** One dependent read of a random line of a 38 MB array: what a new flow's conntrack bucket costs when it is not cached. */
+function memoryLatency(): BenchFigure {
+  log(`one cache miss: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} dependent reads of a 38 MB array`);
+  const object = BpfObject.load(bpfObjectPath('test/memory_latency.o'));
+  try {
+    const data = Buffer.alloc(64);
+    const time = (name: string): number => object.program(name).testRun({ data, repeat: REPEAT }).duration;
+    const rounds = Array.from({ length: ROUNDS }, () => [time('memory_latency'), time('memory_latency_base')] as const);
+    const value = median(rounds.map(([read]) => read));
+    const base = median(rounds.map(([, peer]) => peer));
+    return {
+      name: 'one cache miss (a dependent read of a random line of 38 MB, base subtracted)',
+      value: value - base,
+      unit: 'ns/read',
+      params: { method: `median of ${ROUNDS} x repeat ${REPEAT}`, arrayBytes: 38 << 20, withRead: value, withoutRead: base },
+    };
+  } finally {
+    object.close();
+  }
 }
 
 function main(): void {
@@ -172,6 +195,7 @@ function main(): void {
   } finally {
     small.destroy();
   }
+  figures.push(memoryLatency());
   writeBenchReport('datapath', figures);
 }
 
