@@ -141,11 +141,13 @@ static __always_inline int nat_claimed(struct nat_claim *claim, struct ct_entry 
 
 /*
  * Claim a node port for a new SNAT flow (its state in *ct: backend, service, node address; `flow`: where
- * ct_lookup said the flow's entry goes): the reply tuple must be unique, so try a few ports. The first
- * is the one that places the reverse entry in the flow's own bucket (ct_place_reply), whose lines the flow's
- * lookup has just read; it is as unpredictable from outside as a random port, both hashes being seeded
- * with the node's secret. The reverse entry lives as long as the flow's would; the flow's store must
- * then leave its way alone (flow->keep).
+ * ct_lookup_flow said the flow's entry goes): the reply tuple must be unique, so try a few ports. The
+ * first is the one that places the reverse entry in the flow's own bucket (ct_place_reply), whose lines
+ * the flow's lookup has just read — when the range holds it: a range narrower than the table has
+ * buckets reaches only some buckets from each backend, and the offset wraps into the range elsewhere.
+ * Either way it is as unpredictable from outside as a random port, both hashes being seeded with the
+ * node's secret. The reverse entry lives as long as the flow's would; when it shares the flow's
+ * bucket, the flow's store must leave its way alone (flow->keep).
  */
 static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct ct_entry *ct, const struct xlb_config *cfg,
 					  __u64 now, struct ct_ref *flow)
