@@ -27,6 +27,9 @@ export const DEFAULT_API_SOCKET = '/run/xlb/xlb.sock';
 export const DEFAULT_STATE_FILE = '/var/lib/xlb/state.json';
 export const DEFAULT_MODE: Mode = 'snat';
 export const DEFAULT_XDP: XdpFlag = 'native';
+/** SNAT source ports: above Linux's default ephemeral range (32768–60999), so node-local connections
+ * and translated flows never claim the same port. */
+export const DEFAULT_SNAT_PORTS: PortRange = { min: 61000, max: 65535 };
 
 /** sun_path holds 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
@@ -34,6 +37,11 @@ const MAX_SOCKET_PATH_BYTES = 107;
 export interface HostPort {
   host: string;
   port: number;
+}
+
+export interface PortRange {
+  min: number;
+  max: number;
 }
 
 export interface AgentFlags {
@@ -56,6 +64,8 @@ export interface AgentFlags {
   nodeName: string;
   /** Conntrack entries (flows, and one more per SNAT flow). */
   conntrackEntries: number;
+  /** The node ports SNAT flows leave from. */
+  snatPorts: PortRange;
 }
 
 export type AgentCommandLine = { help: true } | { help: false; flags: AgentFlags };
@@ -88,6 +98,10 @@ file and of the REST API, exports metrics.
   --conntrack-entries N      flows conntrack holds, a SNAT flow counting twice: 4 × a power of two
                              (default ${DEFAULT_CONNTRACK_ENTRIES}; ~144 bytes each). A table that fits
                              the CPU caches makes new flows faster; a full one evicts the oldest
+  --snat-port-range MIN-MAX  node ports SNAT flows leave from, at most one flow per port and backend
+                             (default ${DEFAULT_SNAT_PORTS.min}-${DEFAULT_SNAT_PORTS.max}: above Linux's ephemeral ports). A range
+                             at least as wide as conntrack has buckets (entries / 4) lets each new
+                             SNAT flow keep its reply entry in its own bucket
   --node-address ADDR[,ADDR] node addresses for NodePort and SNAT (default: the devices' addresses)
   --node-name NAME           this node's name, for backends' "node" and externalTrafficPolicy Local
                              (default: the host name)
@@ -117,6 +131,7 @@ function parseCommandLine(argv: string[]) {
       'maglev-seed': { type: 'string' },
       bpffs: { type: 'string' },
       'conntrack-entries': { type: 'string' },
+      'snat-port-range': { type: 'string' },
       'node-address': { type: 'string', multiple: true },
       'node-name': { type: 'string' },
       'state-file': { type: 'string' },
@@ -174,6 +189,7 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
     stateFile: path('--state-file', values['state-file'] ?? DEFAULT_STATE_FILE),
     // The host name as Kubernetes names nodes (lower case); only a name given here must be valid.
     conntrackEntries: parseConntrackEntries(values['conntrack-entries']),
+    snatPorts: parseSnatPorts(values['snat-port-range']),
     nodeName: values['node-name'] === undefined ? hostname().toLowerCase() : parseNodeName(values['node-name']),
   };
   const config = optional(values.config, (text) => path('--config', text));
@@ -239,6 +255,16 @@ function parseConntrackEntries(text: string | undefined): number {
   } catch {
     throw new FlagError(`--conntrack-entries: ${JSON.stringify(text)} is not 4 × a power of two (e.g. 65536, 262144, 1048576)`);
   }
+}
+
+function parseSnatPorts(text: string | undefined): PortRange {
+  if (text === undefined) return { ...DEFAULT_SNAT_PORTS };
+  const match = /^(\d{1,5})-(\d{1,5})$/.exec(text);
+  const [min, max] = match ? [Number(match[1]), Number(match[2])] : [0, 0];
+  if (!match || min < 1 || max > 65535 || min > max) {
+    throw new FlagError(`--snat-port-range: ${JSON.stringify(text)} is not MIN-MAX with 1 ≤ MIN ≤ MAX ≤ 65535 (e.g. 61000-65535)`);
+  }
+  return { min, max };
 }
 
 function parseSeed(text: string | undefined): MaglevSeed {
@@ -341,6 +367,8 @@ export interface NodeDatapathOptions {
   nodeName: string;
   /** --conntrack-entries. */
   conntrackEntries: number;
+  /** --snat-port-range. */
+  snatPorts: PortRange;
   /** One line per event, to the agent's log. */
   log: (message: string) => void;
 }
@@ -360,6 +388,7 @@ export function nodeDatapathOptions(
     nodeAddresses,
     nodeName: flags.nodeName,
     conntrackEntries: flags.conntrackEntries,
+    snatPorts: { ...flags.snatPorts },
     log,
   };
 }

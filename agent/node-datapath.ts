@@ -22,11 +22,6 @@ import type { ApplyResult, DatapathEvent, DatapathStatus, MapPressure, ServiceDa
 import type { NodeDatapathOptions } from './flags.js';
 import { FrontendConflictError } from './store.js';
 
-/** SNAT source ports: above Linux's default ephemeral range (32768–60999), so node-local
- * connections and translated flows never claim the same port. */
-export const NAT_PORT_MIN = 61000;
-export const NAT_PORT_MAX = 65535;
-
 const EVENT_TYPES: Record<number, DatapathEvent['type']> = { 1: 'drop', 2: 'new-flow', 3: 'reject' };
 const COUNTED_MAP_TYPES = new Set<number>([MapType.Hash, MapType.LruHash, MapType.LruPercpuHash, MapType.PercpuHash, MapType.LpmTrie]);
 
@@ -191,7 +186,7 @@ export function createNodeDatapath(options: NodeDatapathOptions): ServiceDatapat
     }
     const v4 = options.nodeAddresses.find((a) => !a.includes(':'));
     const v6 = options.nodeAddresses.find((a) => a.includes(':'));
-    lb.configure({ nodeV4: v4, nodeV6: v6, natPortMin: NAT_PORT_MIN, natPortMax: NAT_PORT_MAX, eventSample: 0 });
+    lb.configure({ nodeV4: v4, nodeV6: v6, natPortMin: options.snatPorts.min, natPortMax: options.snatPorts.max, eventSample: 0 });
     const datapath = new NodeDatapath(options, lb, dsr, LbMapWriter.fromObject(lb.object));
     datapath.attach();
     return datapath;

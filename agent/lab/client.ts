@@ -39,14 +39,20 @@ const intervalMs = Number(values['interval-ms'] ?? 100);
 /** The local port of the last answered request: the same port across `hold` answers means one connection. */
 let lastLocalPort = 0;
 
-function httpOnce(i: number, agent: Agent | false = false): Promise<string> {
+/** What a lab server answers: its name, and where it saw the exchange come from. */
+interface Answer {
+  backend: string;
+  client: string;
+}
+
+function httpOnce(i: number, agent: Agent | false = false): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const headers = agent ? {} : { connection: 'close' };
     const req = request({ host, port, path: `/${i}`, agent, timeout: timeoutMs, headers }, (res) => {
       let body = '';
       res.on('data', (chunk: Buffer) => (body += chunk.toString()));
       lastLocalPort = res.socket.localPort ?? 0;
-      res.on('end', () => resolve((JSON.parse(body) as { backend: string }).backend));
+      res.on('end', () => resolve(JSON.parse(body) as Answer));
     });
     req.on('timeout', () => req.destroy(new Error(`request ${i} timed out`)));
     req.on('error', reject);
@@ -54,7 +60,7 @@ function httpOnce(i: number, agent: Agent | false = false): Promise<string> {
   });
 }
 
-function udpOnce(i: number): Promise<string> {
+function udpOnce(i: number): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const socket = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
     const timer = setTimeout(() => {
@@ -64,7 +70,7 @@ function udpOnce(i: number): Promise<string> {
     socket.on('message', (message) => {
       clearTimeout(timer);
       socket.close();
-      resolve((JSON.parse(message.toString()) as { backend: string }).backend);
+      resolve(JSON.parse(message.toString()) as Answer);
     });
     socket.send(`ping ${i}`, port, host);
   });
@@ -74,7 +80,7 @@ if (kind === 'hold') {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   for (let i = 0; i < count; i++) {
     try {
-      const backend = await httpOnce(i, agent);
+      const { backend } = await httpOnce(i, agent);
       process.stdout.write(`${JSON.stringify({ i, backend, localPort: lastLocalPort })}\n`);
     } catch (error) {
       process.stdout.write(`${JSON.stringify({ i, error: error instanceof Error ? error.message : String(error) })}\n`);
@@ -86,15 +92,17 @@ if (kind === 'hold') {
 }
 
 const byBackend: Record<string, number> = {};
+const seenFrom: string[] = [];
 const errors: string[] = [];
 let answered = 0;
 for (let i = 0; i < count; i++) {
   try {
-    const backend = await (kind === 'http' ? httpOnce(i) : udpOnce(i));
+    const { backend, client } = await (kind === 'http' ? httpOnce(i) : udpOnce(i));
     byBackend[backend] = (byBackend[backend] ?? 0) + 1;
+    seenFrom.push(client);
     answered += 1;
   } catch (error) {
     if (errors.length < 5) errors.push(error instanceof Error ? error.message : String(error));
   }
 }
-process.stdout.write(`${JSON.stringify({ sent: count, answered, byBackend, errors })}\n`);
+process.stdout.write(`${JSON.stringify({ sent: count, answered, byBackend, seenFrom, errors })}\n`);

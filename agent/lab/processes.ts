@@ -17,6 +17,8 @@ export interface ClientReport {
   sent: number;
   answered: number;
   byBackend: Record<string, number>;
+  /** Where the backends saw the exchanges come from ("address:port", as each answer says). */
+  seenFrom: string[];
   errors: string[];
 }
 

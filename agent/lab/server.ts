@@ -39,7 +39,7 @@ for (const address of addresses) {
 
   const udp = createSocket(isIPv6(address) ? 'udp6' : 'udp4');
   udp.on('message', (message, peer) => {
-    udp.send(Buffer.from(JSON.stringify({ backend: name, echo: message.toString() })), peer.port, peer.address);
+    udp.send(Buffer.from(JSON.stringify({ backend: name, client: `${peer.address}:${peer.port}`, echo: message.toString() })), peer.port, peer.address);
   });
   udp.bind(udpPort, address, ready);
 }

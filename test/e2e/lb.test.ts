@@ -35,10 +35,13 @@ describe('load balancing real traffic between network namespaces', () => {
   const backendNodes: ServiceDatapath[] = [];
   let services: Map<string, Service>;
 
+  /** The LB node's SNAT ports (--snat-port-range): not the default, so the tests see it is used. */
+  const SNAT_PORTS = { min: 40000, max: 40999 };
   const node = (ns: string, name: string, devices: string[], xdp: 'native' | 'off', addresses: string[]): ServiceDatapath =>
     inNetns(ns, () => createNodeDatapath({
       devices, xdp, mode: 'dsr', maglevTableSize: 251, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED),
-      bpffs: `${pinRoot}/${name}`, nodeAddresses: addresses, nodeName: name, conntrackEntries: 16384, log: () => undefined,
+      bpffs: `${pinRoot}/${name}`, nodeAddresses: addresses, nodeName: name, conntrackEntries: 16384, snatPorts: SNAT_PORTS,
+      log: () => undefined,
     }));
 
   const backends = (family: 'v4' | 'v6', port: number, skip?: string): { address: string; port: number }[] =>
@@ -75,6 +78,17 @@ describe('load balancing real traffic between network namespaces', () => {
     assert.deepEqual(report.errors, []);
     assert.equal(report.answered, sent);
   };
+  /** SNAT: every backend saw the exchanges come from `address`, on a port of SNAT_PORTS. */
+  const fromSnatPorts = (report: ClientReport, address: string): void => {
+    assert.equal(report.seenFrom.length, report.answered);
+    for (const seen of report.seenFrom) {
+      const at = seen.lastIndexOf(':');
+      const port = Number(seen.slice(at + 1));
+      assert.equal(seen.slice(0, at), address, seen);
+      assert.ok(port >= SNAT_PORTS.min && port <= SNAT_PORTS.max, `${seen}: a port of ${SNAT_PORTS.min}-${SNAT_PORTS.max}`);
+    }
+  };
+
   const spreadOver = (report: ClientReport, names: string[]): void => {
     assert.deepEqual(Object.keys(report.byBackend).sort(), names, `shares: ${JSON.stringify(report.byBackend)}`);
   };
@@ -121,10 +135,11 @@ describe('load balancing real traffic between network namespaces', () => {
 
   test('SNAT UDP over IPv4 and IPv6: requests and replies through the LB node', async () => {
     const repliesBefore = counter(lbNode, Reason.FWD_REPLY);
-    for (const target of [`${VIP4}:53`, `[${VIP6}]:53`]) {
+    for (const [target, nodeAddress] of [[`${VIP4}:53`, lab.lb.v4], [`[${VIP6}]:53`, lab.lb.v6]] as const) {
       const report = await processes.client('udp', target, 30);
       expectAllAnswered(report, 30);
       spreadOver(report, ['b1', 'b2', 'b3']);
+      fromSnatPorts(report, nodeAddress);
     }
     assert.ok(counter(lbNode, Reason.FWD_REPLY) - repliesBefore >= 60n);
   });
@@ -147,6 +162,7 @@ describe('load balancing real traffic between network namespaces', () => {
     const four = await processes.client('http', `${lab.lb.v4}:30080`, 40);
     expectAllAnswered(four, 40);
     spreadOver(four, ['b1', 'b2', 'b3']);
+    fromSnatPorts(four, lab.lb.v4);
     expectAllAnswered(await processes.client('http', `[${lab.lb.v6}]:30080`, 20), 20);
   });
 

@@ -60,6 +60,7 @@ test('every flag is parsed', () => {
     '--api-addr', '[2001:db8::1]:8443', '--api-token-file', '/etc/xlb/token',
     '--metrics-addr', '198.18.0.1:9090', '--state-file', '/tmp/x/state.json',
     '--node-address', '198.18.0.1,2001:db8:0:0::5', '--node-name', 'worker-1.example', '--conntrack-entries', '65536',
+    '--snat-port-range', '40000-40999',
   ]);
   assert.equal(f.help, false);
   if (f.help) return;
@@ -79,6 +80,7 @@ test('every flag is parsed', () => {
     nodeAddresses: ['198.18.0.1', '2001:db8::5'],
     nodeName: 'worker-1.example',
     conntrackEntries: 65536,
+    snatPorts: { min: 40000, max: 40999 },
   });
   assert.equal(f.flags.maglevSeed.murmur, 0);
 });
@@ -150,7 +152,7 @@ test('nodeDatapathOptions carries what createNodeDatapath needs', () => {
   const options = nodeDatapathOptions(f, ['198.18.0.1'], log);
   assert.deepEqual(
     { ...options, maglevSeed: options.maglevSeed.base64 },
-    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), conntrackEntries: 262144, log },
+    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), conntrackEntries: 262144, snatPorts: { min: 61000, max: 65535 }, log },
   );
 });
 
@@ -159,6 +161,15 @@ test('--conntrack-entries: 4 × a power of two, default 262144', () => {
   assert.equal(flags('--conntrack-entries', '16384').conntrackEntries, 16384);
   for (const bad of ['1000', '12', '0', 'lots', '262144.5']) {
     assert.throws(() => flags('--conntrack-entries', bad), (e: unknown) => e instanceof FlagError && e.message.startsWith('--conntrack-entries:'), bad);
+  }
+});
+
+test('--snat-port-range: MIN-MAX within 1..65535, default 61000-65535 (above Linux ephemeral ports)', () => {
+  assert.deepEqual(flags().snatPorts, { min: 61000, max: 65535 });
+  assert.deepEqual(flags('--snat-port-range', '1024-65535').snatPorts, { min: 1024, max: 65535 });
+  assert.deepEqual(flags('--snat-port-range', '40000-40000').snatPorts, { min: 40000, max: 40000 });
+  for (const bad of ['0-100', '100-65536', '5000-4000', '61000', '61000-', 'a-b', '1024 - 2048']) {
+    assert.throws(() => flags('--snat-port-range', bad), (e: unknown) => e instanceof FlagError && e.message.startsWith('--snat-port-range:'), bad);
   }
 });
 
