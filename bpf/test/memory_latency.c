@@ -8,7 +8,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#define XLB_MEMORY_LINES (38 << 20) / 64 /* as many lines as the default conntrack table's 38 MB */
+#define XLB_MEMORY_LINES ((38 << 20) / 64) /* as many lines as the default conntrack table's 38 MB */
 
 struct line {
 	__u64 words[8];
