@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One set-up path for a new machine: Debian packages, npm packages, bpffs, BPF objects, TypeScript.
+# One set-up path for a new machine: Debian packages, npm packages, BPF objects, TypeScript. No bpffs:
+# the demo and the tests mount their own (lb/datapath/bpffs.ts) and remove them.
 # Idempotent: every step checks before it acts, so a second run takes a second or two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,11 +32,6 @@ if [ ! -f "$lock_stamp" ] || [ "$(cat "$lock_stamp")" != "$lock_sum" ]; then
   step "installing npm packages (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error >&2 || fail "npm ci failed"
   echo "$lock_sum" > "$lock_stamp"
-fi
-
-if ! mount | grep -q ' /sys/fs/bpf type bpf '; then
-  step "mounting bpffs on /sys/fs/bpf"
-  mount -t bpf bpf /sys/fs/bpf || fail "cannot mount bpffs on /sys/fs/bpf: this kernel or container does not allow BPF"
 fi
 
 make -s -C bpf >&2 || fail "compiling the BPF programs failed"

@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isMounted, mountBpffs, unmountBpffs } from '../../lb/datapath/bpffs.js';
 import { run } from '../../lb/datapath/topology.js';
 import { LabProcesses } from '../lab/processes.js';
 import { Lab, type LabHost } from '../lab/topology.js';
@@ -96,8 +97,7 @@ export class DemoCluster {
     stop();
 
     this.dirValue = runDir(lab.topology.id);
-    mkdirSync(this.bpffs, { recursive: true, mode: 0o700 });
-    run('mount', ['-t', 'bpf', 'bpf', this.bpffs]);
+    mountBpffs(this.bpffs);
     this.bpffsMounted = true;
     this.out.line(`  RUN=${this.dir}   # the run's temp dir: agents' sockets, logs, state files`);
     this.out.line(`  mounted a bpffs for the agents' pinned maps on $RUN/bpffs`);
@@ -168,7 +168,7 @@ export class DemoCluster {
 
   private unmountBpffs(): void {
     if (!this.bpffsMounted) return;
-    unmount(this.bpffs);
+    unmountBpffs(this.bpffs);
     this.bpffsMounted = false;
   }
 
@@ -191,15 +191,6 @@ export class DemoCluster {
     writeFileSync(paths.keptState, `${JSON.stringify(state, null, 2)}\n`);
     this.kept = true;
     return state;
-  }
-}
-
-function unmount(dir: string): void {
-  try {
-    run('umount', [dir]);
-  } catch {
-    // Still busy (an exiting process's mount namespace): detach it now, the kernel frees it after.
-    run('umount', ['-l', dir]);
   }
 }
 
@@ -264,8 +255,8 @@ export async function cleanupKept(log: (line: string) => void): Promise<boolean>
   log(`stopped ${pids.length} processes (agents and servers)`);
   for (const ns of state.namespaces) run('ip', ['netns', 'delete', ns], { allowFailure: true });
   log(`deleted ${state.namespaces.length} network namespaces`);
-  if (readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === state.bpffs)) {
-    unmount(state.bpffs);
+  if (isMounted(state.bpffs)) {
+    unmountBpffs(state.bpffs);
     log(`unmounted ${state.bpffs}`);
   }
   rmSync(state.dir, { recursive: true, force: true });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import { TempBpffs } from '../../lb/datapath/bpffs.js';
 import { BpfError } from '../../lb/datapath/errors.js';
 import { BpfMap, MapType } from '../../lb/datapath/map.js';
 import { inNetns } from '../../lb/datapath/netns.js';
@@ -193,9 +194,14 @@ describe('maps', () => {
 });
 
 describe('pinning', () => {
-  const pinDir = `/sys/fs/bpf/xlb-test-${process.pid}`;
-  before(() => mkdirSync(pinDir, { recursive: true }));
-  after(() => rmSync(pinDir, { recursive: true, force: true }));
+  let bpffs: TempBpffs;
+  let pinDir: string;
+  before(() => {
+    bpffs = TempBpffs.mount('binding');
+    pinDir = `${bpffs.dir}/xlb-test`;
+    mkdirSync(pinDir);
+  });
+  after(() => bpffs?.remove());
 
   test('maps survive a reload through their pins, and can be opened by path', () => {
     const key = XlbTestKey.encode({ addr: '198.18.0.9', port: 53, proto: 17 });

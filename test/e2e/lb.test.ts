@@ -4,12 +4,12 @@
  * SNAT and hybrid modes, over IPv4 and IPv6.
  */
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import type { DatapathEvent, ServiceDatapath } from '../../agent/datapath.js';
 import { Lab } from '../../agent/lab/topology.js';
 import { createNodeDatapath } from '../../agent/node-datapath.js';
 import { FrontendConflictError } from '../../agent/store.js';
+import { TempBpffs } from '../../lb/datapath/bpffs.js';
 import { BpfMap } from '../../lb/datapath/map.js';
 import { inNetns } from '../../lb/datapath/netns.js';
 import { XlbConfig } from '../../lb/layouts.js';
@@ -28,7 +28,7 @@ function counter(datapath: ServiceDatapath, reason: number, direction: number = 
 }
 
 describe('load balancing real traffic between network namespaces', () => {
-  const pinRoot = `/sys/fs/bpf/xlb-e2e-${process.pid}`;
+  let bpffs: TempBpffs;
   let lab: Lab;
   let processes: LabProcesses;
   let lbNode: ServiceDatapath;
@@ -40,7 +40,7 @@ describe('load balancing real traffic between network namespaces', () => {
   const node = (ns: string, name: string, devices: string[], xdp: 'native' | 'off', addresses: string[]): ServiceDatapath =>
     inNetns(ns, () => createNodeDatapath({
       devices, xdp, mode: 'dsr', maglevTableSize: 251, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED),
-      bpffs: `${pinRoot}/${name}`, nodeAddresses: addresses, nodeName: name, conntrackEntries: 16384, snatPorts: SNAT_PORTS,
+      bpffs: `${bpffs.dir}/${name}`, nodeAddresses: addresses, nodeName: name, conntrackEntries: 16384, snatPorts: SNAT_PORTS,
       log: () => undefined,
     }));
 
@@ -48,6 +48,7 @@ describe('load balancing real traffic between network namespaces', () => {
     lab.backends.filter((b) => b[family] !== skip).map((b) => ({ address: b[family], port }));
 
   before(async () => {
+    bpffs = TempBpffs.mount('e2e');
     lab = Lab.create('e2e');
     processes = new LabProcesses(lab);
     lbNode = node(lab.lb.ns, 'lb', ['eth0'], 'native', [lab.lb.v4, lab.lb.v6]);
@@ -71,7 +72,7 @@ describe('load balancing real traffic between network namespaces', () => {
     await processes?.stopAll();
     for (const datapath of [lbNode, ...backendNodes]) await datapath?.close();
     lab?.destroy();
-    rmSync(pinRoot, { recursive: true, force: true });
+    bpffs?.remove();
   });
 
   const expectAllAnswered = (report: ClientReport, sent: number): void => {
@@ -106,7 +107,7 @@ describe('load balancing real traffic between network namespaces', () => {
 
   test('new-flow events are sampled while someone subscribes, and switched off after', async () => {
     const config = (): number => {
-      const map = BpfMap.openPinned(`${pinRoot}/lb/xlb_config`);
+      const map = BpfMap.openPinned(`${bpffs.dir}/lb/xlb_config`);
       try {
         return XlbConfig.decode(map.lookup(Buffer.alloc(4)) ?? Buffer.alloc(XlbConfig.size)).eventSample;
       } finally {
