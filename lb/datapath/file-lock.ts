@@ -27,7 +27,8 @@ export class FileLock {
    */
   static tryAcquire(path: string, options: { directory?: boolean } = {}): FileLock | undefined {
     const flags = options.directory ? constants.O_RDONLY | constants.O_DIRECTORY : constants.O_RDWR | constants.O_CREAT;
-    const fd = openSync(path, flags | constants.O_CLOEXEC, 0o600);
+    // Node opens every file close-on-exec: a spawned child never inherits the lock.
+    const fd = openSync(path, flags, 0o600);
     if ((libcCalls.flock(fd, LOCK_EX | LOCK_NB) as number) === 0) return new FileLock(path, fd);
     const errno = koffi.errno();
     closeSync(fd);
