@@ -6,10 +6,15 @@
  * ("backends[1].port"), and returns the normalised service (defaults filled in, canonical address
  * text), so two spellings of the same service compare equal and yield the same map entries.
  *
- * Addresses: IPv4 or IPv6 text only (no zones, no IPv4-mapped IPv6, no unspecified address except as
- * a NodePort's family selector). IPv6 addresses whose low 96 bits are zero ("2001:db8::") are
- * rejected: union xlb_addr keeps IPv4 in its first 4 bytes, so such an address is indistinguishable
- * from an IPv4 one in family-less datapath structs (see lb/layouts.ts).
+ * Addresses: IPv4 or IPv6 text only (no zones, no IPv4-mapped IPv6). Frontends and backends are host
+ * addresses another host sends to, so the ranges that never are one are refused, as Kubernetes
+ * refuses them for endpoints: unspecified (0.0.0.0, ::; except as a NodePort's family selector),
+ * loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16, fe80::/10), multicast (224.0.0.0/4,
+ * ff00::/8) and broadcast (255.255.255.255), in their IPv4-mapped IPv6 spellings too. A backend at
+ * its own frontend's address is refused as well: the datapath would send the flow back to itself.
+ * IPv6 addresses whose low 96 bits are zero ("2001:db8::") are rejected: union xlb_addr keeps IPv4 in
+ * its first 4 bytes, so such an address is indistinguishable from an IPv4 one in family-less
+ * datapath structs (see lb/layouts.ts).
  *
  * NodePort: the service listens on frontend.port on every node address of its family (as kube-proxy
  * does), so frontend.address only selects the family: it is "0.0.0.0" or "::", and when omitted it
@@ -176,7 +181,49 @@ interface ParsedAddress {
   family: Family;
 }
 
-/** Canonical text and family of a host address, or an issue and undefined. */
+/** Address ranges that are never a host's address on the network, with what to call them. */
+const RESERVED_IPV4: readonly { network: number; prefix: number; what: string }[] = [
+  { network: 0x00000000, prefix: 32, what: 'the unspecified address (0.0.0.0)' },
+  { network: 0xffffffff, prefix: 32, what: 'the broadcast address (255.255.255.255)' },
+  { network: 0x7f000000, prefix: 8, what: 'a loopback address (127.0.0.0/8)' },
+  { network: 0xa9fe0000, prefix: 16, what: 'a link-local address (169.254.0.0/16)' },
+  { network: 0xe0000000, prefix: 4, what: 'a multicast address (224.0.0.0/4)' },
+];
+const RESERVED_IPV6: readonly { network: Buffer; prefix: number; what: string }[] = [
+  { network: encodeXlbAddr('::'), prefix: 128, what: 'the unspecified address (::)' },
+  { network: encodeXlbAddr('::1'), prefix: 128, what: 'the loopback address (::1)' },
+  { network: encodeXlbAddr('fe80::'), prefix: 10, what: 'a link-local address (fe80::/10)' },
+  { network: encodeXlbAddr('ff00::'), prefix: 8, what: 'a multicast address (ff00::/8)' },
+];
+
+function inPrefix(raw: Buffer, network: Buffer, prefix: number): boolean {
+  for (let bit = 0; bit < prefix; bit++) {
+    const mask = 0x80 >> (bit & 7);
+    if (((raw[bit >> 3] ?? 0) & mask) !== ((network[bit >> 3] ?? 0) & mask)) return false;
+  }
+  return true;
+}
+
+/** What makes a canonical address unusable as a frontend or backend ("a loopback address (...)"), if anything. */
+export function reservedAddress(text: string): string | undefined {
+  if (isIPv4(text)) {
+    const value = encodeXlbAddr(text).readUInt32BE(0);
+    const hit = RESERVED_IPV4.find((r) => value >>> (32 - r.prefix) === r.network >>> (32 - r.prefix));
+    return hit?.what;
+  }
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(text)?.[1];
+  if (mapped !== undefined) {
+    const what = reservedAddress(mapped);
+    return what === undefined ? undefined : `${what.replace(/ \(.*\)$/, '')} (IPv4-mapped ${mapped})`;
+  }
+  const raw = encodeXlbAddr(text);
+  return RESERVED_IPV6.find((r) => inPrefix(raw, r.network, r.prefix))?.what;
+}
+
+/**
+ * Canonical text and family of a host address, or an issue and undefined. `allowUnspecified`: the
+ * unspecified address is accepted (a NodePort's family selector).
+ */
 function address(issues: Issues, at: string, value: unknown, allowUnspecified = false): ParsedAddress | undefined {
   if (value === undefined) {
     issues.add(at, 'required: an IPv4 or IPv6 address');
@@ -189,15 +236,17 @@ function address(issues: Issues, at: string, value: unknown, allowUnspecified = 
   const text = canonicalIpAddress(value);
   const family: Family = isIPv4(text) ? 4 : 6;
   const unspecified = text === '0.0.0.0' || text === '::';
-  if (unspecified && !allowUnspecified) {
-    issues.add(at, `${text} is the unspecified address, not a host address`);
+  if (unspecified && allowUnspecified) return { text, family };
+  const reserved = reservedAddress(text);
+  if (reserved !== undefined) {
+    issues.add(at, `${text} is ${reserved}, not a host address a service can use`);
     return undefined;
   }
-  if (!unspecified && text.startsWith('::ffff:') && text.includes('.')) {
+  if (text.startsWith('::ffff:') && text.includes('.')) {
     issues.add(at, `${text} is an IPv4-mapped IPv6 address: write the IPv4 address ${text.slice(7)}`);
     return undefined;
   }
-  if (!unspecified && family === 6 && isAmbiguousIpv6(text)) {
+  if (family === 6 && isAmbiguousIpv6(text)) {
     issues.add(at, `${text} has its low 96 bits zero, which the datapath cannot tell from an IPv4 address`);
     return undefined;
   }
@@ -266,10 +315,13 @@ export function validateService(input: unknown, path = '', options: ValidateOpti
   const frontend = validateFrontend(issues, input.frontend, type, backendFamily);
 
   const family = frontend?.family;
-  if (family !== undefined) {
+  if (frontend !== undefined) {
     backends.forEach((b, i) => {
-      if (b.family !== undefined && b.family !== family) {
-        issues.add(`backends[${i}].address`, `IPv${b.family} backend for an IPv${family} frontend: a service has one address family`);
+      if (b.family !== undefined && b.family !== frontend.family) {
+        issues.add(`backends[${i}].address`, `IPv${b.family} backend for an IPv${frontend.family} frontend: a service has one address family`);
+      } else if (b.value.address === frontend.value.address) {
+        // Kubernetes refuses such endpoints too: the datapath would hand the flow back to the VIP.
+        issues.add(`backends[${i}].address`, `${b.value.address} is the frontend's own address: a backend there would loop`);
       }
     });
   }

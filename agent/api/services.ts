@@ -26,14 +26,19 @@ import { errorResponses } from './openapi.js';
 const frontendProperties = {
   address: {
     type: 'string',
-    description: 'IPv4 or IPv6 address; a NodePort gives "0.0.0.0" or "::" (or nothing) as it listens on every node address',
+    description:
+      'IPv4 or IPv6 host address (not loopback, link-local, multicast, broadcast or unspecified); a NodePort gives "0.0.0.0" or "::" ' +
+      '(or nothing) as it listens on every node address',
   },
   port: { type: 'integer', minimum: 1, maximum: 65535 },
   protocol: { type: 'string', enum: [...L4_PROTOCOLS] },
 } as const;
 
 const backendProperties = {
-  address: { type: 'string', description: 'IPv4 or IPv6 address, the family of the frontend' },
+  address: {
+    type: 'string',
+    description: "IPv4 or IPv6 host address of the frontend's family, not the frontend's own (nor loopback, link-local, multicast, broadcast, unspecified)",
+  },
   port: { type: 'integer', minimum: 1, maximum: 65535 },
   weight: { type: 'integer', minimum: 0, maximum: MAX_MAGLEV_WEIGHT, description: 'default 100; 0 gets no new flows' },
   state: { type: 'string', enum: [...BACKEND_STATES], description: 'default active; terminating and maintenance get no new flows' },

@@ -268,6 +268,50 @@ test('invalid input answers 400 naming every field, and changes nothing', () =>
     assert.deepEqual((await call(t, 'GET', '/v1/services/web')).json, normalized(web()));
   }));
 
+test('reserved addresses and a backend at the VIP answer 400 naming each field and why; a NodePort keeps 0.0.0.0', () =>
+  withAgent(async (agent) => {
+    const t = unix(agent);
+    const applies = agent.datapath.attempts;
+    const answer = await call(t, 'PUT', '/v1/services/web', {
+      frontend: { address: '198.18.0.10', port: 80, protocol: 'TCP' },
+      backends: [
+        { address: '198.18.1.2', port: 8080 },
+        { address: '198.18.0.10', port: 8080 },
+        { address: '127.0.0.1', port: 8080 },
+        { address: '169.254.0.7', port: 8080 },
+        { address: '224.0.0.5', port: 8080 },
+        { address: '255.255.255.255', port: 8080 },
+        { address: '0.0.0.0', port: 8080 },
+      ],
+    });
+    assert.equal(answer.status, 400, answer.text);
+    const body = answer.json as { error: string; issues: { field: string; message: string }[] };
+    assert.deepEqual(
+      body.issues.map((i) => [i.field, i.message.replace(/ \(.*$|,.*$|:.*$/, '')]),
+      [
+        ['backends[2].address', '127.0.0.1 is a loopback address'],
+        ['backends[3].address', '169.254.0.7 is a link-local address'],
+        ['backends[4].address', '224.0.0.5 is a multicast address'],
+        ['backends[5].address', '255.255.255.255 is the broadcast address'],
+        ['backends[6].address', '0.0.0.0 is the unspecified address'],
+        ['backends[1].address', "198.18.0.10 is the frontend's own address"],
+      ],
+    );
+    assert.match(body.error, /^invalid service: backends\[2\]\.address: 127\.0\.0\.1 is a loopback address/);
+
+    const v6 = await call(t, 'PUT', '/v1/services/web6', {
+      frontend: { address: '::ffff:127.0.0.1', port: 80, protocol: 'TCP' },
+      backends: [{ address: 'fe80::1', port: 80 }, { address: '::1', port: 80 }, { address: 'ff02::1', port: 80 }],
+    });
+    assert.equal(v6.status, 400, v6.text);
+    assert.deepEqual(fieldsOf(v6), ['backends[0].address', 'backends[1].address', 'backends[2].address', 'frontend.address']);
+    assert.match(v6.text, /::ffff:127\.0\.0\.1 is a loopback address \(IPv4-mapped 127\.0\.0\.1\)/);
+    assert.equal(agent.datapath.attempts, applies, 'nothing reached the datapath');
+
+    const nodePort = await call(t, 'PUT', '/v1/services/np', { type: 'NodePort', frontend: { address: '0.0.0.0', port: 30080, protocol: 'TCP' }, backends: [{ address: '198.18.1.2', port: 80 }] });
+    assert.equal(nodePort.status, 201, nodePort.text);
+  }));
+
 test('a refused apply answers 500 (507 when a map is full) and the previous state stays', () =>
   withAgent(async (agent) => {
     const t = unix(agent);

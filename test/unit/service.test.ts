@@ -167,6 +167,70 @@ describe('validateService', () => {
     assert.match(v6('fe80::1%eth0')[0]?.message ?? '', /not an IPv4 or IPv6 address/);
   });
 
+  test('reserved addresses are neither frontends nor backends, in any spelling; each issue says which range', () => {
+    const cases: [string, RegExp][] = [
+      ['127.0.0.1', /is a loopback address \(127\.0\.0\.0\/8\)/],
+      ['127.255.0.9', /loopback/],
+      ['::1', /is the loopback address \(::1\)/],
+      ['0:0:0:0:0:0:0:1', /^::1 is the loopback address/],
+      ['169.254.10.1', /is a link-local address \(169\.254\.0\.0\/16\)/],
+      ['fe80::1', /is a link-local address \(fe80::\/10\)/],
+      ['FEBF::1', /^febf::1 is a link-local address/],
+      ['224.0.0.1', /is a multicast address \(224\.0\.0\.0\/4\)/],
+      ['239.255.255.250', /multicast/],
+      ['ff02::1', /is a multicast address \(ff00::\/8\)/],
+      ['255.255.255.255', /is the broadcast address/],
+      ['0.0.0.0', /is the unspecified address \(0\.0\.0\.0\)/],
+      ['::', /is the unspecified address \(::\)/],
+      ['::ffff:127.0.0.1', /^::ffff:127\.0\.0\.1 is a loopback address \(IPv4-mapped 127\.0\.0\.1\)/],
+      ['::ffff:7f00:1', /^::ffff:127\.0\.0\.1 is a loopback address/],
+      ['::ffff:169.254.0.1', /link-local address \(IPv4-mapped 169\.254\.0\.1\)/],
+      ['::ffff:224.0.0.1', /multicast address \(IPv4-mapped/],
+      ['::ffff:0.0.0.0', /unspecified address \(IPv4-mapped 0\.0\.0\.0\)/],
+    ];
+    for (const [address, why] of cases) {
+      const v6 = address.includes(':');
+      const frontend = { address: v6 ? '2001:db8::10' : '198.18.0.10', port: 80, protocol: 'TCP' };
+      const asBackend = issues({ frontend, backends: [{ address: '198.18.1.2', port: 80 }, { address, port: 80 }].slice(v6 ? 1 : 0) });
+      assert.deepEqual(asBackend.map((i) => i.field), [v6 ? 'backends[0].address' : 'backends[1].address'], address);
+      assert.match(asBackend[0]?.message ?? '', why, address);
+      const asFrontend = issues({ frontend: { ...frontend, address }, backends: [] });
+      assert.deepEqual(asFrontend.map((i) => i.field), ['frontend.address'], address);
+      assert.match(asFrontend[0]?.message ?? '', why, address);
+    }
+    // Next to each range, addresses that are hosts' stay valid.
+    for (const address of ['126.255.255.255', '128.0.0.1', '169.253.0.1', '223.255.255.254', '240.0.0.1', 'fec0::1', 'fe7f::1', 'fd00::1', '2001:db8::1']) {
+      const v6 = address.includes(':');
+      const frontend = { address: v6 ? '2001:db8::10' : '198.18.0.10', port: 80, protocol: 'TCP' };
+      assert.equal(validateService({ frontend, backends: [{ address, port: 80 }] }).backends[0]?.address, address);
+      assert.equal(validateService({ frontend: { ...frontend, address }, backends: [] }).frontend.address, address);
+    }
+    // A config file gets the same rule, under its own path.
+    assert.deepEqual(
+      issues({ ...minimal, backends: [{ address: '198.18.1.2', port: 80 }, { address: '10.0.0.1', port: 80 }, { address: '127.0.0.1', port: 80 }] }, 'services[4]').map((i) => i.field),
+      ['services[4].backends[2].address'],
+    );
+  });
+
+  test('a backend at its frontend\'s own address is refused; another port there does not help', () => {
+    for (const port of [80, 8080]) {
+      const got = issues({ ...minimal, backends: [{ address: '198.18.1.2', port: 8080 }, { address: '198.18.0.10', port }] });
+      assert.deepEqual(got, [{ field: 'backends[1].address', message: '198.18.0.10 is the frontend\'s own address: a backend there would loop' }]);
+    }
+    const v6 = issues({ frontend: { address: '2001:db8::10', port: 80, protocol: 'TCP' }, backends: [{ address: '2001:DB8:0::10', port: 80 }] });
+    assert.deepEqual(v6.map((i) => i.field), ['backends[0].address']);
+  });
+
+  test('NodePort keeps 0.0.0.0 and :: as "every node address"; its backends follow the rules', () => {
+    const base = { type: 'NodePort', frontend: { port: 30080, protocol: 'TCP' } };
+    assert.equal(validateService({ ...base, frontend: { ...base.frontend, address: '0.0.0.0' }, backends: [{ address: '198.18.1.2', port: 80 }] }).frontend.address, '0.0.0.0');
+    assert.equal(validateService({ ...base, frontend: { ...base.frontend, address: '::' }, backends: [{ address: '2001:db8::2', port: 80 }] }).frontend.address, '::');
+    const got = issues({ ...base, backends: [{ address: '127.0.0.1', port: 80 }] });
+    assert.deepEqual(got.map((i) => i.field), ['backends[0].address']);
+    assert.match(got[0]?.message ?? '', /loopback/);
+    assert.deepEqual(fields({ ...base, frontend: { ...base.frontend, address: '::ffff:0.0.0.0' }, backends: [] }), ['frontend.address']);
+  });
+
   test('weights 0..65535, ports 1..65535', () => {
     assert.equal(validateService({ ...minimal, backends: [{ address: '198.18.1.2', port: 65535, weight: 0 }] }).backends[0]?.weight, 0);
     assert.deepEqual(fields({ ...minimal, backends: [{ address: '198.18.1.2', port: 80, weight: 65536 }] }), ['backends[0].weight']);
