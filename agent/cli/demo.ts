@@ -3,10 +3,11 @@
  * backend nodes in network namespaces, runs a real xlb-agent on each node, configures services with
  * `xlb service add`, sends real traffic through them step by step (agent/demo/steps.ts) and ends
  * with a summary; exit 0 only when every step's expectation held. Everything is removed afterwards,
- * also on failure and on Ctrl-C/SIGTERM, unless --keep (then `xlb demo --cleanup` removes it).
+ * also on failure and on Ctrl-C/SIGTERM, unless --keep. `xlb demo --cleanup` removes what any earlier
+ * run left: a kept lab, or what a demo killed with SIGKILL could not remove itself.
  */
 import { existsSync } from 'node:fs';
-import { DemoCluster, cleanupKept } from '../demo/cluster.js';
+import { DemoCluster, cleanupDemoRuns } from '../demo/cluster.js';
 import { paths } from '../demo/paths.js';
 import { Output, failedStep, summaryJson, summaryTable, type StepResult } from '../demo/report.js';
 import { STEPS } from '../demo/steps.js';
@@ -22,7 +23,8 @@ source-range-restricted VIP, and the metrics and maps behind it all. Needs root.
 
   --json      print only the summary, as JSON {steps: [{name, ok, expected, seen, figures}]} (progress on stderr)
   --keep      leave the namespaces and agents running and print commands to explore them
-  --cleanup   remove what --keep left
+  --cleanup   remove what earlier demo runs left: a lab kept with --keep, or the namespaces, agents,
+              bpffs and run dir of a demo that was killed (a demo still running is left alone)
 
 Exit codes: 0 every step held, 1 a step failed (or set-up failed), 2 bad arguments, 130 interrupted.`;
 
@@ -180,14 +182,15 @@ export const demoCommand: CliCommand = {
   usage: USAGE,
   async run(args, io) {
     const options = parse(args);
-    if (options.cleanup) {
-      const removed = await cleanupKept((line) => io.out(`${line}\n`));
-      if (!removed) io.out(`nothing to clean up (no ${paths.keptState})\n`);
-      return EXIT_OK;
-    }
     if (process.getuid?.() !== 0) {
       io.err('xlb demo: needs root (it loads BPF programs and creates network namespaces): run it with sudo\n');
       return EXIT_FAILURE;
+    }
+    if (options.cleanup) {
+      const report = await cleanupDemoRuns((line) => io.out(`${line}\n`));
+      for (const problem of report.problems) io.err(`xlb demo --cleanup: ${problem}\n`);
+      if (report.removed.length === 0 && report.problems.length === 0) io.out('nothing to clean up\n');
+      return report.problems.length === 0 ? EXIT_OK : EXIT_FAILURE;
     }
     if (options.keep && existsSync(paths.keptState)) {
       io.err(`xlb demo: --keep: a kept demo is still running (${paths.keptState}); remove it first with xlb demo --cleanup\n`);

@@ -6,22 +6,33 @@
  *
  * destroy() removes all of it, once, whatever was built so far (agents SIGTERM'd and awaited, servers
  * and clients stopped, namespaces deleted, bpffs unmounted, temp dir removed). keep() leaves it
- * running and writes a state file from which cleanupKept() removes it later.
+ * running and writes a state file naming it.
+ *
+ * A run holds a lock in its temp dir for as long as its process lives, and the kernel drops it when
+ * the process goes, however it goes. cleanupDemoRuns() (`xlb demo --cleanup`) finds every run whose
+ * lock nobody holds by the names the demo gives what it makes, and removes what is left of it: a lab
+ * kept with --keep is such a run (the state file names it), and so is a demo killed with SIGKILL.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isMounted, mountBpffs, unmountBpffs } from '../../lb/datapath/bpffs.js';
+import { mountBpffs, unmountBpffs } from '../../lb/datapath/bpffs.js';
+import { FileLock } from '../../lb/datapath/file-lock.js';
 import { run } from '../../lb/datapath/topology.js';
 import { LabProcesses } from '../lab/processes.js';
 import { Lab, type LabHost } from '../lab/topology.js';
 import { AgentProcess } from './agent-process.js';
-import { paths, runDir } from './paths.js';
+import { NAMESPACE_NAME, RUN_DIR_NAME, paths, runDir, runLock } from './paths.js';
 import type { Output } from './report.js';
 
 const AGENT_READY_TIMEOUT_MS = 45_000;
 const SERVER_READY_TIMEOUT_MS = 10_000;
+/** A demo waits this long for another's set-up or a cleanup's survey (paths.setupLock); both take a second or so. */
+const SETUP_LOCK_TIMEOUT_MS = 60_000;
+/** What a leftover run's processes get after SIGTERM (agents detach their programs), then after SIGKILL. */
+const STOP_TIMEOUT_MS = 10_000;
+const KILL_TIMEOUT_MS = 2_000;
 const HTTP_PORT = 8080;
 const UDP_PORT = 5353;
 
@@ -48,6 +59,7 @@ export class DemoCluster {
   private labValue: Lab | undefined;
   private processesValue: LabProcesses | undefined;
   private dirValue: string | undefined;
+  private runLock: FileLock | undefined;
   private bpffsMounted = false;
   private readonly nodes: DemoNode[] = [];
   private teardown: Promise<string[]> | undefined;
@@ -90,18 +102,20 @@ export class DemoCluster {
       if (interrupted()) throw new Error('interrupted');
     };
     const started = Date.now();
-    this.labValue = Lab.create('demo', 3, (what) => this.out.line(`  ${what}`));
-    const lab = this.labValue;
-    const roles = lab.topology.namespaces.map((ns) => ns.replace(`xlb-demo-`, '').replace(`-${lab.topology.id}`, ''));
-    this.out.line(`  network namespaces xlb-demo-{${roles.join(',')}}-${lab.topology.id}`);
+    const setup = await acquireSetupLock(interrupted);
+    try {
+      stop(); // a teardown that ran while this waited would not see a lab made now
+      this.createLab();
+    } finally {
+      setup.release();
+    }
     stop();
-
-    this.dirValue = runDir(lab.topology.id);
     mountBpffs(this.bpffs);
     this.bpffsMounted = true;
     this.out.line(`  RUN=${this.dir}   # the run's temp dir: agents' sockets, logs, state files`);
     this.out.line(`  mounted a bpffs for the agents' pinned maps on $RUN/bpffs`);
 
+    const lab = this.lab;
     this.processesValue = new LabProcesses(lab);
     const processes = this.processesValue;
     const names = lab.backends.map((_, i) => `b${i + 1}`);
@@ -142,6 +156,23 @@ export class DemoCluster {
     stop();
   }
 
+  /**
+   * The namespaces, then the run's temp dir and the lock in it, all under paths.setupLock: from the
+   * first namespace on, what this run makes is either locked by it or found by a cleanup as a
+   * leftover of a run that died. The dir is ours only once mkdir made it (an id taken: not removed).
+   */
+  private createLab(): void {
+    this.labValue = Lab.create('demo', 3, (what) => this.out.line(`  ${what}`));
+    const { id, namespaces } = this.labValue.topology;
+    const roles = namespaces.map((ns) => ns.replace(`xlb-demo-`, '').replace(`-${id}`, ''));
+    this.out.line(`  network namespaces xlb-demo-{${roles.join(',')}}-${id}`);
+    const dir = runDir(id);
+    mkdirSync(dir, { mode: 0o700 });
+    this.dirValue = dir;
+    this.runLock = FileLock.tryAcquire(runLock(dir));
+    if (!this.runLock) throw new Error(`${runLock(dir)} is held by another process`);
+  }
+
   /** Tears everything down, once (later calls get the first call's promise); resolves with the problems met. */
   destroy(): Promise<string[]> {
     this.teardown ??= this.destroyNow();
@@ -163,6 +194,7 @@ export class DemoCluster {
     await attempt('deleting the network namespaces', () => this.labValue?.destroy());
     await attempt('unmounting the bpffs', () => this.unmountBpffs());
     await attempt('removing the temp dir', () => this.dirValue !== undefined && rmSync(this.dirValue, { recursive: true, force: true }));
+    this.runLock?.release();
     return problems;
   }
 
@@ -174,7 +206,9 @@ export class DemoCluster {
 
   /**
    * Leaves the topology and the agents running (--keep): the servers move from this process's
-   * LabProcesses to detached processes, the agents are let go, and the state file is written.
+   * LabProcesses to detached processes, the agents are let go, and the state file is written. The
+   * run lock goes with this process (its children never had it): from then on the run is a leftover
+   * that `xlb demo --cleanup` removes.
    */
   async keep(): Promise<KeptState> {
     if (existsSync(paths.keptState)) throw new Error(`${paths.keptState} exists: a kept demo is running; remove it first with xlb demo --cleanup`);
@@ -210,6 +244,200 @@ async function startDetachedServer(host: LabHost, name: string, log: string): Pr
   }
 }
 
+/** paths.setupLock, waited for with a deadline (a demo setting up or a cleanup surveying holds it for a second or so). */
+async function acquireSetupLock(interrupted: () => boolean = () => false): Promise<FileLock> {
+  const deadline = Date.now() + SETUP_LOCK_TIMEOUT_MS;
+  for (;;) {
+    const lock = FileLock.tryAcquire(paths.setupLock);
+    if (lock) return lock;
+    if (interrupted()) throw new Error('interrupted');
+    if (Date.now() > deadline) throw new Error(`${paths.setupLock} still held after ${SETUP_LOCK_TIMEOUT_MS / 1000} s: another demo setting up, or a cleanup, did not finish`);
+    await sleep(50);
+  }
+}
+
+/** What one earlier demo run left, found by the names the demo gives it. */
+interface Leftover {
+  id: string;
+  /** its temp dir, when there is one; then `lock` is its run lock, now held by this cleanup */
+  dir: string | undefined;
+  lock: FileLock | undefined;
+  namespaces: string[];
+  /** the run `xlb demo --keep` left: the state file names it */
+  kept: boolean;
+}
+
+/** What `xlb demo --cleanup` did: runs whose remains it removed, runs it left alone, and what went wrong. */
+export interface CleanupReport {
+  removed: string[];
+  running: string[];
+  problems: string[];
+}
+
+/**
+ * Removes what earlier demo runs left, and only that: run dirs /run/xlb-demo-<id> whose run lock no
+ * process holds, namespaces xlb-demo-<role>-<id> of those runs and of runs whose dir is gone too
+ * (killed during set-up), the processes in those namespaces (SIGTERM, so the agents detach their
+ * programs; SIGKILL after a deadline), mounts under the run dirs (the bpffs), and the state file of a
+ * kept run. A running demo holds its lock and is left alone. Reports what it did through `log`.
+ */
+export async function cleanupDemoRuns(log: (line: string) => void): Promise<CleanupReport> {
+  const report: CleanupReport = { removed: [], running: [], problems: [] };
+  const kept = readKeptState();
+  if (kept.problem !== undefined) report.problems.push(kept.problem);
+  // Under the set-up lock: no demo is between its first namespace and its run lock meanwhile.
+  const setup = await acquireSetupLock();
+  let leftovers: Leftover[];
+  try {
+    ({ leftovers, running: report.running } = surveyRuns(kept.id));
+  } finally {
+    setup.release();
+  }
+  for (const id of report.running) log(`demo run ${id} is running (its process holds ${runLock(runDir(id))}): left alone`);
+  for (const leftover of leftovers) {
+    report.problems.push(...(await removeLeftover(leftover, log)));
+    report.removed.push(leftover.id);
+  }
+  // A state file naming a run of which nothing is left any more (removed by hand).
+  if (kept.id !== undefined && !report.running.includes(kept.id) && !leftovers.some((l) => l.kept)) {
+    removeKeptState();
+    log(`removed ${paths.keptState} (it named demo run ${kept.id}, of which nothing was left)`);
+    report.removed.push(kept.id);
+  }
+  return report;
+}
+
+/** The run the state file names, when there is a state file; a file that names no demo run is left to a human. */
+function readKeptState(): { id?: string; problem?: string } {
+  if (!existsSync(paths.keptState)) return {};
+  let dir: unknown;
+  try {
+    dir = (JSON.parse(readFileSync(paths.keptState, 'utf8')) as Partial<KeptState>).dir;
+  } catch {
+    // unreadable: reported below
+  }
+  const id = typeof dir === 'string' && dirname(dir) === paths.runBase ? RUN_DIR_NAME.exec(dir.slice(paths.runBase.length + 1))?.[1] : undefined;
+  if (id === undefined) return { problem: `${paths.keptState} does not describe a demo run; left it (remove it by hand)` };
+  return { id };
+}
+
+function removeKeptState(): void {
+  rmSync(dirname(paths.keptState), { recursive: true, force: true });
+}
+
+/**
+ * Every demo run on this machine, by its names: run dirs and namespaces, grouped by run id. A run
+ * whose lock is held is running; the others are leftovers, their locks now held by this process.
+ */
+function surveyRuns(keptId: string | undefined): { leftovers: Leftover[]; running: string[] } {
+  const namespaces = new Map<string, string[]>();
+  for (const line of run('ip', ['netns', 'list']).split('\n')) {
+    const ns = line.split(' ')[0] ?? '';
+    const id = NAMESPACE_NAME.exec(ns)?.[1];
+    if (id !== undefined) namespaces.set(id, [...(namespaces.get(id) ?? []), ns]);
+  }
+  const dirs = new Set<string>();
+  for (const name of readdirSync(paths.runBase)) {
+    const id = RUN_DIR_NAME.exec(name)?.[1];
+    // A directory of that name, never a symlink: everything under it gets removed.
+    if (id !== undefined && lstatSync(join(paths.runBase, name)).isDirectory()) dirs.add(id);
+  }
+  const leftovers: Leftover[] = [];
+  const running: string[] = [];
+  for (const id of [...new Set([...dirs, ...namespaces.keys()])].sort()) {
+    const dir = dirs.has(id) ? runDir(id) : undefined;
+    const lock = dir === undefined ? undefined : FileLock.tryAcquire(runLock(dir));
+    if (dir !== undefined && lock === undefined) {
+      running.push(id);
+      continue;
+    }
+    leftovers.push({ id, dir, lock, namespaces: (namespaces.get(id) ?? []).sort(), kept: id === keptId });
+  }
+  return { leftovers, running };
+}
+
+/** Removes one leftover run, in the order its parts depend on each other; resolves with the problems met. */
+async function removeLeftover(leftover: Leftover, log: (line: string) => void): Promise<string[]> {
+  const problems: string[] = [];
+  log(`demo run ${leftover.id} (${leftover.kept ? 'kept with --keep' : 'its demo ended without cleaning up'}):`);
+  try {
+    const stopped = await stopProcesses(leftover.namespaces);
+    if (stopped.pids.length > 0) {
+      const killed = stopped.killed.length > 0 ? `; ${stopped.killed.length} only by SIGKILL` : '';
+      log(`  stopped ${stopped.pids.length} processes in its namespaces (agents, servers, clients): pids ${stopped.pids.join(' ')}${killed}`);
+    }
+    if (stopped.left.length > 0) problems.push(`run ${leftover.id}: processes ${stopped.left.join(' ')} survived SIGKILL`);
+
+    const deleted: string[] = [];
+    for (const ns of leftover.namespaces) {
+      try {
+        run('ip', ['netns', 'delete', ns]);
+        deleted.push(ns);
+      } catch (error) {
+        problems.push(message(error));
+      }
+    }
+    if (deleted.length > 0) log(`  deleted ${deleted.length} network namespaces: ${deleted.join(' ')}`);
+
+    if (leftover.dir !== undefined) {
+      const dir = leftover.dir;
+      // Deepest first; a directory is removed only once nothing is mounted under it any more.
+      for (const mount of mountsUnder(dir).sort((a, b) => b.path.length - a.path.length)) {
+        try {
+          unmountBpffs(mount.path);
+          log(`  unmounted ${mount.path} (${mount.type})`);
+        } catch (error) {
+          problems.push(message(error));
+        }
+      }
+      if (mountsUnder(dir).length === 0) {
+        rmSync(dir, { recursive: true, force: true });
+        log(`  removed ${dir}`);
+      } else {
+        problems.push(`${dir}: still has mounts under it; left it`);
+      }
+    }
+    if (leftover.kept) {
+      removeKeptState();
+      log(`  removed ${paths.keptState}`);
+    }
+  } finally {
+    leftover.lock?.release();
+  }
+  return problems;
+}
+
+/** Mount points at or under `dir` (/proc/mounts escapes spaces; the demo's names have none). */
+function mountsUnder(dir: string): { path: string; type: string }[] {
+  return readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' '))
+    .flatMap(([, path, type]) => (path !== undefined && (path === dir || path.startsWith(`${dir}/`)) ? [{ path, type: type ?? '?' }] : []));
+}
+
+/** Every process in `namespaces` gets SIGTERM, then, if still there after the deadline, SIGKILL. */
+async function stopProcesses(namespaces: string[]): Promise<{ pids: number[]; killed: number[]; left: number[] }> {
+  const pids = [...new Set(namespaces.flatMap(pidsIn))].filter((pid) => pid !== process.pid).sort((a, b) => a - b);
+  for (const pid of pids) signal(pid, 'SIGTERM');
+  await waitGone(pids, STOP_TIMEOUT_MS);
+  const killed = pids.filter(isRunning);
+  for (const pid of killed) signal(pid, 'SIGKILL');
+  await waitGone(killed, KILL_TIMEOUT_MS);
+  return { pids, killed, left: killed.filter(isRunning) };
+}
+
+function pidsIn(ns: string): number[] {
+  return run('ip', ['netns', 'pids', ns], { allowFailure: true })
+    .split('\n')
+    .filter((l) => /^\d+$/.test(l.trim()))
+    .map(Number);
+}
+
+async function waitGone(pids: number[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (pids.some(isRunning) && Date.now() < deadline) await sleep(50);
+}
+
 function signal(pid: number, name: NodeJS.Signals): void {
   try {
     process.kill(pid, name);
@@ -218,49 +446,17 @@ function signal(pid: number, name: NodeJS.Signals): void {
   }
 }
 
+/**
+ * Alive and not a zombie: a killed demo's agents are reparented to pid 1, which may be slow to reap
+ * them (or never do, in a container), and kill(pid, 0) succeeds on a zombie.
+ */
 function isRunning(pid: number): boolean {
+  let stat: string;
   try {
-    process.kill(pid, 0);
-    return true;
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
     return false;
   }
-}
-
-/**
- * Removes what `xlb demo --keep` left: every process in the demo's namespaces is sent SIGTERM (the
- * agents shut down cleanly) and awaited, then the namespaces, the bpffs mount and the temp dir go.
- * Reports what it did through `log`; returns false when there was nothing to remove.
- */
-export async function cleanupKept(log: (line: string) => void): Promise<boolean> {
-  if (!existsSync(paths.keptState)) return false;
-  const state = JSON.parse(readFileSync(paths.keptState, 'utf8')) as KeptState;
-  // Remove only what a demo run makes: its namespaces, its temp dir and the bpffs inside it.
-  const ours =
-    Array.isArray(state.namespaces) &&
-    state.namespaces.every((ns) => /^xlb-demo-[a-z0-9]+-[a-z0-9]+$/.test(ns)) &&
-    typeof state.dir === 'string' &&
-    /^\/run\/xlb-demo-[a-z0-9]+$/.test(state.dir) &&
-    state.bpffs === `${state.dir}/bpffs`;
-  if (!ours) throw new Error(`${paths.keptState} does not describe a demo run; remove what it names by hand`);
-  const pids: number[] = [];
-  for (const ns of state.namespaces) {
-    const listed = run('ip', ['netns', 'pids', ns], { allowFailure: true });
-    pids.push(...listed.split('\n').filter((l) => /^\d+$/.test(l.trim())).map(Number));
-  }
-  for (const pid of pids) signal(pid, 'SIGTERM');
-  const deadline = Date.now() + 10_000;
-  while (pids.some(isRunning) && Date.now() < deadline) await sleep(50);
-  for (const pid of pids.filter(isRunning)) signal(pid, 'SIGKILL');
-  log(`stopped ${pids.length} processes (agents and servers)`);
-  for (const ns of state.namespaces) run('ip', ['netns', 'delete', ns], { allowFailure: true });
-  log(`deleted ${state.namespaces.length} network namespaces`);
-  if (isMounted(state.bpffs)) {
-    unmountBpffs(state.bpffs);
-    log(`unmounted ${state.bpffs}`);
-  }
-  rmSync(state.dir, { recursive: true, force: true });
-  rmSync(dirname(paths.keptState), { recursive: true, force: true });
-  log(`removed ${state.dir} and ${paths.keptState}`);
-  return true;
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
 }
