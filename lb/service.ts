@@ -99,16 +99,19 @@ export interface ValidateOptions {
   defaultMode?: Mode;
 }
 
+const MAX_ID_LENGTH = 63;
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /** Service ids (the {id} of /v1/services/{id}) are DNS labels: 1-63 of [a-z0-9-], no '-' at either end. */
 export function validateServiceId(id: unknown): string {
   if (typeof id !== 'string' || !DNS_LABEL.test(id)) {
+    // A long id is named by its start and length, not echoed whole.
+    const shown = typeof id === 'string' && id.length > MAX_ID_LENGTH ? `${JSON.stringify(`${id.slice(0, 16)}…`)} (${id.length} characters)` : JSON.stringify(id);
     throw new ServiceValidationError([
       {
         field: 'id',
         message:
-          `${JSON.stringify(id)} is not a DNS label: 1 to 63 characters of a-z, 0-9 and '-', ` +
+          `${shown} is not a DNS label: 1 to ${MAX_ID_LENGTH} characters of a-z, 0-9 and '-', ` +
           `starting and ending with a letter or digit`,
       },
     ]);

@@ -7,6 +7,7 @@
  */
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import { STATUS_CODES } from 'node:http';
+import type { ValidationIssue } from '../../lb/service.js';
 
 export type JsonSchema = Record<string, unknown>;
 
@@ -32,23 +33,46 @@ export const issueSchema = {
   },
 } as const;
 
+/**
+ * Every error answer, whoever produces it (our routes, fastify's parsers and router, the HTTP
+ * parser): {error, issues}, `issues` empty when no part of the request is at fault.
+ */
 export const errorSchema = {
   title: 'Error',
   type: 'object',
-  required: ['error'],
+  additionalProperties: false,
+  required: ['error', 'issues'],
   properties: {
-    error: { type: 'string', description: 'what went wrong, naming the field, service, map or errno' },
-    issues: { type: 'array', items: issueSchema, description: 'one per invalid field (400 only)' },
+    error: { type: 'string', description: 'what went wrong, naming the field, service, table or errno' },
+    issues: {
+      type: 'array',
+      items: issueSchema,
+      description: 'one per offending field (field "" for the whole body: malformed, too large, wrong content type); empty when the input is not at fault',
+    },
   },
 } as const;
+
+export interface ErrorBody {
+  error: string;
+  issues: ValidationIssue[];
+}
+
+/** The one shape of an error answer. */
+export function errorBody(error: string, issues: ValidationIssue[] = []): ErrorBody {
+  return { error, issues };
+}
 
 const errorDescriptions: Record<number, string> = {
   400: 'invalid input: `issues` names every offending field; nothing was changed',
   401: 'missing or wrong bearer token (TCP listener only; the unix socket needs none)',
-  404: 'no such service',
+  404: 'no such service, or no such route',
+  405: 'the route exists but not with this method (the Allow header lists those it has)',
   409: 'another service has this frontend (address, port, protocol); `issues` names the field',
+  413: 'the body is larger than the agent accepts',
+  415: 'the body is not application/json',
   500: 'the datapath or the state file refused the change; the previous state stays in place',
-  507: 'a datapath map is full (E2BIG/ENOSPC); the previous state stays in place',
+  503: 'the agent cannot take this request now (e.g. too many monitor streams); retry later',
+  507: 'a table is full (service ids, backend ids or a datapath map): the error names it and its capacity; nothing was changed',
 };
 
 /** Response schemas for the given error codes (401 is added to every route: the TCP listener needs a token). */

@@ -1,16 +1,20 @@
 /**
  * The REST API server: one fastify app per listener (the unix socket needs no token, the TCP one
- * always does), each with the same routes, registered as plugins. Errors take one shape,
- * {error, issues?}: 400 names every offending field (schema and validateService issues alike),
- * 404 a missing service, 409 a frontend another service has, 500 a refused apply or state-file
- * write, 507 a full datapath map.
+ * always does), each with the same routes, registered as plugins. Every error answer has one shape,
+ * {error, issues} (errorBody in openapi.ts), fastify's own included (its router, body parsers and
+ * HTTP client errors are routed through the handlers below): 400 names every offending field (schema
+ * and validateService issues alike; the body as a whole is field ""), 404 a missing service or
+ * route, 405 a route that has other methods, 409 a frontend another service has, 413 a body too
+ * large, 415 a body that is not JSON, 500 a refused apply or state-file write, 507 a full table.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
-import { ServiceValidationError, type ValidationIssue } from '../../lb/service.js';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { ServiceValidationError, validateServiceId, type ValidationIssue } from '../../lb/service.js';
 import type { ServiceDatapath } from '../datapath.js';
 import type { HostPort } from '../flags.js';
 import type { Logger } from '../log.js';
@@ -18,7 +22,7 @@ import type { AgentMetrics } from '../metrics.js';
 import { DatapathApplyError, FrontendConflictError, type ServiceStore } from '../store.js';
 import { metricsRoutes } from './metrics.js';
 import { monitorRoutes } from './monitor.js';
-import { collectRoutes, openApiRoutes } from './openapi.js';
+import { collectRoutes, errorBody, openApiRoutes, type CollectedRoute, type ErrorBody } from './openapi.js';
 import { servicesRoutes } from './services.js';
 import { statusRoutes } from './status.js';
 
@@ -67,11 +71,73 @@ export function schemaIssue(error: SchemaError): ValidationIssue {
   }
 }
 
-function validationBody(issues: ValidationIssue[], what: string): { error: string; issues: ValidationIssue[] } {
-  return {
-    error: `${what}: ${issues.map((i) => (i.field ? `${i.field}: ${i.message}` : i.message)).join('; ')}`,
-    issues,
-  };
+function validationBody(issues: ValidationIssue[], what: string): ErrorBody {
+  return errorBody(`${what}: ${issues.map((i) => (i.field ? `${i.field}: ${i.message}` : i.message)).join('; ')}`, issues);
+}
+
+/** A problem with the body as a whole (field ""), as fastify's parsers report them. */
+function bodyError(message: string): ErrorBody {
+  return errorBody(message, [{ field: '', message }]);
+}
+
+/** The path of a request without its query string. */
+function pathOf(url: string): string {
+  return url.split('?')[0] ?? '';
+}
+
+/** The methods other routes have for this path ("/v1/services/web" matches "/v1/services/:id"). */
+function allowedMethods(routes: readonly CollectedRoute[], path: string): string[] {
+  const matches = (url: string): boolean =>
+    new RegExp(`^${url.split(/:[A-Za-z0-9_]+/).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^/]+')}$`).test(path);
+  return [...new Set(routes.filter((r) => matches(r.url)).map((r) => r.method))];
+}
+
+/**
+ * fastify's errors before a route is found: a path parameter longer than its router allows (only the
+ * service id is one: reported by the id's own rule, a DNS label of at most 63 characters) or a path
+ * that is not valid percent-encoding.
+ */
+function frameworkError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  if (error.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    const id = decodeURIComponentSafe(pathOf(request.url).split('/').pop() ?? '');
+    try {
+      validateServiceId(id);
+    } catch (invalid) {
+      if (invalid instanceof ServiceValidationError) {
+        void reply.code(400).send(validationBody(invalid.issues, 'invalid service'));
+        return;
+      }
+    }
+  }
+  const message = error.code === 'FST_ERR_BAD_URL' ? `the path ${pathOf(request.url)} is not valid percent-encoded UTF-8` : error.message;
+  void reply.code(400).send(errorBody(message, [{ field: '', message }]));
+}
+
+function decodeURIComponentSafe(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
+/**
+ * Errors of the HTTP parser, before fastify sees a request (a request line or headers too large,
+ * a malformed request): answered in the same shape, then the connection is closed.
+ */
+function clientError(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  const message =
+    status === 431 ? 'the request line and headers are larger than the agent accepts (16 KiB)' : status === 408 ? 'the request was not received in time' : `malformed HTTP request (${error.code ?? error.message})`;
+  const body = JSON.stringify(errorBody(message));
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }
 
 function tokenDigest(token: string): Buffer {
@@ -94,7 +160,12 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     // Report every schema problem at once, and never coerce or strip input: a typo'd field or a
     // port given as a string is an error, as validateService() treats it.
     ajv: { customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false } },
+    frameworkErrors: frameworkError,
+    clientErrorHandler: clientError,
   });
+  // Bodies are JSON only: fastify's text/plain parser would hand a string to the schema (400);
+  // without it text/plain is a wrong content type (415) like any other.
+  app.removeContentTypeParser('text/plain');
 
   const expected = options.token === undefined ? undefined : tokenDigest(options.token);
   if (expected) {
@@ -103,7 +174,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
         return reply
           .code(401)
           .header('www-authenticate', 'Bearer realm="xlb"')
-          .send({ error: 'missing or wrong bearer token: send "Authorization: Bearer <token>" (the --api-token-file content)' });
+          .send(errorBody('missing or wrong bearer token: send "Authorization: Bearer <token>" (the --api-token-file content)'));
       }
     });
   }
@@ -115,6 +186,9 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
   app.setErrorHandler<FastifyError | Error>(async (error, request, reply) => {
     if ('validation' in error && error.validation) {
       const context = error.validationContext;
+      if (context === 'body' && request.body === undefined) {
+        return reply.code(400).send(validationBody([{ field: '', message: 'required: the service object as JSON (content-type application/json)' }], 'no body'));
+      }
       const issues = error.validation.map(schemaIssue);
       return reply.code(400).send(validationBody(issues, `invalid ${context ?? 'request'}`));
     }
@@ -122,25 +196,37 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
       return reply.code(400).send(validationBody(error.issues, 'invalid service'));
     }
     if (error instanceof FrontendConflictError) {
-      return reply.code(409).send({ error: error.message, issues: error.issues });
+      return reply.code(409).send(errorBody(error.message, error.issues));
     }
     if (error instanceof DatapathApplyError) {
-      return reply.code(error.mapFull ? 507 : 500).send({ error: error.message });
+      return reply.code(error.mapFull ? 507 : 500).send(errorBody(error.message));
     }
     const status = 'statusCode' in error && typeof error.statusCode === 'number' ? error.statusCode : 500;
     if (status >= 400 && status < 500) {
-      // fastify's own: malformed JSON, wrong content type, body too large...
-      return reply.code(status).send(status === 400 ? validationBody([{ field: '', message: error.message }], 'invalid body') : { error: error.message });
+      // fastify's own: malformed JSON, an empty body, a wrong content type, a body too large...
+      const code = 'code' in error ? error.code : undefined;
+      if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+        const type = request.headers['content-type'];
+        return reply.code(415).send(bodyError(`${type === undefined ? 'no content type' : `content type ${JSON.stringify(type)}`}: the body must be application/json`));
+      }
+      if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+        return reply.code(413).send(bodyError(`the body is larger than ${BODY_LIMIT} bytes, the most the agent accepts`));
+      }
+      return reply.code(status).send(status === 400 ? validationBody([{ field: '', message: error.message }], 'invalid body') : bodyError(error.message));
     }
     log.error(`${request.method} ${request.url}: ${error.stack ?? error.message}`);
-    return reply.code(500).send({ error: error.message });
+    return reply.code(500).send(errorBody(error.message));
   });
 
-  app.setNotFoundHandler(async (request, reply) =>
-    reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0] ?? ''} (see GET /v1/openapi.json)` }),
-  );
-
   const routes = collectRoutes(app);
+  app.setNotFoundHandler(async (request, reply) => {
+    const path = pathOf(request.url);
+    const allowed = allowedMethods(routes, path);
+    if (allowed.length > 0) {
+      return reply.code(405).header('allow', allowed.join(', ')).send(errorBody(`${request.method} is not a method of ${path} (it has ${allowed.join(', ')})`));
+    }
+    return reply.code(404).send(errorBody(`no route ${request.method} ${path} (see GET /v1/openapi.json)`));
+  });
   await app.register(servicesRoutes, { store });
   await app.register(statusRoutes, { store, datapath, version: options.version, startedAt: options.startedAt });
   await app.register(metricsRoutes, { metrics });

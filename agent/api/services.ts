@@ -21,7 +21,7 @@ import {
 } from '../../lb/service.js';
 import { L4_PROTOCOLS, MAX_MAGLEV_WEIGHT } from '../../lb/maglev/index.js';
 import type { ServiceStore, StoreChange, StoredService } from '../store.js';
-import { errorResponses } from './openapi.js';
+import { errorBody, errorResponses, type ErrorBody } from './openapi.js';
 
 const frontendProperties = {
   address: {
@@ -97,11 +97,15 @@ export const normalizedServiceSchema = {
   ),
 } as const;
 
+/**
+ * The id's rule is validateServiceId's (the config file's ids follow it too), checked first by each
+ * handler, so that one message says what an id is, however it is wrong.
+ */
 export const idParamsSchema = {
   type: 'object',
   required: ['id'],
   properties: {
-    id: { type: 'string', minLength: 1, maxLength: 63, description: "the service id: a DNS label (a-z, 0-9, '-')" },
+    id: { type: 'string', description: "the service id: a DNS label, 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit" },
   },
 } as const;
 
@@ -141,8 +145,8 @@ function changeBody(change: StoreChange): Record<string, unknown> {
   return { ...entryBody(change.entry), result: change.result, revision: change.revision };
 }
 
-function notFound(id: string): { error: string } {
-  return { error: `service ${JSON.stringify(id)} not found` };
+function notFound(id: string): ErrorBody {
+  return errorBody(`service ${JSON.stringify(id)} not found`);
 }
 
 export const servicesRoutes: FastifyPluginAsync<ServicesRoutesOptions> = async (app, { store }) => {
@@ -200,7 +204,7 @@ export const servicesRoutes: FastifyPluginAsync<ServicesRoutesOptions> = async (
         response: {
           200: { ...serviceChangeSchema, description: 'replaced, or unchanged' },
           201: { ...serviceChangeSchema, description: 'created' },
-          ...errorResponses(400, 409, 500, 507),
+          ...errorResponses(400, 409, 413, 415, 500, 507),
         },
       },
     },

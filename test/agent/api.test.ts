@@ -28,11 +28,12 @@ interface Answer {
   json: unknown;
 }
 
-function call(target: Target, method: string, path: string, body?: unknown, raw?: string): Promise<Answer> {
+function call(target: Target, method: string, path: string, body?: unknown, raw?: string, contentType?: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const payload = raw ?? (body === undefined ? undefined : JSON.stringify(body));
     const headers: Record<string, string> = {};
-    if (payload !== undefined) headers['content-type'] = 'application/json';
+    if (contentType !== undefined) headers['content-type'] = contentType;
+    else if (payload !== undefined) headers['content-type'] = 'application/json';
     if (target.token !== undefined) headers.authorization = `Bearer ${target.token}`;
     const req = request(
       { ...(target.socketPath ? { socketPath: target.socketPath } : { host: '127.0.0.1', port: target.port }), method, path, headers, agent: false },
@@ -75,6 +76,19 @@ async function withAgent(run: (agent: FakeAgent) => Promise<void>, options: Para
   } finally {
     await agent.close();
   }
+}
+
+/** The documented error shape: exactly {error, issues}, a message and a list of {field, message}. */
+function assertErrorShape(answer: Answer, what: string): { error: string; issues: { field: string; message: string }[] } {
+  assert.match(String(answer.headers['content-type']), /^application\/json/, `${what}: ${answer.text}`);
+  const body = answer.json as { error: unknown; issues: unknown };
+  assert.deepEqual(Object.keys(body ?? {}), ['error', 'issues'], `${what}: ${answer.text}`);
+  assert.ok(typeof body.error === 'string' && body.error !== '', `${what}: error is a message`);
+  assert.ok(Array.isArray(body.issues), `${what}: issues is a list`);
+  for (const issue of body.issues as unknown[]) {
+    assert.deepEqual(Object.keys(issue as object).sort(), ['field', 'message'], `${what}: ${answer.text}`);
+  }
+  return body as { error: string; issues: { field: string; message: string }[] };
 }
 
 function fieldsOf(answer: Answer): string[] {
@@ -137,7 +151,7 @@ test('the TCP listener answers 401 without the right bearer token', () =>
         const answer = await call({ port, ...(token === undefined ? {} : { token }) }, 'GET', '/v1/services');
         assert.equal(answer.status, status, `token ${String(token)}`);
         if (status === 401) {
-          assert.match((answer.json as { error: string }).error, /bearer token/);
+          assert.match(assertErrorShape(answer, 'a 401').error, /bearer token/);
           assert.equal(answer.headers['www-authenticate'], 'Bearer realm="xlb"');
         }
       }
@@ -197,7 +211,7 @@ test('services: create, get, list, identical put is a no-op, replace, delete, 40
     for (const [method, path] of [['DELETE', '/v1/services/web'], ['GET', '/v1/services/web']] as const) {
       const missing = await call(t, method, path);
       assert.equal(missing.status, 404);
-      assert.deepEqual(missing.json, { error: 'service "web" not found' });
+      assert.deepEqual(missing.json, { error: 'service "web" not found', issues: [] });
     }
     assert.equal((await call(t, 'GET', '/v1/nothing')).status, 404);
     assert.deepEqual(agent.datapath.violations, []);
@@ -310,6 +324,44 @@ test('reserved addresses and a backend at the VIP answer 400 naming each field a
 
     const nodePort = await call(t, 'PUT', '/v1/services/np', { type: 'NodePort', frontend: { address: '0.0.0.0', port: 30080, protocol: 'TCP' }, backends: [{ address: '198.18.1.2', port: 80 }] });
     assert.equal(nodePort.status, 201, nodePort.text);
+  }));
+
+test('every error answer has the {error, issues} shape, fastify\'s own included', () =>
+  withAgent(async (agent) => {
+    const t = unix(agent);
+    assert.equal((await call(t, 'PUT', '/v1/services/web', web())).status, 201);
+    const applies = agent.datapath.attempts;
+    const json = JSON.stringify(web(9090));
+    const cases: { what: string; method: string; path: string; raw?: string; type?: string; status: number; fields: string[]; error: RegExp }[] = [
+      { what: 'an id over the router\'s 100 characters', method: 'GET', path: `/v1/services/${'a'.repeat(101)}`, status: 400, fields: ['id'], error: /\(101 characters\) is not a DNS label: 1 to 63 characters/ },
+      { what: 'the same on PUT', method: 'PUT', path: `/v1/services/${'a'.repeat(300)}`, raw: json, status: 400, fields: ['id'], error: /\(300 characters\) is not a DNS label: 1 to 63 characters/ },
+      { what: 'an id of 64 characters', method: 'DELETE', path: `/v1/services/${'a'.repeat(64)}`, status: 400, fields: ['id'], error: /\(64 characters\) is not a DNS label: 1 to 63 characters/ },
+      { what: 'a path that is not percent-encoded UTF-8', method: 'GET', path: '/v1/services/%E0%A4%A', status: 400, fields: [''], error: /not valid percent-encoded UTF-8/ },
+      { what: 'text/plain', method: 'PUT', path: '/v1/services/web', raw: json, type: 'text/plain', status: 415, fields: [''], error: /content type "text\/plain": the body must be application\/json/ },
+      { what: 'application/xml', method: 'PUT', path: '/v1/services/web', raw: '<service/>', type: 'application/xml', status: 415, fields: [''], error: /application\/xml/ },
+      { what: 'malformed JSON', method: 'PUT', path: '/v1/services/web', raw: '{"frontend": ', status: 400, fields: [''], error: /not valid JSON/ },
+      { what: 'an empty JSON body', method: 'PUT', path: '/v1/services/web', raw: '', type: 'application/json', status: 400, fields: [''], error: /cannot be empty/ },
+      { what: 'no body at all', method: 'PUT', path: '/v1/services/web', status: 400, fields: [''], error: /required: the service object/ },
+      { what: 'a body over the limit', method: 'PUT', path: '/v1/services/web', raw: ' '.repeat(16 * 1024 * 1024 + 1), status: 413, fields: [''], error: /larger than 16777216 bytes/ },
+      { what: 'an unknown route', method: 'GET', path: '/v1/nothing', status: 404, fields: [], error: /^no route GET \/v1\/nothing/ },
+      { what: 'a missing service', method: 'GET', path: '/v1/services/gone', status: 404, fields: [], error: /service "gone" not found/ },
+      { what: 'a method the route does not have', method: 'PATCH', path: '/v1/services/web', raw: json, status: 405, fields: [], error: /PATCH is not a method of \/v1\/services\/web \(it has GET, PUT, DELETE\)/ },
+      { what: 'POST on the list', method: 'POST', path: '/v1/services?x=1', raw: json, status: 405, fields: [], error: /POST is not a method of \/v1\/services \(it has GET\)/ },
+    ];
+    for (const c of cases) {
+      const answer = await call(t, c.method, c.path, undefined, c.raw, c.type);
+      assert.equal(answer.status, c.status, `${c.what}: ${answer.text.slice(0, 300)}`);
+      const body = assertErrorShape(answer, c.what);
+      assert.deepEqual(body.issues.map((i) => i.field), c.fields, c.what);
+      assert.match(body.error, c.error, c.what);
+      if (c.status === 405) assert.match(String(answer.headers.allow), /^GET/, c.what);
+    }
+    // A request line too long for the HTTP parser never reaches fastify's router: same shape.
+    const huge = await call(t, 'GET', `/v1/services/${'a'.repeat(20000)}`);
+    assert.equal(huge.status, 431);
+    assertErrorShape(huge, 'a 20 KB request line');
+    assert.equal(agent.datapath.attempts, applies, 'no refused request reached the datapath');
+    assert.deepEqual((await call(t, 'GET', '/v1/services/web')).json, normalized(web()));
   }));
 
 test('a refused apply answers 500 (507 when a map is full) and the previous state stays', () =>
@@ -537,7 +589,7 @@ test('GET /v1/openapi.json documents every route with its schemas', () =>
     const put = doc.paths['/v1/services/{id}']?.put;
     assert.deepEqual(put?.parameters?.map((p) => [p.name, p.in]), [['id', 'path']]);
     assert.deepEqual(put?.requestBody, { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/Service' } } } });
-    assert.deepEqual(Object.keys(put?.responses ?? {}), ['200', '201', '400', '401', '409', '500', '507']);
+    assert.deepEqual(Object.keys(put?.responses ?? {}), ['200', '201', '400', '401', '409', '413', '415', '500', '507']);
     assert.deepEqual(Object.keys(doc.components.schemas.Service?.properties ?? {}), ['frontend', 'type', 'mode', 'algorithm', 'sessionAffinity', 'externalTrafficPolicy', 'sourceRanges', 'backends']);
     assert.ok(doc.components.schemas.Error && doc.components.schemas.NormalizedService && doc.components.schemas.MonitorEvent);
     assert.deepEqual(doc.paths['/v1/monitor']?.get?.parameters?.map((p) => [p.name, p.in]), [['type', 'query']]);
