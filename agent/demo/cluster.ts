@@ -364,7 +364,7 @@ async function removeLeftover(leftover: Leftover, log: (line: string) => void): 
     const stopped = await stopProcesses(leftover.namespaces);
     if (stopped.pids.length > 0) {
       const killed = stopped.killed.length > 0 ? `; ${stopped.killed.length} only by SIGKILL` : '';
-      log(`  stopped ${stopped.pids.length} processes in its namespaces (agents, servers, clients): pids ${stopped.pids.join(' ')}${killed}`);
+      log(`  stopped ${count(stopped.pids.length, 'process', 'processes')} in its namespaces (agents, servers, clients): pids ${stopped.pids.join(' ')}${killed}`);
     }
     if (stopped.left.length > 0) problems.push(`run ${leftover.id}: processes ${stopped.left.join(' ')} survived SIGKILL`);
 
@@ -377,7 +377,7 @@ async function removeLeftover(leftover: Leftover, log: (line: string) => void): 
         problems.push(message(error));
       }
     }
-    if (deleted.length > 0) log(`  deleted ${deleted.length} network namespaces: ${deleted.join(' ')}`);
+    if (deleted.length > 0) log(`  deleted ${count(deleted.length, 'network namespace', 'network namespaces')}: ${deleted.join(' ')}`);
 
     if (leftover.dir !== undefined) {
       const dir = leftover.dir;
@@ -405,6 +405,10 @@ async function removeLeftover(leftover: Leftover, log: (line: string) => void): 
     leftover.lock?.release();
   }
   return problems;
+}
+
+function count(n: number, one: string, many: string): string {
+  return `${n} ${n === 1 ? one : many}`;
 }
 
 /** Mount points at or under `dir` (/proc/mounts escapes spaces; the demo's names have none). */
