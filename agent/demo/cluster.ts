@@ -328,28 +328,39 @@ function removeKeptState(): void {
 /**
  * Every demo run on this machine, by its names: run dirs and namespaces, grouped by run id. A run
  * whose lock is held is running; the others are leftovers, their locks now held by this process.
+ * Dirs are listed before namespaces: a demo tearing down deletes its namespaces, then its dir, then
+ * lets go of its lock, so a run seen without a dir had no namespaces left either, and a run whose dir
+ * vanished before its lock could be taken was finishing on its own.
  */
 function surveyRuns(keptId: string | undefined): { leftovers: Leftover[]; running: string[] } {
+  const dirs = new Set<string>();
+  for (const name of readdirSync(paths.runBase)) {
+    const id = RUN_DIR_NAME.exec(name)?.[1];
+    // A directory of that name, never a symlink: everything under it gets removed.
+    if (id !== undefined && lstatSync(join(paths.runBase, name), { throwIfNoEntry: false })?.isDirectory() === true) dirs.add(id);
+  }
   const namespaces = new Map<string, string[]>();
   for (const line of run('ip', ['netns', 'list']).split('\n')) {
     const ns = line.split(' ')[0] ?? '';
     const id = NAMESPACE_NAME.exec(ns)?.[1];
     if (id !== undefined) namespaces.set(id, [...(namespaces.get(id) ?? []), ns]);
   }
-  const dirs = new Set<string>();
-  for (const name of readdirSync(paths.runBase)) {
-    const id = RUN_DIR_NAME.exec(name)?.[1];
-    // A directory of that name, never a symlink: everything under it gets removed.
-    if (id !== undefined && lstatSync(join(paths.runBase, name)).isDirectory()) dirs.add(id);
-  }
   const leftovers: Leftover[] = [];
   const running: string[] = [];
   for (const id of [...new Set([...dirs, ...namespaces.keys()])].sort()) {
     const dir = dirs.has(id) ? runDir(id) : undefined;
-    const lock = dir === undefined ? undefined : FileLock.tryAcquire(runLock(dir));
-    if (dir !== undefined && lock === undefined) {
-      running.push(id);
-      continue;
+    let lock: FileLock | undefined;
+    if (dir !== undefined) {
+      try {
+        lock = FileLock.tryAcquire(runLock(dir));
+      } catch (error) {
+        if (!existsSync(dir)) continue; // its demo finished meanwhile
+        throw error;
+      }
+      if (lock === undefined) {
+        running.push(id);
+        continue;
+      }
     }
     leftovers.push({ id, dir, lock, namespaces: (namespaces.get(id) ?? []).sort(), kept: id === keptId });
   }
