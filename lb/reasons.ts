@@ -8,13 +8,14 @@ export const Reason = {
   FWD_REPLY: 2,
   FWD_ICMP_ERROR: 3,
   PASS_NOT_SERVICE: 4,
-  PASS_NO_NEIGH: 5,
-  PASS_FRAGMENT: 6,
-  REJECT_NO_BACKEND: 7,
-  DSR_RECEIVED: 8,
-  DSR_REPLY: 9,
+  PASS_FRAGMENT: 5,
+  REJECT_NO_BACKEND: 6,
+  DSR_RECEIVED: 7,
+  DSR_REPLY: 8,
   /** Not a verdict: counts new flows that evicted a live flow's conntrack entry (table full). */
-  CT_EVICTED: 10,
+  CT_EVICTED: 9,
+  /** tc: a packet xdp_lb translated and counted, sent on while the kernel resolves its next hop. */
+  FWD_NEIGH_RESOLVE: 10,
   DROP_MALFORMED: 16,
   DROP_NO_BACKEND: 17,
   DROP_SOURCE_RANGE: 18,
@@ -28,12 +29,19 @@ export const Reason = {
   DROP_DSR_OPTION: 26,
   DROP_ICMP_QUOTE: 27,
   DROP_CT_BUSY: 28,
+  DROP_FIB_BLACKHOLE: 29,
+  DROP_FIB_UNREACHABLE: 30,
+  DROP_FIB_PROHIBIT: 31,
+  DROP_FIB_NOT_FORWARDED: 32,
+  DROP_FIB_FWD_DISABLED: 33,
+  DROP_FIB_NO_SRC_ADDR: 34,
+  DROP_NO_NEIGH: 35,
 } as const;
 
 export type ReasonName = keyof typeof Reason;
 
 /** Array size of the counters per direction (XLB_REASON_MAX). */
-export const REASON_MAX = 32;
+export const REASON_MAX = 64;
 export const DROP_FIRST = 16;
 
 export const Direction = { INGRESS: 0, EGRESS: 1 } as const;

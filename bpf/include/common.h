@@ -64,12 +64,12 @@ enum xlb_reason {
 	XLB_FWD_REPLY,             /* SNAT reply translated back towards the client */
 	XLB_FWD_ICMP_ERROR,        /* ICMP error of a tracked flow translated and forwarded */
 	XLB_PASS_NOT_SERVICE,      /* not for a service: left to the kernel stack */
-	XLB_PASS_NO_NEIGH,         /* translated, but the next hop's MAC is unknown: the stack resolves it */
 	XLB_PASS_FRAGMENT,         /* fragment of a flow we do not track: left to the stack */
 	XLB_REJECT_NO_BACKEND,     /* service without backends: ICMP unreachable sent back (kube-proxy REJECT) */
 	XLB_DSR_RECEIVED,          /* backend side: DSR option read, service address remembered */
 	XLB_DSR_REPLY,             /* backend side: reply source rewritten to the service address */
 	XLB_CT_EVICTED,            /* not a verdict: a new flow took the conntrack way of a live one (table full) */
+	XLB_FWD_NEIGH_RESOLVE,     /* tc: a packet xdp_lb translated (and counted) sent on while its next hop resolves */
 	XLB_FORWARD_REASON_MAX,
 
 	XLB_DROP_FIRST = 16,
@@ -79,14 +79,22 @@ enum xlb_reason {
 	XLB_DROP_CT_FULL,          /* conntrack insert failed */
 	XLB_DROP_NAT_NO_PORT,      /* no free SNAT port for the flow */
 	XLB_DROP_NAT_FULL,         /* SNAT map insert failed */
-	XLB_DROP_FIB,              /* no route to the backend or the client */
+	XLB_DROP_FIB,              /* the FIB refused the packet for a reason without a name below */
 	XLB_DROP_FRAG_NEEDED,      /* too big for the next hop (ICMP frag-needed sent where possible) */
 	XLB_DROP_UNSUPPORTED,      /* a header we cannot translate (e.g. unknown IPv6 extension) */
 	XLB_DROP_BACKEND_GONE,     /* tracked backend no longer exists and no other is available */
 	XLB_DROP_DSR_OPTION,       /* DSR option present but malformed */
 	XLB_DROP_ICMP_QUOTE,       /* ICMP error whose quoted packet we cannot read */
 	XLB_DROP_CT_BUSY,          /* the flow's conntrack entry was rewritten while the packet read it */
-	XLB_REASON_MAX = 32,
+	/* The FIB's own answers (BPF_FIB_LKUP_RET_*) for a translated packet it would not forward: */
+	XLB_DROP_FIB_BLACKHOLE,    /* the route is a blackhole */
+	XLB_DROP_FIB_UNREACHABLE,  /* the route is unreachable (no route, or an unreachable route) */
+	XLB_DROP_FIB_PROHIBIT,     /* the route is prohibit (administratively refused) */
+	XLB_DROP_FIB_NOT_FORWARDED,/* the destination is this node itself, or not a unicast route */
+	XLB_DROP_FIB_FWD_DISABLED, /* forwarding is disabled on the device (the forwarding sysctl) */
+	XLB_DROP_FIB_NO_SRC_ADDR,  /* no source address for the route */
+	XLB_DROP_NO_NEIGH,         /* no next-hop MAC, and the driver cannot hand the packet to tc (no XDP metadata) */
+	XLB_REASON_MAX = 64,
 };
 
 enum xlb_direction {

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Sending a translated packet on: the kernel's FIB picks the next hop and egress device; XDP_TX when
- * it leaves where it came in (one-arm LB), XDP_REDIRECT otherwise. Without a neighbour entry yet the
- * stack takes the (already translated) packet and resolves it — the next packets go fast again.
+ * it leaves where it came in (one-arm LB), XDP_REDIRECT otherwise. Without a neighbour entry yet tc
+ * sends the (already translated) packet on and the kernel resolves the next hop (xfer.h) — the next
+ * packets go fast again. Any other refusal is counted with the FIB's own reason.
  */
 #ifndef XLB_FORWARD_H
 #define XLB_FORWARD_H
@@ -13,6 +14,7 @@
 #include "hash.h"
 #include "parse.h"
 #include "seqlock.h"
+#include "xfer.h"
 
 #define XLB_NEXTHOP_TTL 1 /* coarse seconds (2^30 ns): how long a FIB answer is reused */
 /* The shared cache skips the FIB's MTU check, so only frames no link refuses use it (their packets fit
@@ -123,6 +125,29 @@ static __always_inline int fwd_fib_query(struct xdp_md *ctx, const struct xlb_pk
 	return 0;
 }
 
+/* The drop reason for a FIB answer that is neither success nor a missing neighbour. */
+static __always_inline int fwd_fib_drop_reason(int rc)
+{
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_BLACKHOLE:
+		return XLB_DROP_FIB_BLACKHOLE;
+	case BPF_FIB_LKUP_RET_UNREACHABLE:
+		return XLB_DROP_FIB_UNREACHABLE;
+	case BPF_FIB_LKUP_RET_PROHIBIT:
+		return XLB_DROP_FIB_PROHIBIT;
+	case BPF_FIB_LKUP_RET_NOT_FWDED:
+		return XLB_DROP_FIB_NOT_FORWARDED;
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		return XLB_DROP_FIB_FWD_DISABLED;
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		return XLB_DROP_FRAG_NEEDED;
+	case BPF_FIB_LKUP_RET_NO_SRC_ADDR:
+		return XLB_DROP_FIB_NO_SRC_ADDR;
+	default:
+		return XLB_DROP_FIB;
+	}
+}
+
 /*
  * XDP action for the translated packet; *reason_out is changed when it is not forwarded. nh caches the
  * FIB's answer for the flow (NULL: no cache); now_sec is the coarse clock in seconds. The shared cache
@@ -170,13 +195,9 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 		return fwd_transmit(ctx, eth, &found);
 	}
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
-		*reason_out = XLB_PASS_NO_NEIGH;
-		return XDP_PASS;
-	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
-		*reason_out = XLB_DROP_FRAG_NEEDED;
-		return XDP_DROP;
+		return xfer_to_tc(ctx, fib->ifindex, reason_out);
 	default:
-		*reason_out = XLB_DROP_FIB;
+		*reason_out = fwd_fib_drop_reason(rc);
 		return XDP_DROP;
 	}
 }

@@ -2,15 +2,22 @@
 /*
  * DSR, backend side: tc programs on every node's devices. Ingress remembers and strips the service
  * address the load balancer put on a flow's first packet; egress gives that flow's replies, and ICMP
- * errors about it, the service address as their source. Logic in dsr_backend.h.
+ * errors about it, the service address as their source. Logic in dsr_backend.h. Ingress also sends on
+ * what this node's xdp_lb translated but could not transmit yet (xfer.h): the LB's own packets.
  */
 #include "dsr_backend.h"
+#include "xfer.h"
 
 SEC("tc")
 int tc_dsr_ingress(struct __sk_buff *skb)
 {
+	__u32 egress = xfer_take(skb);
 	struct xlb_pkt pkt = {};
 
+	if (egress) {
+		xlb_count(XLB_FWD_NEIGH_RESOLVE, XLB_DIR_INGRESS, skb->len);
+		return bpf_redirect_neigh(egress, NULL, 0, 0);
+	}
 	/* Not IP, or headers the stack will judge for itself: none of our business. */
 	if (dsr_backend_parse(skb, &pkt) != XLB_PARSE_OK)
 		return TC_ACT_OK;
