@@ -66,6 +66,10 @@ export interface AgentFlags {
   conntrackEntries: number;
   /** The node ports SNAT flows leave from. */
   snatPorts: PortRange;
+  /** Set the sysctls the datapath needs and mount bpffs if missing (false: only warn). */
+  nodeSetup: boolean;
+  /** --cleanup: take xlb off this node instead of running. */
+  cleanup: boolean;
 }
 
 export type AgentCommandLine = { help: true } | { help: false; flags: AgentFlags };
@@ -106,6 +110,15 @@ file and of the REST API, exports metrics.
   --node-name NAME           this node's name, for backends' "node" and externalTrafficPolicy Local
                              (default: the host name)
   --state-file PATH          services created through the API (default ${DEFAULT_STATE_FILE})
+  --no-node-setup            change nothing on the node: no sysctl is set, no bpffs mounted; settings
+                             the datapath cannot work with are start-up warnings (and in xlb status).
+                             By default the agent sets, and logs: net.ipv4.conf.DEV.forwarding=1,
+                             net.ipv6.conf.DEV.forwarding=1 (accept_ra 1 -> 2 to keep SLAAC),
+                             net.ipv4.conf.{all,DEV}.send_redirects=0, rp_filter 1 -> 2 on DEV, and
+                             mounts a bpffs where --bpffs needs one
+  --cleanup                  take xlb off this node and exit: detach its programs from every device,
+                             remove the pins under --bpffs and the API socket (refused while an agent
+                             runs). Sysctls stay as they are (the agent logged their old values)
   --api-socket PATH          REST API on a unix socket, mode 0600, no token (default ${DEFAULT_API_SOCKET})
   --api-addr HOST:PORT       also serve the REST API over TCP; needs --api-token-file
   --api-token-file FILE      bearer token (the file's content, trimmed) every TCP request must carry
@@ -139,6 +152,8 @@ function parseCommandLine(argv: string[]) {
       'api-addr': { type: 'string' },
       'api-token-file': { type: 'string' },
       'metrics-addr': { type: 'string' },
+      'no-node-setup': { type: 'boolean' },
+      cleanup: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   }).values;
@@ -159,7 +174,7 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
     if (values.standalone === true) throw new FlagError('--kubeconfig: cannot be combined with --standalone');
     throw new FlagError('--kubeconfig: Kubernetes mode is not implemented yet; run with --standalone [--config FILE]');
   }
-  if (values.standalone !== true) {
+  if (values.standalone !== true && values.cleanup !== true) {
     throw new FlagError(
       '--standalone: required — Kubernetes mode (--kubeconfig, or in-cluster) is not implemented yet',
     );
@@ -179,7 +194,8 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
   }
 
   const flags: AgentFlags = {
-    devices: parseDevices(values.device ?? []),
+    // --cleanup looks at every device of the node unless told which.
+    devices: values.cleanup === true && values.device === undefined ? [] : parseDevices(values.device ?? []),
     mode: oneOf('--mode', values.mode ?? DEFAULT_MODE, MODES),
     xdp: oneOf('--xdp', values.xdp ?? DEFAULT_XDP, XDP_MODES),
     maglevTableSize: parseTableSize(values['maglev-table-size']),
@@ -191,6 +207,8 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
     conntrackEntries: parseConntrackEntries(values['conntrack-entries']),
     snatPorts: parseSnatPorts(values['snat-port-range']),
     nodeName: values['node-name'] === undefined ? hostname().toLowerCase() : parseNodeName(values['node-name']),
+    nodeSetup: values['no-node-setup'] !== true,
+    cleanup: values.cleanup === true,
   };
   const config = optional(values.config, (text) => path('--config', text));
   if (config !== undefined) flags.config = config;
@@ -369,8 +387,12 @@ export interface NodeDatapathOptions {
   conntrackEntries: number;
   /** --snat-port-range. */
   snatPorts: PortRange;
+  /** --no-node-setup turns this off: then unmet settings are only warned about. */
+  nodeSetup: boolean;
   /** One line per event, to the agent's log. */
   log: (message: string) => void;
+  /** Settings the datapath cannot work with (default: log). */
+  warn?: (message: string) => void;
 }
 
 export function nodeDatapathOptions(
@@ -389,6 +411,7 @@ export function nodeDatapathOptions(
     nodeName: flags.nodeName,
     conntrackEntries: flags.conntrackEntries,
     snatPorts: { ...flags.snatPorts },
+    nodeSetup: flags.nodeSetup,
     log,
   };
 }

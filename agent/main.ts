@@ -20,6 +20,7 @@ import {
 } from './flags.js';
 import { createLogger, type Logger } from './log.js';
 import { AgentMetrics } from './metrics.js';
+import { AgentLock, AgentRunningError } from './node-lock.js';
 import { ServiceStore, loadConfigFile } from './store.js';
 
 const EXIT_OK = 0;
@@ -124,9 +125,18 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
 
   const teardown = new Teardown(log);
   try {
+    // Nothing on the node is touched before the node is ours (node-lock.ts).
+    const lock = await AgentLock.acquire(flags.apiSocket);
+    teardown.add('releasing the node lock', () => lock.release());
     // Loaded only now: --help and flag errors must not need the kernel binding.
+    const { prepareBpffs } = await import('../lb/datapath/bpffs.js');
+    prepareBpffs(flags.bpffs, { mount: flags.nodeSetup, log: (line) => log.info(line) });
+    lock.lockBpffs(flags.bpffs);
     const { createNodeDatapath } = await import('./node-datapath.js');
-    const datapath: ServiceDatapath = await createNodeDatapath(nodeDatapathOptions(flags, nodeAddresses, (line) => log.info(line)));
+    const datapath: ServiceDatapath = await createNodeDatapath({
+      ...nodeDatapathOptions(flags, nodeAddresses, (line) => log.info(line)),
+      warn: (line) => log.warn(line),
+    });
     teardown.add('closing the datapath', () => datapath.close());
     checkNotStopping();
 
@@ -171,8 +181,34 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
       log.info('stopped before start-up finished');
       return EXIT_OK;
     }
-    log.error(`xlb-agent failed: ${message(error)}`);
+    log.error(error instanceof AgentRunningError ? `xlb-agent refused to start: ${error.message}` : `xlb-agent failed: ${message(error)}`);
     return EXIT_FAILURE;
+  }
+}
+
+/** xlb-agent --cleanup: xlb's programs off the devices, its pins and socket gone; refused while an agent runs. */
+async function cleanup(flags: AgentFlags, log: Logger): Promise<number> {
+  let lock: AgentLock;
+  try {
+    lock = await AgentLock.acquire(flags.apiSocket);
+  } catch (error) {
+    log.error(`xlb-agent --cleanup: ${message(error)}`);
+    return EXIT_FAILURE;
+  }
+  try {
+    const { detachXlbPrograms, netDevices, removePins } = await import('../lb/datapath/cleanup.js');
+    const removed = detachXlbPrograms(flags.devices.length > 0 ? flags.devices : netDevices());
+    for (const line of removed) log.info(`detached ${line}`);
+    const pins = removePins(flags.bpffs);
+    log.info(`removed ${pins} pinned map(s) and ${flags.bpffs}`);
+    await rm(flags.apiSocket, { force: true });
+    log.info(`removed ${flags.apiSocket}; sysctls the agent set stay as they are (its log names their old values)`);
+    return EXIT_OK;
+  } catch (error) {
+    log.error(`xlb-agent --cleanup: ${message(error)}`);
+    return EXIT_FAILURE;
+  } finally {
+    await lock.release();
   }
 }
 
@@ -192,7 +228,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const log = createLogger();
   try {
-    return await run(flags, log);
+    return await (flags.cleanup ? cleanup(flags, log) : run(flags, log));
   } catch (error) {
     log.error(`xlb-agent: ${message(error)}`);
     return EXIT_FAILURE;

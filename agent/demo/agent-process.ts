@@ -20,6 +20,8 @@ export interface AgentSpec {
   /** the run's temp dir: socket, state file, log and pin directory go there */
   dir: string;
   bpffs: string;
+  /** more flags, after the ones above */
+  extraArgs?: string[];
 }
 
 const READY_POLL_MS = 50;
@@ -47,6 +49,7 @@ export class AgentProcess {
       '--api-socket', this.socket,
       '--state-file', `${spec.dir}/${spec.node}.state.json`,
       '--node-address', spec.nodeAddresses.join(','),
+      ...(spec.extraArgs ?? []),
     ];
     const log = openSync(this.log, 'a');
     try {

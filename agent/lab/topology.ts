@@ -68,7 +68,7 @@ export class Lab {
         const mac = topology.exec(ns, 'cat', ['/sys/class/net/eth0/address']).trim();
         hosts[role] = { ns, dev: 'eth0', v4, v6, mac };
       }
-      progress('configuring routes, forwarding and neighbours');
+      progress('routing the VIP ranges to the LB node');
       const lab = new Lab(topology, hosts, sw);
       lab.configure();
       return lab;
@@ -78,34 +78,23 @@ export class Lab {
     }
   }
 
+  /**
+   * What a wire and its routers would give: the client reaches the VIP ranges through the LB node.
+   * Nothing on the LB or backend nodes is configured here (no sysctls, no neighbours): their agents
+   * must do what their datapath needs, as on a node nobody prepared.
+   */
   private configure(): void {
     const t = this.topology;
     t.exec(this.client.ns, 'ip', ['route', 'add', LAB_VIP_V4_RANGE, 'via', this.lb.v4]);
     t.exec(this.client.ns, 'ip', ['-6', 'route', 'add', LAB_VIP_V6_RANGE, 'via', this.lb.v6]);
-    // The LB forwards what XDP hands to the stack (first packets before a neighbour is known), and must
-    // not answer one-arm forwarding with ICMP redirects.
-    t.exec(this.lb.ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1',
-      'net.ipv4.conf.all.send_redirects=0', 'net.ipv4.conf.eth0.send_redirects=0']);
     // XDP_TX on the LB's device sends into its bridge-side peer, which drops such frames unless it has
-    // NAPI; enabling GRO did not give it NAPI on this kernel, an XDP program does. It stays attached
-    // until the namespace goes.
+    // NAPI; enabling GRO did not give it NAPI on this kernel, an XDP program does. Lab plumbing (a real
+    // switch port needs nothing); it stays attached until the namespace goes.
     const pass = BpfObject.load(bpfObjectPath('xdp/xdp_pass.o'));
     try {
       inNetns(this.switchNs, () => attachXdp('p-lb', pass.program('xdp_pass'), { mode: 'native' }));
     } finally {
       pass.close();
-    }
-    for (const host of [this.client, ...this.backends]) {
-      for (const [from, to] of [[this.lb, host], [host, this.lb]] as const) {
-        t.exec(from.ns, 'ip', ['neigh', 'replace', to.v4, 'lladdr', to.mac, 'dev', from.dev, 'nud', 'permanent']);
-        t.exec(from.ns, 'ip', ['-6', 'neigh', 'replace', to.v6, 'lladdr', to.mac, 'dev', from.dev, 'nud', 'permanent']);
-      }
-    }
-    for (const backend of this.backends) {
-      t.exec(backend.ns, 'ip', ['neigh', 'replace', this.client.v4, 'lladdr', this.client.mac, 'dev', backend.dev, 'nud', 'permanent']);
-      t.exec(backend.ns, 'ip', ['-6', 'neigh', 'replace', this.client.v6, 'lladdr', this.client.mac, 'dev', backend.dev, 'nud', 'permanent']);
-      t.exec(this.client.ns, 'ip', ['neigh', 'replace', backend.v4, 'lladdr', backend.mac, 'dev', this.client.dev, 'nud', 'permanent']);
-      t.exec(this.client.ns, 'ip', ['-6', 'neigh', 'replace', backend.v6, 'lladdr', backend.mac, 'dev', this.client.dev, 'nud', 'permanent']);
     }
   }
 

@@ -3,13 +3,14 @@
  * pinned (so an agent restart keeps services, conntrack and SNAT state), attached to the devices.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { assertMaglevTableSize, type MaglevSeed } from '../maglev/index.js';
 import { counterIndex, Direction, REASON_MAX } from '../reasons.js';
 import type { BpfMap } from './map.js';
 import { CT_WAYS, XlbConfig } from '../layouts.js';
 import { Conntrack } from './conntrack.js';
+import { prepareBpffs } from './bpffs.js';
 import { BpfObject } from './object.js';
 import { bpfObjectPath } from './objects.js';
 import { attachXdp, type XdpMode } from './xdp.js';
@@ -57,7 +58,7 @@ export class LbDatapath {
   static load(options: LbDatapathOptions): LbDatapath {
     assertMaglevTableSize(options.maglevTableSize);
     const ctBuckets = conntrackBuckets(options.conntrackEntries ?? DEFAULT_CONNTRACK_ENTRIES);
-    if (options.pinDir) mkdirSync(options.pinDir, { recursive: true });
+    if (options.pinDir) prepareBpffs(options.pinDir, { mount: false });
     const object = BpfObject.load(bpfObjectPath(options.object ?? 'xdp/xdp_lb.o'), {
       pinDir: options.pinDir,
       constants: {

@@ -42,6 +42,7 @@ export const libbpf = {
   bpf_map__map_flags: lib.func('uint32_t bpf_map__map_flags(const bpf_map *map)'),
   bpf_map__inner_map: lib.func('bpf_map *bpf_map__inner_map(bpf_map *map)'),
   bpf_map_get_fd_by_id: lib.func('int bpf_map_get_fd_by_id(uint32_t id)'),
+  bpf_prog_get_fd_by_id: lib.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
   bpf_map__set_max_entries: lib.func('int bpf_map__set_max_entries(bpf_map *map, uint32_t max_entries)'),
   bpf_map__set_value_size: lib.func('int bpf_map__set_value_size(bpf_map *map, uint32_t size)'),
   bpf_map__set_pin_path: lib.func('int bpf_map__set_pin_path(bpf_map *map, const char *path)'),
