@@ -5,6 +5,9 @@
  */
 import type { Service } from '../lb/service.js';
 import type { CounterSample } from '../lb/datapath/lb-datapath.js';
+import type { IdSpaceUse } from '../lb/lbmap/ids.js';
+
+export type { IdSpaceUse } from '../lb/lbmap/ids.js';
 
 export interface ApplyResult { written: number; deleted: number; durationMs: number }
 export interface MapPressure { map: string; entries: number; maxEntries: number }
@@ -16,6 +19,8 @@ export interface ServiceDatapath {
   status(): DatapathStatus;
   counters(): CounterSample[];
   mapPressure(): MapPressure[];
+  /** How full each id space (service ids, backend ids) is: used and capacity, beside the maps. */
+  idSpaces(): IdSpaceUse[];
   /** Datapath events (ring buffer); returns an unsubscribe function. */
   subscribe(onEvent: (event: DatapathEvent) => void): () => void;
   /** service id (the datapath's numeric id) for a service name, for events/monitor output */

@@ -18,7 +18,7 @@ import { diffLbState } from '../lb/lbmap/diff.js';
 import { IdAllocator } from '../lb/lbmap/ids.js';
 import { MaglevTableCache } from '../lb/maglev/index.js';
 import type { Service } from '../lb/service.js';
-import type { ApplyResult, DatapathEvent, DatapathStatus, MapPressure, ServiceDatapath } from './datapath.js';
+import type { ApplyResult, DatapathEvent, DatapathStatus, IdSpaceUse, MapPressure, ServiceDatapath } from './datapath.js';
 import type { NodeDatapathOptions } from './flags.js';
 import { FrontendConflictError } from './store.js';
 
@@ -113,6 +113,10 @@ class NodeDatapath implements ServiceDatapath {
     // Conntrack is an array of buckets: its sweep counts the live flows (and clears expired ones).
     pressure.push({ map: CONNTRACK_MAPS.table, entries: this.lb.conntrack.sweep().live, maxEntries: this.lb.conntrack.capacity });
     return pressure;
+  }
+
+  idSpaces(): IdSpaceUse[] {
+    return this.ids.usage();
   }
 
   subscribe(onEvent: (event: DatapathEvent) => void): () => void {

@@ -11,6 +11,8 @@
  *   Putting content identical to what is served is a no-op (no apply, origin unchanged).
  * - DELETE of a 'config' service removes it until the next restart, when the config file brings it back.
  * - Two services cannot share a frontend (address, port, protocol): such a PUT is refused (409).
+ * - A change that needs more room than a table has (service ids, backend ids, a datapath map) is
+ *   refused whole (TableFullError, 507); that table reads as full (fullTable) until a change is applied.
  * - At start-up the config file wins over the state file for an id both define, or a frontend both
  *   use (logged, and the state file is rewritten without the API copy).
  */
@@ -27,6 +29,7 @@ import {
   type Service,
   type ValidationIssue,
 } from '../lb/service.js';
+import { TableFullError } from '../lb/lbmap/ids.js';
 import type { ApplyResult, ServiceDatapath } from './datapath.js';
 import type { Logger } from './log.js';
 import { endpointText } from '../lb/codec.js';
@@ -55,14 +58,12 @@ export interface ApplyObservation {
   result?: ApplyResult;
 }
 
-/** The datapath refused the next state; nothing changed. `mapFull` when a map had no room (E2BIG, ENOSPC). */
+/** The datapath refused the next state; nothing changed. (A table without room is a TableFullError instead.) */
 export class DatapathApplyError extends Error {
   override name = 'DatapathApplyError';
-  readonly mapFull: boolean;
 
   constructor(readonly failure: unknown) {
     super(`datapath apply failed: ${failure instanceof Error ? failure.message : String(failure)}`);
-    this.mapFull = isMapFull(failure);
   }
 }
 
@@ -81,12 +82,19 @@ export class FrontendConflictError extends Error {
 const MAP_FULL_CODES = new Set(['E2BIG', 'ENOSPC']);
 const MAP_FULL_ERRNOS = new Set([7, 28]);
 
-function isMapFull(error: unknown): boolean {
+function isMapFull(error: unknown): error is Error {
   if (!(error instanceof Error)) return false;
   const { code, errno } = error as Error & { code?: unknown; errno?: unknown };
   if (typeof code === 'string' && MAP_FULL_CODES.has(code)) return true;
   if (typeof errno === 'number' && MAP_FULL_ERRNOS.has(Math.abs(errno))) return true;
   return /\b(E2BIG|ENOSPC)\b/.test(error.message);
+}
+
+/** The map a refused write names: LbWriteError's `map`, else "map NAME" in the message. */
+function mapOf(error: Error): string {
+  const { map } = error as Error & { map?: unknown };
+  if (typeof map === 'string' && map !== '') return map;
+  return /\bmap (\S+)/.exec(error.message)?.[1] ?? 'a datapath map';
 }
 
 /** A config or state file that cannot be used: the message names the file and every bad field. */
@@ -318,6 +326,7 @@ export class ServiceStore {
   private queue: Promise<unknown> = Promise.resolve();
   private revisionCount = 0;
   private readonly applyListeners = new Set<(observation: ApplyObservation) => void>();
+  private refusal: TableFullError | undefined;
   private readonly datapath: ServiceDatapath;
   readonly stateFile: string;
   private readonly log: Logger;
@@ -371,6 +380,11 @@ export class ServiceStore {
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** The table that had no room for the last change, until a change is applied. */
+  get fullTable(): string | undefined {
+    return this.refusal?.table;
   }
 
   get(id: string): StoredService | undefined {
@@ -478,13 +492,26 @@ export class ServiceStore {
       // The datapath finds conflicts the store cannot see (a NodePort on a node address that is also
       // a LoadBalancer's frontend): those are the client's to fix (409), not the datapath's failure.
       if (error instanceof FrontendConflictError) throw error;
+      if (error instanceof TableFullError) throw this.refused(error);
+      if (isMapFull(error)) {
+        // The kernel refused a write for want of room (the writer rolled the maps back).
+        const table = mapOf(error);
+        const capacity = this.datapath.mapPressure().find((m) => m.map === table)?.maxEntries;
+        throw this.refused(new TableFullError(table, capacity, undefined, { cause: error, detail: error.message }));
+      }
       throw new DatapathApplyError(error);
     }
+  }
+
+  private refused(error: TableFullError): TableFullError {
+    this.refusal = error;
+    return error;
   }
 
   private commit(next: Map<string, StoredService>): void {
     this.entries = next;
     this.revisionCount += 1;
+    this.refusal = undefined;
   }
 
   private servicesOf(entries: ReadonlyMap<string, StoredService>): Map<string, Service> {

@@ -5,7 +5,8 @@
  * HTTP client errors are routed through the handlers below): 400 names every offending field (schema
  * and validateService issues alike; the body as a whole is field ""), 404 a missing service or
  * route, 405 a route that has other methods, 409 a frontend another service has, 413 a body too
- * large, 415 a body that is not JSON, 500 a refused apply or state-file write, 507 a full table.
+ * large, 415 a body that is not JSON, 500 a refused apply or state-file write, 507 a full table
+ * (TableFullError: service ids, backend ids or a datapath map, named with its capacity).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
@@ -14,6 +15,7 @@ import { dirname } from 'node:path';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { TableFullError } from '../../lb/lbmap/ids.js';
 import { ServiceValidationError, validateServiceId, type ValidationIssue } from '../../lb/service.js';
 import type { ServiceDatapath } from '../datapath.js';
 import type { HostPort } from '../flags.js';
@@ -198,8 +200,11 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     if (error instanceof FrontendConflictError) {
       return reply.code(409).send(errorBody(error.message, error.issues));
     }
+    if (error instanceof TableFullError) {
+      return reply.code(507).send(errorBody(error.message));
+    }
     if (error instanceof DatapathApplyError) {
-      return reply.code(error.mapFull ? 507 : 500).send(errorBody(error.message));
+      return reply.code(500).send(errorBody(error.message));
     }
     const status = 'statusCode' in error && typeof error.statusCode === 'number' ? error.statusCode : 500;
     if (status >= 400 && status < 500) {

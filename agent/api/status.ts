@@ -7,19 +7,37 @@ import type { ServiceDatapath } from '../datapath.js';
 import type { ServiceStore } from '../store.js';
 import { errorResponses } from './openapi.js';
 
+const fullSchema = {
+  type: 'boolean',
+  description: 'no room for more: at capacity, or the last change was refused (507) for want of room in this table, until a change is applied',
+} as const;
+
 export const mapPressureSchema = {
   title: 'MapPressure',
   type: 'object',
   additionalProperties: false,
-  required: ['map', 'entries', 'maxEntries'],
-  properties: { map: { type: 'string' }, entries: { type: 'integer' }, maxEntries: { type: 'integer' } },
+  required: ['map', 'entries', 'maxEntries', 'full'],
+  properties: { map: { type: 'string' }, entries: { type: 'integer' }, maxEntries: { type: 'integer' }, full: fullSchema },
+} as const;
+
+export const idSpaceSchema = {
+  title: 'IdSpace',
+  type: 'object',
+  additionalProperties: false,
+  required: ['table', 'used', 'capacity', 'full'],
+  properties: {
+    table: { type: 'string', description: '"service ids" (one per service) or "backend ids" (one per distinct backend address, port and protocol)' },
+    used: { type: 'integer' },
+    capacity: { type: 'integer' },
+    full: fullSchema,
+  },
 } as const;
 
 export const statusSchema = {
   title: 'Status',
   type: 'object',
   additionalProperties: false,
-  required: ['version', 'uptimeSeconds', 'revision', 'services', 'datapath', 'maps'],
+  required: ['version', 'uptimeSeconds', 'revision', 'services', 'datapath', 'ids', 'maps'],
   properties: {
     version: { type: 'string', description: 'xlb-agent version' },
     uptimeSeconds: { type: 'number' },
@@ -48,6 +66,7 @@ export const statusSchema = {
         defaultMode: { type: 'string', enum: [...MODES] },
       },
     },
+    ids: { type: 'array', items: idSpaceSchema, description: 'the id spaces: a change needing more ids than one holds is refused (507)' },
     maps: { type: 'array', items: mapPressureSchema },
   },
 } as const;
@@ -123,13 +142,15 @@ export const statusRoutes: FastifyPluginAsync<StatusRoutesOptions> = async (app,
     async () => {
       const entries = store.list();
       const config = entries.filter((e) => e.origin === 'config').length;
+      const refused = store.fullTable;
       return {
         version,
         uptimeSeconds: Math.max(0, (Date.now() - startedAt) / 1000),
         revision: store.revision,
         services: { total: entries.length, config, api: entries.length - config },
         datapath: datapath.status(),
-        maps: datapath.mapPressure(),
+        ids: datapath.idSpaces().map((s) => ({ ...s, full: s.used >= s.capacity || s.table === refused })),
+        maps: datapath.mapPressure().map((m) => ({ ...m, full: (m.maxEntries > 0 && m.entries >= m.maxEntries) || m.map === refused })),
       };
     },
   );

@@ -1,4 +1,4 @@
-/** `xlb status`: the agent's version, uptime, devices, services and map fill levels. */
+/** `xlb status`: the agent's version, uptime, devices, services, and how full its id spaces and maps are. */
 import { EXIT_OK, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { API_SOCKET_USAGE, apiCall, apiSocketPath } from './api-client.js';
 import { formatTable } from './table.js';
@@ -16,7 +16,9 @@ interface Status {
   revision: number;
   services: { total: number; config: number; api: number };
   datapath: { devices: { name: string; mode: string }[]; maglevTableSize: number; defaultMode: string };
-  maps: { map: string; entries: number; maxEntries: number }[];
+  /** Absent from agents older than the id spaces in /v1/status. */
+  ids?: { table: string; used: number; capacity: number; full: boolean }[];
+  maps: { map: string; entries: number; maxEntries: number; full?: boolean }[];
 }
 
 function isStatus(value: unknown): value is Status {
@@ -49,19 +51,25 @@ function statusText(status: Status): string {
     `services:          ${status.services.total} (${status.services.config} from the config file, ${status.services.api} from the API), revision ${status.revision}`,
     '',
   ];
-  const maps =
-    status.maps.length === 0
-      ? ''
-      : formatTable(
-          ['map', 'entries', 'max entries', 'pressure'],
-          status.maps.map((m) => [m.map, m.entries, m.maxEntries, m.maxEntries > 0 ? `${((100 * m.entries) / m.maxEntries).toFixed(1)}%` : '-']),
-        );
-  return `${lines.join('\n')}${maps === '' ? '' : `\n${maps}`}`;
+  // Id spaces first: they are tables too, and the first to run out when services are many.
+  const tables = [
+    ...(status.ids ?? []).map((t) => ({ name: t.table, entries: t.used, max: t.capacity, full: t.full })),
+    ...status.maps.map((m) => ({ name: m.map, entries: m.entries, max: m.maxEntries, full: m.full === true })),
+  ];
+  const full = tables.filter((t) => t.full).map((t) => t.name);
+  const row = (t: (typeof tables)[number]): (string | number)[] => {
+    const cells = [t.name, t.entries, t.max, t.max > 0 ? `${((100 * t.entries) / t.max).toFixed(1)}%` : '-'];
+    return full.length === 0 ? cells : [...cells, t.full ? 'FULL' : ''];
+  };
+  const header = ['table', 'entries', 'max entries', 'pressure', ...(full.length === 0 ? [] : ['full'])];
+  const maps = tables.length === 0 ? '' : formatTable(header, tables.map(row));
+  const warning = full.length === 0 ? '' : `full: ${full.join(', ')} (changes needing room there are refused)\n`;
+  return `${lines.join('\n')}${maps === '' ? '' : `\n${maps}`}${warning}`;
 }
 
 export const statusCommand: CliCommand = {
   name: 'status',
-  summary: "show the agent's status: devices, mode, services, map fill levels",
+  summary: "show the agent's status: devices, mode, services, how full the id spaces and maps are",
   usage: USAGE,
   async run(args: string[], io: CliIO): Promise<number> {
     const values: { json?: boolean; 'api-socket'?: string; help?: boolean } = parseCliArgs({

@@ -6,7 +6,10 @@
  * would be sent elsewhere.
  *
  * - 0 is never an id: the datapath reads 0 as "no backend". Service ids go up to MAX_SERVICE_ID (they
- *   index an array in the datapath), backend ids up to maxId.
+ *   index an array in the datapath), backend ids up to maxId; at most MAX_BACKEND_IDS backend ids are
+ *   in use at once (xlb_lb_be has one entry per id).
+ * - A snapshot that needs more ids than a space holds is refused whole with a TableFullError naming
+ *   the space, before any id changes hands: the allocator stays as the last good snapshot left it.
  * - Backend ids are refcounted across services: a backend listed by two services has one id, released
  *   when the last service stops listing it. The counts come from each snapshot (assign()).
  * - Allocation is round-robin through 1..maxId: a released id is handed out again only after every
@@ -17,10 +20,43 @@
 
 /** Service ids index the datapath's array of Maglev tables (XLB_MAX_SERVICES slots, 0 unused). */
 export const MAX_SERVICE_ID = 4095;
+/** Backend ids key xlb_lb_be, XLB_MAX_BACKENDS entries: no more can be in use at once. */
+export const MAX_BACKEND_IDS = 65536;
+
+/**
+ * A table (an id space, a datapath map) has no room for what a change needs. The change is refused
+ * whole; `needed` is what it would have taken, when known (the kernel's E2BIG does not say).
+ */
+export class TableFullError extends Error {
+  override name = 'TableFullError';
+
+  constructor(
+    /** "service ids", "backend ids", or a map's name ("xlb_lb_svc"). */
+    readonly table: string,
+    /** How many entries the table holds, when known. */
+    readonly capacity: number | undefined,
+    readonly needed?: number,
+    options?: { cause?: unknown; detail?: string },
+  ) {
+    const room = capacity === undefined ? '' : needed === undefined ? ` (it holds ${capacity})` : `: ${needed} needed, it holds ${capacity}`;
+    super(`the ${table} table is full${room}${options?.detail ? `: ${options.detail}` : ''}`, options?.cause === undefined ? undefined : { cause: options.cause });
+  }
+}
+
+/** How full one id space is (GET /v1/status). */
+export interface IdSpaceUse {
+  table: string;
+  used: number;
+  capacity: number;
+}
 
 export interface IdAllocatorOptions {
   /** Largest id handed out (default 2^32 − 1, the u32 keys). Small values are for tests. */
   maxId?: number;
+  /** Most service ids in use at once (default and at most MAX_SERVICE_ID). */
+  maxServices?: number;
+  /** Most backend ids in use at once (default and at most MAX_BACKEND_IDS). */
+  maxBackends?: number;
 }
 
 /** One id space: name → id, with a round-robin cursor over free ids. */
@@ -29,10 +65,21 @@ class IdPool {
   private readonly inUse = new Set<number>();
   private cursor = 1;
 
+  /** `capacity` ids at most are in use at once, each in 1..maxId. */
   constructor(
-    private readonly what: string,
+    readonly table: string,
     private readonly maxId: number,
+    readonly capacity: number,
   ) {}
+
+  /** Refuses a snapshot of `names` before anything changes when they are more than the space holds. */
+  checkRoom(names: ReadonlySet<string>): void {
+    if (names.size > this.capacity) throw new TableFullError(this.table, this.capacity, names.size);
+  }
+
+  usage(): IdSpaceUse {
+    return { table: this.table, used: this.byName.size, capacity: this.capacity };
+  }
 
   get(name: string): number | undefined {
     return this.byName.get(name);
@@ -49,7 +96,7 @@ class IdPool {
   acquire(name: string): number {
     const known = this.byName.get(name);
     if (known !== undefined) return known;
-    if (this.inUse.size >= this.maxId) throw new Error(`no free ${this.what} id: all ${this.maxId} are in use`);
+    if (this.inUse.size >= this.capacity) throw new TableFullError(this.table, this.capacity, this.inUse.size + 1);
     while (this.inUse.has(this.cursor)) this.advance();
     const id = this.cursor;
     this.advance();
@@ -60,7 +107,7 @@ class IdPool {
 
   /** Take a known id for a name (restoring state from pinned maps). */
   claim(name: string, id: number): boolean {
-    if (!Number.isInteger(id) || id < 1 || id > this.maxId || this.inUse.has(id) || this.byName.has(name)) return false;
+    if (!Number.isInteger(id) || id < 1 || id > this.maxId || this.inUse.has(id) || this.byName.has(name) || this.inUse.size >= this.capacity) return false;
     this.byName.set(name, id);
     this.inUse.add(id);
     if (id >= this.cursor) {
@@ -103,8 +150,9 @@ export class IdAllocator {
   constructor(options: IdAllocatorOptions = {}) {
     const maxId = options.maxId ?? 0xffffffff;
     if (!Number.isInteger(maxId) || maxId < 1 || maxId > 0xffffffff) throw new Error(`IdAllocator maxId ${maxId} must be in 1..${0xffffffff}`);
-    this.services = new IdPool('service', Math.min(maxId, MAX_SERVICE_ID));
-    this.backends = new IdPool('backend', maxId);
+    const serviceMax = Math.min(maxId, MAX_SERVICE_ID);
+    this.services = new IdPool('service ids', serviceMax, Math.min(options.maxServices ?? serviceMax, serviceMax));
+    this.backends = new IdPool('backend ids', maxId, Math.min(options.maxBackends ?? MAX_BACKEND_IDS, MAX_BACKEND_IDS, maxId));
   }
 
   serviceId(name: string): number | undefined {
@@ -128,6 +176,8 @@ export class IdAllocator {
   assign(serviceNames: Iterable<string>, backendRefs: ReadonlyMap<string, number>): IdAssignment {
     const names = new Set(serviceNames);
     const listed = new Set([...backendRefs].filter(([, refs]) => refs > 0).map(([key]) => key));
+    this.services.checkRoom(names);
+    this.backends.checkRoom(listed);
     const releasedServices = this.services.retain(names);
     const releasedBackends = this.backends.retain(listed);
     const services = new Map<string, number>();
@@ -148,6 +198,11 @@ export class IdAllocator {
     for (const [name, id] of services) if (!this.services.claim(name, id)) problems.push(`service ${name} cannot take id ${id}`);
     for (const [key, id] of backends) if (!this.backends.claim(key, id)) problems.push(`backend ${key} cannot take id ${id}`);
     return problems;
+  }
+
+  /** How full each id space is. */
+  usage(): IdSpaceUse[] {
+    return [this.services.usage(), this.backends.usage()];
   }
 
   /** Current assignments (for status output and tests). */

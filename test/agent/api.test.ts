@@ -242,7 +242,11 @@ test('GET /v1/backends, /v1/status and /healthz', () =>
     assert.equal(body.revision, 4);
     assert.deepEqual(body.services, { total: 3, config: 0, api: 3 });
     assert.deepEqual(body.datapath, agent.datapath.status());
-    assert.deepEqual(body.maps, [{ map: 'xlb_lb4_svc', entries: 3, maxEntries: 1024 }]);
+    assert.deepEqual(body.ids, [
+      { table: 'service ids', used: 3, capacity: 4095, full: false },
+      { table: 'backend ids', used: 3, capacity: 65536, full: false },
+    ]);
+    assert.deepEqual(body.maps, [{ map: 'xlb_lb4_svc', entries: 3, maxEntries: 1024, full: false }]);
 
     assert.deepEqual((await call(t, 'GET', '/healthz')).json, { status: 'ok' });
   }));
@@ -378,17 +382,29 @@ test('a refused apply answers 500 (507 when a map is full) and the previous stat
     assert.deepEqual(agent.datapath.current.get('web'), normalized(web()));
     assert.equal(await readFile(agent.stateFile, 'utf8'), stateBefore, 'the state file is untouched');
 
-    const full = Object.assign(new Error('service big: update of map xlb_lb4_backends failed: E2BIG (map is full)'), { code: 'E2BIG' });
+    // A map the kernel finds full: 507 naming the map and its size; status shows it full until a change is applied.
+    agent.datapath.pressure = [{ map: 'xlb_lb_be', entries: 1, maxEntries: 65536 }];
+    const full = Object.assign(new Error('writing service big (id 2) to map xlb_lb_be failed (errno 7): E2BIG (map is full); rolled back 3 change(s)'), { errno: 7, map: 'xlb_lb_be' });
     agent.datapath.failNextApply(full);
     const refused = await call(t, 'PUT', '/v1/services/big', web(7000, { frontend: { address: '198.18.0.20', port: 80, protocol: 'TCP' } }));
     assert.equal(refused.status, 507);
-    assert.match((refused.json as { error: string }).error, /E2BIG/);
+    assert.match(assertErrorShape(refused, '507').error, /^the xlb_lb_be table is full \(it holds 65536\): writing service big .*E2BIG/);
     assert.equal((await call(t, 'GET', '/v1/services/big')).status, 404);
+    const mapsOf = async (): Promise<unknown> => ((await call(t, 'GET', '/v1/status')).json as { maps: unknown }).maps;
+    assert.deepEqual(await mapsOf(), [{ map: 'xlb_lb_be', entries: 1, maxEntries: 65536, full: true }]);
+    // Without LbWriteError's `map`, the map named in the message.
+    agent.datapath.failNextApply(Object.assign(new Error('update of map xlb_lb_be failed: ENOSPC'), { code: 'ENOSPC' }));
+    assert.match((await call(t, 'PUT', '/v1/services/big', web(7000, { frontend: { address: '198.18.0.20', port: 80, protocol: 'TCP' } }))).text, /the xlb_lb_be table is full \(it holds 65536\): update of map/);
 
     agent.datapath.failNextApply(new Error('delete of map xlb_lb4_svc failed: EPERM'));
     assert.equal((await call(t, 'DELETE', '/v1/services/web')).status, 500);
     assert.equal((await call(t, 'GET', '/v1/services/web')).status, 200);
     assert.ok(agent.log.lines.some((l) => /^error: service web delete not applied: .*EPERM/.test(l)), agent.log.lines.join('\n'));
+
+    assert.deepEqual(await mapsOf(), [{ map: 'xlb_lb_be', entries: 1, maxEntries: 65536, full: true }], 'a refusal for another cause does not clear it');
+    assert.equal((await call(t, 'PUT', '/v1/services/web2', web(7000, { frontend: { address: '198.18.0.20', port: 80, protocol: 'TCP' } }))).status, 201);
+    assert.deepEqual(await mapsOf(), [{ map: 'xlb_lb_be', entries: 2, maxEntries: 65536, full: false }], 'an applied change clears the refusal');
+    assert.equal((await call(t, 'DELETE', '/v1/services/web2')).status, 200);
 
     // A state file that cannot be written: the datapath is rolled back to the previous state.
     const stateDir = join(agent.dir, 'state');
@@ -406,6 +422,76 @@ test('a refused apply answers 500 (507 when a map is full) and the previous stat
     assert.equal(agent.datapath.current.get('web')?.backends[0]?.port, 9999);
     assert.deepEqual(JSON.parse(await readFile(agent.stateFile, 'utf8')), { version: 1, services: { web: normalized(web(9999)) } });
   }));
+
+/** `count` services with distinct frontends (198.18.x.y:80) and the given backends, as a config file gives them. */
+function manyServices(count: number, backends: (i: number) => { address: string; port: number }[] = () => []): Map<string, Service> {
+  return new Map(
+    Array.from({ length: count }, (_, i) => [
+      `cfg-${i}`,
+      normalized({ frontend: { address: `198.18.${100 + (i >> 8)}.${i & 255}`, port: 80, protocol: 'TCP' }, backends: backends(i) }),
+    ]),
+  );
+}
+
+interface StatusTables {
+  ids: { table: string; used: number; capacity: number; full: boolean }[];
+  maps: { map: string; full: boolean }[];
+}
+
+test('the 4096th service is refused 507 naming the service ids table; status shows it full; nothing else changes', () =>
+  withAgent(
+    async (agent) => {
+      const t = unix(agent);
+      const status = async (): Promise<StatusTables> => (await call(t, 'GET', '/v1/status')).json as StatusTables;
+      agent.datapath.pressure = [{ map: 'xlb_lb_svc', entries: 4094, maxEntries: 4096 }];
+      assert.deepEqual((await status()).ids[0], { table: 'service ids', used: 4094, capacity: 4095, full: false });
+      assert.equal((await call(t, 'PUT', '/v1/services/last', web())).status, 201);
+      assert.deepEqual((await status()).ids[0], { table: 'service ids', used: 4095, capacity: 4095, full: true });
+
+      const idsBefore = ['cfg-0', 'cfg-4093', 'last'].map((name) => agent.datapath.serviceIdOf(name));
+      const stateBefore = await readFile(agent.stateFile, 'utf8');
+      const applied = agent.datapath.applied.length;
+      const refused = await call(t, 'PUT', '/v1/services/one-more', web(8080, { frontend: { address: '198.18.0.20', port: 80, protocol: 'TCP' } }));
+      assert.equal(refused.status, 507, refused.text);
+      assert.deepEqual(assertErrorShape(refused, '507'), { error: 'the service ids table is full: 4096 needed, it holds 4095', issues: [] });
+      const after = await status();
+      assert.deepEqual(after.ids[0], { table: 'service ids', used: 4095, capacity: 4095, full: true });
+      assert.ok(after.maps.every((m) => !m.full), 'no map is full: the id space is');
+
+      // Every service already configured is intact: store, datapath, ids, state file.
+      assert.equal((await call(t, 'GET', '/v1/services/one-more')).status, 404);
+      assert.equal(((await call(t, 'GET', '/v1/services')).json as { services: unknown[] }).services.length, 4095);
+      assert.equal(agent.datapath.applied.length, applied, 'no state was applied');
+      assert.equal(agent.datapath.current.size, 4095);
+      assert.deepEqual(agent.datapath.current.get('last'), normalized(web()));
+      assert.deepEqual(['cfg-0', 'cfg-4093', 'last'].map((name) => agent.datapath.serviceIdOf(name)), idsBefore);
+      assert.equal(await readFile(agent.stateFile, 'utf8'), stateBefore);
+
+      // Room again after a delete.
+      assert.equal((await call(t, 'DELETE', '/v1/services/cfg-7')).status, 200);
+      assert.deepEqual((await status()).ids[0], { table: 'service ids', used: 4094, capacity: 4095, full: false });
+      assert.equal((await call(t, 'PUT', '/v1/services/one-more', web(8080, { frontend: { address: '198.18.0.20', port: 80, protocol: 'TCP' } }))).status, 201);
+      assert.deepEqual(agent.datapath.violations, []);
+    },
+    { configServices: manyServices(4094) },
+  ));
+
+test('backend ids run out at 65536 distinct backends: 507 naming the table; a backend already listed still fits', () =>
+  withAgent(
+    async (agent) => {
+      const t = unix(agent);
+      const status = async (): Promise<StatusTables> => (await call(t, 'GET', '/v1/status')).json as StatusTables;
+      assert.deepEqual((await status()).ids[1], { table: 'backend ids', used: 65536, capacity: 65536, full: true });
+      const fresh = await call(t, 'PUT', '/v1/services/new', web(8080, { backends: [{ address: '10.0.0.1', port: 1 }, { address: '10.0.99.1', port: 80 }] }));
+      assert.equal(fresh.status, 507, fresh.text);
+      assert.equal(assertErrorShape(fresh, '507').error, 'the backend ids table is full: 65537 needed, it holds 65536');
+      assert.equal((await call(t, 'GET', '/v1/services/new')).status, 404);
+      assert.equal(agent.datapath.current.size, 16);
+      const shared = await call(t, 'PUT', '/v1/services/new', web(8080, { backends: [{ address: '10.0.3.1', port: 4096 }] }));
+      assert.equal(shared.status, 201, 'a backend another service lists has its id already');
+    },
+    { configServices: manyServices(16, (i) => Array.from({ length: 4096 }, (_, p) => ({ address: `10.0.${i}.1`, port: p + 1 }))) },
+  ));
 
 test('a burst of 50 concurrent PUT/DELETE requests is applied one state at a time, in the store\'s order', () =>
   withAgent(async (agent) => {

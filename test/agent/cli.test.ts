@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { validateService } from '../../lb/service.js';
 import { Reason } from '../../lb/reasons.js';
-import { fakeEvent, startFakeAgent, type FakeAgent } from '../support/fake-datapath.js';
+import { FakeDatapath, fakeEvent, startFakeAgent, type FakeAgent } from '../support/fake-datapath.js';
 import { repoRoot } from '../support/paths.js';
 import { waitFor } from '../support/wait.js';
 
@@ -126,10 +126,26 @@ test('xlb status', () =>
     assert.match(text, /default mode: {6}snat/);
     assert.match(text, /services: {10}1 \(0 from the config file, 1 from the API\), revision 2/);
     assert.match(text, /xlb_lb4_svc\s+1\s+1024\s+0\.1%/);
+    assert.match(text, /service ids\s+1\s+4095\s+0\.0%\n/);
+    assert.match(text, /backend ids\s+2\s+65536\s+0\.0%\n/);
+    assert.doesNotMatch(text, /full/);
     const json = JSON.parse(ok(await xlb(['status', '--json', ...sock])).out) as { services: unknown; datapath: unknown };
     assert.deepEqual(json.services, { total: 1, config: 0, api: 1 });
     assert.deepEqual(json.datapath, agent.datapath.status());
   }));
+
+test('xlb status marks a full table and names it', async () => {
+  const agent = await startFakeAgent({ datapath: new FakeDatapath(undefined, { maxServices: 1 }) });
+  try {
+    await agent.store.put('web', WEB);
+    const text = ok(await xlb(['status', '--api-socket', agent.socketPath])).out;
+    assert.match(text, /service ids\s+1\s+1\s+100\.0%\s+FULL\n/);
+    assert.match(text, /backend ids\s+2\s+65536\s+0\.0%\n/);
+    assert.match(text, /\nfull: service ids \(changes needing room there are refused\)\n$/);
+  } finally {
+    await agent.close();
+  }
+});
 
 test('xlb monitor prints events live, one line each, until interrupted', () =>
   withAgent(async (agent, sock) => {

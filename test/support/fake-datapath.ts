@@ -1,8 +1,9 @@
 /**
  * An in-memory ServiceDatapath for control-plane tests: records every state it was asked to apply,
  * checks that applies never overlap and that a state is not changed while it is being applied, can
- * be told to fail the next apply, and emits events on demand. startFakeAgent() wires the agent's
- * control plane around one, as agent/main.ts does around the real datapath.
+ * be told to fail the next apply, and emits events on demand. Ids come from the real IdAllocator,
+ * so its limits (service ids, backend ids) refuse an apply as on a node. startFakeAgent() wires the
+ * agent's control plane around one, as agent/main.ts does around the real datapath.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,7 +12,9 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import type { CounterSample } from '../../lb/datapath/lb-datapath.js';
 import type { Service } from '../../lb/service.js';
-import type { ApplyResult, DatapathEvent, DatapathStatus, MapPressure, ServiceDatapath } from '../../agent/datapath.js';
+import type { ApplyResult, DatapathEvent, DatapathStatus, IdSpaceUse, MapPressure, ServiceDatapath } from '../../agent/datapath.js';
+import { backendKey } from '../../lb/lbmap/desired.js';
+import { IdAllocator, type IdAllocatorOptions } from '../../lb/lbmap/ids.js';
 import { buildApiServer, listenTcp, listenUnix } from '../../agent/api/server.js';
 import { memoryLogger } from '../../agent/log.js';
 import { AgentMetrics } from '../../agent/metrics.js';
@@ -34,9 +37,14 @@ export class FakeDatapath implements ServiceDatapath {
   private inFlight = 0;
   private failure: Error | undefined;
   private readonly listeners = new Set<(event: DatapathEvent) => void>();
-  private readonly ids = new Map<string, number>();
+  private readonly ids: IdAllocator;
 
-  constructor(private readonly statusValue: DatapathStatus = { devices: [{ name: 'veth0', mode: 'xdp-native' }], maglevTableSize: 251, defaultMode: 'snat' }) {}
+  constructor(
+    private readonly statusValue: DatapathStatus = { devices: [{ name: 'veth0', mode: 'xdp-native' }], maglevTableSize: 251, defaultMode: 'snat' },
+    ids: IdAllocatorOptions = {},
+  ) {
+    this.ids = new IdAllocator(ids);
+  }
 
   /** The next apply throws `error` (once). */
   failNextApply(error: Error): void {
@@ -55,10 +63,18 @@ export class FakeDatapath implements ServiceDatapath {
       this.failure = undefined;
       if (failure) throw failure;
       const next = new Map<string, Service>(JSON.parse(snapshot) as [string, Service][]);
+      // As desiredLbState does: every name and every listed backend gets its id, or the apply is refused.
+      const refs = new Map<string, number>();
+      for (const service of next.values()) {
+        for (const b of service.backends) {
+          const key = backendKey(b.address, b.port, service.frontend.protocol);
+          refs.set(key, (refs.get(key) ?? 0) + 1);
+        }
+      }
+      this.ids.assign([...next.keys()].sort(), refs);
       let written = 0;
       for (const [id, service] of next) {
         if (JSON.stringify(this.current.get(id)) !== JSON.stringify(service)) written += 1;
-        if (!this.ids.has(id)) this.ids.set(id, this.ids.size + 1);
       }
       const deleted = [...this.current.keys()].filter((id) => !next.has(id)).length;
       this.current = next;
@@ -82,6 +98,10 @@ export class FakeDatapath implements ServiceDatapath {
     return this.pressure;
   }
 
+  idSpaces(): IdSpaceUse[] {
+    return this.ids.usage();
+  }
+
   subscribe(onEvent: (event: DatapathEvent) => void): () => void {
     this.listeners.add(onEvent);
     return () => void this.listeners.delete(onEvent);
@@ -95,13 +115,13 @@ export class FakeDatapath implements ServiceDatapath {
     for (const listener of this.listeners) listener(event);
   }
 
-  /** The numeric id the fake gave a service (assigned on first apply). */
+  /** The numeric id the fake gave a service (kept while the service is applied). */
   serviceIdOf(name: string): number | undefined {
-    return this.ids.get(name);
+    return this.ids.serviceId(name);
   }
 
   serviceName(serviceId: number): string | undefined {
-    for (const [name, id] of this.ids) if (id === serviceId) return name;
+    for (const [name, id] of this.ids.snapshot().services) if (id === serviceId) return name;
     return undefined;
   }
 

@@ -29,7 +29,7 @@ import {
   type ServiceState,
 } from '../../lb/lbmap/desired.js';
 import { countChanges, diffLbState, isEmptyChange } from '../../lb/lbmap/diff.js';
-import { IdAllocator } from '../../lb/lbmap/ids.js';
+import { IdAllocator, MAX_BACKEND_IDS, MAX_SERVICE_ID, TableFullError } from '../../lb/lbmap/ids.js';
 
 const M = 251;
 const node: LbNodeConfig = {
@@ -444,7 +444,45 @@ describe('ids', () => {
     assert.equal(ids.serviceId('c'), 3, 'fresh id before the released one');
     ids.assign(['b', 'c', 'd', 'e'], refs());
     assert.deepEqual([ids.serviceId('d'), ids.serviceId('e')], [4, 1], 'wraps around to the released id last');
-    assert.throws(() => ids.assign(['b', 'c', 'd', 'e', 'f'], refs()), /no free service id: all 4 are in use/);
+    assert.throws(() => ids.assign(['b', 'c', 'd', 'e', 'f'], refs()), /the service ids table is full: 5 needed, it holds 4/);
+  });
+
+  test('4095 service ids; a snapshot needing one more is refused whole, before any id changes hands', () => {
+    const ids = new IdAllocator();
+    const names = Array.from({ length: MAX_SERVICE_ID }, (_, i) => `s${i}`);
+    ids.assign(names, new Map());
+    assert.deepEqual(ids.usage()[0], { table: 'service ids', used: 4095, capacity: 4095 });
+    const before = ids.snapshot();
+    const full = (error: unknown): boolean => {
+      assert.ok(error instanceof TableFullError, String(error));
+      assert.deepEqual([error.table, error.capacity, error.needed], ['service ids', 4095, 4096]);
+      assert.equal(error.message, 'the service ids table is full: 4096 needed, it holds 4095');
+      return true;
+    };
+    assert.throws(() => ids.assign([...names, 'one-more'], new Map()), full);
+    // Dropping one service while adding two needs 4096 as well: the dropped one keeps its id.
+    assert.throws(() => ids.assign([...names.slice(1), 'x', 'y'], new Map()), full);
+    assert.deepEqual(ids.snapshot(), before, 'the allocator is as the last good snapshot left it');
+    ids.assign([...names.slice(1), 'x'], new Map());
+    assert.equal(ids.serviceId('s1'), before.services.get('s1'));
+  });
+
+  test('backend ids: at most MAX_BACKEND_IDS (xlb_lb_be) in use; a shared backend needs none more', () => {
+    assert.deepEqual(new IdAllocator().usage()[1], { table: 'backend ids', used: 0, capacity: MAX_BACKEND_IDS });
+    const ids = new IdAllocator({ maxBackends: 3 });
+    const refs = (...keys: string[]): Map<string, number> => new Map(keys.map((k) => [k, 1]));
+    ids.assign(['a'], refs('b1', 'b2', 'b3'));
+    const before = ids.snapshot();
+    assert.throws(
+      () => ids.assign(['a', 'b'], refs('b1', 'b2', 'b3', 'b4')),
+      (e: unknown) => e instanceof TableFullError && e.table === 'backend ids' && e.capacity === 3 && e.needed === 4,
+    );
+    assert.deepEqual(ids.snapshot(), before);
+    ids.assign(['a', 'b'], new Map([['b1', 2], ['b2', 1], ['b3', 1]]));
+    assert.deepEqual(ids.usage(), [
+      { table: 'service ids', used: 2, capacity: 4095 },
+      { table: 'backend ids', used: 3, capacity: 3 },
+    ]);
   });
 
   test('backend ids are released when the last service stops listing them', () => {
