@@ -60,7 +60,7 @@ test('every flag is parsed', () => {
     '--api-addr', '[2001:db8::1]:8443', '--api-token-file', '/etc/xlb/token',
     '--metrics-addr', '198.18.0.1:9090', '--state-file', '/tmp/x/state.json',
     '--node-address', '198.18.0.1,2001:db8:0:0::5', '--node-name', 'worker-1.example', '--conntrack-entries', '65536',
-    '--snat-port-range', '40000-40999',
+    '--snat-port-range', '40000-40999', '--no-node-setup',
   ]);
   assert.equal(f.help, false);
   if (f.help) return;
@@ -81,8 +81,21 @@ test('every flag is parsed', () => {
     nodeName: 'worker-1.example',
     conntrackEntries: 65536,
     snatPorts: { min: 40000, max: 40999 },
+    nodeSetup: false,
+    cleanup: false,
   });
   assert.equal(f.flags.maglevSeed.murmur, 0);
+});
+
+test('--cleanup needs neither --standalone nor --device; the node is set up unless --no-node-setup', () => {
+  const parsed = parseAgentFlags(['--cleanup', '--bpffs', '/mnt/bpf/xlb']);
+  assert.equal(parsed.help, false);
+  if (parsed.help) return;
+  assert.equal(parsed.flags.cleanup, true);
+  assert.deepEqual(parsed.flags.devices, [], 'every device of the node');
+  assert.equal(flags().nodeSetup, true);
+  assert.equal(flags('--no-node-setup').nodeSetup, false);
+  assertFlagError(['--device', 'eth0'], /^--standalone: required/);
 });
 
 test('relative paths are made absolute', () => {
@@ -152,7 +165,7 @@ test('nodeDatapathOptions carries what createNodeDatapath needs', () => {
   const options = nodeDatapathOptions(f, ['198.18.0.1'], log);
   assert.deepEqual(
     { ...options, maglevSeed: options.maglevSeed.base64 },
-    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), conntrackEntries: 262144, snatPorts: { min: 61000, max: 65535 }, log },
+    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), conntrackEntries: 262144, snatPorts: { min: 61000, max: 65535 }, nodeSetup: true, log },
   );
 });
 
