@@ -15,6 +15,7 @@ import { paths } from '../../agent/demo/paths.js';
 import { LabProcesses } from '../../agent/lab/processes.js';
 import { Lab, type LabHost } from '../../agent/lab/topology.js';
 import { TempBpffs } from '../../lb/datapath/bpffs.js';
+import { BpfMap } from '../../lb/datapath/map.js';
 import { inNetns } from '../../lb/datapath/netns.js';
 import { queryTc } from '../../lb/datapath/tc.js';
 import { queryXdp } from '../../lb/datapath/xdp.js';
@@ -63,6 +64,15 @@ describe('xlb-agent on a node nobody prepared', () => {
   const backends = (family: 'v4' | 'v6', port: number): { address: string; port: number }[] => lab.backends.map((b) => ({ address: b[family], port }));
   const lbXdpProgram = (): number => inNetns(lab.lb.ns, () => queryXdp('eth0').programId);
   const agentLog = (agent: AgentProcess): string => readFileSync(agent.log, 'utf8');
+  /** Every key and value of the LB node's pinned service and backend maps, as hex. */
+  const lbMapContents = (): string[] => ['xlb_lb_svc', 'xlb_lb_be'].flatMap((name) => {
+    const map = BpfMap.openPinned(`${bpffs.dir}/lb/${name}`);
+    try {
+      return [...map.keys()].map((key) => `${name} ${key.toString('hex')} ${map.lookup(key)?.toString('hex') ?? ''}`).sort();
+    } finally {
+      map.close();
+    }
+  });
 
   before(async () => {
     bpffs = TempBpffs.mount('node');
@@ -151,6 +161,8 @@ describe('xlb-agent on a node nobody prepared', () => {
 
   test('a second agent on the node is refused before it touches anything; the first keeps serving', async () => {
     const program = lbXdpProgram();
+    const maps = lbMapContents();
+    assert.ok(maps.length >= 16, 'the LB node serves its services');
     const services = await apiRequest(lbSocket(), 'GET', '/v1/services');
     const attempts = [
       // the same pins, its own socket
@@ -167,6 +179,7 @@ describe('xlb-agent on a node nobody prepared', () => {
     }
     assert.equal(existsSync(`${bpffs.dir}/lb-second`), false, 'the refused agent created no pin directory');
     assert.equal(lbXdpProgram(), program, 'the running agent\'s program is still attached');
+    assert.deepEqual(lbMapContents(), maps, 'the running agent\'s maps are as it wrote them');
     assert.deepEqual((await apiRequest(lbSocket(), 'GET', '/v1/services')).body, services.body);
     const report = await processes.client('http', `${VIP4}:80`, 3);
     assert.equal(report.answered, 3, report.errors.join('; '));
