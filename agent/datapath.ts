@@ -6,13 +6,20 @@
 import type { Service } from '../lb/service.js';
 import type { CounterSample } from '../lb/datapath/lb-datapath.js';
 import type { IdSpaceUse } from '../lb/lbmap/ids.js';
+import type { NodeSettingReport } from '../lb/datapath/sysctl.js';
 
 export type { IdSpaceUse } from '../lb/lbmap/ids.js';
 
 export interface ApplyResult { written: number; deleted: number; durationMs: number }
 export interface MapPressure { map: string; entries: number; maxEntries: number }
 export interface DatapathEvent { type: 'drop' | 'new-flow' | 'reject'; reason: number; direction: number; timestamp: bigint; family: 4 | 6; proto: number; saddr: string; daddr: string; sport: number; dport: number; ifindex: number; serviceId: number; backendId: number }
-export interface DatapathStatus { devices: { name: string; mode: string }[]; maglevTableSize: number; defaultMode: 'snat' | 'dsr' | 'hybrid' }
+export interface DatapathStatus {
+  devices: { name: string; mode: string }[];
+  maglevTableSize: number;
+  defaultMode: 'snat' | 'dsr' | 'hybrid';
+  /** Kernel settings the datapath needs that were unmet at start-up: set by the agent (changedFrom) or only warned about. */
+  nodeSettings?: NodeSettingReport[];
+}
 export interface ServiceDatapath {
   /** Make the datapath serve exactly `services` (id → service). Atomic: on failure it throws an Error naming the service, map and errno, and the previous state stays in place. */
   apply(services: ReadonlyMap<string, Service>): Promise<ApplyResult>;

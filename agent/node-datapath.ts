@@ -4,6 +4,7 @@
  * conntrack and SNAT state where it left them. Services flow one way: services → desired map contents
  * (pure) → diff against what was applied → LbMapWriter (the only writer).
  */
+import { prepareBpffs } from '../lb/datapath/bpffs.js';
 import { CONNTRACK_MAPS } from '../lb/datapath/conntrack.js';
 import { LbDatapath } from '../lb/datapath/lb-datapath.js';
 import { LbMapWriter } from '../lb/datapath/lb-writer.js';
@@ -11,12 +12,14 @@ import { MapType, type BpfMap } from '../lb/datapath/map.js';
 import { BpfObject } from '../lb/datapath/object.js';
 import { bpfObjectPath } from '../lb/datapath/objects.js';
 import { RingBufferReader } from '../lb/datapath/ringbuf.js';
+import { enforceSysctls, readSysctl, type NodeSettingReport } from '../lb/datapath/sysctl.js';
 import { attachTc } from '../lb/datapath/tc.js';
 import { XlbEvent } from '../lb/layouts.js';
 import { desiredLbState, recoverIds, type LbNodeConfig, type LbState } from '../lb/lbmap/desired.js';
 import { diffLbState } from '../lb/lbmap/diff.js';
 import { IdAllocator } from '../lb/lbmap/ids.js';
 import { MaglevTableCache } from '../lb/maglev/index.js';
+import { datapathSysctls } from '../lb/node-settings.js';
 import type { Service } from '../lb/service.js';
 import type { ApplyResult, DatapathEvent, DatapathStatus, IdSpaceUse, MapPressure, ServiceDatapath } from './datapath.js';
 import type { NodeDatapathOptions } from './flags.js';
@@ -40,6 +43,7 @@ class NodeDatapath implements ServiceDatapath {
     private readonly lb: LbDatapath,
     private readonly dsr: BpfObject,
     private readonly writer: LbMapWriter,
+    private readonly nodeSettings: NodeSettingReport[],
   ) {
     this.applied = writer.read();
     this.recoverIdsFromPins = this.applied.services.size > 0;
@@ -94,7 +98,12 @@ class NodeDatapath implements ServiceDatapath {
   }
 
   status(): DatapathStatus {
-    return { devices: [...this.devices], maglevTableSize: this.options.maglevTableSize, defaultMode: this.options.mode };
+    return {
+      devices: [...this.devices],
+      maglevTableSize: this.options.maglevTableSize,
+      defaultMode: this.options.mode,
+      nodeSettings: this.nodeSettings.map((setting) => ({ ...setting })),
+    };
   }
 
   counters(): ReturnType<LbDatapath['counters']> {
@@ -180,6 +189,9 @@ class NodeDatapath implements ServiceDatapath {
  */
 export function createNodeDatapath(options: NodeDatapathOptions): ServiceDatapath {
   const pinDir = options.bpffs;
+  const warn = options.warn ?? options.log;
+  prepareBpffs(pinDir, { mount: options.nodeSetup, log: options.log });
+  const nodeSettings = enforceSysctls(datapathSysctls(options.devices, readSysctl), options.nodeSetup, { info: options.log, warn });
   const lb = LbDatapath.load({ maglevTableSize: options.maglevTableSize, maglevSeed: options.maglevSeed, pinDir, conntrackEntries: options.conntrackEntries });
   let dsr: BpfObject | undefined;
   try {
@@ -191,7 +203,7 @@ export function createNodeDatapath(options: NodeDatapathOptions): ServiceDatapat
     const v4 = options.nodeAddresses.find((a) => !a.includes(':'));
     const v6 = options.nodeAddresses.find((a) => a.includes(':'));
     lb.configure({ nodeV4: v4, nodeV6: v6, natPortMin: options.snatPorts.min, natPortMax: options.snatPorts.max, eventSample: 0 });
-    const datapath = new NodeDatapath(options, lb, dsr, LbMapWriter.fromObject(lb.object));
+    const datapath = new NodeDatapath(options, lb, dsr, LbMapWriter.fromObject(lb.object), nodeSettings);
     datapath.attach();
     return datapath;
   } catch (error) {
