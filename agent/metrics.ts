@@ -30,6 +30,12 @@ export function directionLabel(direction: number): string {
   return directionNames.get(direction) ?? `direction_${direction}`;
 }
 
+/** Open monitor streams as the metrics see them (agent/api/monitor.ts MonitorStreams). */
+export interface MonitorSource {
+  readonly size: number;
+  bufferedBytes(): number;
+}
+
 /** The store as the metrics see it. */
 export interface ServiceSource {
   readonly size: number;
@@ -50,6 +56,9 @@ export class AgentMetrics {
   private readonly requests: Counter<'method' | 'route' | 'code'>;
   private readonly requestDuration: Histogram<'method' | 'route'>;
   private readonly applyDuration: Histogram<'result'>;
+  private readonly monitorDrops: Counter;
+  /** Monitor stream sets, each counted once however many listeners share it. */
+  private readonly monitorSources = new Map<MonitorSource, number>();
   private readonly unsubscribe: () => void;
 
   constructor(options: AgentMetricsOptions) {
@@ -180,7 +189,42 @@ export class AgentMetrics {
       registers,
     });
 
+    const monitorStreams: Gauge = new Gauge({
+      name: 'xlb_monitor_streams',
+      help: 'Open GET /v1/monitor streams',
+      registers,
+      collect: () => monitorStreams.set([...this.monitorSources.keys()].reduce((sum, s) => sum + s.size, 0)),
+    });
+    const monitorBuffered: Gauge = new Gauge({
+      name: 'xlb_monitor_buffered_bytes',
+      help: 'Monitor output the agent holds that its clients have not taken yet (bounded per stream)',
+      registers,
+      collect: () => monitorBuffered.set([...this.monitorSources.keys()].reduce((sum, s) => sum + s.bufferedBytes(), 0)),
+    });
+    this.monitorDrops = new Counter({
+      name: 'xlb_monitor_events_dropped_total',
+      help: 'Datapath events a monitor stream dropped because its client was not taking them fast enough',
+      registers,
+    });
+
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Counts `source`'s streams and buffered bytes until the returned function is called. */
+  trackMonitor(source: MonitorSource): () => void {
+    this.monitorSources.set(source, (this.monitorSources.get(source) ?? 0) + 1);
+    let tracked = true;
+    return () => {
+      if (!tracked) return;
+      tracked = false;
+      const count = (this.monitorSources.get(source) ?? 1) - 1;
+      if (count > 0) this.monitorSources.set(source, count);
+      else this.monitorSources.delete(source);
+    };
+  }
+
+  monitorDropped(count: number): void {
+    this.monitorDrops.inc(count);
   }
 
   get contentType(): string {

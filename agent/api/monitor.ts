@@ -2,13 +2,21 @@
  * GET /v1/monitor: the datapath's events as they happen, one JSON object per line (NDJSON), until the
  * client disconnects. Each line is the DatapathEvent with `timestamp` (ns, bigint) as a decimal
  * string, plus `reasonLabel` ("source_range") and `service` (its id, when the datapath knows it).
- * A client too slow to keep up loses events; a line {"type": "lost", "count": N} says how many.
+ *
+ * Bounds, so that clients cannot make the agent hold much memory:
+ * - at most MAX_MONITOR_STREAMS streams are open at once (MonitorStreams); one more is answered 503;
+ * - a stream holds at most MAX_BUFFERED_BYTES its client has not taken (the response's writableLength:
+ *   the agent's buffer and its socket's). A client too slow to keep up, or one that stopped reading,
+ *   LOSES the events that would go beyond, counted in xlb_monitor_events_dropped_total; its stream
+ *   stays open and, once it reads again, a line {"type": "lost", "count": N} says how many it missed.
+ *   Dropping rather than closing keeps a briefly slow `xlb monitor` running, and costs a stalled client
+ *   nothing beyond its cap: 32 stalled streams hold at most 8 MiB.
  */
 import type { ServerResponse } from 'node:http';
 import type { FastifyPluginAsync } from 'fastify';
 import { reasonLabel } from '../../lb/reasons.js';
 import type { DatapathEvent, ServiceDatapath } from '../datapath.js';
-import { errorResponses } from './openapi.js';
+import { errorBody, errorResponses } from './openapi.js';
 
 export const MONITOR_EVENT_TYPES = ['drop', 'new-flow', 'reject'] as const;
 
@@ -36,8 +44,45 @@ export const monitorEventSchema = {
   },
 } as const;
 
-/** Pending output beyond which a client is considered too slow and loses events. */
-const MAX_BUFFERED_BYTES = 1 << 20;
+/** Monitor streams open at once (each is a datapath subscriber with its own buffer). */
+export const MAX_MONITOR_STREAMS = 32;
+/** Output a stream may hold that its client has not taken; events beyond are dropped. */
+export const MAX_BUFFERED_BYTES = 256 * 1024;
+
+/**
+ * The open monitor streams: the limit applies to all the listeners given the same MonitorStreams
+ * (each API server makes its own unless one is passed in).
+ */
+export class MonitorStreams {
+  private readonly open = new Set<ServerResponse>();
+
+  constructor(
+    readonly limit = MAX_MONITOR_STREAMS,
+    readonly maxBufferedBytes = MAX_BUFFERED_BYTES,
+  ) {}
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** Takes a place for `stream`; false when every place is taken. */
+  add(stream: ServerResponse): boolean {
+    if (this.open.size >= this.limit) return false;
+    this.open.add(stream);
+    return true;
+  }
+
+  delete(stream: ServerResponse): void {
+    this.open.delete(stream);
+  }
+
+  /** Output written to the streams that their clients have not taken yet (bytes held by the agent). */
+  bufferedBytes(): number {
+    let bytes = 0;
+    for (const stream of this.open) bytes += stream.writableLength;
+    return bytes;
+  }
+}
 
 export function monitorLine(event: DatapathEvent, datapath: Pick<ServiceDatapath, 'serviceName'>): string {
   const service = datapath.serviceName(event.serviceId);
@@ -48,14 +93,18 @@ export function monitorLine(event: DatapathEvent, datapath: Pick<ServiceDatapath
 
 export interface MonitorRoutesOptions {
   datapath: ServiceDatapath;
+  /** The streams this route counts against its limit (shared by the listeners given the same one). */
+  streams: MonitorStreams;
   /** Called when a stream ends (the stream bypasses fastify's reply hooks). */
   onStreamEnd?: (seconds: number) => void;
+  /** Called with the events a stream dropped because its client was not taking them. */
+  onDropped?: (count: number) => void;
 }
 
-export const monitorRoutes: FastifyPluginAsync<MonitorRoutesOptions> = async (app, { datapath, onStreamEnd }) => {
-  const streams = new Set<ServerResponse>();
+export const monitorRoutes: FastifyPluginAsync<MonitorRoutesOptions> = async (app, { datapath, streams, onStreamEnd, onDropped }) => {
+  const mine = new Set<ServerResponse>();
   app.addHook('preClose', async () => {
-    for (const stream of streams) stream.end();
+    for (const stream of mine) stream.end();
   });
 
   app.get<{ Querystring: { type?: (typeof MONITOR_EVENT_TYPES)[number] } }>(
@@ -74,34 +123,41 @@ export const monitorRoutes: FastifyPluginAsync<MonitorRoutesOptions> = async (ap
             description: 'one MonitorEvent per line',
             content: { 'application/x-ndjson': { schema: monitorEventSchema } },
           },
-          ...errorResponses(400),
+          ...errorResponses(400, 503),
         },
       },
     },
-    (request, reply) => {
+    async (request, reply) => {
       const wanted = request.query.type;
       const started = process.hrtime.bigint();
-      reply.hijack();
       const res = reply.raw;
+      if (!streams.add(res)) {
+        return reply
+          .code(503)
+          .header('retry-after', '10')
+          .send(errorBody(`${streams.limit} monitor streams are open, the most the agent serves at once: close one, or retry later`));
+      }
+      mine.add(res);
+      reply.hijack();
       res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', connection: 'close' });
       res.flushHeaders();
-      streams.add(res);
       let lost = 0;
+      const drop = (): void => {
+        lost += 1;
+        onDropped?.(1);
+      };
       const unsubscribe = datapath.subscribe((event) => {
         if (wanted !== undefined && event.type !== wanted) return;
-        if (res.writableLength > MAX_BUFFERED_BYTES) {
-          lost += 1;
-          return;
-        }
-        if (lost > 0) {
-          res.write(`${JSON.stringify({ type: 'lost', count: lost })}\n`);
-          lost = 0;
-        }
-        res.write(monitorLine(event, datapath));
+        if (res.writableLength >= streams.maxBufferedBytes) return drop();
+        const text = `${lost > 0 ? `${JSON.stringify({ type: 'lost', count: lost })}\n` : ''}${monitorLine(event, datapath)}`;
+        if (res.writableLength + Buffer.byteLength(text) > streams.maxBufferedBytes) return drop();
+        lost = 0;
+        res.write(text);
       });
       res.once('close', () => {
         unsubscribe();
         streams.delete(res);
+        mine.delete(res);
         onStreamEnd?.(Number(process.hrtime.bigint() - started) / 1e9);
       });
     },

@@ -23,7 +23,7 @@ import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
 import { DatapathApplyError, FrontendConflictError, type ServiceStore } from '../store.js';
 import { metricsRoutes } from './metrics.js';
-import { monitorRoutes } from './monitor.js';
+import { MonitorStreams, monitorRoutes } from './monitor.js';
 import { collectRoutes, errorBody, openApiRoutes, type CollectedRoute, type ErrorBody } from './openapi.js';
 import { servicesRoutes } from './services.js';
 import { statusRoutes } from './status.js';
@@ -41,6 +41,8 @@ export interface ApiServerOptions {
   startedAt: number;
   /** Bearer token every request must carry (the TCP listener); absent for the unix socket. */
   token?: string;
+  /** The monitor streams to count against their limit; give the same one to every listener of an agent. */
+  monitor?: MonitorStreams;
 }
 
 type SchemaError = NonNullable<FastifyError['validation']>[number];
@@ -235,9 +237,14 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
   await app.register(servicesRoutes, { store });
   await app.register(statusRoutes, { store, datapath, version: options.version, startedAt: options.startedAt });
   await app.register(metricsRoutes, { metrics });
+  const monitor = options.monitor ?? new MonitorStreams();
+  const untrack = metrics.trackMonitor(monitor);
+  app.addHook('onClose', async () => untrack());
   await app.register(monitorRoutes, {
     datapath,
+    streams: monitor,
     onStreamEnd: (seconds) => metrics.observeRequest('GET', '/v1/monitor', 200, seconds),
+    onDropped: (count) => metrics.monitorDropped(count),
   });
   await app.register(openApiRoutes, { routes, version: options.version });
   return app;

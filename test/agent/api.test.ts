@@ -2,13 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { request, type IncomingHttpHeaders } from 'node:http';
+import { request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { validateService, type Service } from '../../lb/service.js';
 import { Reason } from '../../lb/reasons.js';
+import { MAX_BUFFERED_BYTES, MAX_MONITOR_STREAMS } from '../../agent/api/monitor.js';
 import { removeStaleSocket } from '../../agent/api/server.js';
 import { ServiceFileError, loadConfigFile, parseConfigText, readStateFile } from '../../agent/store.js';
 import { FakeDatapath, fakeEvent, startFakeAgent, type FakeAgent } from '../support/fake-datapath.js';
@@ -810,3 +811,105 @@ test('closing the server ends open monitor streams', async () => {
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+/** A GET /v1/monitor whose answer has arrived; its body is not read until the caller says so. */
+async function openMonitor(target: Target): Promise<{ response: IncomingMessage; close: () => void }> {
+  const headers: Record<string, string> = target.token === undefined ? {} : { authorization: `Bearer ${target.token}` };
+  const req = request({ ...(target.socketPath ? { socketPath: target.socketPath } : { host: '127.0.0.1', port: target.port }), path: '/v1/monitor', headers, agent: false });
+  const response = await new Promise<IncomingMessage>((resolve, reject) => {
+    req.once('response', resolve);
+    req.once('error', reject);
+    req.end();
+  });
+  response.on('error', () => undefined);
+  return { response, close: () => req.destroy() };
+}
+
+async function scrape(agent: FakeAgent, name: string): Promise<number | undefined> {
+  return sampleValue(parsePromText(await agent.metrics.metrics()), name);
+}
+
+test(`GET /v1/monitor: ${MAX_MONITOR_STREAMS} streams at once over every listener, the next is 503`, () =>
+  withAgent(
+    async (agent) => {
+      assert.ok(agent.tcp);
+      const open: { response: IncomingMessage; close: () => void }[] = [];
+      try {
+        for (let i = 0; i < MAX_MONITOR_STREAMS; i++) {
+          const stream = await openMonitor(unix(agent));
+          assert.equal(stream.response.statusCode, 200);
+          stream.response.resume();
+          open.push(stream);
+        }
+        assert.equal(agent.datapath.subscribers, MAX_MONITOR_STREAMS);
+        assert.equal(await scrape(agent, 'xlb_monitor_streams'), MAX_MONITOR_STREAMS);
+        for (const target of [unix(agent), { port: agent.tcp.port, token: 'tok' }]) {
+          const refused = await call(target, 'GET', '/v1/monitor');
+          assert.equal(refused.status, 503, refused.text);
+          assert.equal(refused.headers['retry-after'], '10');
+          assert.match(assertErrorShape(refused, '503').error, /^32 monitor streams are open, the most the agent serves at once/);
+        }
+        assert.equal(agent.datapath.subscribers, MAX_MONITOR_STREAMS, 'a refused stream never subscribes');
+
+        open.pop()?.close();
+        await waitFor(() => agent.datapath.subscribers === MAX_MONITOR_STREAMS - 1, 2000, 'a stream to close');
+        const again = await openMonitor({ port: agent.tcp.port, token: 'tok' });
+        assert.equal(again.response.statusCode, 200, 'a place freed is taken again');
+        open.push(again);
+      } finally {
+        for (const stream of open) stream.close();
+      }
+      await waitFor(() => agent.datapath.subscribers === 0, 2000, 'every stream to close');
+    },
+    { token: 'tok' },
+  ));
+
+test('100 monitor clients that stop reading: at most the stream limit, each holding at most its cap; the drops are counted', () =>
+  withAgent(async (agent) => {
+    const stalled: { response: IncomingMessage; close: () => void }[] = [];
+    try {
+      for (let i = 0; i < 100; i++) {
+        const stream = await openMonitor(unix(agent));
+        stream.response.pause(); // reads nothing more: the agent's writes back up
+        stalled.push(stream);
+      }
+      assert.deepEqual(
+        [stalled.filter((s) => s.response.statusCode === 200).length, stalled.filter((s) => s.response.statusCode === 503).length],
+        [MAX_MONITOR_STREAMS, 100 - MAX_MONITOR_STREAMS],
+      );
+      const cap = MAX_MONITOR_STREAMS * MAX_BUFFERED_BYTES;
+      let emitted = 0;
+      for (let round = 0; round < 10; round++) {
+        // ~1.3 MB of lines per stream each round, 13 MB over the rounds: far beyond the cap.
+        for (let i = 0; i < 4000; i++) agent.datapath.emit(fakeEvent({ sport: i }));
+        emitted += 4000;
+        const buffered = (await scrape(agent, 'xlb_monitor_buffered_bytes')) ?? -1;
+        assert.ok(buffered >= 0 && buffered <= cap, `round ${round}: ${buffered} bytes buffered, cap ${cap}`);
+        await new Promise((resolve) => setImmediate(resolve)); // let the sockets take what they will
+      }
+      const buffered = (await scrape(agent, 'xlb_monitor_buffered_bytes')) ?? -1;
+      assert.ok(buffered > cap / 2, `the streams are really stalled (${buffered} bytes held)`);
+      const dropped = (await scrape(agent, 'xlb_monitor_events_dropped_total')) ?? 0;
+      assert.ok(dropped > MAX_MONITOR_STREAMS * emitted * 0.9, `${dropped} of ${MAX_MONITOR_STREAMS * emitted} events dropped`);
+
+      // A client that reads again learns how many events it missed.
+      const first = stalled.find((s) => s.response.statusCode === 200);
+      assert.ok(first);
+      let text = '';
+      first.response.setEncoding('utf8');
+      first.response.on('data', (chunk: string) => (text += chunk));
+      first.response.resume();
+      const lost = (): Record<string, unknown> | undefined =>
+        text.split('\n').filter((l) => l.includes('"lost"')).map((l) => JSON.parse(l) as Record<string, unknown>)[0];
+      await waitFor(() => {
+        agent.datapath.emit(fakeEvent());
+        return lost() !== undefined;
+      }, 5000, 'the "lost" line');
+      assert.equal(lost()?.type, 'lost');
+      assert.ok(Number(lost()?.count) > emitted * 0.9, JSON.stringify(lost()));
+    } finally {
+      for (const stream of stalled) stream.close();
+    }
+    await waitFor(() => agent.datapath.subscribers === 0, 2000, 'every stream to close');
+    assert.equal(await scrape(agent, 'xlb_monitor_buffered_bytes'), 0);
+  }));

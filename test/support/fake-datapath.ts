@@ -15,6 +15,7 @@ import type { Service } from '../../lb/service.js';
 import type { ApplyResult, DatapathEvent, DatapathStatus, IdSpaceUse, MapPressure, ServiceDatapath } from '../../agent/datapath.js';
 import { backendKey } from '../../lb/lbmap/desired.js';
 import { IdAllocator, type IdAllocatorOptions } from '../../lb/lbmap/ids.js';
+import { MonitorStreams } from '../../agent/api/monitor.js';
 import { buildApiServer, listenTcp, listenUnix } from '../../agent/api/server.js';
 import { memoryLogger } from '../../agent/log.js';
 import { AgentMetrics } from '../../agent/metrics.js';
@@ -191,7 +192,8 @@ export async function startFakeAgent(options: FakeAgentOptions = {}): Promise<Fa
   };
   try {
     await store.start(options.configServices ?? new Map());
-    const common = { store, datapath, metrics, log, version: '0.0.0-test', startedAt: Date.now() };
+    // One set of monitor streams for both listeners, as agent/main.ts should give them.
+    const common = { store, datapath, metrics, log, version: '0.0.0-test', startedAt: Date.now(), monitor: new MonitorStreams() };
     const unix = await buildApiServer(common);
     servers.push(unix);
     await listenUnix(unix, socketPath);
