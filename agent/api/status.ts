@@ -64,6 +64,22 @@ export const statusSchema = {
         },
         maglevTableSize: { type: 'integer' },
         defaultMode: { type: 'string', enum: [...MODES] },
+        nodeSettings: {
+          type: 'array',
+          description: 'kernel settings the datapath needs that were unmet at start-up: set by the agent (changedFrom) or only warned about',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['sysctl', 'value', 'wanted', 'effect'],
+            properties: {
+              sysctl: { type: 'string' },
+              value: { type: 'string', description: 'the value now' },
+              wanted: { type: 'string' },
+              changedFrom: { type: 'string', description: 'the value the agent replaced' },
+              effect: { type: 'string', description: 'what goes wrong while the setting is unmet' },
+            },
+          },
+        },
       },
     },
     ids: { type: 'array', items: idSpaceSchema, description: 'the id spaces: a change needing more ids than one holds is refused (507)' },

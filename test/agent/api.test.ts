@@ -252,6 +252,15 @@ test('GET /v1/backends, /v1/status and /healthz', () =>
     assert.deepEqual((await call(t, 'GET', '/healthz')).json, { status: 'ok' });
   }));
 
+test('GET /v1/status carries the node settings the datapath reports', async () => {
+  const nodeSettings = [{ sysctl: 'net.ipv4.conf.veth0.rp_filter', value: '0', wanted: '0', changedFrom: '1', effect: 'replies from the VIP are dropped' }];
+  const datapath = new FakeDatapath({ devices: [{ name: 'veth0', mode: 'xdp-native' }], maglevTableSize: 251, defaultMode: 'snat', nodeSettings });
+  await withAgent(async (agent) => {
+    const body = (await call(unix(agent), 'GET', '/v1/status')).json as { datapath: { nodeSettings?: unknown } };
+    assert.deepEqual(body.datapath.nodeSettings, nodeSettings);
+  }, { datapath });
+});
+
 test('invalid input answers 400 naming every field, and changes nothing', () =>
   withAgent(async (agent) => {
     const t = unix(agent);
