@@ -7,7 +7,7 @@
 import { prepareBpffs } from '../lb/datapath/bpffs.js';
 import { CONNTRACK_MAPS } from '../lb/datapath/conntrack.js';
 import { LbDatapath } from '../lb/datapath/lb-datapath.js';
-import { LbMapWriter } from '../lb/datapath/lb-writer.js';
+import { LbMapWriter, type ApplyStats } from '../lb/datapath/lb-writer.js';
 import { MapType, type BpfMap } from '../lb/datapath/map.js';
 import { BpfObject } from '../lb/datapath/object.js';
 import { bpfObjectPath } from '../lb/datapath/objects.js';
@@ -15,7 +15,7 @@ import { RingBufferReader } from '../lb/datapath/ringbuf.js';
 import { enforceSysctls, readSysctl, type NodeSettingReport } from '../lb/datapath/sysctl.js';
 import { attachTc } from '../lb/datapath/tc.js';
 import { XlbEvent } from '../lb/layouts.js';
-import { desiredLbState, recoverIds, type LbNodeConfig, type LbState } from '../lb/lbmap/desired.js';
+import { desiredLbState, recoverIds, type DesiredLbState, type LbNodeConfig, type LbState } from '../lb/lbmap/desired.js';
 import { diffLbState } from '../lb/lbmap/diff.js';
 import { IdAllocator } from '../lb/lbmap/ids.js';
 import { MaglevTableCache } from '../lb/maglev/index.js';
@@ -80,18 +80,26 @@ class NodeDatapath implements ServiceDatapath {
       for (const problem of this.ids.restore(recovered.services, recovered.backends)) this.options.log(`id recovery: ${problem}`);
       this.recoverIdsFromPins = false;
     }
-    const desired = desiredLbState(services, this.nodeConfig(), this.ids, { maglevCache: this.maglevCache });
-    const [conflict] = desired.conflicts;
-    if (conflict) {
-      // desiredLbState lets the name that sorts first keep a contested frontend; the refusal should
-      // name the service that is not being served yet, which is the one being added.
-      const served = new Set([...this.applied.services.values()].map((state) => state.name));
-      const newcomerHolds = served.has(conflict.service) && !served.has(conflict.heldBy);
-      const [refused, holder] = newcomerHolds ? [conflict.heldBy, conflict.service] : [conflict.service, conflict.heldBy];
-      throw new FrontendConflictError(refused, conflict.frontend, holder);
+    // A refused state (conflict, full map) leaves every id where the applied state has it.
+    const checkpoint = this.ids.checkpoint();
+    let desired: DesiredLbState;
+    let stats: ApplyStats;
+    try {
+      desired = desiredLbState(services, this.nodeConfig(), this.ids, { maglevCache: this.maglevCache });
+      const [conflict] = desired.conflicts;
+      if (conflict) {
+        // desiredLbState lets the name that sorts first keep a contested frontend; the refusal should
+        // name the service that is not being served yet, which is the one being added.
+        const served = new Set([...this.applied.services.values()].map((state) => state.name));
+        const newcomerHolds = served.has(conflict.service) && !served.has(conflict.heldBy);
+        const [refused, holder] = newcomerHolds ? [conflict.heldBy, conflict.service] : [conflict.service, conflict.heldBy];
+        throw new FrontendConflictError(refused, conflict.frontend, holder);
+      }
+      stats = this.writer.apply(diffLbState(this.applied, desired));
+    } catch (error) {
+      this.ids.rollback(checkpoint);
+      throw error;
     }
-    const changes = diffLbState(this.applied, desired);
-    const stats = this.writer.apply(changes);
     this.applied = desired;
     for (const error of stats.purgeErrors) this.options.log(`conntrack purge: ${error}`);
     return { written: stats.written, deleted: stats.deleted, durationMs: stats.durationMs };

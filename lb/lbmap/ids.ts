@@ -14,8 +14,11 @@
  *   when the last service stops listing it. The counts come from each snapshot (assign()).
  * - Allocation is round-robin through 1..maxId: a released id is handed out again only after every
  *   other id has been handed out since (like PIDs), so a stale conntrack or affinity entry that
- *   escaped the purge cannot be mistaken for a new backend, and an apply that failed and rolled back
- *   (the maps still hold an id the allocator already released) cannot collide in practice.
+ *   escaped the purge cannot be mistaken for a new backend.
+ * - A snapshot the datapath then failed to apply is undone with rollback(checkpoint()): every name
+ *   gets back the id the maps still hold (a backend the failed snapshot dropped would otherwise come
+ *   back under a new id, and its flows be purged). The cursor stays where the failed snapshot left
+ *   it, so the ids it handed out, which the datapath may have seen for a moment, are not reused soon.
  */
 
 /** Service ids index the datapath's array of Maglev tables (XLB_MAX_SERVICES slots, 0 unused). */
@@ -61,8 +64,8 @@ export interface IdAllocatorOptions {
 
 /** One id space: name → id, with a round-robin cursor over free ids. */
 class IdPool {
-  private readonly byName = new Map<string, number>();
-  private readonly inUse = new Set<number>();
+  private byName = new Map<string, number>();
+  private inUse = new Set<number>();
   private cursor = 1;
 
   /** `capacity` ids at most are in use at once, each in 1..maxId. */
@@ -79,6 +82,16 @@ class IdPool {
 
   usage(): IdSpaceUse {
     return { table: this.table, used: this.byName.size, capacity: this.capacity };
+  }
+
+  /** A copy of the assignments (not of the cursor: see rollback in the file comment). */
+  save(): ReadonlyMap<string, number> {
+    return new Map(this.byName);
+  }
+
+  restore(saved: ReadonlyMap<string, number>): void {
+    this.byName = new Map(saved);
+    this.inUse = new Set(saved.values());
   }
 
   get(name: string): number | undefined {
@@ -132,6 +145,13 @@ class IdPool {
   private advance(): void {
     this.cursor = this.cursor >= this.maxId ? 1 : this.cursor + 1;
   }
+}
+
+/** The allocator's assignments at one moment, to go back to (IdAllocator.checkpoint). */
+export interface IdCheckpoint {
+  readonly services: ReadonlyMap<string, number>;
+  readonly backends: ReadonlyMap<string, number>;
+  readonly backendRefs: ReadonlyMap<string, number>;
 }
 
 export interface IdAssignment {
@@ -198,6 +218,19 @@ export class IdAllocator {
     for (const [name, id] of services) if (!this.services.claim(name, id)) problems.push(`service ${name} cannot take id ${id}`);
     for (const [key, id] of backends) if (!this.backends.claim(key, id)) problems.push(`backend ${key} cannot take id ${id}`);
     return problems;
+  }
+
+  /** The assignments now, before a snapshot whose apply may fail. */
+  checkpoint(): IdCheckpoint {
+    return { services: this.services.save(), backends: this.backends.save(), backendRefs: new Map(this.backendRefs) };
+  }
+
+  /** Back to `checkpoint`'s assignments: the snapshot assigned since was not applied. */
+  rollback(checkpoint: IdCheckpoint): void {
+    this.services.restore(checkpoint.services);
+    this.backends.restore(checkpoint.backends);
+    this.backendRefs.clear();
+    for (const [key, refs] of checkpoint.backendRefs) this.backendRefs.set(key, refs);
   }
 
   /** How full each id space is. */

@@ -485,6 +485,27 @@ describe('ids', () => {
     ]);
   });
 
+  test('rollback(checkpoint()): a refused snapshot leaves every id as the applied one has it, the cursor onwards', () => {
+    const ids = new IdAllocator();
+    const other = svc({ frontend: { address: '198.18.0.11', port: 80, protocol: 'TCP' }, backends: [be(3)] });
+    const applied = compute({ web: web([be(1), be(2)]), other }, ids);
+    const before = ids.snapshot();
+    const checkpoint = ids.checkpoint();
+    // An update the datapath refuses: web drops be(1) (its id released) and lists be(4); a new service too.
+    compute({ web: web([be(2), be(4)]), other, extra: web([be(5)], { frontend: { address: '198.18.0.12', port: 80, protocol: 'TCP' } }) }, ids);
+    const handedOut = ids.backendId(backendKey('198.18.1.5', 8080, 'TCP'));
+    ids.rollback(checkpoint);
+    assert.deepEqual(ids.snapshot(), before);
+    assert.equal(ids.backendRefCount(backendKey('198.18.1.1', 8080, 'TCP')), 1);
+    // The applied state again: nothing to write, no flow purged.
+    const again = compute({ web: web([be(1), be(2)]), other }, ids);
+    const changes = diffLbState(applied, again);
+    assert.ok(isEmptyChange(changes), 'the applied state diffs empty');
+    // The ids the refused snapshot handed out are not handed out again at once.
+    compute({ web: web([be(1), be(2), be(6)]), other }, ids);
+    assert.ok((ids.backendId(backendKey('198.18.1.6', 8080, 'TCP')) ?? 0) > (handedOut ?? Infinity));
+  });
+
   test('backend ids are released when the last service stops listing them', () => {
     const ids = new IdAllocator();
     const other = svc({ frontend: { address: '198.18.0.11', port: 80, protocol: 'TCP' }, backends: [be(1)] });
