@@ -114,7 +114,7 @@ function frameworkError(error: FastifyError, request: FastifyRequest, reply: Fas
     }
   }
   const message = error.code === 'FST_ERR_BAD_URL' ? `the path ${pathOf(request.url)} is not valid percent-encoded UTF-8` : error.message;
-  void reply.code(400).send(errorBody(message, [{ field: '', message }]));
+  void reply.code(400).send(errorBody(message));
 }
 
 function decodeURIComponentSafe(text: string): string {
