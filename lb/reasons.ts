@@ -16,6 +16,7 @@ export const Reason = {
   CT_EVICTED: 9,
   /** tc: a packet xdp_lb translated and counted, sent on while the kernel resolves its next hop. */
   FWD_NEIGH_RESOLVE: 10,
+  PASS_UNPARSED: 13,
   DROP_MALFORMED: 16,
   DROP_NO_BACKEND: 17,
   DROP_SOURCE_RANGE: 18,
@@ -36,6 +37,8 @@ export const Reason = {
   DROP_FIB_FWD_DISABLED: 33,
   DROP_FIB_NO_SRC_ADDR: 34,
   DROP_NO_NEIGH: 35,
+  DROP_DSR_SPOOFED: 44,
+  DROP_DSR_UNTRUSTED: 45,
 } as const;
 
 export type ReasonName = keyof typeof Reason;

@@ -70,6 +70,7 @@ enum xlb_reason {
 	XLB_DSR_REPLY,             /* backend side: reply source rewritten to the service address */
 	XLB_CT_EVICTED,            /* not a verdict: a new flow took the conntrack way of a live one (table full) */
 	XLB_FWD_NEIGH_RESOLVE,     /* tc: a packet xdp_lb translated (and counted) sent on while its next hop resolves */
+	XLB_PASS_UNPARSED = 13,    /* headers xdp_lb does not translate (a VLAN tag, many IPv6 extensions): the stack's */
 	XLB_FORWARD_REASON_MAX,
 
 	XLB_DROP_FIRST = 16,
@@ -94,6 +95,8 @@ enum xlb_reason {
 	XLB_DROP_FIB_FWD_DISABLED, /* forwarding is disabled on the device (the forwarding sysctl) */
 	XLB_DROP_FIB_NO_SRC_ADDR,  /* no source address for the route */
 	XLB_DROP_NO_NEIGH,         /* no next-hop MAC, and the driver cannot hand the packet to tc (no XDP metadata) */
+	XLB_DROP_DSR_SPOOFED = 44, /* a packet to a service already carrying DSR information: only the LB adds it */
+	XLB_DROP_DSR_UNTRUSTED = 45, /* backend side: a DSR option naming a service address outside --dsr-service-ranges */
 	XLB_REASON_MAX = 64,
 };
 

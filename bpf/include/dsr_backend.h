@@ -31,9 +31,6 @@
 /* Linear bytes wanted when the skb head ends inside the headers: VLAN + IPv4 with 40 bytes of options,
  * or IPv6 with a few extension headers, plus a TCP header. */
 #define XLB_DSR_PULL_LEN 160
-#define XLB_IPV4_MAX_OPTIONS 40
-#define XLB_IPOPT_END 0
-#define XLB_IPOPT_NOP 1
 
 /* Keyed by the flow as it arrives at the backend (client → backend); LRU so idle flows age out. */
 struct {
@@ -81,48 +78,6 @@ static __always_inline int dsr_backend_record(const struct xlb_pkt *pkt, const u
 	return XLB_DSR_RECEIVED;
 }
 
-/* The IPv4 options, copied to the stack for dsr4_scan_step to walk. */
-struct dsr4_scan {
-	__u8 options[XLB_IPV4_MAX_OPTIONS];
-	__u32 len;
-	__u32 next;  /* offset of the option to look at */
-	__u32 at;    /* offset of ours, when found */
-	int found;   /* 1 found, 0 not (yet), -XLB_DROP_DSR_OPTION wrong length */
-};
-
-/*
- * One option per bpf_loop turn: the callback is verified once however the options vary, where an
- * open-coded walk (NOP or not, at every offset) multiplies the verifier's paths past its limit.
- */
-static long dsr4_scan_step(__u64 index, void *ctx)
-{
-	struct dsr4_scan *scan = ctx;
-	__u32 i = scan->next;
-	__u8 type, len;
-
-	if (i >= scan->len || i >= XLB_IPV4_MAX_OPTIONS)
-		return 1;
-	type = scan->options[i];
-	if (type == XLB_IPOPT_END)
-		return 1;
-	if (type == XLB_IPOPT_NOP) {
-		scan->next = i + 1;
-		return 0;
-	}
-	if (i + 1 >= scan->len || i + 1 >= XLB_IPV4_MAX_OPTIONS)
-		return 1;
-	len = scan->options[i + 1];
-	if (type == XLB_DSR_OPT4_TYPE) {
-		scan->found = len == XLB_DSR_OPT4_LEN && i + XLB_DSR_OPT4_LEN <= scan->len ? 1 : -XLB_DROP_DSR_OPTION;
-		scan->at = i;
-		return 1;
-	}
-	if (len < 2)
-		return 1; /* broken options: the stack's own parser rejects the packet */
-	scan->next = i + len;
-	return 0;
-}
-
 /*
  * Find our option among the IPv4 options: 1 with scan->at = its offset from the end of the base header,
  * 0 when absent, or a negative drop reason when it is there with the wrong length.
@@ -133,9 +88,7 @@ static __always_inline int dsr4_find_option(struct __sk_buff *skb, const struct 
 	if (scan->len == 0 || scan->len > XLB_IPV4_MAX_OPTIONS ||
 	    bpf_skb_load_bytes(skb, pkt->l3_off + sizeof(struct iphdr), scan->options, scan->len))
 		return 0;
-	/* Every turn but the last consumes at least one byte. */
-	bpf_loop(XLB_IPV4_MAX_OPTIONS + 1, dsr4_scan_step, scan, 0);
-	return scan->found;
+	return dsr4_scan_options(scan);
 }
 
 /*

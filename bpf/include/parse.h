@@ -115,6 +115,7 @@ static __always_inline __u32 xlb_l4_off(const struct xlb_pkt *pkt)
 enum {
 	XLB_PARSE_OK = 0,
 	XLB_PARSE_NOT_IP = 1,
+	XLB_PARSE_UNPARSED = 2, /* IP with headers we do not follow (e.g. many IPv6 extensions): the stack's */
 };
 
 #define XLB_TCP_FIN 0x01
@@ -132,11 +133,20 @@ static __always_inline int xlb_icmp6_is_error(__u8 type)
 	return type >= 1 && type <= 4; /* unreachable, too big, time exceeded, parameter problem */
 }
 
-/* Ports (or ICMP echo id), TCP flags and ICMP type from the L4 header at pkt->l4_off. */
-static __always_inline int xlb_parse_l4(void *data, void *data_end, struct xlb_pkt *pkt)
+/*
+ * Ports (or ICMP echo id), TCP flags and ICMP type from the L4 header at pkt->l4_off. ip_end is where the
+ * IP packet ends by its own length (offset from the frame's start): an L4 header in the bytes after it
+ * (padding, or bytes a crafted short length leaves over) is not the packet's.
+ */
+static __always_inline int xlb_parse_l4(void *data, void *data_end, struct xlb_pkt *pkt, __u32 ip_end)
 {
 	void *l4 = data + xlb_l4_off(pkt);
+	__u32 l4_len = pkt->tuple.proto == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
 
+	if ((pkt->tuple.proto == IPPROTO_TCP || pkt->tuple.proto == IPPROTO_UDP || pkt->tuple.proto == IPPROTO_SCTP ||
+	     pkt->tuple.proto == IPPROTO_ICMP || pkt->tuple.proto == IPPROTO_ICMPV6) &&
+	    pkt->l4_off + l4_len > ip_end)
+		return -XLB_DROP_MALFORMED;
 	switch (pkt->tuple.proto) {
 	case IPPROTO_TCP: {
 		struct tcphdr *tcp = l4;
@@ -209,7 +219,7 @@ static __always_inline int xlb_parse_ipv4(void *data, void *data_end, struct xlb
 		pkt->frag = XLB_FRAG_FIRST;
 	if (pkt->frag == XLB_FRAG_LATER)
 		return XLB_PARSE_OK;
-	return xlb_parse_l4(data, data_end, pkt);
+	return xlb_parse_l4(data, data_end, pkt, pkt->l3_off + bpf_ntohs(ip->tot_len));
 }
 
 struct xlb_ipv6_frag_hdr {
@@ -222,6 +232,7 @@ struct xlb_ipv6_frag_hdr {
 static __always_inline int xlb_parse_ipv6(void *data, void *data_end, struct xlb_pkt *pkt, int whole_frame)
 {
 	struct ipv6hdr *ip6 = data + xlb_l3_off(pkt);
+	__u32 ip_end;
 	__u32 off;
 	__u8 next;
 	int i;
@@ -238,15 +249,16 @@ static __always_inline int xlb_parse_ipv6(void *data, void *data_end, struct xlb
 	__builtin_memcpy(pkt->tuple.daddr.bytes, &ip6->daddr, 16);
 	next = ip6->nexthdr;
 	off = xlb_l3_off(pkt) + sizeof(*ip6);
+	ip_end = off + bpf_ntohs(ip6->payload_len);
 
 #pragma unroll
 	for (i = 0; i < XLB_IPV6_MAX_EXT_HEADERS; i++) {
 		if (off > XLB_L4_OFF_MAX)
-			return -XLB_DROP_UNSUPPORTED;
+			return XLB_PARSE_UNPARSED;
 		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS) {
 			__u8 *ext = data + off;
 
-			if ((void *)(ext + 2) > data_end)
+			if ((void *)(ext + 2) > data_end || off + 2 > ip_end)
 				return -XLB_DROP_MALFORMED;
 			if (next == IPPROTO_DSTOPTS)
 				pkt->ipv6_dstopts = 1;
@@ -256,7 +268,7 @@ static __always_inline int xlb_parse_ipv6(void *data, void *data_end, struct xlb
 			struct xlb_ipv6_frag_hdr *fh = data + off;
 			__u16 frag_off;
 
-			if ((void *)(fh + 1) > data_end)
+			if ((void *)(fh + 1) > data_end || off + sizeof(*fh) > ip_end)
 				return -XLB_DROP_MALFORMED;
 			frag_off = bpf_ntohs(fh->frag_off);
 			pkt->frag_id = fh->identification;
@@ -272,14 +284,14 @@ static __always_inline int xlb_parse_ipv6(void *data, void *data_end, struct xlb
 	}
 	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS || next == IPPROTO_FRAGMENT ||
 	    off > XLB_L4_OFF_MAX)
-		return -XLB_DROP_UNSUPPORTED; /* more extension headers than we follow */
+		return XLB_PARSE_UNPARSED; /* more extension headers than we follow: the stack knows them all */
 
 	pkt->tuple.proto = next;
 	pkt->l4_off = off;
 	pkt->l3_len = off - pkt->l3_off;
 	if (pkt->frag == XLB_FRAG_LATER)
 		return XLB_PARSE_OK;
-	return xlb_parse_l4(data, data_end, pkt);
+	return xlb_parse_l4(data, data_end, pkt, ip_end);
 }
 
 /*

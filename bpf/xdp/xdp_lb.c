@@ -13,6 +13,7 @@
 #include "config.h"
 #include "conntrack.h"
 #include "dsr_encap.h"
+#include "dsr_guard.h"
 #include "forward.h"
 #include "frag.h"
 #include "icmp.h"
@@ -338,9 +339,16 @@ static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt
 					 struct xlb_tuple *flow, struct ct_ref *ref, struct verdict *v)
 {
 	struct ct_bucket *bucket;
-	union ct_value *value = ct_lookup_flow(&pkt->tuple, cfg->ct_seed, xlb_now(), ref, &bucket);
-	struct ct_entry *ct = value ? &value->entry : NULL;
+	union ct_value *value;
+	struct ct_entry *ct;
 
+	if ((pkt->l3_len != sizeof(struct iphdr) || pkt->ipv6_dstopts) && dsr_info_present(ctx, pkt)) {
+		*flow = pkt->tuple;
+		drop(v, XLB_DROP_DSR_SPOOFED);
+		return;
+	}
+	value = ct_lookup_flow(&pkt->tuple, cfg->ct_seed, xlb_now(), ref, &bucket);
+	ct = value ? &value->entry : NULL;
 	if (ct && bucket && !ct_is_reopened(ct, pkt)) {
 		if (established_fast_path(ctx, pkt, bucket, ref, ct, xlb_now(), v)) {
 			/* the flow as it arrived is the entry's key (pkt->tuple is translated by now) */
@@ -388,6 +396,11 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 	 * report and, for a new flow, its conntrack key. Each path that may report sets it; the common
 	 * case, an established packet forwarded, never needs it. */
 	flow = &scratch->key;
+	/* A VLAN tag would leave with the frame whatever device the FIB picks: tagged frames are the stack's. */
+	if (err == XLB_PARSE_UNPARSED || pkt.l3_off != sizeof(struct ethhdr)) {
+		v.reason = XLB_PASS_UNPARSED;
+		goto out;
+	}
 	if (err < 0) {
 		*flow = pkt.tuple;
 		drop(&v, -err);
