@@ -7,6 +7,7 @@
 import { readFile, rm, stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import type { FastifyInstance } from 'fastify';
+import { MonitorStreams } from './api/monitor.js';
 import { buildApiServer, buildMetricsServer, listenTcp, listenUnix } from './api/server.js';
 import type { ServiceDatapath } from './datapath.js';
 import {
@@ -147,7 +148,8 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
     await store.start(configServices);
     checkNotStopping();
 
-    const common = { store, datapath, metrics, log, version, startedAt };
+    // One stream limit for the unix socket and the TCP listener together.
+    const common = { store, datapath, metrics, log, version, startedAt, monitor: new MonitorStreams() };
     const unix = await buildApiServer(common);
     checkNotStopping();
     teardown.add('closing the API socket', () => closeServer(unix));
