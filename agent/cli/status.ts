@@ -15,7 +15,13 @@ interface Status {
   uptimeSeconds: number;
   revision: number;
   services: { total: number; config: number; api: number };
-  datapath: { devices: { name: string; mode: string }[]; maglevTableSize: number; defaultMode: string };
+  datapath: {
+    devices: { name: string; mode: string }[];
+    maglevTableSize: number;
+    defaultMode: string;
+    /** Sysctls the datapath needs that were unmet at start-up; changedFrom when the agent set them. */
+    nodeSettings?: { sysctl: string; value: string; wanted: string; changedFrom?: string; effect: string }[];
+  };
   /** Absent from agents older than the id spaces in /v1/status. */
   ids?: { table: string; used: number; capacity: number; full: boolean }[];
   maps: { map: string; entries: number; maxEntries: number; full?: boolean }[];
@@ -64,7 +70,18 @@ function statusText(status: Status): string {
   const header = ['table', 'entries', 'max entries', 'pressure', ...(full.length === 0 ? [] : ['full'])];
   const maps = tables.length === 0 ? '' : formatTable(header, tables.map(row));
   const warning = full.length === 0 ? '' : `full: ${full.join(', ')} (changes needing room there are refused)\n`;
-  return `${lines.join('\n')}${maps === '' ? '' : `\n${maps}`}${warning}`;
+  return `${lines.join('\n')}${maps === '' ? '' : `\n${maps}`}${warning}${nodeSettingsText(status.datapath.nodeSettings ?? [])}`;
+}
+
+/** What the agent changed on the node at start-up, and, above all, what it was told not to change. */
+function nodeSettingsText(settings: NonNullable<Status['datapath']['nodeSettings']>): string {
+  const unmet = settings.filter((s) => s.changedFrom === undefined);
+  const changed = settings.filter((s) => s.changedFrom !== undefined);
+  const lines = [
+    ...unmet.map((s) => `WARNING: sysctl ${s.sysctl} is ${s.value}, the datapath needs ${s.wanted}: ${s.effect}`),
+    ...(changed.length === 0 ? [] : [`set at start-up: ${changed.map((s) => `${s.sysctl} ${s.changedFrom ?? ''} -> ${s.value}`).join(', ')}`]),
+  ];
+  return lines.length === 0 ? '' : `\n${lines.join('\n')}\n`;
 }
 
 export const statusCommand: CliCommand = {

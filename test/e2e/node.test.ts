@@ -97,6 +97,8 @@ describe('xlb-agent on a node nobody prepared', () => {
     assert.match(log, /warn.*sysctl net\.ipv4\.conf\.eth0\.forwarding is 0, the datapath needs 1: the FIB refuses to forward/);
     assert.match(log, /warn.*sysctl net\.ipv6\.conf\.eth0\.forwarding is 0, the datapath needs 1/);
     assert.equal(sysctl(lab.lb.ns, 'net.ipv4.conf.eth0.forwarding'), '0', 'told not to, the agent set nothing');
+    const status = spawnSync(process.execPath, [paths.cli, 'status', '--api-socket', lbAgent.socket], { encoding: 'utf8' });
+    assert.match(status.stdout, /WARNING: sysctl net\.ipv4\.conf\.eth0\.forwarding is 0, the datapath needs 1: the FIB refuses/);
     await put('web4', { frontend: { address: VIP4, port: 80, protocol: 'TCP' }, mode: 'dsr', backends: backends('v4', 8080) });
     const before = await readCounters(lbSocket());
     const report = await processes.client('http', `${VIP4}:80`, 1, 500);
@@ -121,6 +123,9 @@ describe('xlb-agent on a node nobody prepared', () => {
     }
     assert.match(agentLog(lbAgent), /set sysctl net\.ipv4\.conf\.eth0\.forwarding: 0 -> 1 \(otherwise the FIB refuses/);
     assert.match(agentLog(lbAgent), /set sysctl net\.ipv4\.conf\.all\.send_redirects: 1 -> 0/);
+    const status = spawnSync(process.execPath, [paths.cli, 'status', '--api-socket', lbAgent.socket], { encoding: 'utf8' });
+    assert.match(status.stdout, /set at start-up: .*net\.ipv4\.conf\.eth0\.forwarding 0 -> 1/);
+    assert.doesNotMatch(status.stdout, /WARNING/);
   });
 
   test('first contact: with no neighbour known, every first request is answered within 0.9 s (DSR, SNAT; IPv4, IPv6; TCP, UDP)', async () => {
