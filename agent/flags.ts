@@ -16,7 +16,7 @@ import {
   type MaglevSeed,
 } from '../lb/maglev/index.js';
 import { DEFAULT_CONNTRACK_ENTRIES, conntrackBuckets } from '../lb/datapath/lb-datapath.js';
-import { MODES, NODE_NAME, type Mode } from '../lb/service.js';
+import { MODES, NODE_NAME, parseCidr, type Mode } from '../lb/service.js';
 import { hostPort } from '../lb/codec.js';
 
 export const XDP_MODES = ['native', 'generic', 'off'] as const;
@@ -70,6 +70,8 @@ export interface AgentFlags {
   nodeSetup: boolean;
   /** --cleanup: take xlb off this node instead of running. */
   cleanup: boolean;
+  /** Service addresses the DSR receive side accepts in a DSR option, as canonical CIDRs. */
+  dsrServiceRanges: string[];
 }
 
 export type AgentCommandLine = { help: true } | { help: false; flags: AgentFlags };
@@ -110,6 +112,12 @@ file and of the REST API, exports metrics.
   --node-name NAME           this node's name, for backends' "node" and externalTrafficPolicy Local
                              (default: the host name)
   --state-file PATH          services created through the API (default ${DEFAULT_STATE_FILE})
+  --dsr-service-ranges CIDR[,CIDR]
+                             service addresses a DSR option arriving here may name: the load
+                             balancers' VIP ranges and node addresses (NodePort). A DSR packet naming
+                             any other is dropped (dsr_untrusted), so nobody who reaches a backend
+                             directly can have its replies sent from an address of their choosing.
+                             Default: none, every DSR option is refused
   --no-node-setup            change nothing on the node: no sysctl is set, no bpffs mounted; settings
                              the datapath cannot work with are start-up warnings (and in xlb status).
                              By default the agent sets, and logs: net.ipv4.conf.DEV.forwarding=1,
@@ -153,6 +161,7 @@ function parseCommandLine(argv: string[]) {
       'api-token-file': { type: 'string' },
       'metrics-addr': { type: 'string' },
       'no-node-setup': { type: 'boolean' },
+      'dsr-service-ranges': { type: 'string', multiple: true },
       cleanup: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -209,6 +218,7 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
     nodeName: values['node-name'] === undefined ? hostname().toLowerCase() : parseNodeName(values['node-name']),
     nodeSetup: values['no-node-setup'] !== true,
     cleanup: values.cleanup === true,
+    dsrServiceRanges: parseDsrServiceRanges(values['dsr-service-ranges'] ?? []),
   };
   const config = optional(values.config, (text) => path('--config', text));
   if (config !== undefined) flags.config = config;
@@ -217,6 +227,15 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
   if (metricsAddr) flags.metricsAddr = metricsAddr;
   if (values['node-address'] !== undefined) flags.nodeAddresses = parseNodeAddresses(values['node-address']);
   return { help: false, flags };
+}
+
+function parseDsrServiceRanges(texts: readonly string[]): string[] {
+  if (texts.length === 0) return [];
+  return [...new Set(listOf('--dsr-service-ranges', texts).map((text) => {
+    const range = parseCidr(text);
+    if (typeof range === 'string') throw new FlagError(`--dsr-service-ranges: ${range}`);
+    return range.text;
+  }))];
 }
 
 function parseNodeName(text: string): string {
@@ -389,6 +408,8 @@ export interface NodeDatapathOptions {
   snatPorts: PortRange;
   /** --no-node-setup turns this off: then unmet settings are only warned about. */
   nodeSetup: boolean;
+  /** --dsr-service-ranges: canonical CIDRs. */
+  dsrServiceRanges: string[];
   /** One line per event, to the agent's log. */
   log: (message: string) => void;
   /** Settings the datapath cannot work with (default: log). */
@@ -412,6 +433,7 @@ export function nodeDatapathOptions(
     conntrackEntries: flags.conntrackEntries,
     snatPorts: { ...flags.snatPorts },
     nodeSetup: flags.nodeSetup,
+    dsrServiceRanges: [...flags.dsrServiceRanges],
     log,
   };
 }

@@ -12,6 +12,7 @@ import { MapType, type BpfMap } from '../lb/datapath/map.js';
 import { BpfObject } from '../lb/datapath/object.js';
 import { bpfObjectPath } from '../lb/datapath/objects.js';
 import { RingBufferReader } from '../lb/datapath/ringbuf.js';
+import { writeDsrTrust } from '../lb/datapath/dsr-trust.js';
 import { enforceSysctls, readSysctl, type NodeSettingReport } from '../lb/datapath/sysctl.js';
 import { attachTc } from '../lb/datapath/tc.js';
 import { XlbEvent } from '../lb/layouts.js';
@@ -211,6 +212,12 @@ export function createNodeDatapath(options: NodeDatapathOptions): ServiceDatapat
     const v4 = options.nodeAddresses.find((a) => !a.includes(':'));
     const v6 = options.nodeAddresses.find((a) => a.includes(':'));
     lb.configure({ nodeV4: v4, nodeV6: v6, natPortMin: options.snatPorts.min, natPortMax: options.snatPorts.max, eventSample: 0 });
+    writeDsrTrust(dsr.map('xlb_dsr_trust'), options.dsrServiceRanges);
+    options.log(
+      options.dsrServiceRanges.length === 0
+        ? 'DSR receive side: every DSR option is refused (no --dsr-service-ranges)'
+        : `DSR receive side: DSR options accepted for service addresses in ${options.dsrServiceRanges.join(', ')}`,
+    );
     const datapath = new NodeDatapath(options, lb, dsr, LbMapWriter.fromObject(lb.object), nodeSettings);
     datapath.attach();
     return datapath;

@@ -246,6 +246,9 @@ export const DsrEntry = defineStruct('dsr_entry', {
   lastSeen: u64,
 });
 
+/** struct dsr_trust_key: LPM key of xlb_dsr_trust; prefixlen (host order) = 32 + the address prefix. */
+export const DsrTrustKey = defineStruct('dsr_trust_key', { prefixlen: u32, family: u32, addr: xlbAddr });
+
 // ---- cached lookups (lookup_cache.h) ----
 
 export const XlbCacheKey = defineStruct('xlb_cache_key', { kind: u8, pad: pad(3), bytes: bytes(20) });
@@ -325,5 +328,6 @@ export const structCodecs: CodecLayout[] = [
   XlbNexthop,
   XlbNexthopSlot,
   DsrEntry,
+  DsrTrustKey,
   LbPortBitmap,
 ];

@@ -119,7 +119,7 @@ export function validateServiceId(id: unknown): string {
   return id;
 }
 
-type Family = 4 | 6;
+export type Family = 4 | 6;
 
 /** Collects issues while a service is walked; fields are reported relative to `base`. */
 class Issues {
@@ -256,25 +256,41 @@ function address(issues: Issues, at: string, value: unknown, allowUnspecified = 
   return { text, family };
 }
 
-/** A CIDR with host bits zero, in canonical text. */
-function cidr(issues: Issues, at: string, value: unknown): ParsedAddress | undefined {
+/** A CIDR with host bits zero: its canonical text, family, network address and prefix length. */
+export interface Cidr {
+  text: string;
+  family: Family;
+  network: string;
+  prefix: number;
+}
+
+/** Parses a CIDR; a string is the reason it is not one (the value is shown in it). */
+export function parseCidr(value: unknown): Cidr | string {
   const parts = typeof value === 'string' ? value.split('/') : [];
   const [addr = '', length = ''] = parts;
   const family: Family | undefined = isIPv4(addr) ? 4 : isIPv6(addr) && !addr.includes('%') ? 6 : undefined;
   const bits = family === 4 ? 32 : 128;
   if (parts.length !== 2 || family === undefined || !/^\d{1,3}$/.test(length) || Number(length) > bits) {
-    issues.add(at, `${show(value)} is not a CIDR (address/prefix-length, e.g. 198.18.0.0/24 or 2001:db8::/64)`);
-    return undefined;
+    return `${show(value)} is not a CIDR (address/prefix-length, e.g. 198.18.0.0/24 or 2001:db8::/64)`;
   }
   const prefix = Number(length);
   const raw = addressBytes(addr);
   for (let bit = prefix; bit < bits; bit++) {
     if ((raw[bit >> 3] ?? 0) & (0x80 >> (bit & 7))) {
-      issues.add(at, `${value as string} has host bits set: the network is ${networkText(raw, prefix, family)}/${prefix}`);
-      return undefined;
+      return `${value as string} has host bits set: the network is ${networkText(raw, prefix, family)}/${prefix}`;
     }
   }
-  return { text: `${canonicalIpAddress(addr)}/${prefix}`, family };
+  const network = canonicalIpAddress(addr);
+  return { text: `${network}/${prefix}`, family, network, prefix };
+}
+
+function cidr(issues: Issues, at: string, value: unknown): ParsedAddress | undefined {
+  const parsed = parseCidr(value);
+  if (typeof parsed === 'string') {
+    issues.add(at, parsed);
+    return undefined;
+  }
+  return { text: parsed.text, family: parsed.family };
 }
 
 function addressBytes(addr: string): Buffer {

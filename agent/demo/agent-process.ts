@@ -20,6 +20,8 @@ export interface AgentSpec {
   /** the run's temp dir: socket, state file, log and pin directory go there */
   dir: string;
   bpffs: string;
+  /** --dsr-service-ranges: the VIP ranges and LB node addresses DSR options may name */
+  dsrServiceRanges: string[];
   /** more flags, after the ones above */
   extraArgs?: string[];
 }
@@ -49,6 +51,7 @@ export class AgentProcess {
       '--api-socket', this.socket,
       '--state-file', `${spec.dir}/${spec.node}.state.json`,
       '--node-address', spec.nodeAddresses.join(','),
+      '--dsr-service-ranges', spec.dsrServiceRanges.join(','),
       ...(spec.extraArgs ?? []),
     ];
     const log = openSync(this.log, 'a');

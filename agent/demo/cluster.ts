@@ -134,6 +134,7 @@ export class DemoCluster {
         xdp: spec.xdp,
         mode: 'dsr',
         nodeAddresses: [spec.host.v4, spec.host.v6],
+        dsrServiceRanges: lab.dsrServiceRanges,
         dir: this.dir,
         bpffs: this.bpffs,
       });

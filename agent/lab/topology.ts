@@ -98,6 +98,11 @@ export class Lab {
     }
   }
 
+  /** What DSR options in this lab may name (--dsr-service-ranges): the VIP ranges and the LB node's addresses. */
+  get dsrServiceRanges(): string[] {
+    return [LAB_VIP_V4_RANGE, LAB_VIP_V6_RANGE, `${this.lb.v4}/32`, `${this.lb.v6}/128`];
+  }
+
   /** Packets the LB node's device received and sent (kernel counters, XDP_TX included). */
   lbDeviceStats(): { rxPackets: number; txPackets: number } {
     const read = (what: string): number => Number(this.topology.exec(this.lb.ns, 'cat', [`/sys/class/net/${this.lb.dev}/statistics/${what}`]).trim());

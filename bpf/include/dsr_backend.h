@@ -50,6 +50,16 @@ struct {
 	__type(value, union xlb_addr);
 } xlb_dsr_frag SEC(".maps");
 
+/* The service addresses a DSR option may name: a client that reaches a backend directly cannot have its
+ * replies leave from any address it likes (a reflection tool), only from the load balancers' own. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct dsr_trust_key);
+	__type(value, __u8);
+} xlb_dsr_trust SEC(".maps");
+
 /* Parse what the skb head holds; if the head stops inside the headers, pull more and parse again. */
 static __always_inline int dsr_backend_parse(struct __sk_buff *skb, struct xlb_pkt *pkt)
 {
@@ -68,7 +78,10 @@ static __always_inline int dsr_backend_parse(struct __sk_buff *skb, struct xlb_p
 static __always_inline int dsr_backend_record(const struct xlb_pkt *pkt, const union xlb_addr *service, __be16 port)
 {
 	struct dsr_entry entry = { .service_port = port, .last_seen = bpf_ktime_get_ns() };
+	struct dsr_trust_key trust = { .prefixlen = 32 + 128, .family = pkt->tuple.family, .addr = *service };
 
+	if (!bpf_map_lookup_elem(&xlb_dsr_trust, &trust))
+		return -XLB_DROP_DSR_UNTRUSTED;
 	/* Later fragments have no ports; the first fragment recorded the flow. */
 	if (pkt->frag == XLB_FRAG_LATER)
 		return XLB_DSR_RECEIVED;

@@ -217,6 +217,14 @@ struct dsr_entry {
 	__u64 last_seen;
 };
 
+/* LPM key of the service addresses a DSR option may name (--dsr-service-ranges): prefixlen counts the
+ * 32 bits of family plus the address prefix, so an IPv4 range never covers IPv6 addresses. */
+struct dsr_trust_key {
+	__u32 prefixlen;
+	__u32 family;
+	union xlb_addr addr;
+};
+
 /* ---- cached lookups (lookup_cache.h) ---- */
 
 enum xlb_cache_kind {

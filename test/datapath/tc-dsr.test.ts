@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import koffi from 'koffi';
 import { bytesToIpv4, bytesToIpv6, ipv4ToBytes, ipv6ToBytes } from '../../lb/codec.js';
+import { writeDsrTrust } from '../../lb/datapath/dsr-trust.js';
 import { BpfObject } from '../../lb/datapath/object.js';
 import { inNetns } from '../../lb/datapath/netns.js';
 import { attachTc, queryTc, removeClsact } from '../../lb/datapath/tc.js';
@@ -46,6 +47,7 @@ describe('tc_dsr with BPF_PROG_TEST_RUN', () => {
   let obj: BpfObject;
   before(() => {
     obj = BpfObject.load(OBJECT);
+    writeDsrTrust(obj.map('xlb_dsr_trust'), [`${v4.vip}/32`, '2001:db8::/120']);
   });
   after(() => obj.close());
 
@@ -114,6 +116,20 @@ describe('tc_dsr with BPF_PROG_TEST_RUN', () => {
     const entry = entryOf(flowKey(ip, IPPROTO.UDP, 40004, 5353));
     assert.equal(entry?.service, v6.vip);
     assert.equal(entry?.servicePort, 53);
+  });
+
+  test('an option naming a service address outside --dsr-service-ranges is dropped, counted, and nothing recorded', () => {
+    const before = counter(Reason.DROP_DSR_UNTRUSTED, Direction.INGRESS);
+    const l4 = { proto: 'tcp' as const, sport: 40900, dport: 8080, flags: TCP_FLAGS.SYN };
+    const ip4 = { src: v4.client, dst: v4.backend };
+    assert.equal(run('tc_dsr_ingress', buildFrame({ ip: { ...ip4, options: dsrOption4('198.18.0.66', 53) }, l4 })).verdict, TC_ACT_SHOT);
+    assert.equal(entryOf(flowKey(ip4, IPPROTO.TCP, 40900, 8080)), undefined);
+    const ip6 = { src: v6.client, dst: v6.backend };
+    assert.equal(run('tc_dsr_ingress', buildFrame({ ip: { ...ip6, ext: [{ type: 'dstopts', options: dsrOptions6('2001:db8:66::1', 53) }] }, l4 })).verdict, TC_ACT_SHOT);
+    // an IPv4 range does not cover the IPv6 address with the same leading bytes
+    const mapped = buildFrame({ ip: { ...ip6, ext: [{ type: 'dstopts', options: dsrOptions6('c612:000a::', 53) }] }, l4 });
+    assert.equal(run('tc_dsr_ingress', mapped).verdict, TC_ACT_SHOT);
+    assert.equal(counter(Reason.DROP_DSR_UNTRUSTED, Direction.INGRESS) - before, 3n);
   });
 
   test('replies of recorded flows leave with the service address and port, checksums valid', () => {
@@ -331,6 +347,7 @@ describe('tc_dsr attached in network namespaces', () => {
     topology.exec(clientNs, 'ip', ['route', 'add', `${service.v6}/128`, 'dev', 'dsrc0']);
     obj = BpfObject.load(OBJECT);
     const loaded = obj;
+    writeDsrTrust(loaded.map('xlb_dsr_trust'), [`${service.v4}/32`, `${service.v6}/128`]);
     inNetns(backendNs, () => {
       attachTc('dsrb0', 'ingress', loaded.program('tc_dsr_ingress'));
       attachTc('dsrb0', 'egress', loaded.program('tc_dsr_egress'));

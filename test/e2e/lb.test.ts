@@ -40,7 +40,7 @@ describe('load balancing real traffic between network namespaces', () => {
   const node = (ns: string, name: string, devices: string[], xdp: 'native' | 'off', addresses: string[]): ServiceDatapath =>
     inNetns(ns, () => createNodeDatapath({
       devices, xdp, mode: 'dsr', maglevTableSize: 251, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED),
-      bpffs: `${bpffs.dir}/${name}`, nodeAddresses: addresses, nodeName: name, conntrackEntries: 16384, snatPorts: SNAT_PORTS, nodeSetup: true,
+      bpffs: `${bpffs.dir}/${name}`, nodeAddresses: addresses, nodeName: name, conntrackEntries: 16384, snatPorts: SNAT_PORTS, nodeSetup: true, dsrServiceRanges: lab.dsrServiceRanges,
       log: () => undefined,
     }));
 

@@ -48,7 +48,7 @@ describe('xlb-agent on a node nobody prepared', () => {
   const serving: AgentProcess[] = [];
 
   const startAgent = async (node: string, host: LabHost, xdp: 'native' | 'off', extraArgs: string[] = []): Promise<AgentProcess> => {
-    const agent = AgentProcess.start({ node, ns: host.ns, xdp, mode: 'dsr', nodeAddresses: [host.v4, host.v6], dir, bpffs: bpffs.dir, extraArgs });
+    const agent = AgentProcess.start({ node, ns: host.ns, xdp, mode: 'dsr', nodeAddresses: [host.v4, host.v6], dir, bpffs: bpffs.dir, dsrServiceRanges: lab.dsrServiceRanges, extraArgs });
     agents.push(agent);
     await agent.ready(AGENT_READY_MS);
     return agent;

@@ -60,7 +60,7 @@ test('every flag is parsed', () => {
     '--api-addr', '[2001:db8::1]:8443', '--api-token-file', '/etc/xlb/token',
     '--metrics-addr', '198.18.0.1:9090', '--state-file', '/tmp/x/state.json',
     '--node-address', '198.18.0.1,2001:db8:0:0::5', '--node-name', 'worker-1.example', '--conntrack-entries', '65536',
-    '--snat-port-range', '40000-40999', '--no-node-setup',
+    '--snat-port-range', '40000-40999', '--no-node-setup', '--dsr-service-ranges', '198.18.10.0/24,2001:db8:10:0::/64',
   ]);
   assert.equal(f.help, false);
   if (f.help) return;
@@ -83,6 +83,7 @@ test('every flag is parsed', () => {
     snatPorts: { min: 40000, max: 40999 },
     nodeSetup: false,
     cleanup: false,
+    dsrServiceRanges: ['198.18.10.0/24', '2001:db8:10::/64'],
   });
   assert.equal(f.flags.maglevSeed.murmur, 0);
 });
@@ -96,6 +97,13 @@ test('--cleanup needs neither --standalone nor --device; the node is set up unle
   assert.equal(flags().nodeSetup, true);
   assert.equal(flags('--no-node-setup').nodeSetup, false);
   assertFlagError(['--device', 'eth0'], /^--standalone: required/);
+});
+
+test('--dsr-service-ranges: CIDRs, repeatable, de-duplicated; none by default', () => {
+  assert.deepEqual(flags().dsrServiceRanges, []);
+  assert.deepEqual(flags('--dsr-service-ranges', '198.18.10.0/24', '--dsr-service-ranges', '198.18.0.2/32,198.18.10.0/24').dsrServiceRanges, ['198.18.10.0/24', '198.18.0.2/32']);
+  assertFlagError(['--standalone', '--device', 'eth0', '--dsr-service-ranges', '198.18.10.1/24'], /^--dsr-service-ranges: 198\.18\.10\.1\/24 has host bits set: the network is 198\.18\.10\.0\/24/);
+  assertFlagError(['--standalone', '--device', 'eth0', '--dsr-service-ranges', 'vip'], /^--dsr-service-ranges: "vip" is not a CIDR/);
 });
 
 test('relative paths are made absolute', () => {
@@ -165,7 +173,7 @@ test('nodeDatapathOptions carries what createNodeDatapath needs', () => {
   const options = nodeDatapathOptions(f, ['198.18.0.1'], log);
   assert.deepEqual(
     { ...options, maglevSeed: options.maglevSeed.base64 },
-    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), conntrackEntries: 262144, snatPorts: { min: 61000, max: 65535 }, nodeSetup: true, log },
+    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), conntrackEntries: 262144, snatPorts: { min: 61000, max: 65535 }, nodeSetup: true, dsrServiceRanges: [], log },
   );
 });
 
