@@ -173,6 +173,9 @@ static __always_inline int xlb_parse_l4(void *data, void *data_end, struct xlb_p
 	case IPPROTO_ICMPV6: {
 		struct icmphdr *icmp = l4;
 
+		/* ICMP is protocol 1 in IPv4 and 58 in IPv6; the other number is nobody's business here. */
+		if (pkt->tuple.proto != (pkt->tuple.family == XLB_AF_INET ? IPPROTO_ICMP : IPPROTO_ICMPV6))
+			return XLB_PARSE_OK;
 		if ((void *)(icmp + 1) > data_end)
 			return -XLB_DROP_MALFORMED;
 		pkt->icmp_type = icmp->type;

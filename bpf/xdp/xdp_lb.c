@@ -170,6 +170,9 @@ XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 	ct_refresh_reverse(bucket, ref->way, pkt, now);
 	v->service_id = reverse->service_id;
 	v->backend_id = reverse->backend_id;
+	/* A fragmented reply (a large DNS answer): its later fragments find this entry by the ports kept here. */
+	if (pkt->frag == XLB_FRAG_FIRST)
+		frag_remember(pkt);
 	err = nat_rewrite(data, data_end, pkt, &reverse->service, reverse->service_port, &reverse->client,
 			  reverse->client_port);
 	if (err) {
