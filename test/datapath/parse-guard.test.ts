@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { Reason } from '../../lb/reasons.js';
-import { buildFrame, TCP_FLAGS, type FrameSpec, type L4Spec } from '../support/packet.js';
+import { buildFrame, dsrOption4, dsrOptions6, TCP_FLAGS, type FrameSpec, type L4Spec } from '../support/packet.js';
 import { BACKENDS, CLIENT, LbHarness, XDP } from '../support/lb-harness.js';
 
 const VIP4 = '198.18.10.40';
@@ -21,27 +21,6 @@ const syn = (sport: number, dport: number): L4Spec => ({ proto: 'tcp', sport, dp
 function frame(src: string, dst: string, l4: L4Spec, extra: Partial<FrameSpec['ip']> = {}): Buffer {
   return buildFrame({ eth: { src: CLIENT.mac, dst: '02:00:00:00:00:02' }, ip: { src, dst, ...extra }, l4 });
 }
-/** xlb's IPv4 DSR option: type 0x9A, length 8, {port, address}. */
-function dsrOption4(address: string, port: number): Buffer {
-  const option = Buffer.alloc(8);
-  option.writeUInt8(0x9a, 0);
-  option.writeUInt8(8, 1);
-  option.writeUInt16BE(port, 2);
-  Buffer.from(address.split('.').map(Number)).copy(option, 4);
-  return option;
-}
-/** xlb's IPv6 DSR destination option (type 0x1B, length 18) with its address and port, then two Pad1. */
-function dsrOption6(port: number): Buffer {
-  const options = Buffer.alloc(22);
-  options.writeUInt8(0x1b, 0);
-  options.writeUInt8(18, 1);
-  options.writeUInt16BE(0x2001, 2); // 2001:db8::66, the address the client would have replies come from
-  options.writeUInt16BE(0x0db8, 4);
-  options.writeUInt16BE(0x66, 16);
-  options.writeUInt16BE(port, 18);
-  return options;
-}
-
 describe('xdp_lb: headers it does not take at face value', () => {
   let h: LbHarness;
   before(() => {
@@ -104,7 +83,7 @@ describe('xdp_lb: headers it does not take at face value', () => {
 
   test('a client\'s own IPv6 DSR destination option is refused, counted; other destination options pass', () => {
     const before = h.counter(Reason.DROP_DSR_SPOOFED);
-    const spoofed = frame(CLIENT.v6, VIP6, syn(41008, 80), { ext: [{ type: 'dstopts', options: dsrOption6(53) }] });
+    const spoofed = frame(CLIENT.v6, VIP6, syn(41008, 80), { ext: [{ type: 'dstopts', options: dsrOptions6('2001:db8::66', 53) }] });
     assert.equal(h.run(spoofed).retval, XDP.DROP);
     assert.equal(h.counter(Reason.DROP_DSR_SPOOFED) - before, 1n);
     const other = h.run(frame(CLIENT.v6, VIP6, syn(41009, 80), { ext: [{ type: 'dstopts', options: Buffer.from([1, 2, 0, 0, 0, 0]) }] }));

@@ -12,7 +12,7 @@ import { DsrEntry, XlbTuple } from '../../lb/layouts.js';
 import { Direction, Reason, counterIndex } from '../../lb/reasons.js';
 import { bpfObject } from '../support/paths.js';
 import { waitFor } from '../support/wait.js';
-import { IPPROTO, TCP_FLAGS, buildFrame, buildIp, checksumErrors, parseFrame, type FrameSpec, type IpSpec } from '../support/packet.js';
+import { IPPROTO, TCP_FLAGS, buildFrame, buildIp, checksumErrors, dsrOption4, dsrOptions6, parseFrame, type FrameSpec, type IpSpec } from '../support/packet.js';
 
 const OBJECT = bpfObject('tc/tc_dsr.o');
 const TC_ACT_OK = 0;
@@ -22,26 +22,6 @@ const AF_INET6 = 10;
 
 const v4 = { client: '198.18.0.1', vip: '198.18.0.10', backend: '198.18.1.2' };
 const v6 = { client: '2001:db8::1', vip: '2001:db8::10', backend: '2001:db8:1::2' };
-
-/** IPv4 option 0x9A, length 8: {service port, service address}. */
-function dsrOption4(vip: string, port: number): Buffer {
-  const opt = Buffer.alloc(8);
-  opt[0] = 0x9a;
-  opt[1] = 8;
-  opt.writeUInt16BE(port, 2);
-  ipv4ToBytes(vip).copy(opt, 4);
-  return opt;
-}
-
-/** The options of the IPv6 DSR destination options header: 0x1B, len 18, address, port, two Pad1. */
-function dsrOptions6(vip: string, port: number, length = 18): Buffer {
-  const opt = Buffer.alloc(22);
-  opt[0] = 0x1b;
-  opt[1] = length;
-  ipv6ToBytes(vip).copy(opt, 2);
-  opt.writeUInt16BE(port, 18);
-  return opt;
-}
 
 describe('tc_dsr with BPF_PROG_TEST_RUN', () => {
   let obj: BpfObject;

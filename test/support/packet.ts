@@ -400,3 +400,23 @@ export function checksumErrors(buf: Buffer): string[] {
 export function checksumsValid(buf: Buffer): boolean {
   return checksumErrors(buf).length === 0;
 }
+
+/** xlb's IPv4 DSR option (bpf/include/dsr.h): type 0x9A, length 8, {service port, service address}. */
+export function dsrOption4(service: string, port: number): Buffer {
+  const option = Buffer.alloc(8);
+  option[0] = 0x9a;
+  option[1] = 8;
+  option.writeUInt16BE(port, 2);
+  ipv4ToBytes(service).copy(option, 4);
+  return option;
+}
+
+/** The options of xlb's IPv6 DSR destination options header: 0x1B, length 18, address, port, two Pad1. */
+export function dsrOptions6(service: string, port: number, length = 18): Buffer {
+  const options = Buffer.alloc(22);
+  options[0] = 0x1b;
+  options[1] = length;
+  ipv6ToBytes(service).copy(options, 2);
+  options.writeUInt16BE(port, 18);
+  return options;
+}
