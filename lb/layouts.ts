@@ -270,7 +270,8 @@ export const XlbConfig = defineStruct('xlb_config', {
   natPortMax: u16,
   eventSample: u32,
   ctSeed: u32,
-  pad: pad(4),
+  /** Seconds added to the datapath's clock: 0, except in tests that age conntrack entries. */
+  clockOffset: u32,
 });
 
 // ---- counters and events (metrics.h) ----

@@ -20,6 +20,7 @@
 #define XLB_CONNTRACK_H
 
 #include "common.h"
+#include "config.h"
 #include "hash.h"
 #include "maps.h"
 #include "parse.h"
@@ -41,12 +42,16 @@ const volatile __u64 xlb_ns_per_jiffy = 0;
 const volatile __u32 xlb_ct_bucket_mask = XLB_CT_BUCKETS - 1;
 
 /* Conntrack time, in ns: jiffies resolution is plenty for lifetimes in seconds, and reading jiffies
- * costs next to nothing, where even the coarse clock helper cost ~15 ns a packet here. */
+ * costs next to nothing, where even the coarse clock helper cost ~15 ns a packet here. The config's
+ * clock_offset moves it forward (tests age entries without waiting; 0 on a node). */
 static __always_inline __u64 xlb_now(void)
 {
+	struct xlb_config *cfg = xlb_get_config();
+	__u64 offset = cfg ? (__u64)cfg->clock_offset * XLB_NS : 0;
+
 	if (xlb_ns_per_jiffy)
-		return bpf_jiffies64() * xlb_ns_per_jiffy;
-	return bpf_ktime_get_coarse_ns();
+		return bpf_jiffies64() * xlb_ns_per_jiffy + offset;
+	return bpf_ktime_get_coarse_ns() + offset;
 }
 
 /* Units of 2^30 ns (about 1.07 s): a shift instead of a 64-bit division, for next-hop ages. */

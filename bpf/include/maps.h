@@ -258,7 +258,7 @@ struct xlb_config {
 	__u16 nat_port_max;
 	__u32 event_sample;       /* 1 in N new-flow events reach the ring buffer; 0 = none */
 	__u32 ct_seed;            /* conntrack hash seed: random per node, kept across agent restarts */
-	__u32 pad;
+	__u32 clock_offset;       /* seconds added to the datapath's clock (xlb_now): 0, except in tests that age entries */
 };
 
 /* ---- counters and events (metrics.h) ---- */

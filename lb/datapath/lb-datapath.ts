@@ -131,6 +131,7 @@ function encodeConfig(config: LbNodeConfig, ctSeed: number): Buffer {
     natPortMax: config.natPortMax,
     eventSample: config.eventSample,
     ctSeed,
+    clockOffset: 0,
   });
 }
 

@@ -14,7 +14,7 @@ import { Topology } from '../../lb/datapath/topology.js';
 import { desiredLbState } from '../../lb/lbmap/desired.js';
 import { IdAllocator } from '../../lb/lbmap/ids.js';
 import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
-import { CtEntry, NatReverse, TupleKind, XlbTuple } from '../../lb/layouts.js';
+import { CtEntry, NatReverse, TupleKind, XlbConfig, XlbTuple } from '../../lb/layouts.js';
 import { counterIndex, Direction } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
 import { parseFrame, type ParsedFrame } from './packet.js';
@@ -141,6 +141,28 @@ export class LbHarness {
       .map(({ bucket, key, value }) => ({ bucket, tuple: XlbTuple.decode(key), value }))
       .filter(({ tuple }) => tuple.kind === TupleKind.SnatReply)
       .map(({ bucket, tuple, value }) => ({ tuple, reverse: NatReverse.decode(value), bucket }));
+  }
+
+  /** The datapath's runtime config as the agent wrote it, changed by `change` in place (xlb_config). */
+  private changeConfig(change: (config: ReturnType<typeof XlbConfig.decode>) => ReturnType<typeof XlbConfig.decode>): void {
+    const map = this.lb.map('xlb_config');
+    const key = Buffer.alloc(4);
+    const current = map.lookup(key);
+    if (!current) throw new Error('xlb_config is not written yet');
+    map.update(key, XlbConfig.encode(change(XlbConfig.decode(current))));
+  }
+
+  /**
+   * Move the datapath's clock `seconds` forward (xlb_config.clock_offset, added to its every reading of
+   * time): entries age as if that much time had passed, without waiting.
+   */
+  advanceClock(seconds: number): void {
+    this.changeConfig((config) => ({ ...config, clockOffset: config.clockOffset + seconds }));
+  }
+
+  /** The SNAT port range, changed in place (the clock offset and the hash seed kept); default NAT_PORTS. */
+  setNatPorts(min: number = NAT_PORTS.min, max: number = NAT_PORTS.max): void {
+    this.changeConfig((config) => ({ ...config, natPortMin: min, natPortMax: max }));
   }
 
   /** Forget every tracked flow (conntrack, SNAT ports, affinity), as if the node had just started. */
