@@ -43,7 +43,7 @@ export const ServiceFlag = { Maglev: 1, SourceRanges: 2, NodePort: 4, Local: 8 }
 /** enum xlb_forwarding_mode */
 export const ForwardingMode = { snat: 0, dsr: 1, hybrid: 2 } as const;
 /** enum xlb_ct_flags */
-export const CtFlag = { Dsr: 1, Snat: 2, Closing: 4, Opening: 8 } as const;
+export const CtFlag = { Dsr: 1, Snat: 2, Closing: 4, Opening: 8, Handshake: 16 } as const;
 
 /** The shape lb/codec.ts's defineStruct accepts for a field (codec.ts keeps its own interface private). */
 interface AddrKind {
@@ -204,12 +204,15 @@ export const CT_VALUE_SIZE = CtEntry.size;
 export const CtWay = defineStruct('ct_way', { key: nested(XlbTuple, 4), value: bytes(CT_VALUE_SIZE, 8), pad: pad(8) });
 /** Ways per conntrack bucket (XLB_CT_WAYS). */
 export const CT_WAYS = 4;
-/** struct ct_bucket: seq[i] odd while way i is written, tag[i] 0 when way i is empty, expires[i] in 2^30 ns units. */
+/**
+ * struct ct_bucket: seq[i] odd while way i is written, tag[i] 0 when way i is empty, expires[i] in 2^30 ns units,
+ * peer[i] the other half of way i's SNAT flow (bucket × CT_WAYS + way + 1; 0: none).
+ */
 export const CtBucket = defineStruct('ct_bucket', {
   seq: bytes(4 * CT_WAYS, 4),
   tag: bytes(4 * CT_WAYS, 4),
   expires: bytes(4 * CT_WAYS, 4),
-  pad: pad(4 * CT_WAYS),
+  peer: bytes(4 * CT_WAYS, 4),
   way: bytes(CT_WAYS * CtWay.size, 8),
 });
 export const CtSweep = defineStruct('ct_sweep', { flags: u32, live: u32, cleared: u32, purged: u32, busy: u32, pad: pad(4) });

@@ -14,6 +14,10 @@
  *   around what they read;
  * - eviction: a new flow takes an empty or expired way, else the one of its bucket expiring first
  *   (counted: XLB_CT_EVICTED);
+ * - pairs: a SNAT flow is two entries, the flow (client tuple) and its reply entry (reply tuple → the
+ *   reverse translation, which holds the port). Each knows where the other is (ct_bucket.peer) and they
+ *   live and die together: one expiry written to both by packets of either direction (ct_touch,
+ *   ct_refresh_reverse), and an entry overwritten while live takes its other half with it (ct_store);
  * - the agent's purges and counts run in BPF too (xlb_ct_sweep), under the same protocol.
  */
 #ifndef XLB_CONNTRACK_H
@@ -29,7 +33,12 @@
 #define XLB_CT_BUCKETS 65536 /* × XLB_CT_WAYS = 262144 flows by default */
 #define XLB_CT_READ_RETRIES 8
 
-/* Lifetimes in seconds, as kube-proxy's conntrack settings: established TCP long, closing short. */
+/*
+ * Lifetimes in seconds, as kube-proxy's conntrack settings: established TCP long; closing short, a
+ * TIME_WAIT-like grace after the last FIN or RST before a SNAT port is free again; opening (TCP until its
+ * handshake completes or its backend answers, mid-stream pick-ups included) short, so that nobody buys
+ * hours of state with packets the backend never answers.
+ */
 #define XLB_CT_LIFETIME_TCP 21600
 #define XLB_CT_LIFETIME_CLOSING 10
 #define XLB_CT_LIFETIME_OPENING 60
@@ -96,6 +105,7 @@ struct ct_ref {
 	__u8 busy; /* the key's way stayed locked through every retry: neither found nor missing */
 	__u8 keep; /* way + 1 that a store here must not take (the other half of a SNAT flow), or 0 */
 	__u8 pad;
+	__u32 peer; /* ct_loc + 1 of the stored entry's other half (a new SNAT flow's reply entry), or 0 */
 };
 
 /*
@@ -189,6 +199,7 @@ static __always_inline union ct_value *ct_lookup_placed(const struct xlb_tuple *
 	ref->found = 0;
 	ref->busy = 0;
 	ref->keep = 0;
+	ref->peer = 0;
 	bucket = ct_bucket_at(ref->index);
 	*bucket_out = bucket;
 	if (!bucket)
@@ -252,22 +263,85 @@ static __always_inline int ct_is_reopened(const struct ct_entry *entry, const st
 	       (pkt->tcp_flags & (XLB_TCP_SYN | XLB_TCP_ACK)) == XLB_TCP_SYN;
 }
 
-static __always_inline void ct_touch(struct ct_bucket *bucket, __u32 way, struct ct_entry *entry, const struct xlb_pkt *pkt,
-				     __u64 now)
+/* Where a way is, as ct_bucket.peer holds it (minus 1). */
+static __always_inline __u32 ct_loc(__u32 index, __u32 way)
 {
-	int closing = (pkt->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST)) && !(entry->flags & XLB_CT_F_CLOSING);
-	int opened = (entry->flags & XLB_CT_F_OPENING) && !(pkt->tcp_flags & XLB_TCP_SYN);
+	return index * XLB_CT_WAYS + (way & (XLB_CT_WAYS - 1));
+}
 
-	if (closing)
-		entry->flags |= XLB_CT_F_CLOSING;
-	if (opened)
-		entry->flags &= ~XLB_CT_F_OPENING;
-	/* Written only when it moved on: a store per packet would keep the cache lines bouncing between
-	 * CPUs for nothing, lifetimes being seconds. Single aligned stores: never torn. */
-	if (closing || opened || now - entry->last_seen > XLB_NS / 4) {
-		entry->last_seen = now;
-		bucket->expires[way & (XLB_CT_WAYS - 1)] = ct_expiry(entry, pkt->tuple.proto, now);
+/* The way at ct_loc `peer` − 1 if it still names (index, way) as its other half, else NULL. Each half is
+ * linked when stored (ct_store), so a way reused since by another entry no longer points back. */
+static __always_inline struct ct_bucket *ct_peer_of(struct ct_bucket *bucket, __u32 index, __u32 way, __u32 *peer_way)
+{
+	__u32 peer = bucket->peer[way & (XLB_CT_WAYS - 1)];
+	struct ct_bucket *other;
+
+	if (!peer)
+		return NULL;
+	other = ct_bucket_at((peer - 1) / XLB_CT_WAYS);
+	*peer_way = (peer - 1) & (XLB_CT_WAYS - 1);
+	if (!other || !other->tag[*peer_way] || other->peer[*peer_way] != ct_loc(index, way) + 1)
+		return NULL;
+	return other;
+}
+
+/* One expiry for a way and its other half: the two halves of a SNAT flow live and die together. Single
+ * aligned stores, each its own: never torn. */
+static __always_inline void ct_set_expiry(struct ct_bucket *bucket, __u32 index, __u32 way, __u32 expires)
+{
+	struct ct_bucket *other;
+	__u32 peer_way = 0;
+
+	bucket->expires[way & (XLB_CT_WAYS - 1)] = expires;
+	other = ct_peer_of(bucket, index, way, &peer_way);
+	if (other)
+		other->expires[peer_way & (XLB_CT_WAYS - 1)] = expires;
+}
+
+/* A new TCP flow's flags: opening (short-lived) until its handshake completes or its backend answers;
+ * a DSR flow's replies never pass here, so its SYN stands for the answer it gets. */
+static __always_inline __u8 ct_open_flags(const struct xlb_pkt *pkt, int dsr)
+{
+	int syn = (pkt->tcp_flags & (XLB_TCP_SYN | XLB_TCP_ACK)) == XLB_TCP_SYN;
+
+	return XLB_CT_F_OPENING | (dsr && syn ? XLB_CT_F_HANDSHAKE : 0);
+}
+
+/*
+ * A packet of the flow at (index, way) seen, from the client or (from_backend, SNAT) its backend: its
+ * state moves on (FIN/RST: closing; opening ends when the backend answers, or when the client goes past
+ * its SYN after the backend's SYN-ACK) and the flow and its reply entry are pushed back together.
+ */
+static __always_inline void ct_touch_flow(struct ct_bucket *bucket, __u32 index, __u32 way, struct ct_entry *entry,
+					  const struct xlb_pkt *pkt, __u64 now, int from_backend)
+{
+	__u8 tcp = pkt->tcp_flags;
+	__u8 flags = entry->flags;
+	__u8 next = flags;
+
+	if (tcp & (XLB_TCP_FIN | XLB_TCP_RST))
+		next |= XLB_CT_F_CLOSING;
+	if (next & XLB_CT_F_OPENING) {
+		if (from_backend && (tcp & XLB_TCP_SYN))
+			next |= XLB_CT_F_HANDSHAKE;
+		else if (from_backend ? !(tcp & XLB_TCP_RST) : !(tcp & XLB_TCP_SYN) && (flags & XLB_CT_F_HANDSHAKE))
+			next &= ~XLB_CT_F_OPENING;
 	}
+	if (next != flags)
+		entry->flags = next;
+	/* Written only when it moved on: a store per packet would keep the cache lines bouncing between
+	 * CPUs for nothing, lifetimes being seconds. */
+	if (next != flags || now - entry->last_seen > XLB_NS / 4) {
+		entry->last_seen = now;
+		ct_set_expiry(bucket, index, way, ct_expiry(entry, pkt->tuple.proto, now));
+	}
+}
+
+/* A client's packet of a tracked flow (ref: where ct_lookup found it). */
+static __always_inline void ct_touch(struct ct_bucket *bucket, const struct ct_ref *ref, struct ct_entry *entry,
+				     const struct xlb_pkt *pkt, __u64 now)
+{
+	ct_touch_flow(bucket, ref->index, ref->way, entry, pkt, now, 0);
 }
 
 /* Take way i for writing: 1 when this CPU now holds it (its seq odd), 0 when another one does. */
@@ -301,18 +375,22 @@ static __always_inline void ct_update_nexthop(struct ct_bucket *bucket, struct c
 	ct_way_unlock(bucket, way);
 }
 
-/* A SNAT reverse entry lives while replies come: pushed back at most once a coarse second. A SYN-ACK
- * does not prove the client answers: the short lifetime until a reply without SYN. */
-static __always_inline void ct_refresh_reverse(struct ct_bucket *bucket, __u32 way, const struct xlb_pkt *pkt, __u64 now)
+/* A backend's reply through a SNAT reverse entry (ref: where ct_lookup_reply found it): the flow it
+ * belongs to is touched as by its client, which pushes both back. A reverse entry whose flow is gone
+ * (its store failed) is left to expire. */
+static __always_inline void ct_refresh_reverse(struct ct_bucket *bucket, const struct ct_ref *ref, const struct xlb_pkt *pkt,
+					       __u64 now)
 {
-	__u8 proto = pkt->tuple.proto;
-	__u64 lifetime = proto == IPPROTO_TCP && (pkt->tcp_flags & XLB_TCP_SYN) ? XLB_CT_LIFETIME_OPENING * XLB_NS
-									 : ct_proto_lifetime_ns(proto);
-	__u32 expires = xlb_coarse_sec(now + lifetime);
+	struct ct_bucket *flow;
+	__u32 flow_way = 0;
+	__u32 peer;
 
-	way &= XLB_CT_WAYS - 1;
-	if (bucket->expires[way] != expires)
-		bucket->expires[way] = expires;
+	flow = ct_peer_of(bucket, ref->index, ref->way, &flow_way);
+	if (!flow)
+		return;
+	flow_way &= XLB_CT_WAYS - 1;
+	peer = bucket->peer[ref->way & (XLB_CT_WAYS - 1)];
+	ct_touch_flow(flow, (peer - 1) / XLB_CT_WAYS, flow_way, &flow->way[flow_way].value.entry, pkt, now, 1);
 }
 
 /* The way a new entry goes to: the flow's own (reopened or expired), an empty or expired one, else the
@@ -342,13 +420,17 @@ static __always_inline __u32 ct_pick_way(const struct ct_bucket *bucket, const s
 	return victim;
 }
 
-/* Store an entry under `key` where ct_lookup said it goes, expiring at `expires`: 1 when a live entry
- * was evicted for it. ref->way is then the entry's way. */
+/* Store an entry under `key` where ct_lookup said it goes, expiring at `expires`, with ref->peer as its
+ * other half (which is linked back to it): 1 when a live entry was evicted for it. A live entry it
+ * replaces (evicted, or the closing flow a SYN reopens) takes its own other half with it: a SNAT flow
+ * without its reply entry, or a port held for a flow that is gone, would outlive its use. ref->way is
+ * then the entry's way. */
 static __always_inline int ct_store(const struct xlb_tuple *key, const union ct_value *value, __u32 expires,
 				    struct ct_ref *ref, __u64 now)
 {
 	struct ct_bucket *bucket = ct_bucket_at(ref->index);
-	__u32 way, seq;
+	struct ct_bucket *other;
+	__u32 way, seq, peer_way = 0;
 	int evicts;
 
 	if (!bucket)
@@ -356,12 +438,23 @@ static __always_inline int ct_store(const struct xlb_tuple *key, const union ct_
 	way = ct_pick_way(bucket, ref, now, &evicts) & (XLB_CT_WAYS - 1);
 	if (!ct_way_lock(bucket, way, &seq))
 		return -XLB_DROP_CT_FULL; /* another CPU is writing that very way: rare, and the client retries */
+	if (bucket->tag[way] && !ct_expired(bucket, way, now)) {
+		other = ct_peer_of(bucket, ref->index, way, &peer_way);
+		if (other)
+			other->expires[peer_way & (XLB_CT_WAYS - 1)] = 0;
+	}
 	bucket->way[way].key = *key;
 	bucket->way[way].value = *value;
 	bucket->expires[way] = expires;
+	bucket->peer[way] = ref->peer;
 	bucket->tag[way] = ref->tag;
 	ct_way_unlock(bucket, way);
 	ref->way = way;
+	if (ref->peer) {
+		other = ct_bucket_at((ref->peer - 1) / XLB_CT_WAYS);
+		if (other)
+			other->peer[(ref->peer - 1) & (XLB_CT_WAYS - 1)] = ct_loc(ref->index, way) + 1;
+	}
 	return evicts;
 }
 

@@ -111,8 +111,10 @@ enum xlb_ct_flags {
 	XLB_CT_F_DSR = 1 << 0,
 	XLB_CT_F_SNAT = 1 << 1,
 	XLB_CT_F_CLOSING = 1 << 2, /* FIN or RST seen: short lifetime */
-	XLB_CT_F_OPENING = 1 << 3, /* TCP, nothing past the client's SYN yet: short lifetime, so a SYN flood
-				    * cannot hold entries (and SNAT ports) for hours */
+	XLB_CT_F_OPENING = 1 << 3, /* TCP, handshake not complete and the backend not heard: short lifetime, so
+				    * a SYN flood or stray mid-stream packets cannot hold entries (and SNAT ports) for hours */
+	XLB_CT_F_HANDSHAKE = 1 << 4, /* TCP: the SYN was answered (SNAT: the backend's SYN-ACK seen; DSR: opened by a
+				      * SYN), so the client's next packet without SYN completes the handshake */
 };
 
 /* A tracked flow's state; its key is the client's tuple as it arrives (struct xlb_tuple). */
@@ -166,7 +168,8 @@ struct ct_bucket {
 	__u32 seq[XLB_CT_WAYS];
 	__u32 tag[XLB_CT_WAYS];     /* 0: way i is empty; else its key's hash | 1 */
 	__u32 expires[XLB_CT_WAYS]; /* when way i's flow expires, in xlb_coarse_sec units */
-	__u32 pad[XLB_CT_WAYS];
+	__u32 peer[XLB_CT_WAYS];    /* the other half of way i's SNAT flow (flow ↔ reply entry): its bucket × XLB_CT_WAYS
+				     * + its way + 1; 0: none. The two expire together (conntrack.h, ct_set_expiry) */
 	struct ct_way way[XLB_CT_WAYS];
 };
 

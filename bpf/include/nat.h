@@ -13,6 +13,7 @@
 #include "conntrack.h"
 #include "csum.h"
 #include "maps.h"
+#include "metrics.h"
 #include "parse.h"
 
 /* Ports tried before a new SNAT flow is refused: with the range half taken, 8 tries fail for 1 flow
@@ -123,18 +124,24 @@ static __always_inline int nat_rewrite(void *data, void *data_end, struct xlb_pk
 }
 
 /* Store the reverse entry of a free port, sharing the flow's bucket without taking the way the flow's
- * store will take, nor letting the flow's store take its own. */
+ * store will take, nor letting the flow's store take its own; a live entry it evicts is counted (and
+ * takes its other half with it, ct_store). */
 static __always_inline int nat_claimed(struct nat_claim *claim, struct ct_entry *ct, struct ct_ref *flow, __u64 now)
 {
 	struct ct_ref *ref = &claim->ref;
 	int same_bucket = ref->index == flow->index;
+	int err;
 
 	if (same_bucket && flow->found)
-		ref->keep = flow->way + 1; /* the flow's own (expired) entry */
-	if (ct_store(&claim->reply, &claim->value, ct_expiry(ct, claim->reply.proto, now), ref, now) < 0)
+		ref->keep = flow->way + 1; /* the flow's own entry (expired, or closing and reopened) */
+	err = ct_store(&claim->reply, &claim->value, ct_expiry(ct, claim->reply.proto, now), ref, now);
+	if (err < 0)
 		return -XLB_DROP_NAT_FULL;
+	if (err)
+		xlb_count(XLB_CT_EVICTED, XLB_DIR_INGRESS, 0);
 	if (same_bucket)
 		flow->keep = ref->way + 1;
+	flow->peer = ct_loc(ref->index, ref->way) + 1; /* the flow's store links the two halves */
 	ct->nat_port = claim->reply.dport;
 	return 0;
 }
@@ -146,8 +153,8 @@ static __always_inline int nat_claimed(struct nat_claim *claim, struct ct_entry 
  * the flow's lookup has just read — when the range holds it: a range narrower than the table has
  * buckets reaches only some buckets from each backend, and the offset wraps into the range elsewhere.
  * Either way it is as unpredictable from outside as a random port, both hashes being seeded with the
- * node's secret. The reverse entry lives as long as the flow's would; when it shares the flow's
- * bucket, the flow's store must leave its way alone (flow->keep).
+ * node's secret. The reverse entry lives as long as the flow's would (the two are linked: flow->peer);
+ * when it shares the flow's bucket, the flow's store must leave its way alone (flow->keep).
  */
 static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct ct_entry *ct, const struct xlb_config *cfg,
 					  __u64 now, struct ct_ref *flow)

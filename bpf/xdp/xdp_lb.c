@@ -75,9 +75,9 @@ static __always_inline int open_flow(const struct lb_service *svc, const struct 
 		return svc->flags & XLB_SVC_F_LOCAL ? -XLB_DROP_NO_BACKEND : -XLB_REJECT_NO_BACKEND;
 	ct->last_seen = now;
 	ct->service_id = svc->id;
-	/* a connection starting now (not one picked up mid-stream) lives briefly until its handshake ends */
-	if (pkt->tuple.proto == IPPROTO_TCP && first_packet_of_flow(pkt, 1))
-		ct->flags = XLB_CT_F_OPENING;
+	/* TCP lives briefly until its handshake ends or its backend answers, a flow picked up mid-stream too */
+	if (pkt->tuple.proto == IPPROTO_TCP)
+		ct->flags = ct_open_flags(pkt, uses_dsr(svc, pkt->tuple.proto));
 	if (uses_dsr(svc, pkt->tuple.proto)) {
 		ct->flags |= XLB_CT_F_DSR;
 		return 0;
@@ -167,7 +167,7 @@ XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 		return 0;
 	reverse = &value->reverse;
 	nexthop = reverse->nexthop;
-	ct_refresh_reverse(bucket, ref->way, pkt, now);
+	ct_refresh_reverse(bucket, ref, pkt, now);
 	v->service_id = reverse->service_id;
 	v->backend_id = reverse->backend_id;
 	/* A fragmented reply (a large DNS answer): its later fragments find this entry by the ports kept here. */
@@ -280,7 +280,7 @@ XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, st
 		return 0;
 	ct = &value->entry;
 	nexthop = ct->nexthop;
-	ct_touch(bucket, ref->way, ct, pkt, now);
+	ct_touch(bucket, ref, ct, pkt, now);
 	v->reason = XLB_FWD_ESTABLISHED;
 	v->service_id = ct->service_id;
 	v->backend_id = ct->slot.backend_id;
@@ -311,7 +311,7 @@ static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_
 	if (pkt->frag != XLB_FRAG_NONE || !fwd_nexthop_fresh(&ct->nexthop, xlb_coarse_sec(now)) ||
 	    ((ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 0)) || (void *)(eth + 1) > data_end)
 		return 0;
-	ct_touch(bucket, ref->way, ct, pkt, now);
+	ct_touch(bucket, ref, ct, pkt, now);
 	v->service_id = ct->service_id;
 	v->backend_id = ct->slot.backend_id;
 	err = translate_to_backend(ctx, pkt, ct, &ct->slot.backend, 0);

@@ -162,6 +162,33 @@ describe('conntrack table when full', () => {
     assert.equal(Number(h.counter(Reason.DROP_NAT_NO_PORT)), 0);
   });
 
+  test('a SNAT flow and its reply entry are evicted together: no live half is left without the other', () => {
+    h.install({ a: SERVICES.a, b: SERVICES.b });
+    h.flushFlows();
+    const ack = (port: number): Buffer =>
+      buildFrame({ eth: { src: CLIENT.mac, dst: '02:00:00:00:00:02' }, ip: { src: CLIENT.v4, dst: VIP_B }, l4: { proto: 'tcp', sport: port, dport: 80, flags: TCP_FLAGS.ACK } });
+    // Half the table's worth of flows, touched by their clients a few seconds later (which must push their
+    // reply entries back too), then as many new flows: each bucket overflows, evicting what expires first.
+    for (let port = 27000; port < 27008; port++) assert.equal(h.run(syn(VIP_B, port)).retval, XDP.TX);
+    h.advanceClock(5);
+    for (let port = 27000; port < 27008; port++) assert.equal(h.run(ack(port)).retval, XDP.TX);
+    const evicted = h.counter(Reason.CT_EVICTED);
+    for (let port = 27008; port < 27016; port++) assert.equal(h.run(syn(VIP_B, port)).retval, XDP.TX);
+    assert.ok(h.counter(Reason.CT_EVICTED) > evicted, 'the table overflowed');
+    h.lb.conntrack.sweep(); // clears the halves that died with the other
+    const flows = h.flows().filter((f) => f.tuple.sport >= 27000);
+    const replies = h.snatReplies();
+    assert.ok(flows.length > 0);
+    assert.deepEqual(
+      replies.map((r) => r.reverse.clientPort).sort(),
+      flows.map((f) => f.tuple.sport).sort(),
+      'a reply entry for every live flow, and none for a flow that is gone',
+    );
+    for (const flow of flows) {
+      assert.equal(replies.find((r) => r.reverse.clientPort === flow.tuple.sport)?.tuple.dport, flow.entry.natPort);
+    }
+  });
+
   test('a table size that is not CT_WAYS × a power of two is refused', () => {
     assert.throws(() => LbHarness.create('ctbad', undefined, 24), /conntrack entries must be 4 × a power of two/);
   });
