@@ -19,6 +19,26 @@
 /* Ports tried before a new SNAT flow is refused: with the range half taken, 8 tries fail for 1 flow
  * in 256; 32 for 1 in 4e9 (a try costs a conntrack lookup, and only crowded ranges need many). */
 #define XLB_NAT_PORT_ATTEMPTS 32
+/* Slots of xlb_nat_full, each remembering one exhausted range (a backend address:port, from one node
+ * address, one protocol) for about a second. */
+#define XLB_NAT_FULL_SLOTS 1024
+
+/*
+ * Ranges found exhausted lately: a reply tuple's hash without the port (ct_reply_hash, | 1) → until when,
+ * in xlb_coarse_sec units (hash << 32 | until). Under a flood of new flows to a backend whose ports are
+ * all taken, every refused flow would otherwise pay XLB_NAT_PORT_ATTEMPTS conntrack lookups (cold lines
+ * on a busy node, microseconds a packet); while its range is remembered full, a new flow tries one port
+ * only: the one placing its reply entry in its own bucket, which the flow's lookup has just read. A port
+ * freed meanwhile is found by some of them (and the first that finds one forgets the exhaustion), and
+ * the whole range is probed again a second later at the latest.
+ * Slots are shared by every CPU: written once a second per exhausted range, a single aligned store.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_NAT_FULL_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} xlb_nat_full SEC(".maps");
 
 /* A port claim being built (reply tuple → reverse translation), off the stack the paths share. */
 struct nat_claim {
@@ -146,6 +166,17 @@ static __always_inline int nat_claimed(struct nat_claim *claim, struct ct_entry 
 	return 0;
 }
 
+/* The slot remembering whether the range of reply tuples hashing to `hash` is exhausted: 1 when it says
+ * so now. */
+static __always_inline __u64 *nat_full_slot(__u32 hash, __u64 now, int *full)
+{
+	__u32 index = hash & (XLB_NAT_FULL_SLOTS - 1);
+	__u64 *slot = bpf_map_lookup_elem(&xlb_nat_full, &index);
+
+	*full = slot && (__u32)(*slot >> 32) == (hash | 1) && xlb_coarse_sec(now) <= (__u32)*slot;
+	return slot;
+}
+
 /*
  * Claim a node port for a new SNAT flow (its state in *ct: backend, service, node address; `flow`: where
  * ct_lookup_flow said the flow's entry goes): the reply tuple must be unique, so try a few ports. The
@@ -154,7 +185,8 @@ static __always_inline int nat_claimed(struct nat_claim *claim, struct ct_entry 
  * buckets reaches only some buckets from each backend, and the offset wraps into the range elsewhere.
  * Either way it is as unpredictable from outside as a random port, both hashes being seeded with the
  * node's secret. The reverse entry lives as long as the flow's would (the two are linked: flow->peer);
- * when it shares the flow's bucket, the flow's store must leave its way alone (flow->keep).
+ * when it shares the flow's bucket, the flow's store must leave its way alone (flow->keep). A range
+ * found exhausted is remembered for a second (xlb_nat_full), so refusing a flow costs one try, not 32.
  */
 static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct ct_entry *ct, const struct xlb_config *cfg,
 					  __u64 now, struct ct_ref *flow)
@@ -164,7 +196,8 @@ static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct
 	struct nat_claim *claim;
 	struct ct_ref *ref;
 	__u32 hash, start, stride;
-	int i;
+	__u64 *full_slot;
+	int i, full;
 
 	claim = xlb_nat_scratch_get();
 	if (!claim)
@@ -190,12 +223,21 @@ static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct
 	 * too (until the range wraps); else the next ports are spread wide. */
 	start = (flow->index - hash - cfg->nat_port_min) & xlb_ct_bucket_mask;
 	stride = range > xlb_ct_bucket_mask + 1 ? xlb_ct_bucket_mask + 1 : 7919;
+	full_slot = nat_full_slot(hash, now, &full);
 	for (i = 0; i < XLB_NAT_PORT_ATTEMPTS; i++) {
 		claim->reply.dport = bpf_htons(cfg->nat_port_min + (start + i * stride) % range);
 		ct_place_reply(hash, claim->reply.dport, ref);
-		if (!ct_exists_placed(&claim->reply, now, ref))
+		if (!ct_exists_placed(&claim->reply, now, ref)) {
+			if (full && full_slot)
+				*full_slot = 0; /* ports are free again: the next flows try them all */
 			return nat_claimed(claim, ct, flow, now);
+		}
+		if (full)
+			return -XLB_DROP_NAT_NO_PORT; /* remembered exhausted: one try */
 	}
+	/* Exhausted: remembered until the next coarse second ends (about 1–2 s). */
+	if (full_slot)
+		*full_slot = (__u64)(hash | 1) << 32 | (xlb_coarse_sec(now) + 1);
 	return -XLB_DROP_NAT_NO_PORT;
 }
 

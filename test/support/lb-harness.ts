@@ -165,13 +165,16 @@ export class LbHarness {
     this.changeConfig((config) => ({ ...config, natPortMin: min, natPortMax: max }));
   }
 
-  /** Forget every tracked flow (conntrack, SNAT ports, affinity), as if the node had just started. */
+  /** Forget every tracked flow (conntrack, SNAT ports and exhausted ranges, affinity), as if the node had just started. */
   flushFlows(): void {
     this.lb.conntrack.flush();
     for (const name of ['xlb_lb_affin', 'xlb_frag']) {
       const map = this.lb.map(name);
       map.deleteBatch([...map.keys()]);
     }
+    const full = this.lb.map('xlb_nat_full');
+    const slots = Array.from({ length: full.maxEntries }, (_, i) => Buffer.from(new Uint32Array([i]).buffer));
+    full.updateBatch(slots, slots.map(() => Buffer.alloc(full.valueSize)));
   }
 
   destroy(): void {
