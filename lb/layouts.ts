@@ -174,7 +174,7 @@ export const LbSourceRangeKey = defineStruct('lb_source_range_key', { prefixlen:
 // ---- forwarding (forward.h) ----
 
 /** struct xlb_nexthop: a flow's cached FIB answer. */
-export const XlbNexthop = defineStruct('xlb_nexthop', { ifindex: u32, updated: u32, dmac: bytes(6), smac: bytes(6) });
+export const XlbNexthop = defineStruct('xlb_nexthop', { ifindex: u32, updated: u32, dmac: bytes(6), smac: bytes(6), mtu: u16, pad: pad(2) });
 /** struct xlb_nexthop_slot: one slot of the shared next-hop cache (a destination's FIB answer). */
 export const XlbNexthopSlot = defineStruct('xlb_nexthop_slot', { seq: u32, family: u8, pad: pad(3), addr: xlbAddr, nexthop: nested(XlbNexthop, 4) });
 

@@ -37,6 +37,10 @@ export const Reason = {
   DROP_FIB_FWD_DISABLED: 33,
   DROP_FIB_NO_SRC_ADDR: 34,
   DROP_NO_NEIGH: 35,
+  /** TTL / hop limit 1 or 0 on a packet to forward: answered with ICMP time exceeded. */
+  DROP_TTL_EXCEEDED: 36,
+  /** A packet that would have been answered with an ICMP error, dropped unanswered: over the ICMP rate limit. */
+  DROP_ICMP_RATE_LIMITED: 37,
   DROP_DSR_SPOOFED: 44,
   DROP_DSR_UNTRUSTED: 45,
 } as const;

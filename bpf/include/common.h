@@ -81,7 +81,8 @@ enum xlb_reason {
 	XLB_DROP_NAT_NO_PORT,      /* no free SNAT port for the flow */
 	XLB_DROP_NAT_FULL,         /* SNAT map insert failed */
 	XLB_DROP_FIB,              /* the FIB refused the packet for a reason without a name below */
-	XLB_DROP_FRAG_NEEDED,      /* too big for the next hop (ICMP frag-needed sent where possible) */
+	XLB_DROP_FRAG_NEEDED,      /* too big for the next hop; the first packet of a DSR flow, grown by the option,
+				    * is answered with ICMP frag-needed / packet-too-big (MTU minus the option) */
 	XLB_DROP_UNSUPPORTED,      /* a header we cannot translate (e.g. unknown IPv6 extension) */
 	XLB_DROP_BACKEND_GONE,     /* tracked backend no longer exists and no other is available */
 	XLB_DROP_DSR_OPTION,       /* DSR option present but malformed */
@@ -95,6 +96,9 @@ enum xlb_reason {
 	XLB_DROP_FIB_FWD_DISABLED, /* forwarding is disabled on the device (the forwarding sysctl) */
 	XLB_DROP_FIB_NO_SRC_ADDR,  /* no source address for the route */
 	XLB_DROP_NO_NEIGH,         /* no next-hop MAC, and the driver cannot hand the packet to tc (no XDP metadata) */
+	XLB_DROP_TTL_EXCEEDED = 36, /* TTL / hop limit 1 or 0 on a packet to forward: ICMP time exceeded sent back */
+	XLB_DROP_ICMP_RATE_LIMITED = 37, /* a packet to be answered with an ICMP error (unreachable, time exceeded,
+					  * too big) dropped unanswered: xlb's ICMP errors are over their rate (ratelimit.h) */
 	XLB_DROP_DSR_SPOOFED = 44, /* a packet to a service already carrying DSR information: only the LB adds it */
 	XLB_DROP_DSR_UNTRUSTED = 45, /* backend side: a DSR option naming a service address outside --dsr-service-ranges */
 	XLB_REASON_MAX = 64,

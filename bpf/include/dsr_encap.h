@@ -3,6 +3,8 @@
  * The load balancer's half of DSR: put the service address into the first packet of a flow, so the
  * backend node can answer from the service address straight to the client (dsr.h has the format).
  * The header is grown at the front (bpf_xdp_adjust_head) and the L2/L3 headers move down over the gap.
+ * A packet the option makes too big for its next hop is answered as Cilium does, with fragmentation
+ * needed / packet too big carrying the MTU less the option (icmp.h, icmp_dsr_too_big).
  */
 #ifndef XLB_DSR_ENCAP_H
 #define XLB_DSR_ENCAP_H

@@ -4,12 +4,15 @@
  * it leaves where it came in (one-arm LB), XDP_REDIRECT otherwise. Without a neighbour entry yet tc
  * sends the (already translated) packet on and the kernel resolves the next hop (xfer.h) — the next
  * packets go fast again. Any other refusal is counted with the FIB's own reason.
+ * Every path applies the route's MTU (cached next hops carry it) and takes one hop off the packet's
+ * TTL / hop limit, as a router does; packets that may not take another hop are never sent on.
  */
 #ifndef XLB_FORWARD_H
 #define XLB_FORWARD_H
 
 #include <linux/if_ether.h>
 #include "common.h"
+#include "icmp.h"
 #include "maps.h"
 #include "hash.h"
 #include "parse.h"
@@ -17,9 +20,6 @@
 #include "xfer.h"
 
 #define XLB_NEXTHOP_TTL 1 /* coarse seconds (2^30 ns): how long a FIB answer is reused */
-/* The shared cache skips the FIB's MTU check, so only frames no link refuses use it (their packets fit
- * IPv6's minimum MTU); bigger first packets still ask the FIB, which answers "fragmentation needed". */
-#define XLB_NEXTHOP_SHARED_MAX_LEN 1280
 
 #define XLB_NEXTHOP_SLOTS 4096
 
@@ -39,6 +39,25 @@ XLB_SCRATCH(xlb_fib_scratch, struct bpf_fib_lookup)
 static __always_inline int fwd_nexthop_fresh(const struct xlb_nexthop *nh, __u32 now_sec)
 {
 	return nh->ifindex && now_sec - nh->updated < XLB_NEXTHOP_TTL;
+}
+
+/* The frame's IP packet (trailing bytes included: they leave with it) fits the next hop's MTU. */
+static __always_inline int fwd_fits(struct xdp_md *ctx, const struct xlb_pkt *pkt, const struct xlb_nexthop *nh)
+{
+	__u64 len = (void *)(long)ctx->data_end - (void *)(long)ctx->data;
+
+	xlb_barrier_var(len); /* a length, not pointer arithmetic the verifier refuses */
+	return len <= (__u64)nh->mtu + xlb_l3_off(pkt);
+}
+
+/*
+ * The flow's cached next hop takes the packet as it is, with nothing else to check: fresh, the packet
+ * fits its MTU, and it may take another hop. Otherwise the slow path sees to it (FIB, ICMP answers).
+ */
+static __always_inline int fwd_nexthop_usable(struct xdp_md *ctx, const struct xlb_pkt *pkt,
+					      const struct xlb_nexthop *nh, __u32 now_sec)
+{
+	return fwd_nexthop_fresh(nh, now_sec) && fwd_fits(ctx, pkt, nh) && !icmp_hops_spent(ctx, pkt);
 }
 
 static __always_inline struct xlb_nexthop_slot *fwd_shared_slot(const struct xlb_pkt *pkt)
@@ -79,8 +98,33 @@ static __always_inline void fwd_shared_put(struct xlb_nexthop_slot *slot, const 
 	xlb_seq_write_end(&slot->seq);
 }
 
+/*
+ * One hop off the TTL / hop limit of the IP packet after *eth (callers checked it may take one); the
+ * IPv4 header checksum follows incrementally, as the kernel's ip_decrease_ttl does.
+ */
+static __always_inline void fwd_take_hop(struct ethhdr *eth, void *data_end)
+{
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		__u32 check;
+
+		if ((void *)(ip + 1) > data_end)
+			return;
+		check = (__u32)ip->check + (__u32)bpf_htons(0x0100);
+		ip->check = (__sum16)(check + (check >= 0xffff));
+		ip->ttl--;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return;
+		ip6->hop_limit--;
+	}
+}
+
 static __always_inline int fwd_transmit(struct xdp_md *ctx, struct ethhdr *eth, const struct xlb_nexthop *nh)
 {
+	fwd_take_hop(eth, (void *)(long)ctx->data_end);
 	__builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
 	if (nh->ifindex == ctx->ingress_ifindex)
@@ -149,9 +193,21 @@ static __always_inline int fwd_fib_drop_reason(int rc)
 }
 
 /*
+ * A translated packet too big for a next hop of MTU `mtu`: dropped, the MTU noted for the program's
+ * answer (xlb_icmp_answer: the first packet of a DSR flow, grown by our option, learns the MTU less it).
+ */
+static __always_inline int fwd_too_big(__u32 mtu, int *reason_out)
+{
+	icmp_note_mtu(mtu);
+	*reason_out = XLB_DROP_FRAG_NEEDED;
+	return XDP_DROP;
+}
+
+/*
  * XDP action for the translated packet; *reason_out is changed when it is not forwarded. nh caches the
  * FIB's answer for the flow (NULL: no cache); now_sec is the coarse clock in seconds. The shared cache
- * is asked first; only its misses build a FIB query.
+ * is asked first; only its misses build a FIB query. A cached answer carries its route's MTU, so a
+ * packet too big for it meets the same answer as from the FIB.
  */
 static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct xlb_nexthop *nh,
 				      __u32 now_sec, int *reason_out)
@@ -168,12 +224,22 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 		*reason_out = XLB_DROP_MALFORMED;
 		return XDP_DROP;
 	}
-	if (nh && fwd_nexthop_fresh(nh, now_sec))
+	/* the paths that translate it answered a spent TTL already; this is for the rest (ICMP errors) */
+	if (icmp_hops_spent(ctx, pkt)) {
+		*reason_out = XLB_DROP_TTL_EXCEEDED;
+		return XDP_DROP;
+	}
+	if (nh && fwd_nexthop_fresh(nh, now_sec)) {
+		if (!fwd_fits(ctx, pkt, nh))
+			return fwd_too_big(nh->mtu, reason_out);
 		return fwd_transmit(ctx, eth, nh);
+	}
 	shared = fwd_shared_slot(pkt);
-	if (data_end - data <= XLB_NEXTHOP_SHARED_MAX_LEN && shared && fwd_shared_get(shared, pkt, now_sec, &cached)) {
+	if (shared && fwd_shared_get(shared, pkt, now_sec, &cached)) {
 		if (nh)
 			*nh = cached;
+		if (!fwd_fits(ctx, pkt, &cached))
+			return fwd_too_big(cached.mtu, reason_out);
 		return fwd_transmit(ctx, eth, &cached);
 	}
 	rc = fwd_fib_query(ctx, pkt, &fib);
@@ -184,7 +250,8 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS: {
-		struct xlb_nexthop found = { .ifindex = fib->ifindex, .updated = now_sec };
+		/* on success the FIB leaves the route's MTU where it read the packet's length */
+		struct xlb_nexthop found = { .ifindex = fib->ifindex, .updated = now_sec, .mtu = fib->mtu_result };
 
 		__builtin_memcpy(found.dmac, fib->dmac, ETH_ALEN);
 		__builtin_memcpy(found.smac, fib->smac, ETH_ALEN);
@@ -195,7 +262,17 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 		return fwd_transmit(ctx, eth, &found);
 	}
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		eth = data;
+		if ((void *)(eth + 1) > data_end) {
+			*reason_out = XLB_DROP_MALFORMED;
+			return XDP_DROP;
+		}
+		fwd_take_hop(eth, data_end);
 		return xfer_to_tc(ctx, fib->ifindex, reason_out);
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		return fwd_too_big(fib->mtu_result, reason_out);
 	default:
 		*reason_out = fwd_fib_drop_reason(rc);
 		return XDP_DROP;

@@ -94,6 +94,8 @@ struct xlb_nexthop {
 	__u32 updated;   /* coarse seconds */
 	__u8 dmac[6];
 	__u8 smac[6];
+	__u16 mtu;       /* of the route (the FIB's mtu_result): bigger packets do not take this next hop */
+	__u16 pad;
 };
 
 /* One slot of the shared next-hop cache: a FIB answer for a destination, for every new flow going there. */

@@ -45,6 +45,16 @@ static __always_inline void drop(struct verdict *v, int reason)
 	v->reason = reason;
 }
 
+/* A packet to forward that may not take another hop (1): answered with time exceeded instead (answer()),
+ * before anything of it is translated or stored. */
+static __always_inline int expired(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct verdict *v)
+{
+	if (!icmp_hops_spent(ctx, pkt))
+		return 0;
+	drop(v, XLB_DROP_TTL_EXCEEDED);
+	return 1;
+}
+
 static __always_inline int uses_dsr(const struct lb_service *svc, __u8 proto)
 {
 	return svc->mode == XLB_MODE_DSR || (svc->mode == XLB_MODE_HYBRID && proto == IPPROTO_TCP);
@@ -165,6 +175,8 @@ XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 	value = ct_found(ref, &bucket);
 	if (!value || !bucket)
 		return 0;
+	if (expired(ctx, pkt, v))
+		return 0;
 	reverse = &value->reverse;
 	nexthop = reverse->nexthop;
 	ct_refresh_reverse(bucket, ref, pkt, now);
@@ -204,12 +216,11 @@ XLB_SUBPROG int xlb_icmp_error_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 	return 0;
 }
 
-static __always_inline void reject(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct verdict *v)
+/* Answered with port unreachable (answer()). */
+static __always_inline void reject(struct verdict *v)
 {
-	int err = icmp_port_unreachable(ctx, pkt);
-
-	v->action = err ? XDP_DROP : XDP_TX;
-	v->reason = err ? -err : XLB_REJECT_NO_BACKEND;
+	v->action = XDP_DROP;
+	v->reason = XLB_REJECT_NO_BACKEND;
 }
 
 /*
@@ -232,9 +243,11 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struc
 	if (!lb_lookup_service(&pkt->tuple, generation, &svc))
 		return 0;
 	v->service_id = svc.id;
+	if (expired(ctx, pkt, v))
+		return 0;
 	err = open_flow(&svc, pkt, cfg, ct, ref, generation, now);
 	if (err == -XLB_REJECT_NO_BACKEND) {
-		reject(ctx, pkt, v);
+		reject(v);
 		return 0;
 	}
 	if (err)
@@ -279,6 +292,8 @@ XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, st
 	if (!value || !bucket)
 		return 0;
 	ct = &value->entry;
+	if (expired(ctx, pkt, v))
+		return 0;
 	nexthop = ct->nexthop;
 	ct_touch(bucket, ref, ct, pkt, now);
 	v->reason = XLB_FWD_ESTABLISHED;
@@ -308,7 +323,7 @@ static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_
 	struct ethhdr *eth = data;
 	int err;
 
-	if (pkt->frag != XLB_FRAG_NONE || !fwd_nexthop_fresh(&ct->nexthop, xlb_coarse_sec(now)) ||
+	if (pkt->frag != XLB_FRAG_NONE || !fwd_nexthop_usable(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now)) ||
 	    ((ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 0)) || (void *)(eth + 1) > data_end)
 		return 0;
 	ct_touch(bucket, ref, ct, pkt, now);
@@ -371,6 +386,18 @@ static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt
 	xlb_new_flow_path(ctx, pkt, ref, v);
 }
 
+/* The ICMP error a verdict asks for (icmp.h) becomes the frame sent back, or the drop is counted as why not. */
+static __always_inline void answer(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct verdict *v)
+{
+	int err;
+
+	if (v->reason != XLB_REJECT_NO_BACKEND && v->reason != XLB_DROP_TTL_EXCEEDED && v->reason != XLB_DROP_FRAG_NEEDED)
+		return;
+	err = xlb_icmp_answer(ctx, pkt, v->reason);
+	v->action = err ? XDP_DROP : XDP_TX;
+	v->reason = err ? -err : v->reason;
+}
+
 static __always_inline int sampled(const struct xlb_config *cfg)
 {
 	return cfg->event_sample == 1 || (cfg->event_sample > 1 && bpf_get_prandom_u32() % cfg->event_sample == 0);
@@ -431,6 +458,7 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 	if (lb_port_in_use(pkt.tuple.dport))
 		service_path(ctx, &pkt, cfg, flow, &ref, &v);
 out:
+	answer(ctx, &pkt, &v);
 	xlb_count(v.reason, XLB_DIR_INGRESS, len);
 	if (xlb_is_drop(v.reason))
 		xlb_emit(XLB_EVENT_DROP, v.reason, XLB_DIR_INGRESS, flow, ctx->ingress_ifindex, v.service_id,

@@ -93,7 +93,7 @@ describe('xlb bpf lb list', () => {
 describe('xlb bpf ct list', () => {
   const tuple = (family: number, saddr: string, daddr: string, sport: number, dport: number, proto: number): Buffer =>
     XlbTuple.encode({ saddr, daddr, sport, dport, proto, family, kind: 0 });
-  const nexthop = { ifindex: 2, updated: 0, dmac: Buffer.alloc(6), smac: Buffer.alloc(6) };
+  const nexthop = { ifindex: 2, updated: 0, dmac: Buffer.alloc(6), smac: Buffer.alloc(6), mtu: 1500 };
   const entry = (lastSeen: bigint, backend: { addr: string; port: number; family: number }, flags: number, nat = { addr: '0.0.0.0', port: 0 }): Buffer =>
     CtEntry.encode({ lastSeen, serviceId: 3, slot: { backendId: 7, backend }, natAddr: nat.addr, natPort: nat.port, flags, nexthop });
   const now = 10_000_000_000n;
