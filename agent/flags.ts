@@ -27,9 +27,21 @@ export const DEFAULT_API_SOCKET = '/run/xlb/xlb.sock';
 export const DEFAULT_STATE_FILE = '/var/lib/xlb/state.json';
 export const DEFAULT_MODE: Mode = 'snat';
 export const DEFAULT_XDP: XdpFlag = 'native';
-/** SNAT source ports: above Linux's default ephemeral range (32768–60999), so node-local connections
- * and translated flows never claim the same port. */
-export const DEFAULT_SNAT_PORTS: PortRange = { min: 61000, max: 65535 };
+/**
+ * SNAT source ports: 1024–29999, 28976 ports, so 28976 concurrent flows per backend address:port and
+ * protocol (a flow holds its port until 10 s after its FIN/RST, or 60 s after an unanswered SYN; claims
+ * start failing shortly before the range is full). A SNAT port is only ever part of a reply tuple
+ * backend address:port → node address:port, so what it must not collide with is the node's own
+ * connections to that same backend address:port: those take their ports from Linux's ephemeral range
+ * (32768–60999 by default), which this range stays below, as it stays below the NodePort range
+ * (30000–32767) and above the privileged ports. Listening sockets in the range do not matter (a
+ * backend would have to connect to one from its service port). Cilium's 32768–65535 is wider by an
+ * eighth, but shares 28232 ports with the ephemeral range: a node-local client of the same backends
+ * (a hostNetwork pod, say) would collide with n/28232 of its connections, n being xlb's flows to that
+ * backend; and every reply to the node's own connections would pay a conntrack lookup in XDP. The
+ * former default, 61000–65535, had no such collision but only 4536 ports per backend.
+ */
+export const DEFAULT_SNAT_PORTS: PortRange = { min: 1024, max: 29999 };
 
 /** sun_path holds 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
@@ -105,7 +117,9 @@ file and of the REST API, exports metrics.
                              (default ${DEFAULT_CONNTRACK_ENTRIES}; ~144 bytes each). A table that fits
                              the CPU caches makes new flows faster; a full one evicts the oldest
   --snat-port-range MIN-MAX  node ports SNAT flows leave from, at most one flow per port and backend
-                             (default ${DEFAULT_SNAT_PORTS.min}-${DEFAULT_SNAT_PORTS.max}: above Linux's ephemeral ports). A range
+                             address:port (default ${DEFAULT_SNAT_PORTS.min}-${DEFAULT_SNAT_PORTS.max}: below Linux's ephemeral
+                             ports and the NodePort range, so the node's own connections never take
+                             a port a SNAT flow holds; 28976 flows per backend). A range
                              at least as wide as conntrack has buckets (entries / 4) lets each new
                              SNAT flow keep its reply entry in its own bucket
   --node-address ADDR[,ADDR] node addresses for NodePort and SNAT (default: the devices' addresses)

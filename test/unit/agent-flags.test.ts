@@ -173,7 +173,7 @@ test('nodeDatapathOptions carries what createNodeDatapath needs', () => {
   const options = nodeDatapathOptions(f, ['198.18.0.1'], log);
   assert.deepEqual(
     { ...options, maglevSeed: options.maglevSeed.base64 },
-    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), conntrackEntries: 262144, snatPorts: { min: 61000, max: 65535 }, nodeSetup: true, dsrServiceRanges: [], log },
+    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), conntrackEntries: 262144, snatPorts: { min: 1024, max: 29999 }, nodeSetup: true, dsrServiceRanges: [], log },
   );
 });
 
@@ -185,8 +185,8 @@ test('--conntrack-entries: 4 × a power of two, default 262144', () => {
   }
 });
 
-test('--snat-port-range: MIN-MAX within 1..65535, default 61000-65535 (above Linux ephemeral ports)', () => {
-  assert.deepEqual(flags().snatPorts, { min: 61000, max: 65535 });
+test('--snat-port-range: MIN-MAX within 1..65535, default 1024-29999 (below Linux ephemeral ports and NodePorts)', () => {
+  assert.deepEqual(flags().snatPorts, { min: 1024, max: 29999 });
   assert.deepEqual(flags('--snat-port-range', '1024-65535').snatPorts, { min: 1024, max: 65535 });
   assert.deepEqual(flags('--snat-port-range', '40000-40000').snatPorts, { min: 40000, max: 40000 });
   for (const bad of ['0-100', '100-65536', '5000-4000', '61000', '61000-', 'a-b', '1024 - 2048']) {
