@@ -3,12 +3,11 @@
  * program timed the same way in the same run (the kernel times the runs; no syscall in the figure).
  *
  * Timing methods, because xdp_lb rewrites the packet it is given and repeated runs reuse it:
- * - repeat = 1e6 on one frame (median of 5 rounds), for packets that stay the same across runs: non-service traffic, and
- *   established flows of a self-referential DSR service whose only backend is the frontend itself
- *   (every run does the full established path — conntrack, rewrite, cached next hop — and the rewrite
- *   writes back the same bytes);
- * - established SNAT flows through the harness below restoring one flow's frame every run (SNAT
- *   rewrites both ends, so its output cannot be fed back), harness cost subtracted;
+ * - repeat = 1e6 on one frame (median of 5 rounds), for packets that stay the same across runs:
+ *   non-service traffic;
+ * - established flows, DSR and SNAT, through the harness below restoring one flow's frame every run
+ *   (every forward takes a hop off the TTL, and SNAT rewrites both ends, so no output can be fed back),
+ *   harness cost subtracted; the DSR figure's peer is xdp_pass on the same frame;
  * - new flows in the same repeat loop through bpf/test/xdp_lb_bench.c, a harness around the very same
  *   xdp_lb code that restores the frame from a template and gives each run a flow of its own (source
  *   port and address from a counter): 1e6 new flows a round, so past the conntrack table's 262144 each
@@ -23,7 +22,7 @@ import { BpfObject } from '../lb/datapath/object.js';
 import { bpfObjectPath } from '../lb/datapath/objects.js';
 import { buildFrame, TCP_FLAGS, type L4Spec } from '../test/support/packet.js';
 import { Reason } from '../lb/reasons.js';
-import { CLIENT, LbHarness, SELF_ROUTED } from '../test/support/lb-harness.js';
+import { CLIENT, LbHarness } from '../test/support/lb-harness.js';
 import { writeBenchReport, type BenchFigure } from './lib/report.js';
 
 const REPEAT = 1_000_000;
@@ -38,8 +37,8 @@ const BENCH_FRAME_LEN = 80;
 const log = (message: string): void => void process.stderr.write(`[bench datapath] ${message}\n`);
 
 const families = [
-  { name: 'IPv4', client: CLIENT.v4, vip: '198.18.10.10', snatVip: '198.18.10.11', self: SELF_ROUTED.v4, other: '198.18.10.99' },
-  { name: 'IPv6', client: CLIENT.v6, vip: '2001:db8:10::10', snatVip: '2001:db8:10::11', self: SELF_ROUTED.v6, other: '2001:db8:10::99' },
+  { name: 'IPv4', client: CLIENT.v4, vip: '198.18.10.10', snatVip: '198.18.10.11', other: '198.18.10.99' },
+  { name: 'IPv6', client: CLIENT.v6, vip: '2001:db8:10::10', snatVip: '2001:db8:10::11', other: '2001:db8:10::99' },
 ];
 
 function median(values: number[]): number {
@@ -59,29 +58,31 @@ function benchServices(): Record<string, unknown> {
     const backends = [1, 2, 3].map((n) => ({ address: f.name === 'IPv4' ? `198.18.0.${10 + n}` : `2001:db8::${(10 + n).toString(16)}`, port: 8080 }));
     services[`new-${f.name.toLowerCase()}`] = { frontend: { address: f.vip, port: 80, protocol: 'TCP' }, mode: 'dsr', backends };
     services[`snat-${f.name.toLowerCase()}`] = { frontend: { address: f.snatVip, port: 80, protocol: 'TCP' }, mode: 'snat', backends };
-    services[`self-${f.name.toLowerCase()}`] = { frontend: { address: f.self, port: 80, protocol: 'TCP' }, mode: 'dsr', backends: [{ address: f.self, port: 80 }] };
   }
   return services;
 }
 
-type HarnessCase = 'new DSR flows' | 'new SNAT flows' | 'one SNAT flow';
+type HarnessCase = 'new DSR flows' | 'new SNAT flows' | 'one DSR flow' | 'one SNAT flow';
 
 /**
  * Frames through the harness (bpf/test/xdp_lb_bench.c) from an empty table on: medians of xdp_lb +
  * harness, and of the harness alone. New flows: a flow of its own each run (SYNs to the DSR or the SNAT
- * VIP); one flow: the template's every run (an ACK to the SNAT VIP, established from the second run on).
+ * VIP); one flow: the template's every run (an ACK to the DSR VIP after the flow's handshake, or to the
+ * SNAT VIP, established from the second run on).
  */
 function harnessRounds(h: LbHarness, f: Family, what: HarnessCase): { value: number; harness: number } {
   const headers = f.name === 'IPv4' ? 14 + 20 + 20 : 14 + 40 + 20;
   const payload = Buffer.alloc(BENCH_FRAME_LEN - headers);
-  const newFlows = what !== 'one SNAT flow';
-  const template = frame(f.client, what === 'new DSR flows' ? f.vip : f.snatVip, { proto: 'tcp', sport: 1024, dport: 80, flags: newFlows ? TCP_FLAGS.SYN : TCP_FLAGS.ACK, payload });
+  const newFlows = what === 'new DSR flows' || what === 'new SNAT flows';
+  const vip = what === 'new DSR flows' || what === 'one DSR flow' ? f.vip : f.snatVip;
+  const template = frame(f.client, vip, { proto: 'tcp', sport: 1024, dport: 80, flags: newFlows ? TCP_FLAGS.SYN : TCP_FLAGS.ACK, payload });
   const templateValue = Buffer.alloc(8 + BENCH_FRAME_LEN);
   templateValue.writeUInt32LE(headers - 20, 0);
   templateValue.writeUInt32LE(f.name === 'IPv4' ? 14 + 12 + 2 : 14 + 8 + 14, 4);
   template.copy(templateValue, 8);
   h.lb.map('xlb_bench_tmpl').update(Buffer.alloc(4), templateValue);
   h.flushFlows();
+  if (what === 'one DSR flow') h.run(frame(f.client, vip, { proto: 'tcp', sport: 1024, dport: 80, flags: TCP_FLAGS.SYN, mss: 1460 }));
   const [lb, alone] = newFlows ? ['xdp_lb_new_flows', 'xdp_template_only'] : ['xdp_lb_same_flow', 'xdp_template_same_only'];
   // New SNAT flows each claim a port (3 backends × the range: ~193000 reply tuples), held for the
   // opening lifetime: rounds small enough never to run out, from an emptied table each.
@@ -126,14 +127,24 @@ function main(): void {
 
     for (const f of families) {
       const params = { method: `median of ${ROUNDS} x repeat ${REPEAT}`, family: f.name, maglevTableSize: 251 };
-      const established = frame(f.client, f.self, { proto: 'tcp', sport: 50000, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(64) });
-      h.run(frame(f.client, f.self, { proto: 'tcp', sport: 50000, dport: 80, flags: TCP_FLAGS.SYN }));
+      log(`${f.name} established flow: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} runs of one DSR flow, and of xdp_pass`);
+      const dsr = harnessRounds(h, f, 'one DSR flow');
+      const established = frame(f.client, f.vip, { proto: 'tcp', sport: 1024, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(BENCH_FRAME_LEN - (f.name === 'IPv4' ? 14 + 20 + 20 : 14 + 40 + 20)) });
+      const passValue = median(Array.from({ length: ROUNDS }, () => h.time(pass, established, REPEAT)));
+      figures.push({
+        name: `established flow ${f.name}`,
+        value: dsr.value - dsr.harness,
+        unit: 'ns/packet',
+        peer: 'xdp_pass',
+        peerValue: passValue,
+        ratio: (dsr.value - dsr.harness) / passValue,
+        params: { ...params, method: `${params.method}, one DSR flow's frame restored each run (harness subtracted)`, withHarness: dsr.value, harness: dsr.harness },
+      });
       // Two kinds of traffic not for a service: to a port no frontend uses (the port bitmap answers),
       // and to a port some frontend uses on another address (a full service lookup).
       const otherPort = frame(f.client, f.other, { proto: 'tcp', sport: 50001, dport: 22, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(64) });
       const servicePort = frame(f.client, f.other, { proto: 'tcp', sport: 50001, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(64) });
       const cases = [
-        ['established flow', established],
         ['non-service packet, port without frontends', otherPort],
         ['non-service packet, port of a frontend elsewhere', servicePort],
       ] as const;

@@ -104,7 +104,9 @@ static __always_inline void fwd_shared_put(struct xlb_nexthop_slot *slot, const 
  */
 static __always_inline void fwd_take_hop(struct ethhdr *eth, void *data_end)
 {
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+	__be16 proto = ((__be16 *)eth)[6]; /* h_proto in one load (struct ethhdr is packed) */
+
+	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 		__u32 check;
 
@@ -113,7 +115,7 @@ static __always_inline void fwd_take_hop(struct ethhdr *eth, void *data_end)
 		check = (__u32)ip->check + (__u32)bpf_htons(0x0100);
 		ip->check = (__sum16)(check + (check >= 0xffff));
 		ip->ttl--;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
 		if ((void *)(ip6 + 1) > data_end)
