@@ -27,8 +27,17 @@ import { AF_INET, AF_INET6, decodeXlbAddr, encodeXlbAddr, isAmbiguousIpv6 } from
 
 export type { L4Protocol } from './maglev/backend-key.js';
 
+/** The types a user writes: the API, the config file and the CLI accept these. */
 export const SERVICE_TYPES = ['LoadBalancer', 'ExternalIP', 'NodePort'] as const;
-export type ServiceType = (typeof SERVICE_TYPES)[number];
+/**
+ * Every type the model carries. ClusterIP is a Kubernetes service's cluster address: it gets map
+ * entries like a LoadBalancer frontend (the east-west datapath that serves pods is its own concern)
+ * and its traffic policy is internalTrafficPolicy, where the other types have externalTrafficPolicy.
+ * Only Kubernetes makes ClusterIP services (validateService's `clusterIP` option), until the east-west
+ * datapath serves them; the API and the config file refuse the type.
+ */
+export const MODEL_SERVICE_TYPES = [...SERVICE_TYPES, 'ClusterIP'] as const;
+export type ServiceType = (typeof MODEL_SERVICE_TYPES)[number];
 
 export const MODES = ['snat', 'dsr', 'hybrid'] as const;
 export type Mode = (typeof MODES)[number];
@@ -38,7 +47,10 @@ export type Algorithm = (typeof ALGORITHMS)[number];
 
 export const BACKEND_STATES = ['active', 'terminating', 'maintenance'] as const;
 
-/** Kubernetes' externalTrafficPolicy: Local sends new flows only to backends on the receiving node. */
+/**
+ * Kubernetes' externalTrafficPolicy (LoadBalancer, ExternalIP, NodePort) and internalTrafficPolicy
+ * (ClusterIP): Local sends new flows only to backends on the receiving node (none there: dropped).
+ */
 export const TRAFFIC_POLICIES = ['Cluster', 'Local'] as const;
 export type TrafficPolicy = (typeof TRAFFIC_POLICIES)[number];
 export type BackendState = (typeof BACKEND_STATES)[number];
@@ -67,8 +79,10 @@ export interface Service {
   mode?: Mode;
   algorithm: Algorithm;
   sessionAffinity: SessionAffinity;
-  /** Absent: Cluster. */
+  /** Absent: Cluster. Not for type ClusterIP. */
   externalTrafficPolicy?: TrafficPolicy;
+  /** Absent: Cluster. Only for type ClusterIP. */
+  internalTrafficPolicy?: TrafficPolicy;
   sourceRanges: string[];
   backends: Backend[];
 }
@@ -97,6 +111,8 @@ export class ServiceValidationError extends Error {
 export interface ValidateOptions {
   /** Fill in `mode` with this when the input has none (the agent's --mode); otherwise leave it absent. */
   defaultMode?: Mode;
+  /** Accept type ClusterIP (services made from Kubernetes objects; see MODEL_SERVICE_TYPES). */
+  clusterIP?: boolean;
 }
 
 const MAX_ID_LENGTH = 63;
@@ -256,6 +272,16 @@ function address(issues: Issues, at: string, value: unknown, allowUnspecified = 
   return { text, family };
 }
 
+/**
+ * Canonical text and family of a host address a service can use as frontend or backend, by the rules
+ * validateService applies; a string is the reason it is not one (the value is shown in it).
+ */
+export function parseHostAddress(value: unknown): { text: string; family: Family } | string {
+  const issues = new Issues('');
+  const parsed = address(issues, '', value);
+  return parsed ?? issues.list[0]?.message ?? `${show(value)} is not an IPv4 or IPv6 address`;
+}
+
 /** A CIDR with host bits zero: its canonical text, family, network address and prefix length. */
 export interface Cidr {
   text: string;
@@ -302,7 +328,17 @@ function networkText(raw: Buffer, prefix: number, family: Family): string {
   return decodeXlbAddr(masked, 0, family === 4 ? AF_INET : AF_INET6);
 }
 
-const SERVICE_FIELDS = ['frontend', 'type', 'mode', 'algorithm', 'sessionAffinity', 'externalTrafficPolicy', 'sourceRanges', 'backends'] as const;
+const SERVICE_FIELDS = [
+  'frontend',
+  'type',
+  'mode',
+  'algorithm',
+  'sessionAffinity',
+  'externalTrafficPolicy',
+  'internalTrafficPolicy',
+  'sourceRanges',
+  'backends',
+] as const;
 const FRONTEND_FIELDS = ['address', 'port', 'protocol'] as const;
 const BACKEND_FIELDS = ['address', 'port', 'weight', 'state', 'node'] as const;
 /** A Kubernetes node name: a DNS subdomain (RFC 1123). */
@@ -321,12 +357,22 @@ export function validateService(input: unknown, path = '', options: ValidateOpti
   }
   checkKnown(issues, '', input, SERVICE_FIELDS);
 
-  const type = input.type === undefined ? 'LoadBalancer' : oneOf(issues, 'type', input.type, SERVICE_TYPES);
+  const types = options.clusterIP === true ? MODEL_SERVICE_TYPES : SERVICE_TYPES;
+  const type = input.type === undefined ? 'LoadBalancer' : oneOf<ServiceType>(issues, 'type', input.type, types);
   const mode = input.mode === undefined ? options.defaultMode : oneOf(issues, 'mode', input.mode, MODES);
   const algorithm = input.algorithm === undefined ? 'maglev' : oneOf(issues, 'algorithm', input.algorithm, ALGORITHMS);
   const sessionAffinity = validateAffinity(issues, input.sessionAffinity);
   const trafficPolicy =
     input.externalTrafficPolicy === undefined ? 'Cluster' : oneOf(issues, 'externalTrafficPolicy', input.externalTrafficPolicy, TRAFFIC_POLICIES);
+  const internalPolicy =
+    input.internalTrafficPolicy === undefined ? 'Cluster' : oneOf(issues, 'internalTrafficPolicy', input.internalTrafficPolicy, TRAFFIC_POLICIES);
+  // Each frontend has one policy: a cluster address the internal one, every other type the external one.
+  if (type === 'ClusterIP' && input.externalTrafficPolicy !== undefined) {
+    issues.add('externalTrafficPolicy', 'not for a ClusterIP service: its policy is internalTrafficPolicy');
+  }
+  if (type !== undefined && type !== 'ClusterIP' && input.internalTrafficPolicy !== undefined) {
+    issues.add('internalTrafficPolicy', `only for a ClusterIP service; a ${type} service has externalTrafficPolicy`);
+  }
 
   // Backends first: a NodePort without frontend.address takes its family from them.
   const backends = validateBackends(issues, input.backends);
@@ -346,7 +392,7 @@ export function validateService(input: unknown, path = '', options: ValidateOpti
   }
   const sourceRanges = validateSourceRanges(issues, input.sourceRanges, family);
 
-  if (issues.list.length > 0 || !frontend || !type || !algorithm || !sessionAffinity || !trafficPolicy || !sourceRanges) {
+  if (issues.list.length > 0 || !frontend || !type || !algorithm || !sessionAffinity || !trafficPolicy || !internalPolicy || !sourceRanges) {
     throw new ServiceValidationError(issues.list);
   }
   const service: Service = {
@@ -359,6 +405,7 @@ export function validateService(input: unknown, path = '', options: ValidateOpti
   };
   if (mode !== undefined) service.mode = mode;
   if (trafficPolicy === 'Local') service.externalTrafficPolicy = 'Local';
+  if (internalPolicy === 'Local') service.internalTrafficPolicy = 'Local';
   return serviceToJSON(service);
 }
 
@@ -513,7 +560,7 @@ export function serviceToJSON(service: Service): Service {
     sourceRanges: [...service.sourceRanges],
     backends: service.backends.map((b) => ({ address: b.address, port: b.port, weight: b.weight, state: b.state, ...(b.node !== undefined ? { node: b.node } : {}) })),
   };
-  // Optional members in their documented places: mode right after type, the policy after affinity.
+  // Optional members in their documented places: mode right after type, the policies after affinity.
   const { frontend, type, algorithm, sessionAffinity, ...rest } = out;
   return {
     frontend,
@@ -522,6 +569,7 @@ export function serviceToJSON(service: Service): Service {
     algorithm,
     sessionAffinity,
     ...(service.externalTrafficPolicy === 'Local' ? { externalTrafficPolicy: 'Local' as const } : {}),
+    ...(service.internalTrafficPolicy === 'Local' ? { internalTrafficPolicy: 'Local' as const } : {}),
     ...rest,
   };
 }
@@ -529,4 +577,13 @@ export function serviceToJSON(service: Service): Service {
 /** The address family number (2 or 10) of a validated service. */
 export function serviceFamily(service: Service): 4 | 6 {
   return isIPv6(service.frontend.address) ? 6 : 4;
+}
+
+/**
+ * The traffic policy of a service's frontend: internalTrafficPolicy for a ClusterIP, externalTrafficPolicy
+ * for every other type (Cluster when absent).
+ */
+export function trafficPolicyOf(service: Service): TrafficPolicy {
+  const policy = service.type === 'ClusterIP' ? service.internalTrafficPolicy : service.externalTrafficPolicy;
+  return policy ?? 'Cluster';
 }

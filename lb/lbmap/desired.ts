@@ -4,15 +4,17 @@
  * handed (ids must outlive one snapshot); the same services, node and ids give byte-identical maps.
  *
  * Semantics (kube-proxy's, as Cilium implements them):
- * - LoadBalancer / ExternalIP: one frontend, the service's address. NodePort: one frontend per node
+ * - LoadBalancer / ExternalIP / ClusterIP: one frontend, the service's address (a ClusterIP's entries
+ *   are a LoadBalancer's; the east-west datapath reads them too). NodePort: one frontend per node
  *   address of the service's family, all on frontend.port (kube-proxy listens on every node IP);
  *   frontend.address only names the family ("0.0.0.0" / "::").
  * - Usable backends (the ones that get new flows): state active with weight > 0. When no backend is
  *   usable that way, the terminating ones with weight > 0 are used instead (kube-proxy's
  *   terminating-endpoint fallback, KEP-1669; Cilium does the same), so a service that is being
- *   rolled keeps answering. Maintenance backends never get new flows. externalTrafficPolicy Local
- *   (kube-proxy's and Cilium's meaning): only backends on this node (`node` = the node's name) get new
- *   flows; without one the datapath drops the service's new flows (no ICMP reject), as kube-proxy does.
+ *   rolled keeps answering. Maintenance backends never get new flows. Traffic policy Local
+ *   (externalTrafficPolicy, or internalTrafficPolicy for a ClusterIP; kube-proxy's and Cilium's
+ *   meaning): only backends on this node (`node` = the node's name) get new flows; without one the
+ *   datapath drops the service's new flows (no ICMP reject), as kube-proxy does.
  * - Slots 0..n−1 hold the usable backends sorted by their Maglev key string (Cilium's
  *   "[addr:port/PROTO,State:active]"), so one set of backends always gives the same slots, and the
  *   Maglev table (whose entries are slot numbers) is the one Cilium computes for those backends.
@@ -43,7 +45,7 @@ import {
   decodeU32,
   encodeU32,
 } from '../layouts.js';
-import type { Backend, L4Protocol, Mode, Service } from '../service.js';
+import { trafficPolicyOf, type Backend, type L4Protocol, type Mode, type Service } from '../service.js';
 import { IdAllocator } from './ids.js';
 import { endpointText } from '../codec.js';
 
@@ -96,7 +98,7 @@ export interface LbNodeConfig {
   maglevSeed: MaglevSeed;
   /** The agent's --mode, for services that do not name one. */
   defaultMode: Mode;
-  /** This node's name: backends with this `node` are local (externalTrafficPolicy Local). */
+  /** This node's name: backends with this `node` are local (traffic policy Local). */
   nodeName?: string;
 }
 
@@ -117,10 +119,10 @@ export function backendKey(address: string, port: number, protocol: L4Protocol):
 
 /**
  * The backends that get new flows on node `nodeName`, in slot order (see the file comment). With
- * externalTrafficPolicy Local only the node's own backends are candidates.
+ * traffic policy Local only the node's own backends are candidates.
  */
 export function usableBackends(service: Service, nodeName?: string): Backend[] {
-  const local = service.externalTrafficPolicy === 'Local';
+  const local = trafficPolicyOf(service) === 'Local';
   const eligible = (b: Backend): boolean => b.weight > 0 && (!local || (nodeName !== undefined && b.node === nodeName));
   let usable = service.backends.filter((b) => b.state === 'active' && eligible(b));
   if (usable.length === 0) usable = service.backends.filter((b) => b.state === 'terminating' && eligible(b));
@@ -230,7 +232,7 @@ export function desiredLbState(
     if (service.algorithm === 'maglev') flags |= ServiceFlag.Maglev;
     if (service.sourceRanges.length > 0) flags |= ServiceFlag.SourceRanges;
     if (service.type === 'NodePort') flags |= ServiceFlag.NodePort;
-    if (service.externalTrafficPolicy === 'Local') flags |= ServiceFlag.Local;
+    if (trafficPolicyOf(service) === 'Local') flags |= ServiceFlag.Local;
     const value = LbService.encode({
       id,
       backendCount: usable.length,

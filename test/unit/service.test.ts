@@ -2,9 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   ServiceValidationError,
+  parseHostAddress,
   serviceToJSON,
+  trafficPolicyOf,
   validateService,
   validateServiceId,
+  type ValidateOptions,
   type ValidationIssue,
 } from '../../lb/service.js';
 
@@ -14,9 +17,9 @@ const minimal = {
 };
 
 /** The issues validateService reports for `input` (fails the test if it accepts it). */
-function issues(input: unknown, path = ''): ValidationIssue[] {
+function issues(input: unknown, path = '', options: ValidateOptions = {}): ValidationIssue[] {
   try {
-    validateService(input, path);
+    validateService(input, path, options);
   } catch (error) {
     assert.ok(error instanceof ServiceValidationError, String(error));
     return error.issues;
@@ -57,6 +60,32 @@ describe('validateService', () => {
     assert.deepEqual(fields({ ...minimal, backends: [{ address: '198.18.1.2', port: 8080, node: 7 }] }), ['backends[0].node']);
   });
 
+  test('ClusterIP (from Kubernetes only): a host address like a LoadBalancer; internalTrafficPolicy is its policy, externalTrafficPolicy is not', () => {
+    const k8s = { clusterIP: true };
+    const cluster = validateService({ ...minimal, type: 'ClusterIP', internalTrafficPolicy: 'Local' }, '', k8s);
+    assert.deepEqual(Object.keys(cluster), ['frontend', 'type', 'algorithm', 'sessionAffinity', 'internalTrafficPolicy', 'sourceRanges', 'backends']);
+    assert.equal(trafficPolicyOf(cluster), 'Local');
+    assert.deepEqual(validateService(JSON.parse(JSON.stringify(cluster)), '', k8s), cluster);
+    assert.equal('internalTrafficPolicy' in validateService({ ...minimal, type: 'ClusterIP', internalTrafficPolicy: 'Cluster' }, '', k8s), false);
+    assert.equal(trafficPolicyOf(validateService({ ...minimal, type: 'ClusterIP' }, '', k8s)), 'Cluster');
+    assert.equal(trafficPolicyOf(validateService({ ...minimal, externalTrafficPolicy: 'Local' })), 'Local');
+    const k8sFields = (input: unknown): string[] => issues(input, '', k8s).map((i) => i.field);
+    assert.deepEqual(k8sFields({ ...minimal, type: 'ClusterIP', externalTrafficPolicy: 'Local' }), ['externalTrafficPolicy']);
+    assert.deepEqual(k8sFields({ ...minimal, type: 'NodePort', frontend: { port: 30080, protocol: 'TCP' }, internalTrafficPolicy: 'Local' }), ['internalTrafficPolicy']);
+    assert.deepEqual(k8sFields({ ...minimal, type: 'ClusterIP', internalTrafficPolicy: 'local' }), ['internalTrafficPolicy']);
+    assert.deepEqual(k8sFields({ ...minimal, type: 'ClusterIP', frontend: { address: '0.0.0.0', port: 80, protocol: 'TCP' } }), ['frontend.address']);
+    // The API and the config file do not make ClusterIP services (only Kubernetes does, for now).
+    assert.match(issues({ ...minimal, type: 'ClusterIP' })[0]?.message ?? '', /"ClusterIP" is not one of LoadBalancer, ExternalIP, NodePort/);
+  });
+
+  test('parseHostAddress: the frontend and backend address rules, outside a service', () => {
+    assert.deepEqual(parseHostAddress('2001:DB8::0:1'), { text: '2001:db8::1', family: 6 });
+    assert.deepEqual(parseHostAddress('198.18.0.1'), { text: '198.18.0.1', family: 4 });
+    assert.match(String(parseHostAddress('127.0.0.1')), /loopback/);
+    assert.match(String(parseHostAddress('0.0.0.0')), /unspecified/);
+    assert.match(String(parseHostAddress('web')), /not an IPv4 or IPv6 address/);
+  });
+
   test('ClientIP affinity defaults to 10800 s; bounds 1..86400', () => {
     assert.deepEqual(validateService({ ...minimal, sessionAffinity: { type: 'ClientIP' } }).sessionAffinity, {
       type: 'ClientIP',
@@ -87,7 +116,7 @@ describe('validateService', () => {
   test('every problem is reported at once, each naming its field', () => {
     const got = issues({
       frontend: { address: '198.18.0.300', port: 0, protocol: 'tcp' },
-      type: 'ClusterIP',
+      type: 'ExternalName',
       mode: 'DSR',
       algorithm: 'roundrobin',
       backends: [
