@@ -81,8 +81,8 @@ enum xlb_reason {
 	XLB_DROP_NAT_NO_PORT,      /* no free SNAT port for the flow */
 	XLB_DROP_NAT_FULL,         /* SNAT map insert failed */
 	XLB_DROP_FIB,              /* the FIB refused the packet for a reason without a name below */
-	XLB_DROP_FRAG_NEEDED,      /* too big for the next hop; the first packet of a DSR flow, grown by the option,
-				    * is answered with ICMP frag-needed / packet-too-big (MTU minus the option) */
+	XLB_DROP_FRAG_NEEDED,      /* too big for the next hop: ICMP frag-needed / packet-too-big sent back (IPv4: when
+				    * DF is set or our DSR option grew it; the MTU told is less the option) */
 	XLB_DROP_UNSUPPORTED,      /* a header we cannot translate (e.g. unknown IPv6 extension) */
 	XLB_DROP_BACKEND_GONE,     /* tracked backend no longer exists and no other is available */
 	XLB_DROP_DSR_OPTION,       /* DSR option present but malformed */

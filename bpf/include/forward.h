@@ -194,10 +194,8 @@ static __always_inline int fwd_fib_drop_reason(int rc)
 	}
 }
 
-/*
- * A translated packet too big for a next hop of MTU `mtu`: dropped, the MTU noted for the program's
- * answer (xlb_icmp_answer: the first packet of a DSR flow, grown by our option, learns the MTU less it).
- */
+/* A translated packet too big for a next hop of MTU `mtu`: dropped, the MTU noted for the program's
+ * answer (xlb_icmp_answer: fragmentation needed / packet too big). */
 static __always_inline int fwd_too_big(__u32 mtu, int *reason_out)
 {
 	icmp_note_mtu(mtu);

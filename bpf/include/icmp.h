@@ -2,9 +2,9 @@
 /*
  * ICMP errors xlb sends, built over the frame and sent back out with XDP_TX: port unreachable for a
  * service without backends (what kube-proxy's REJECT rule sends), time exceeded for a packet whose TTL /
- * hop limit is spent, and fragmentation needed / packet too big for the first packet of a DSR flow that
- * our option made too big for its next hop (with the MTU less the option, as Cilium does). Each quotes
- * the offending packet as its sender sent it — IP header and the first 8 bytes of L4, as RFC 792 /
+ * hop limit is spent, and fragmentation needed / packet too big for a packet too big for its next hop
+ * (with the MTU less our DSR option when the option made it too big, as Cilium does). Each quotes the
+ * offending packet as its sender sent it (translated ones turned back) — IP header and the first 8 bytes of L4, as RFC 792 /
  * RFC 4443 ask — and comes from the address that packet was sent to. Paths only decide on an answer
  * (their verdict's reason); xdp_lb builds it at its top (xlb_icmp_answer). Every answer passes one rate
  * limit (ratelimit.h); suppressed ones are counted as XLB_DROP_ICMP_RATE_LIMITED.
@@ -26,6 +26,7 @@
 #define ICMP_EXC_TTL 0
 #define ICMPV6_TIME_EXCEED 3
 #define ICMPV6_EXC_HOPLIMIT 0
+#define XLB_IP_DF 0x4000
 
 /*
  * What an answer needs of the packet it answers, copied out first so the answer can be written over
@@ -258,87 +259,90 @@ static __always_inline int icmp_time_exceeded(struct xdp_md *ctx, const struct x
 	return 0;
 }
 
-/* The quote of a packet we put the option in, back as the client sent it: to the service, its L4 checksum too. */
-static __always_inline void icmp_dsr_restore_quote(struct icmp_offender *q, __u8 family, __u8 proto, const __be32 *service,
-					      __be16 service_port)
-{
-	__be16 *ports = (__be16 *)q->l4;
-	__sum16 *udp_check = (__sum16 *)(q->l4 + 6);
-
-	if (family == XLB_AF_INET) {
-		if (proto == IPPROTO_UDP && *udp_check) {
-			xlb_csum_replace4(udp_check, q->ip.daddr, service[0]);
-			xlb_csum_replace2(udp_check, ports[1], service_port);
-			if (!*udp_check)
-				*udp_check = 0xffff;
-		}
-		xlb_csum_replace4(&q->ip.check, q->ip.daddr, service[0]);
-		q->ip.daddr = service[0];
-	} else {
-		if (proto == IPPROTO_UDP) {
-			xlb_csum_replace16(udp_check, (const __be32 *)&q->ip6.daddr, service);
-			xlb_csum_replace2(udp_check, ports[1], service_port);
-			if (!*udp_check)
-				*udp_check = 0xffff;
-		}
-		__builtin_memcpy(&q->ip6.daddr, service, 16);
-	}
-	ports[1] = service_port;
-}
-
-/*
- * A packet with our option (the first of a DSR flow) too big for a next hop of MTU `mtu`: answered with
- * fragmentation needed / packet too big quoting it as the client sent it, carrying the MTU less the
- * option. 0 when the frame is the answer; else the negative drop reason (XLB_DROP_FRAG_NEEDED when the
- * packet carries no option of ours: it did not grow, and how it was translated is not in it).
- */
-static __always_inline int icmp_dsr_too_big(struct xdp_md *ctx, const struct xlb_pkt *pkt, __u32 mtu)
+/* How much our DSR information grew the packet (the first of a DSR flow): 8 / 24 bytes, else 0. */
+static __always_inline __u32 icmp_dsr_growth(struct xdp_md *ctx, const struct xlb_pkt *pkt)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct icmp_offender *q;
 	void *l3 = data + xlb_l3_off(pkt);
 
 	if (pkt->tuple.family == XLB_AF_INET) {
 		struct xlb_dsr_opt4 *opt = l3 + sizeof(struct iphdr);
 
 		if (pkt->l3_len != sizeof(struct iphdr) + XLB_DSR_OPT4_LEN || (void *)(opt + 1) > data_end ||
-		    opt->type != XLB_DSR_OPT4_TYPE || opt->len != XLB_DSR_OPT4_LEN || mtu <= XLB_DSR_OPT4_LEN)
-			return -XLB_DROP_FRAG_NEEDED;
-		mtu -= XLB_DSR_OPT4_LEN;
+		    opt->type != XLB_DSR_OPT4_TYPE || opt->len != XLB_DSR_OPT4_LEN)
+			return 0;
+		return XLB_DSR_OPT4_LEN;
 	} else {
 		struct xlb_dsr_doh6 *doh = l3 + sizeof(struct ipv6hdr);
 
 		if (!pkt->ipv6_dstopts || pkt->l3_len < sizeof(struct ipv6hdr) + XLB_DSR_DOH6_LEN ||
-		    (void *)(doh + 1) > data_end || doh->opt_type != XLB_DSR_OPT6_TYPE ||
-		    doh->opt_len != XLB_DSR_OPT6_LEN || mtu <= XLB_DSR_DOH6_LEN)
-			return -XLB_DROP_FRAG_NEEDED;
-		mtu -= XLB_DSR_DOH6_LEN;
+		    (void *)(doh + 1) > data_end || doh->opt_type != XLB_DSR_OPT6_TYPE || doh->opt_len != XLB_DSR_OPT6_LEN)
+			return 0;
+		return XLB_DSR_DOH6_LEN;
 	}
-	/* from here on, mtu is what the client is told: the route's less the option */
+}
+
+/*
+ * The quote of a translated packet back as it arrived (*flow): addresses and ports, the IPv4 header
+ * checksum, and the UDP checksum among the quoted 8 bytes (TCP's lies past them).
+ */
+static __always_inline void icmp_quote_untranslate(struct icmp_offender *q, const struct xlb_tuple *flow)
+{
+	int ports = flow->proto == IPPROTO_TCP || flow->proto == IPPROTO_UDP || flow->proto == IPPROTO_SCTP;
+	__be16 *l4_ports = (__be16 *)q->l4;
+	__sum16 *udp_check = (__sum16 *)(q->l4 + 6);
+
+	if (flow->family == XLB_AF_INET) {
+		if (flow->proto == IPPROTO_UDP && *udp_check) {
+			xlb_csum_replace4x2(udp_check, q->ip.saddr, flow->saddr.v4, q->ip.daddr, flow->daddr.v4);
+			xlb_csum_replace4(udp_check, l4_ports[0] | (__u32)l4_ports[1] << 16, flow->sport | (__u32)flow->dport << 16);
+			if (!*udp_check)
+				*udp_check = 0xffff;
+		}
+		xlb_csum_replace4x2(&q->ip.check, q->ip.saddr, flow->saddr.v4, q->ip.daddr, flow->daddr.v4);
+		q->ip.saddr = flow->saddr.v4;
+		q->ip.daddr = flow->daddr.v4;
+	} else {
+		if (flow->proto == IPPROTO_UDP) {
+			xlb_csum_replace16(udp_check, (const __be32 *)&q->ip6.saddr, flow->saddr.v6);
+			xlb_csum_replace16(udp_check, (const __be32 *)&q->ip6.daddr, flow->daddr.v6);
+			xlb_csum_replace4(udp_check, l4_ports[0] | (__u32)l4_ports[1] << 16, flow->sport | (__u32)flow->dport << 16);
+			if (!*udp_check)
+				*udp_check = 0xffff;
+		}
+		__builtin_memcpy(&q->ip6.saddr, flow->saddr.bytes, 16);
+		__builtin_memcpy(&q->ip6.daddr, flow->daddr.bytes, 16);
+	}
+	if (ports) {
+		l4_ports[0] = flow->sport;
+		l4_ports[1] = flow->dport;
+	}
+}
+
+/*
+ * A translated packet too big for a next hop of MTU `mtu`, that arrived as *flow: answered with
+ * fragmentation needed / packet too big quoting it as it arrived, carrying the MTU less what our DSR
+ * information added (the first packet of a DSR flow: its sender's next try fits with the option, as
+ * Cilium answers). 0 when the frame is the answer, else the negative drop reason. An IPv4 packet
+ * without DF that we did not grow is not answered: a router would fragment it, which XDP cannot.
+ */
+static __always_inline int icmp_too_big(struct xdp_md *ctx, const struct xlb_pkt *pkt, const struct xlb_tuple *flow,
+					__u32 mtu)
+{
+	__u32 grown = icmp_dsr_growth(ctx, pkt);
+	struct icmp_offender *q;
+
+	if (pkt->icmp_error || flow->family != pkt->tuple.family || mtu <= grown)
+		return -XLB_DROP_FRAG_NEEDED;
 	if (!xlb_icmp_allowed())
 		return -XLB_DROP_ICMP_RATE_LIMITED;
 	if (icmp_offender_take(ctx, pkt, &q) || !q)
 		return -XLB_DROP_FRAG_NEEDED;
-
-	/* the option again, for the service it names (pointers into the packet do not outlive the checks above) */
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	l3 = data + xlb_l3_off(pkt);
-	if (pkt->tuple.family == XLB_AF_INET) {
-		struct xlb_dsr_opt4 *opt = l3 + sizeof(struct iphdr);
-
-		if ((void *)(opt + 1) > data_end)
-			return -XLB_DROP_FRAG_NEEDED;
-		icmp_dsr_restore_quote(q, XLB_AF_INET, pkt->tuple.proto, &opt->addr, opt->port);
-	} else {
-		struct xlb_dsr_doh6 *doh = l3 + sizeof(struct ipv6hdr);
-
-		if ((void *)(doh + 1) > data_end)
-			return -XLB_DROP_FRAG_NEEDED;
-		icmp_dsr_restore_quote(q, XLB_AF_INET6, pkt->tuple.proto, doh->addr, doh->port);
-	}
-	if (icmp_send(ctx, q, pkt->tuple.family, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PKT_TOOBIG, 0, mtu))
+	if (flow->family == XLB_AF_INET && !grown && !(q->ip.frag_off & bpf_htons(XLB_IP_DF)))
+		return -XLB_DROP_FRAG_NEEDED;
+	icmp_quote_untranslate(q, flow);
+	if (icmp_send(ctx, q, flow->family, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PKT_TOOBIG, 0, mtu - grown))
 		return -XLB_DROP_FRAG_NEEDED;
 	return 0;
 }
@@ -354,16 +358,17 @@ static __always_inline void icmp_note_mtu(__u32 mtu)
 
 /*
  * The answer a verdict asks for, built over the frame: port unreachable (XLB_REJECT_NO_BACKEND), time
- * exceeded (XLB_DROP_TTL_EXCEEDED) or fragmentation needed / packet too big (XLB_DROP_FRAG_NEEDED, the
- * first packet of a DSR flow). 0 when the frame is the answer (XDP_TX it), else the negative drop
+ * exceeded (XLB_DROP_TTL_EXCEEDED) or fragmentation needed / packet too big (XLB_DROP_FRAG_NEEDED) about
+ * the packet as it arrived (*flow). 0 when the frame is the answer (XDP_TX it), else the negative drop
  * reason. A global function called once, at the top of the program: the verifier checks it once, and
  * the paths deciding on answers keep their stack.
  */
-__attribute__((noinline)) int xlb_icmp_answer(struct xdp_md *ctx, const struct xlb_pkt *pkt, int reason)
+__attribute__((noinline)) int xlb_icmp_answer(struct xdp_md *ctx, const struct xlb_pkt *pkt, const struct xlb_tuple *flow,
+					     int reason)
 {
 	struct icmp_offender *q = xlb_icmp_room_get();
 
-	if (!pkt || !q)
+	if (!pkt || !flow || !q)
 		return reason == XLB_REJECT_NO_BACKEND ? -XLB_DROP_NO_BACKEND : -reason;
 	switch (reason) {
 	case XLB_REJECT_NO_BACKEND:
@@ -371,7 +376,7 @@ __attribute__((noinline)) int xlb_icmp_answer(struct xdp_md *ctx, const struct x
 	case XLB_DROP_TTL_EXCEEDED:
 		return icmp_time_exceeded(ctx, pkt);
 	case XLB_DROP_FRAG_NEEDED:
-		return icmp_dsr_too_big(ctx, pkt, q->mtu);
+		return icmp_too_big(ctx, pkt, flow, q->mtu);
 	default:
 		return -reason;
 	}

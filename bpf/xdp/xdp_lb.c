@@ -386,14 +386,16 @@ static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt
 	xlb_new_flow_path(ctx, pkt, ref, v);
 }
 
-/* The ICMP error a verdict asks for (icmp.h) becomes the frame sent back, or the drop is counted as why not. */
-static __always_inline void answer(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct verdict *v)
+/* The ICMP error a verdict asks for (icmp.h), about the packet as it arrived (*flow), becomes the frame
+ * sent back, or the drop is counted as why not. */
+static __always_inline void answer(struct xdp_md *ctx, const struct xlb_pkt *pkt, const struct xlb_tuple *flow,
+				   struct verdict *v)
 {
 	int err;
 
 	if (v->reason != XLB_REJECT_NO_BACKEND && v->reason != XLB_DROP_TTL_EXCEEDED && v->reason != XLB_DROP_FRAG_NEEDED)
 		return;
-	err = xlb_icmp_answer(ctx, pkt, v->reason);
+	err = xlb_icmp_answer(ctx, pkt, flow, v->reason);
 	v->action = err ? XDP_DROP : XDP_TX;
 	v->reason = err ? -err : v->reason;
 }
@@ -458,7 +460,7 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 	if (lb_port_in_use(pkt.tuple.dport))
 		service_path(ctx, &pkt, cfg, flow, &ref, &v);
 out:
-	answer(ctx, &pkt, &v);
+	answer(ctx, &pkt, flow, &v);
 	xlb_count(v.reason, XLB_DIR_INGRESS, len);
 	if (xlb_is_drop(v.reason))
 		xlb_emit(XLB_EVENT_DROP, v.reason, XLB_DIR_INGRESS, flow, ctx->ingress_ifindex, v.service_id,

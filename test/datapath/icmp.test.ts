@@ -1,8 +1,9 @@
 /**
  * xdp_lb as a router under BPF_PROG_TEST_RUN: every packet it sends on takes one hop off its TTL / hop
- * limit, a spent one is answered with time exceeded, a packet too big for its next hop is refused on
- * every path (cached next hops included) and the first packet of a DSR flow that the option made too
- * big is answered with fragmentation needed / packet too big — every ICMP answer under one rate limit.
+ * limit, a spent one is answered with time exceeded, and a packet too big for its next hop — on every
+ * path, cached next hops included — is answered with fragmentation needed / packet too big quoting it
+ * as it came (the MTU less our DSR option when the option made it too big); every ICMP answer under
+ * one rate limit.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -224,24 +225,63 @@ describe('xdp_lb applies the route MTU on every path', () => {
       execFileSync('ip', ['netns', 'exec', h.ns, 'ip', 'route', 'add', `${b.v4}/32`, 'dev', 'v0', 'mtu', 'lock', String(ROUTE_MTU)]);
       execFileSync('ip', ['netns', 'exec', h.ns, 'ip', '-6', 'route', 'add', `${b.v6}/128`, 'dev', 'v0', 'mtu', 'lock', String(ROUTE_MTU)]);
     }
+    execFileSync('ip', ['netns', 'exec', h.ns, 'ip', 'route', 'add', `${CLIENT.v4}/32`, 'dev', 'v0', 'mtu', 'lock', String(ROUTE_MTU)]);
   });
   after(() => h.destroy());
   beforeEach(() => h.flushFlows());
 
-  test('a 1450-byte DF segment of an established flow is refused while its next hop is cached, as the FIB refuses it', () => {
+  test('a 1450-byte DF segment of an established SNAT flow is answered with the route MTU while its next hop is cached, quoting it as it came', () => {
     for (const [family, client, vip] of [['v4', CLIENT.v4, VIP4], ['v6', CLIENT.v6, VIP6]] as const) {
       const sport = family === 'v4' ? 45101 : 45102;
+      const ipHeaders = (family === 'v4' ? 20 : 40) + 20;
+      const df = family === 'v4' ? { dontFragment: true } : {}; // IPv6 routers never fragment
       assert.equal(h.run(frame(client, vip, syn(sport, 80))).retval, XDP.TX, `${family}: the SYN fits`);
       const before = h.counter(Reason.DROP_FRAG_NEEDED);
-      const df = family === 'v4' ? { dontFragment: true } : {}; // IPv6 routers never fragment
-      const big = frame(client, vip, ack(sport, 80, fill(1450, (family === 'v4' ? 20 : 40) + 20)), df);
+      const big = frame(client, vip, ack(sport, 80, fill(1450, ipHeaders)), df);
       assert.equal(ipLength(big), 1450);
-      assert.equal(h.run(big).retval, XDP.DROP, `${family}: too big for the cached next hop's route`);
+      const out = h.run(big);
+      if (family === 'v4') {
+        assertIcmpError(out, VIP4, CLIENT.v4, 3, 4);
+        assert.equal(out.out.readUInt16BE(ETH + 20 + 6), ROUTE_MTU);
+        assert.deepEqual(quoteOf(out), big.subarray(ETH, ETH + 28), 'the segment as the client sent it, not as translated');
+      } else {
+        assertIcmpError(out, VIP6, CLIENT.v6, 2, 0);
+        assert.equal(out.out.readUInt32BE(ETH + 40 + 4), ROUTE_MTU);
+        assert.deepEqual(quoteOf(out), big.subarray(ETH, ETH + 48));
+      }
       assert.equal(h.counter(Reason.DROP_FRAG_NEEDED) - before, 1n);
-      const fits = h.run(frame(client, vip, ack(sport, 80, fill(ROUTE_MTU, (family === 'v4' ? 20 : 40) + 20)), df));
+      const fits = h.run(frame(client, vip, ack(sport, 80, fill(ROUTE_MTU, ipHeaders)), df));
       assert.equal(fits.retval, XDP.TX, `${family}: a packet of the route's MTU still goes`);
       assert.equal(fits.parsed.ip.totalLength, ROUTE_MTU);
     }
+    // IPv4 without DF: a router would fragment it; XDP cannot, so it is dropped, counted, unanswered.
+    const before = h.counter(Reason.DROP_FRAG_NEEDED);
+    assert.equal(h.run(frame(CLIENT.v4, VIP4, ack(45101, 80, fill(1450, 40)))).retval, XDP.DROP);
+    assert.equal(h.counter(Reason.DROP_FRAG_NEEDED) - before, 1n);
+  });
+
+  test('a new flow whose first packet is too big is answered with the FIB\'s MTU, quoting it untranslated (SNAT TCP, DSR UDP)', () => {
+    const input = frame(CLIENT.v4, VIP4, syn(45105, 80, fill(1450, TCP_SYN_HEADERS.v4)), { dontFragment: true });
+    const out = h.run(input);
+    assertIcmpError(out, VIP4, CLIENT.v4, 3, 4);
+    assert.equal(out.out.readUInt16BE(ETH + 20 + 6), ROUTE_MTU);
+    assert.deepEqual(quoteOf(out), input.subarray(ETH, ETH + 28));
+    const udp6 = frame(CLIENT.v6, VIP6, udp(45106, 53, fill(1450, UDP_HEADERS.v6)));
+    const six = h.run(udp6);
+    assertIcmpError(six, VIP6, CLIENT.v6, 2, 0);
+    assert.equal(six.out.readUInt32BE(ETH + 40 + 4), ROUTE_MTU - 24, 'a DSR datagram: the MTU less the option');
+    assert.deepEqual(quoteOf(six), udp6.subarray(ETH, ETH + 48), 'UDP checksum included');
+  });
+
+  test('a SNAT reply too big for the way to the client is answered to the backend, from the node address', () => {
+    const first = h.run(frame(CLIENT.v4, VIP4, syn(45107, 80)));
+    const backend = first.parsed.ip.dst;
+    const natPort = first.parsed.ip.l4?.sport ?? 0;
+    const reply = frame(backend, NODE.v4, { proto: 'tcp', sport: 8080, dport: natPort, flags: TCP_FLAGS.ACK, payload: fill(1450, 40) }, { dontFragment: true });
+    const out = h.run(reply);
+    assertIcmpError(out, NODE.v4, backend, 3, 4);
+    assert.equal(out.out.readUInt16BE(ETH + 20 + 6), ROUTE_MTU);
+    assert.deepEqual(quoteOf(out), reply.subarray(ETH, ETH + 28));
   });
 
   test('a first DSR packet is told the route MTU less the option, from the FIB or from a cached next hop', () => {
