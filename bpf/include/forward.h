@@ -259,6 +259,9 @@ static __always_inline int fwd_packet(struct xdp_md *ctx, const struct xlb_pkt *
 			*nh = found;
 		if (shared)
 			fwd_shared_put(shared, pkt, &found);
+		/* the FIB measured the IP length; bytes after it (padding) leave too, as the cached paths count */
+		if (!fwd_fits(ctx, pkt, &found))
+			return fwd_too_big(found.mtu, reason_out);
 		return fwd_transmit(ctx, eth, &found);
 	}
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
