@@ -57,7 +57,17 @@ static __always_inline int fwd_fits(struct xdp_md *ctx, const struct xlb_pkt *pk
 static __always_inline int fwd_nexthop_usable(struct xdp_md *ctx, const struct xlb_pkt *pkt,
 					      const struct xlb_nexthop *nh, __u32 now_sec)
 {
-	return fwd_nexthop_fresh(nh, now_sec) && fwd_fits(ctx, pkt, nh) && !icmp_hops_spent(ctx, pkt);
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *l3 = (void *)(long)ctx->data + xlb_l3_off(pkt);
+	__u8 *hops = l3 + (pkt->tuple.family == XLB_AF_INET ? 8 : 7); /* TTL / hop limit */
+	__u64 len;
+
+	/* what fwd_fits and icmp_hops_spent ask, from one header pointer: this is every established packet */
+	if (!fwd_nexthop_fresh(nh, now_sec) || (void *)(hops + 1) > data_end || *hops <= 1)
+		return 0;
+	len = data_end - (void *)l3;
+	xlb_barrier_var(len);
+	return len <= nh->mtu;
 }
 
 static __always_inline struct xlb_nexthop_slot *fwd_shared_slot(const struct xlb_pkt *pkt)
