@@ -23,7 +23,8 @@ export interface Problem {
 /** "Service default/web: spec.ports[1].port: 0 is not an integer in 1..65535" — a log line. */
 export function problemText(problem: Problem): string {
   const { kind, namespace, name } = problem.object;
-  return `${kind} ${namespace === undefined ? name : `${namespace}/${name}`}: ${problem.field}: ${problem.message}`;
+  const object = `${kind} ${namespace === undefined ? name : `${namespace}/${name}`}`;
+  return problem.field === '' ? `${object}: ${problem.message}` : `${object}: ${problem.field}: ${problem.message}`;
 }
 
 /** Labels and annotations xlb reads (Kubernetes' own, Cilium's, and xlb's). */
@@ -142,7 +143,7 @@ export function objectMeta(
   const ref: ObjectRef = { kind, name: name ?? '(unnamed)', ...(namespace !== undefined ? { namespace } : {}) };
   const reader = new ObjectReader(ref, problems);
   if (!top) {
-    reader.problem('', `${show(value)} is not a ${kind} object`);
+    reader.problem('', `${show(value)} is not an object`);
     return undefined;
   }
   if (!metadata || name === undefined) {
