@@ -65,7 +65,7 @@ export function parseEndpointSlice(object: unknown, problems: Problem[]): Endpoi
   if (serviceName === undefined || serviceName === '') return undefined;
   const top = object as Json;
   const addressType = reader.oneOf(top.addressType, 'addressType', ADDRESS_TYPES);
-  if (top.addressType === undefined) reader.problem('addressType', `required: one of ${ADDRESS_TYPES.join(', ')}`);
+  if (top.addressType == null) reader.problem('addressType', `required: one of ${ADDRESS_TYPES.join(', ')}`);
   if (addressType === undefined || addressType === 'FQDN') return undefined;
   const family: Family = addressType === 'IPv4' ? 4 : 6;
 
@@ -75,10 +75,10 @@ export function parseEndpointSlice(object: unknown, problems: Problem[]): Endpoi
     const port = reader.object(raw, at);
     if (!port) return;
     const name = reader.string(port.name, `${at}.name`) ?? '';
-    const protocol = port.protocol === undefined ? 'TCP' : reader.oneOf(port.protocol, `${at}.protocol`, L4_PROTOCOLS);
+    const protocol = reader.oneOf(port.protocol ?? 'TCP', `${at}.protocol`, L4_PROTOCOLS);
     // A port without a number means "all ports" to the API; a proxy cannot use it (kube-proxy skips it too).
     const number = reader.integer(port.port, `${at}.port`, 1, 65535);
-    if (port.port === undefined || port.port === null) reader.problem(`${at}.port`, 'absent: a proxy needs the port number');
+    if (port.port == null) reader.problem(`${at}.port`, 'absent: a proxy needs the port number');
     if (protocol !== undefined && number !== undefined) ports.push({ name, protocol, port: number });
   });
 

@@ -18,7 +18,8 @@
  * the object and every other object are still served. Nothing here throws on input.
  */
 import { ServiceValidationError, validateService, type Service } from '../service.js';
-import { endpointsFor, parseEndpointSlice, type EndpointSliceSpec } from './endpoints.js';
+import { endpointsFor, parseEndpointSlice, type Endpoint, type EndpointSliceSpec } from './endpoints.js';
+import { healthCheckOf, type HealthCheck } from './health.js';
 import { nodeInfo } from './node.js';
 import type { Problem } from './objects.js';
 import { frontendsOf, parseService, type FrontendSpec, type ServiceOptions, type ServicePortSpec, type ServiceSpec } from './service.js';
@@ -40,6 +41,8 @@ export interface KubernetesModel {
   entries: KubernetesServiceEntry[];
   /** The same services by id, as desiredLbState takes them. */
   services: Map<string, Service>;
+  /** The healthCheckNodePort servers this node runs, sorted by nodePort (see health.ts). */
+  healthChecks: HealthCheck[];
   problems: Problem[];
 }
 
@@ -83,13 +86,18 @@ export function kubernetesServices(objects: KubernetesObjects, options: Kubernet
   }
 
   const entries: KubernetesServiceEntry[] = [];
+  const healthChecks: HealthCheck[] = [];
   for (const object of objects.services) {
     const spec = parseService(object, problems, options);
     if (!spec) continue;
-    entries.push(...servicesOf(spec, slicesByService.get(`${spec.namespace}/${spec.name}`) ?? [], here, problems));
+    const slices = slicesByService.get(`${spec.namespace}/${spec.name}`) ?? [];
+    entries.push(...servicesOf(spec, slices, here, problems));
+    const check = healthCheckOf(spec, slices, here.nodeName);
+    if (check) healthChecks.push(check);
   }
   entries.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return { entries, services: new Map(entries.map((e) => [e.id, e.service])), problems };
+  healthChecks.sort((a, b) => a.nodePort - b.nodePort);
+  return { entries, services: new Map(entries.map((e) => [e.id, e.service])), healthChecks, problems };
 }
 
 /**
@@ -100,9 +108,12 @@ export function servicesOf(spec: ServiceSpec, slices: readonly EndpointSliceSpec
   const out: KubernetesServiceEntry[] = [];
   for (const port of spec.ports) {
     const servicePort = servicePortId(spec, port);
+    const byFamily = new Map<number, Endpoint[]>();
     for (const frontend of frontendsOf(spec, port)) {
       const id = kubernetesServiceId(servicePort, frontend);
-      const endpoints = endpointsFor(port, frontend.family, slices, here.nodeName).filter((e) => {
+      const ofFamily = byFamily.get(frontend.family) ?? endpointsFor(port, frontend.family, slices, here.nodeName);
+      byFamily.set(frontend.family, ofFamily);
+      const endpoints = ofFamily.filter((e) => {
         if (e.address !== frontend.address) return true;
         // The model refuses a backend at its own frontend's address: the flow would come back to the VIP.
         const message = `${e.address} is the address of frontend ${id}: left out of it (it would loop)`;

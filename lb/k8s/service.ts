@@ -47,6 +47,7 @@ import {
   type TrafficPolicy,
 } from '../service.js';
 import { FAMILY_NAMES, familyOf, parseCidrMasked } from './addresses.js';
+import { healthCheckNodePort } from './health.js';
 import {
   ANNOTATION_CILIUM_FORWARDING_MODE,
   ANNOTATION_CILIUM_LB_ALGORITHM,
@@ -93,6 +94,8 @@ export interface ServiceSpec {
   sourceRanges: string[];
   externalTrafficPolicy: TrafficPolicy;
   internalTrafficPolicy: TrafficPolicy;
+  /** spec.healthCheckNodePort, of a LoadBalancer service with externalTrafficPolicy Local (see health.ts). */
+  healthCheckNodePort: number | undefined;
   sessionAffinity: SessionAffinity;
   /** Absent: the agent's --mode. */
   mode: Mode | undefined;
@@ -123,7 +126,7 @@ export function parseService(object: unknown, problems: Problem[], options: Serv
     reader.problem('spec', 'required');
     return undefined;
   }
-  const type = spec.type === undefined ? 'ClusterIP' : reader.oneOf(spec.type, 'spec.type', SERVICE_TYPES);
+  const type = reader.oneOf(spec.type ?? 'ClusterIP', 'spec.type', SERVICE_TYPES);
   if (type === undefined || type === 'ExternalName') return undefined;
 
   const clusterIPs = clusterAddresses(reader, spec);
@@ -133,6 +136,7 @@ export function parseService(object: unknown, problems: Problem[], options: Serv
   const status = reader.object(top.status, 'status');
   const loadBalancer = reader.object(status?.loadBalancer, 'status.loadBalancer');
   const ingressIPs = type === 'LoadBalancer' ? ingressAddresses(reader, loadBalancer?.ingress, families) : [];
+  const externalTrafficPolicy = reader.oneOf(spec.externalTrafficPolicy, 'spec.externalTrafficPolicy', TRAFFIC_POLICIES) ?? 'Cluster';
 
   return {
     ref: reader.ref,
@@ -144,8 +148,9 @@ export function parseService(object: unknown, problems: Problem[], options: Serv
     externalIPs: addressList(reader, spec.externalIPs, 'spec.externalIPs', families),
     ingressIPs,
     sourceRanges: sourceRanges(reader, spec.loadBalancerSourceRanges, annotations),
-    externalTrafficPolicy: reader.oneOf(spec.externalTrafficPolicy, 'spec.externalTrafficPolicy', TRAFFIC_POLICIES) ?? 'Cluster',
+    externalTrafficPolicy,
     internalTrafficPolicy: reader.oneOf(spec.internalTrafficPolicy, 'spec.internalTrafficPolicy', TRAFFIC_POLICIES) ?? 'Cluster',
+    healthCheckNodePort: healthCheckNodePort(reader, spec, type, externalTrafficPolicy),
     sessionAffinity: sessionAffinity(reader, spec),
     mode: annotated(reader, annotations, [ANNOTATION_FORWARDING_MODE, ANNOTATION_CILIUM_FORWARDING_MODE], MODES),
     algorithm: annotated(reader, annotations, [ANNOTATION_LB_ALGORITHM, ANNOTATION_CILIUM_LB_ALGORITHM], ALGORITHMS) ?? 'maglev',
@@ -155,7 +160,7 @@ export function parseService(object: unknown, problems: Problem[], options: Serv
 /** spec.clusterIPs (else spec.clusterIP): undefined for a headless service; [] when none is allocated yet. */
 function clusterAddresses(reader: ObjectReader, spec: Json): string[] | undefined {
   const listed = reader.list(spec.clusterIPs, 'spec.clusterIPs');
-  const [field, values] = listed.length > 0 ? ['spec.clusterIPs', listed] : ['spec.clusterIP', spec.clusterIP === undefined ? [] : [spec.clusterIP]];
+  const [field, values] = listed.length > 0 ? ['spec.clusterIPs', listed] : ['spec.clusterIP', spec.clusterIP == null ? [] : [spec.clusterIP]];
   const out: string[] = [];
   for (const [i, value] of values.entries()) {
     const at = field === 'spec.clusterIPs' ? `${field}[${i}]` : field;
@@ -182,9 +187,9 @@ export function servicePorts(reader: ObjectReader, value: unknown): ServicePortS
     const port = reader.object(raw, at);
     if (!port) return;
     const name = reader.string(port.name, `${at}.name`) ?? '';
-    const protocol = port.protocol === undefined ? 'TCP' : reader.oneOf(port.protocol, `${at}.protocol`, L4_PROTOCOLS);
+    const protocol = reader.oneOf(port.protocol ?? 'TCP', `${at}.protocol`, L4_PROTOCOLS);
     const number = reader.integer(port.port, `${at}.port`, 1, 65535);
-    if (port.port === undefined) reader.problem(`${at}.port`, 'required');
+    if (port.port == null) reader.problem(`${at}.port`, 'required');
     const nodePort = port.nodePort === 0 ? undefined : reader.integer(port.nodePort, `${at}.nodePort`, 1, 65535);
     if (protocol === undefined || number === undefined) return;
     const id = name === '' ? String(number) : name;

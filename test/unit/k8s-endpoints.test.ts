@@ -10,6 +10,7 @@ import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { desiredLbState, type LbNodeConfig } from '../../lb/lbmap/desired.js';
 import { IdAllocator } from '../../lb/lbmap/ids.js';
 import { kubernetesServices, type KubernetesModel, type KubernetesOptions } from '../../lb/k8s/model.js';
+import { healthCheckResponse } from '../../lb/k8s/health.js';
 import { problemText } from '../../lb/k8s/objects.js';
 import type { Backend, Service } from '../../lb/service.js';
 
@@ -253,6 +254,39 @@ describe('traffic policies', () => {
     const clusterIP = get(result, CLUSTER_IP);
     assert.equal('externalTrafficPolicy' in clusterIP || 'internalTrafficPolicy' in clusterIP, false, 'the ClusterIP follows internalTrafficPolicy (Cluster)');
     assert.deepEqual(desired(result, CLUSTER_IP, 'node-c').slots, ['198.18.1.10:8080', '198.18.1.11:8080', '198.18.1.12:8080']);
+  });
+
+  test('healthCheckNodePort (LoadBalancer, externalTrafficPolicy Local): ready endpoints here, kube-proxy\'s answer 200/503', () => {
+    const lb = (extra: Obj): Obj => ({
+      ...service('web', {
+        type: 'LoadBalancer',
+        externalTrafficPolicy: 'Local',
+        healthCheckNodePort: 32000,
+        ports: [
+          { name: 'http', nodePort: 30080, port: 80, protocol: 'TCP', targetPort: 'http' },
+          { name: 'https', nodePort: 30443, port: 443, protocol: 'TCP', targetPort: 'https' },
+        ],
+        ...extra,
+      }),
+    });
+    const both = [{ name: 'http', port: 8080, protocol: 'TCP' }, { name: 'https', port: 8443, protocol: 'TCP' }];
+    const twoPorts = [slice('web-1', [endpoint(10, 'node-a'), endpoint(11, 'node-b'), endpoint(12, 'node-a', TERMINATING)], both)];
+    const [check] = model([lb({})], twoPorts).healthChecks;
+    assert.deepEqual(check, { nodePort: 32000, namespace: 'default', name: 'web', localEndpoints: 2 }, 'one ready pod here, counted per port as kube-proxy');
+    assert.ok(check);
+    assert.deepEqual(healthCheckResponse(check), {
+      status: 200,
+      headers: { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff', 'X-Load-Balancing-Endpoint-Weight': '2' },
+      body: { service: { namespace: 'default', name: 'web' }, localEndpoints: 2, serviceProxyHealthy: true },
+    });
+    assert.equal(healthCheckResponse(check, false).status, 503, 'an unhealthy proxy answers 503');
+
+    const [elsewhere] = model([lb({})], twoPorts, { nodeName: 'node-c' }).healthChecks;
+    assert.ok(elsewhere);
+    assert.equal(elsewhere.localEndpoints, 0);
+    assert.equal(healthCheckResponse(elsewhere).status, 503);
+
+    assert.deepEqual(model([lb({ externalTrafficPolicy: 'Cluster' })], twoPorts).healthChecks, [], 'Cluster policy: none');
   });
 
   test('Local with only terminating endpoints here uses them, even while ready ones run elsewhere (kube-proxy\'s local fallback)', () => {
