@@ -9,12 +9,13 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { Reason } from '../../lb/reasons.js';
-import { buildFrame, checksumErrors, TCP_FLAGS, type FrameSpec, type L4Spec } from '../support/packet.js';
+import { buildFrame, checksumErrors, parseFrame, TCP_FLAGS, type FrameSpec, type L4Spec } from '../support/packet.js';
 import { BACKENDS, CLIENT, LbHarness, NODE, XDP, type RunResult } from '../support/lb-harness.js';
 
 const VIP4 = '198.18.10.10';
 const VIP6 = '2001:db8:10::10';
 const EMPTY4 = '198.18.10.15';
+const UNRESOLVED = '198.18.0.77';
 const ETH = 14;
 
 function service(frontend: string, port: number, protocol: string, mode: string): Record<string, unknown> {
@@ -30,6 +31,8 @@ const SERVICES = {
   dsr6: service(VIP6, 443, 'TCP', 'dsr'),
   dsr6udp: service(VIP6, 53, 'UDP', 'dsr'),
   empty4: { frontend: { address: EMPTY4, port: 80, protocol: 'TCP' }, backends: [] },
+  /** A backend on the link with no neighbour entry: its first packets go to tc to resolve it (xfer.h). */
+  unresolved: { frontend: { address: '198.18.10.20', port: 80, protocol: 'TCP' }, mode: 'snat', backends: [{ address: UNRESOLVED, port: 8080 }] },
 };
 
 function frame(src: string, dst: string, l4: L4Spec, ip: Partial<FrameSpec['ip']> = {}): Buffer {
@@ -97,6 +100,17 @@ describe('xdp_lb takes a hop off every packet it sends on, and answers spent one
       assert.equal(out.parsed.ip.ttl, ttl - 1);
       assert.deepEqual(checksumErrors(out.out), [], `TTL ${ttl}`);
     }
+  });
+
+  test('a packet handed to tc while its next hop resolves has taken its hop too', () => {
+    const out = h.run(frame(CLIENT.v4, '198.18.10.20', syn(45003, 80), { ttl: 64 }));
+    assert.equal(out.retval, XDP.PASS, 'marked for tc, which resolves the neighbour');
+    const packet = out.out.subarray(8); // the test run hands the XDP metadata (struct xlb_xfer) back in front
+    assert.equal(out.out.readUInt32LE(0), 0x786c6231, 'the mark tc looks for');
+    const parsed = parseFrame(packet);
+    assert.equal(parsed.ip.dst, UNRESOLVED);
+    assert.equal(parsed.ip.ttl, 63);
+    assert.deepEqual(checksumErrors(packet), []);
   });
 
   test('IPv6: hop limit 64 in, 63 out, new and established flows', () => {
