@@ -243,7 +243,8 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struc
 	if (!lb_lookup_service(&pkt->tuple, generation, &svc))
 		return 0;
 	v->service_id = svc.id;
-	if (expired(ctx, pkt, v))
+	/* a spent TTL is answered only to sources the service lets in; others meet the source ranges below */
+	if (icmp_hops_spent(ctx, pkt) && lb_source_allowed(&svc, &pkt->tuple) && expired(ctx, pkt, v))
 		return 0;
 	err = open_flow(&svc, pkt, cfg, ct, ref, generation, now);
 	if (err == -XLB_REJECT_NO_BACKEND) {

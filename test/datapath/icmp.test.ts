@@ -31,6 +31,7 @@ const SERVICES = {
   dsr6: service(VIP6, 443, 'TCP', 'dsr'),
   dsr6udp: service(VIP6, 53, 'UDP', 'dsr'),
   empty4: { frontend: { address: EMPTY4, port: 80, protocol: 'TCP' }, backends: [] },
+  ranged: { ...service('198.18.10.12', 80, 'TCP', 'snat'), sourceRanges: ['198.18.0.96/29'] },
   /** A backend on the link with no neighbour entry: its first packets go to tc to resolve it (xfer.h). */
   unresolved: { frontend: { address: '198.18.10.20', port: 80, protocol: 'TCP' }, mode: 'snat', backends: [{ address: UNRESOLVED, port: 8080 }] },
 };
@@ -144,6 +145,13 @@ describe('xdp_lb takes a hop off every packet it sends on, and answers spent one
     const out = h.run(input);
     assertIcmpError(out, VIP4, CLIENT.v4, 11, 0);
     assert.deepEqual(quoteOf(out), input.subarray(ETH, ETH + 28));
+  });
+
+  test('a spent TTL from a source outside the service\'s source ranges is dropped as any packet from there, unanswered', () => {
+    const before = h.counter(Reason.DROP_SOURCE_RANGE);
+    assert.equal(h.run(frame('198.18.0.200', '198.18.10.12', syn(45025, 80), { ttl: 1 })).retval, XDP.DROP);
+    assert.equal(h.counter(Reason.DROP_SOURCE_RANGE) - before, 1n);
+    assertIcmpError(h.run(frame(CLIENT.v4, '198.18.10.12', syn(45026, 80), { ttl: 1 })), '198.18.10.12', CLIENT.v4, 11, 0);
   });
 
   test('a SNAT reply with TTL 1 is answered to the backend, from the node address', () => {
