@@ -298,8 +298,9 @@ static __always_inline void ct_set_expiry(struct ct_bucket *bucket, __u32 index,
 		other->expires[peer_way & (XLB_CT_WAYS - 1)] = expires;
 }
 
-/* A new TCP flow's flags: opening (short-lived) until its handshake completes or its backend answers;
- * a DSR flow's replies never pass here, so its SYN stands for the answer it gets. */
+/* A new TCP flow's flags: opening (short-lived) until its handshake completes or its backend answers.
+ * A DSR flow's replies never pass here, so its SYN stands for the answer it gets; one picked up
+ * mid-stream stays opening, living 60 s past its last packet (and Maglev gives it the same backend). */
 static __always_inline __u8 ct_open_flags(const struct xlb_pkt *pkt, int dsr)
 {
 	int syn = (pkt->tcp_flags & (XLB_TCP_SYN | XLB_TCP_ACK)) == XLB_TCP_SYN;
@@ -463,6 +464,20 @@ static __always_inline int ct_create(const struct xlb_tuple *tuple, const union 
 				     __u64 now)
 {
 	return ct_store(tuple, value, ct_expiry(&value->entry, tuple->proto, now), ref, now);
+}
+
+/* A new flow whose store did not happen (its packet was dropped after all): the other half claimed for
+ * it (a SNAT port's reply entry, ref->peer) is expired, so no port is held for a flow that never was. */
+static __always_inline void ct_release_peer(struct ct_ref *ref)
+{
+	struct ct_bucket *bucket;
+
+	if (!ref->peer)
+		return;
+	bucket = ct_bucket_at((ref->peer - 1) / XLB_CT_WAYS);
+	if (bucket)
+		bucket->expires[(ref->peer - 1) & (XLB_CT_WAYS - 1)] = 0;
+	ref->peer = 0;
 }
 
 /* Whether a live entry holds `key` in the bucket already placed in ref: ct_lookup_placed without the entry. */

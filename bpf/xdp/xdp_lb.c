@@ -262,7 +262,7 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struc
 		goto drop;
 	v->action = fwd_packet(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now), &v->reason);
 	if (v->action == XDP_DROP)
-		return 0;
+		goto unclaim;
 	err = ct_create(&scratch->key, &scratch->value, ref, now);
 	if (err < 0)
 		goto drop;
@@ -271,6 +271,8 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struc
 	return 0;
 drop:
 	drop(v, -err);
+unclaim:
+	ct_release_peer(ref); /* a SNAT port claimed for a flow not stored is free again */
 	return 0;
 }
 

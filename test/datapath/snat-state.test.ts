@@ -197,6 +197,24 @@ describe('SNAT state over a flow\'s life', () => {
     });
   });
 
+  test('a SNAT flow whose first packet the FIB refuses holds no port: its retries are refused by the FIB again, not for want of a port', () => {
+    const VIP_DEAD = '198.18.20.13';
+    h.ip('route', 'replace', 'blackhole', '198.18.31.0/24');
+    try {
+      h.install({ ...SERVICES, dead: { frontend: { address: VIP_DEAD, port: 80, protocol: 'TCP' }, mode: 'snat', backends: [{ address: '198.18.31.5', port: TCP_PORT }] } });
+      const [noPort, blackhole] = [h.counter(Reason.DROP_NAT_NO_PORT), h.counter(Reason.DROP_FIB_BLACKHOLE)];
+      for (let attempt = 0; attempt < 3; attempt++) {
+        assert.equal(h.run(tcpFromClient(30701, SYN, VIP_DEAD)).retval, XDP.DROP);
+      }
+      assert.equal(h.counter(Reason.DROP_FIB_BLACKHOLE) - blackhole, 3n);
+      assert.equal(h.counter(Reason.DROP_NAT_NO_PORT) - noPort, 0n, 'every retry found the one port free');
+      assert.equal(h.lb.conntrack.sweep().live, 0, 'no reply entry left behind');
+    } finally {
+      h.install(SERVICES);
+      h.ip('route', 'del', 'blackhole', '198.18.31.0/24');
+    }
+  });
+
   describe('a flood of new flows with the port range exhausted', () => {
     const PORTS = { min: 40000, max: 40003 };
     const established: { clientPort: number; natPort: number }[] = [];

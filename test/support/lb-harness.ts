@@ -160,6 +160,11 @@ export class LbHarness {
     this.changeConfig((config) => ({ ...config, clockOffset: config.clockOffset + seconds }));
   }
 
+  /** Run `ip ARGS` in the harness's namespace (routes a test needs, e.g. a blackhole). */
+  ip(...args: string[]): void {
+    this.topology.exec(this.ns, 'ip', args);
+  }
+
   /** The SNAT port range, changed in place (the clock offset and the hash seed kept); default NAT_PORTS. */
   setNatPorts(min: number = NAT_PORTS.min, max: number = NAT_PORTS.max): void {
     this.changeConfig((config) => ({ ...config, natPortMin: min, natPortMax: max }));
