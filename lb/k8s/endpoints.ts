@@ -142,20 +142,39 @@ export interface Endpoint extends EndpointSpec {
   local: boolean;
 }
 
+/** An Endpoint, member by member (one object shape: a spread here costs more than the rest of the merge). */
+function endpointAt(spec: EndpointSpec, port: number, local: boolean): Endpoint {
+  return {
+    slice: spec.slice,
+    field: spec.field,
+    address: spec.address,
+    ready: spec.ready,
+    serving: spec.serving,
+    terminating: spec.terminating,
+    node: spec.node,
+    zone: spec.zone,
+    zoneHints: spec.zoneHints,
+    nodeHints: spec.nodeHints,
+    port,
+    local,
+  };
+}
+
 /**
  * The endpoints of one service port of one family, merged from the service's slices (see the file
  * comment), in a stable order: by slice name, then as listed.
  */
 export function endpointsFor(port: ServicePortSpec, family: Family, slices: readonly EndpointSliceSpec[], nodeName: string | undefined): Endpoint[] {
+  const ordered = slices.filter((s) => s.family === family);
+  if (ordered.length > 1) ordered.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const byKey = new Map<string, Endpoint>();
-  const ordered = [...slices].filter((s) => s.family === family).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (const slice of ordered) {
     const match = slice.ports.find((p) => p.name === port.name && p.protocol === port.protocol);
     if (!match) continue;
     for (const spec of slice.endpoints) {
       const local = nodeName !== undefined && spec.node === nodeName;
       const key = `${spec.address}|${match.port}`;
-      if (!byKey.has(key) || local) byKey.set(key, { ...spec, port: match.port, local });
+      if (local || !byKey.has(key)) byKey.set(key, endpointAt(spec, match.port, local));
     }
   }
   return [...byKey.values()];
