@@ -12,7 +12,7 @@ import { IdAllocator } from '../../lb/lbmap/ids.js';
 import { kubernetesServices, type KubernetesModel, type KubernetesOptions } from '../../lb/k8s/model.js';
 import { healthCheckResponse } from '../../lb/k8s/health.js';
 import { problemText } from '../../lb/k8s/objects.js';
-import type { Backend, Service } from '../../lb/service.js';
+import { validateService, type Backend, type Service } from '../../lb/service.js';
 
 type Obj = Record<string, unknown>;
 
@@ -84,6 +84,7 @@ function model(services: Obj[], slices: Obj[], options: KubernetesOptions & { no
   const { node: nodeObject, ...rest } = options;
   const result = kubernetesServices({ services, endpointSlices: slices, ...(nodeObject ? { node: nodeObject } : {}) }, { nodeName: 'node-a', ...rest });
   assert.deepEqual(result.problems.map(problemText), []);
+  for (const [id, s] of result.services) assert.deepEqual(validateService(JSON.parse(JSON.stringify(s)), '', { clusterIP: true }), s, id);
   return result;
 }
 

@@ -12,7 +12,7 @@ import { IdAllocator } from '../../lb/lbmap/ids.js';
 import { kubernetesServices, type KubernetesModel, type KubernetesOptions } from '../../lb/k8s/model.js';
 import { nodeInfo, nodePortAddresses, parseNodePortAddresses } from '../../lb/k8s/node.js';
 import { problemText, type Problem } from '../../lb/k8s/objects.js';
-import type { Backend, Service } from '../../lb/service.js';
+import { validateService, type Backend, type Service } from '../../lb/service.js';
 
 type Obj = Record<string, unknown>;
 
@@ -109,7 +109,14 @@ function node(name: string, zone?: string): Obj {
 
 function model(services: unknown[], slices: unknown[], options: KubernetesOptions & { node?: Obj } = {}): KubernetesModel {
   const { node: nodeObject, ...rest } = options;
-  return kubernetesServices({ services, endpointSlices: slices, ...(nodeObject ? { node: nodeObject } : {}) }, { nodeName: 'node-a', ...rest });
+  const result = kubernetesServices({ services, endpointSlices: slices, ...(nodeObject ? { node: nodeObject } : {}) }, { nodeName: 'node-a', ...rest });
+  assertValid(result);
+  return result;
+}
+
+/** Every service the model makes passes the model's gate unchanged (its backends are built valid, not re-checked). */
+function assertValid(result: KubernetesModel): void {
+  for (const [id, s] of result.services) assert.deepEqual(validateService(JSON.parse(JSON.stringify(s)), '', { clusterIP: true }), s, id);
 }
 
 function get(result: KubernetesModel, id: string): Service {
@@ -210,6 +217,7 @@ describe('Kubernetes → service model: services and frontends', () => {
       ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
     };
     const result = kubernetesServices({ services: [web], endpointSlices: [webSlice] }, { nodeName: 'node-a' });
+    assertValid(result);
     assert.deepEqual(result.problems, []);
     assert.deepEqual(result.entries, [
       {
