@@ -466,6 +466,7 @@ describe('Kubernetes → service model: services and frontends', () => {
     assert.deepEqual(get(result, 'default/legacy:http@198.19.0.10').backends, [{ address: '198.18.5.5', port: 80, weight: 100, state: 'active' }]);
     assert.deepEqual(result.problems, []);
   });
+
   test('absent and null members take the API\'s defaults: protocol TCP, type ClusterIP, an empty slice (endpoints: null)', () => {
     const svc = service('web', { type: null, ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
     const empty = { ...slice('web-1', 'web', [{ name: 'http', port: 8080 }], []), endpoints: null };
