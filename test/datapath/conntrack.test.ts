@@ -116,6 +116,17 @@ describe('conntrack table', () => {
     assert.equal(flags() & CtFlag.Opening, 0, 'the first packet past the SYN makes it an established entry');
   });
 
+  test('a DSR flow picked up mid-stream stays opening (short-lived) however many packets its client sends: only a SYN stands for an answer', () => {
+    const ack = buildFrame({
+      eth: { src: CLIENT.mac, dst: '02:00:00:00:00:02' },
+      ip: { src: CLIENT.v4, dst: VIP_A },
+      l4: { proto: 'tcp', sport: 24100, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.from('x') },
+    });
+    for (let i = 0; i < 3; i++) assert.equal(h.run(ack).retval, XDP.TX);
+    const flags = h.flows()[0]?.entry.flags ?? 0;
+    assert.equal(flags & (CtFlag.Opening | CtFlag.Handshake), CtFlag.Opening);
+  });
+
   test('the hash seed is drawn once and kept when the node is reconfigured (entries hash by it)', () => {
     const seed = (): number => XlbConfig.decode(h.lb.map('xlb_config').lookup(Buffer.alloc(4)) ?? Buffer.alloc(XlbConfig.size)).ctSeed;
     const before = seed();
