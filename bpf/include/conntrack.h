@@ -323,9 +323,12 @@ static __always_inline void ct_touch_flow(struct ct_bucket *bucket, __u32 index,
 	if (tcp & (XLB_TCP_FIN | XLB_TCP_RST))
 		next |= XLB_CT_F_CLOSING;
 	if (next & XLB_CT_F_OPENING) {
+		int answered = from_backend && !(tcp & (XLB_TCP_SYN | XLB_TCP_RST));
+		int completed = !from_backend && !(tcp & XLB_TCP_SYN) && (flags & XLB_CT_F_HANDSHAKE);
+
 		if (from_backend && (tcp & XLB_TCP_SYN))
 			next |= XLB_CT_F_HANDSHAKE;
-		else if (from_backend ? !(tcp & XLB_TCP_RST) : !(tcp & XLB_TCP_SYN) && (flags & XLB_CT_F_HANDSHAKE))
+		if (answered || completed)
 			next &= ~XLB_CT_F_OPENING;
 	}
 	if (next != flags)
