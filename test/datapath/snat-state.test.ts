@@ -15,13 +15,15 @@ import { buildFrame, TCP_FLAGS } from '../support/packet.js';
 const VIP_TCP = '198.18.20.10';
 const VIP_UDP = '198.18.20.11';
 const VIP_RANGED = '198.18.20.12';
-const BACKEND = BACKENDS[0] ?? { v4: '198.18.0.11', mac: '02:00:00:00:00:0b' };
+const VIP_TCP6 = '2001:db8:20::10';
+const BACKEND = BACKENDS[0] ?? { v4: '198.18.0.11', v6: '2001:db8::b', mac: '02:00:00:00:00:0b' };
 const TCP_PORT = 8080;
 const UDP_PORT = 5353;
 const SERVICES = {
   tcp: { frontend: { address: VIP_TCP, port: 80, protocol: 'TCP' }, mode: 'snat', backends: [{ address: BACKEND.v4, port: TCP_PORT }] },
   udp: { frontend: { address: VIP_UDP, port: 53, protocol: 'UDP' }, mode: 'snat', backends: [{ address: BACKEND.v4, port: UDP_PORT }] },
   // The peer of a refused flow's cost: refused too (the client is outside its source ranges), one lookup earlier.
+  tcp6: { frontend: { address: VIP_TCP6, port: 80, protocol: 'TCP' }, mode: 'snat', backends: [{ address: BACKEND.v6, port: TCP_PORT }] },
   ranged: { frontend: { address: VIP_RANGED, port: 80, protocol: 'TCP' }, mode: 'snat', sourceRanges: ['198.18.1.0/24'], backends: [{ address: BACKEND.v4, port: TCP_PORT }] },
 };
 /** One SNAT port: whoever holds it is plain to see. */
@@ -143,6 +145,33 @@ describe('SNAT state over a flow\'s life', () => {
       h.lb.conntrack.sweep(); // clears what expired
       assert.deepEqual(h.snatReplies().map((r) => r.tuple.dport), [again], 'one reply entry: the new connection\'s');
     });
+  });
+
+  test('IPv6: the pair lives while the client talks, and the port is free after the grace once closed', () => {
+    const fromClient = (flags: number): Buffer =>
+      buildFrame({ eth: { src: CLIENT.mac, dst: '02:00:00:00:00:02' }, ip: { src: CLIENT.v6, dst: VIP_TCP6 }, l4: { proto: 'tcp', sport: 30801, dport: 80, flags, payload: DATA } });
+    const fromBackend = (natPort: number, flags: number): Buffer =>
+      buildFrame({ eth: { src: BACKEND.mac, dst: '02:00:00:00:00:02' }, ip: { src: BACKEND.v6, dst: NODE.v6 }, l4: { proto: 'tcp', sport: TCP_PORT, dport: natPort, flags, payload: DATA } });
+    const send = (frame: Buffer, to: string, what: string): number => {
+      const out = h.run(frame);
+      assert.equal(out.retval, XDP.TX, `${what}: forwarded`);
+      assert.equal(out.parsed.ip.dst, to, what);
+      return out.parsed.ip.l4?.sport ?? 0;
+    };
+    const natPort = send(fromClient(SYN), BACKEND.v6, 'SYN');
+    send(fromBackend(natPort, SYN | ACK), CLIENT.v6, 'SYN-ACK');
+    send(fromClient(ACK), BACKEND.v6, 'ACK');
+    for (let i = 0; i < 4; i++) {
+      h.advanceClock(30);
+      send(fromClient(ACK | PSH), BACKEND.v6, `client packet at +${30 * (i + 1)} s`);
+    }
+    send(fromBackend(natPort, ACK | PSH), CLIENT.v6, 'the backend\'s answer after 120 s of its silence');
+    send(fromClient(FIN | ACK), BACKEND.v6, 'client FIN');
+    send(fromBackend(natPort, FIN | ACK), CLIENT.v6, 'backend FIN');
+    h.advanceClock(PAST_CLOSING);
+    h.lb.conntrack.sweep();
+    assert.equal(h.snatReplies().length, 0, 'the port is free');
+    assert.equal(h.flows().length, 0);
   });
 
   describe('closed flows give their port back within the closing grace; stray packets buy a short lifetime', () => {
