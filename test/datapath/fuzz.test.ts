@@ -3,7 +3,7 @@
  * (client → VIP, backend → SNAT port, ICMP errors, fragments, IPv4 options, IPv6 extension headers,
  * spoofed DSR information), then mutated byte by byte. Whatever xdp_lb transmits must parse, carry
  * valid checksums when the input did, go to a backend or to the client, never carry DSR information
- * the load balancer did not add, and fit the device's MTU. XLB_FUZZ_SEED / XLB_FUZZ_FRAMES reproduce
+ * the load balancer did not add, fit the device's MTU, and have taken one hop off the TTL when forwarded. XLB_FUZZ_SEED / XLB_FUZZ_FRAMES reproduce
  * or lengthen a run.
  */
 import assert from 'node:assert/strict';
@@ -213,6 +213,8 @@ describe('xdp_lb under a packet fuzzer', () => {
       if (validChecksums(input) && !validChecksums(result.out)) problems.push(`${what}: checksums broken on the way: ${checksumErrors(result.out).join('; ')}`);
       const added = dsrInfo(out);
       const inputInfo = safeParse(input);
+      const answered = inputInfo !== undefined && canonical(out.ip.dst) === canonical(inputInfo.ip.src);
+      if (inputInfo && !answered && out.ip.ttl !== inputInfo.ip.ttl - 1) problems.push(`${what}: forwarded with TTL ${out.ip.ttl}, in with ${inputInfo.ip.ttl}`);
       if (added.length > 0) {
         const had = inputInfo ? dsrInfo(inputInfo) : [{ address: '?', port: 0 }];
         const own = added.length === 1 && inputInfo && canonical(added[0]?.address ?? '') === canonical(inputInfo.ip.dst) && added[0]?.port === inputInfo.ip.l4?.dport;
