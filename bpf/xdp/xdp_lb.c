@@ -60,11 +60,16 @@ static __always_inline int uses_dsr(const struct lb_service *svc, __u8 proto)
 	return svc->mode == XLB_MODE_DSR || (svc->mode == XLB_MODE_HYBRID && proto == IPPROTO_TCP);
 }
 
-static __always_inline int first_packet_of_flow(const struct xlb_pkt *pkt, int new_flow)
+/*
+ * Whether a DSR flow's packet carries the service address. TCP: its SYN, which opens the backend
+ * side's state for the connection. UDP: every datagram, as Cilium does, so a lost first datagram or an
+ * entry the backend side evicted never has the backend answer from its own address. Others: the first.
+ */
+static __always_inline int carries_dsr_info(const struct xlb_pkt *pkt, int new_flow)
 {
 	if (pkt->tuple.proto == IPPROTO_TCP)
 		return (pkt->tcp_flags & (XLB_TCP_SYN | XLB_TCP_ACK)) == XLB_TCP_SYN;
-	return new_flow;
+	return new_flow || pkt->tuple.proto == IPPROTO_UDP;
 }
 
 static __always_inline const union xlb_addr *node_address(const struct xlb_config *cfg, __u8 family)
@@ -257,7 +262,7 @@ XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struc
 	v->backend_id = ct->slot.backend_id;
 	if (pkt->frag == XLB_FRAG_FIRST)
 		frag_remember(pkt);
-	err = translate_to_backend(ctx, pkt, ct, &ct->slot.backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 1));
+	err = translate_to_backend(ctx, pkt, ct, &ct->slot.backend, (ct->flags & XLB_CT_F_DSR) && carries_dsr_info(pkt, 1));
 	if (err)
 		goto drop;
 	v->action = fwd_packet(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now), &v->reason);
@@ -304,7 +309,7 @@ XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, st
 	v->backend_id = ct->slot.backend_id;
 	if (pkt->frag == XLB_FRAG_FIRST)
 		frag_remember(pkt);
-	err = translate_to_backend(ctx, pkt, ct, &ct->slot.backend, (ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 0));
+	err = translate_to_backend(ctx, pkt, ct, &ct->slot.backend, (ct->flags & XLB_CT_F_DSR) && carries_dsr_info(pkt, 0));
 	if (err) {
 		drop(v, -err);
 		return 0;
@@ -327,7 +332,7 @@ static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_
 	int err;
 
 	if (pkt->frag != XLB_FRAG_NONE || !fwd_nexthop_usable(ctx, pkt, &ct->nexthop, xlb_coarse_sec(now)) ||
-	    ((ct->flags & XLB_CT_F_DSR) && first_packet_of_flow(pkt, 0)) || (void *)(eth + 1) > data_end)
+	    ((ct->flags & XLB_CT_F_DSR) && carries_dsr_info(pkt, 0)) || (void *)(eth + 1) > data_end)
 		return 0;
 	ct_touch(bucket, ref, ct, pkt, now);
 	v->service_id = ct->service_id;
