@@ -25,8 +25,27 @@ struct icmp_quote {
 	__u32 l4_off;
 };
 
+/* Where the outer IP packet ends by its own length (offset from the frame's start), 0 if unreadable. */
+static __always_inline __u32 icmp_outer_end(void *data, void *data_end, const struct xlb_pkt *pkt)
+{
+	if (pkt->tuple.family == XLB_AF_INET) {
+		struct iphdr *ip = data + xlb_l3_off(pkt);
+
+		return (void *)(ip + 1) > data_end ? 0 : xlb_l3_off(pkt) + bpf_ntohs(ip->tot_len);
+	} else {
+		struct ipv6hdr *ip6 = data + xlb_l3_off(pkt);
+
+		return (void *)(ip6 + 1) > data_end ? 0 : xlb_l3_off(pkt) + sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	}
+}
+
+/*
+ * The quoted packet's tuple, read only from bytes inside the outer packet's own length: bytes after it
+ * (padding, or left there on purpose) are no part of the error, and its checksum does not cover them.
+ */
 static __always_inline int icmp_parse_quote(void *data, void *data_end, const struct xlb_pkt *pkt, struct icmp_quote *q)
 {
+	__u32 outer_end = icmp_outer_end(data, data_end, pkt);
 	__be16 *ports;
 
 	q->ip_off = xlb_l4_off(pkt) + 8;
@@ -52,6 +71,8 @@ static __always_inline int icmp_parse_quote(void *data, void *data_end, const st
 		q->l4_off = q->ip_off + sizeof(*ip6);
 	}
 	if (q->tuple.proto != IPPROTO_TCP && q->tuple.proto != IPPROTO_UDP)
+		return -XLB_DROP_ICMP_QUOTE;
+	if (q->l4_off + 2 * sizeof(__be16) > outer_end)
 		return -XLB_DROP_ICMP_QUOTE;
 	ports = data + (q->l4_off & 0x3ff);
 	if ((void *)(ports + 2) > data_end)

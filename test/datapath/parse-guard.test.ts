@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { Reason } from '../../lb/reasons.js';
-import { buildFrame, dsrOption4, dsrOptions6, TCP_FLAGS, type FrameSpec, type L4Spec } from '../support/packet.js';
-import { BACKENDS, CLIENT, LbHarness, XDP } from '../support/lb-harness.js';
+import { buildFrame, buildIp, internetChecksum, dsrOption4, dsrOptions6, TCP_FLAGS, type FrameSpec, type L4Spec } from '../support/packet.js';
+import { BACKENDS, CLIENT, LbHarness, NODE, XDP } from '../support/lb-harness.js';
 
 const VIP4 = '198.18.10.40';
 const VIP6 = '2001:db8:10::40';
@@ -88,5 +88,21 @@ describe('xdp_lb: headers it does not take at face value', () => {
     assert.equal(h.counter(Reason.DROP_DSR_SPOOFED) - before, 1n);
     const other = h.run(frame(CLIENT.v6, VIP6, syn(41009, 80), { ext: [{ type: 'dstopts', options: Buffer.from([1, 2, 0, 0, 0, 0]) }] }));
     assert.equal(other.retval, XDP.TX);
+  });
+
+  test('an ICMP error whose quote lies past the outer packet\'s length is not translated: left to the stack untouched', () => {
+    const out = h.run(frame(CLIENT.v4, VIP4, syn(41010, 81)));
+    assert.equal(out.retval, XDP.TX);
+    const natPort = out.parsed.ip.l4?.sport ?? 0;
+    const quoted = buildIp({ src: NODE.v4, dst: out.parsed.ip.dst }, { proto: 'tcp', sport: natPort, dport: 8080 }).subarray(0, 28);
+    const error = frame('198.18.0.77', NODE.v4, { proto: 'icmp', type: 3, code: 4, mtu: 1400, quote: quoted });
+    assert.equal(h.run(Buffer.from(error)).retval, XDP.TX, 'whole, it is translated');
+    const cut = Buffer.from(error);
+    cut.writeUInt16BE(20 + 8, 14 + 2); // the outer packet ends after the ICMP header: the quote is trailing bytes
+    cut.writeUInt16BE(0, 14 + 10);
+    cut.writeUInt16BE(internetChecksum(cut, 14, 34), 14 + 10);
+    const left = h.run(cut);
+    assert.equal(left.retval, XDP.PASS);
+    assert.deepEqual(left.out, cut);
   });
 });
