@@ -285,17 +285,34 @@ static __always_inline struct ct_bucket *ct_peer_of(struct ct_bucket *bucket, __
 	return other;
 }
 
-/* One expiry for a way and its other half: the two halves of a SNAT flow live and die together. Single
- * aligned stores, each its own: never torn. */
-static __always_inline void ct_set_expiry(struct ct_bucket *bucket, __u32 index, __u32 way, __u32 expires)
+/* Take way i for writing: 1 when this CPU now holds it (its seq odd), 0 when another one does. */
+static __always_inline int ct_way_lock(struct ct_bucket *bucket, __u32 i, __u32 *seq)
 {
-	struct ct_bucket *other;
-	__u32 peer_way = 0;
+	return xlb_seq_write_begin(&bucket->seq[i & (XLB_CT_WAYS - 1)], seq);
+}
 
+static __always_inline void ct_way_unlock(struct ct_bucket *bucket, __u32 i)
+{
+	xlb_seq_write_end(&bucket->seq[i & (XLB_CT_WAYS - 1)]);
+}
+
+/* Write a way's expiry under its lock. With seq_io, only if the way is as the caller read it, and then
+ * *seq_io follows the write, so the caller's ct_unchanged still holds. 0 when skipped (busy, rewritten). */
+static __always_inline int ct_write_expiry(struct ct_bucket *bucket, __u32 way, __u32 expires, __u32 *seq_io)
+{
+	__u32 seq;
+
+	if (!ct_way_lock(bucket, way, &seq))
+		return 0;
+	if (seq_io && seq != *seq_io) {
+		ct_way_unlock(bucket, way);
+		return 0;
+	}
 	bucket->expires[way & (XLB_CT_WAYS - 1)] = expires;
-	other = ct_peer_of(bucket, index, way, &peer_way);
-	if (other)
-		other->expires[peer_way & (XLB_CT_WAYS - 1)] = expires;
+	ct_way_unlock(bucket, way);
+	if (seq_io)
+		*seq_io = seq + 2;
+	return 1;
 }
 
 /* A new TCP flow's flags: opening (short-lived) until its handshake completes or its backend answers.
@@ -311,15 +328,23 @@ static __always_inline __u8 ct_open_flags(const struct xlb_pkt *pkt, int dsr)
 /*
  * A packet of the flow at (index, way) seen, from the client or (from_backend, SNAT) its backend: its
  * state moves on (FIN/RST: closing; opening ends when the backend answers, or when the client goes past
- * its SYN after the backend's SYN-ACK) and the flow and its reply entry are pushed back together.
+ * its SYN after the backend's SYN-ACK) and the flow and its reply entry are pushed back together. Every
+ * write is made under the way's lock, and only to the entry the caller read: flow_seq (the seq the
+ * caller read the flow's way at) or, without it, linked_to (the flow's way still names that as its
+ * other half). peer_seq is the seq the caller read the other half at, if it read it. Busy ways are
+ * skipped: the next packet moves them on.
  */
 static __always_inline void ct_touch_flow(struct ct_bucket *bucket, __u32 index, __u32 way, struct ct_entry *entry,
-					  const struct xlb_pkt *pkt, __u64 now, int from_backend)
+					  const struct xlb_pkt *pkt, __u64 now, int from_backend, __u32 *flow_seq,
+					  __u32 linked_to, __u32 *peer_seq)
 {
 	__u8 tcp = pkt->tcp_flags;
 	__u8 flags = entry->flags;
 	__u8 next = flags;
+	struct ct_bucket *other;
+	__u32 expires, seq, peer_way = 0;
 
+	way &= XLB_CT_WAYS - 1;
 	if (tcp & (XLB_TCP_FIN | XLB_TCP_RST))
 		next |= XLB_CT_F_CLOSING;
 	if (next & XLB_CT_F_OPENING) {
@@ -331,32 +356,33 @@ static __always_inline void ct_touch_flow(struct ct_bucket *bucket, __u32 index,
 		if (answered || completed)
 			next &= ~XLB_CT_F_OPENING;
 	}
-	if (next != flags)
-		entry->flags = next;
 	/* Written only when it moved on: a store per packet would keep the cache lines bouncing between
 	 * CPUs for nothing, lifetimes being seconds. */
-	if (next != flags || now - entry->last_seen > XLB_NS / 4) {
-		entry->last_seen = now;
-		ct_set_expiry(bucket, index, way, ct_expiry(entry, pkt->tuple.proto, now));
+	if (next == flags && now - entry->last_seen <= XLB_NS / 4)
+		return;
+	if (!ct_way_lock(bucket, way, &seq))
+		return;
+	if (!bucket->tag[way] || (flow_seq ? seq != *flow_seq : bucket->peer[way] != linked_to)) {
+		ct_way_unlock(bucket, way); /* rewritten since it was read: not this flow's any more */
+		return;
 	}
+	entry->flags = next;
+	entry->last_seen = now;
+	expires = ct_expiry(entry, pkt->tuple.proto, now);
+	bucket->expires[way] = expires;
+	ct_way_unlock(bucket, way);
+	if (flow_seq)
+		*flow_seq = seq + 2;
+	other = ct_peer_of(bucket, index, way, &peer_way);
+	if (other)
+		ct_write_expiry(other, peer_way, expires, peer_seq);
 }
 
-/* A client's packet of a tracked flow (ref: where ct_lookup found it). */
-static __always_inline void ct_touch(struct ct_bucket *bucket, const struct ct_ref *ref, struct ct_entry *entry,
+/* A client's packet of a tracked flow (ref: where ct_lookup found it; ref->seq follows what is written). */
+static __always_inline void ct_touch(struct ct_bucket *bucket, struct ct_ref *ref, struct ct_entry *entry,
 				     const struct xlb_pkt *pkt, __u64 now)
 {
-	ct_touch_flow(bucket, ref->index, ref->way, entry, pkt, now, 0);
-}
-
-/* Take way i for writing: 1 when this CPU now holds it (its seq odd), 0 when another one does. */
-static __always_inline int ct_way_lock(struct ct_bucket *bucket, __u32 i, __u32 *seq)
-{
-	return xlb_seq_write_begin(&bucket->seq[i & (XLB_CT_WAYS - 1)], seq);
-}
-
-static __always_inline void ct_way_unlock(struct ct_bucket *bucket, __u32 i)
-{
-	xlb_seq_write_end(&bucket->seq[i & (XLB_CT_WAYS - 1)]);
+	ct_touch_flow(bucket, ref->index, ref->way, entry, pkt, now, 0, &ref->seq, 0, NULL);
 }
 
 /* Rewrite the cached next hop of a live entry (a flow's, or a SNAT reverse entry's) under the way's
@@ -382,7 +408,7 @@ static __always_inline void ct_update_nexthop(struct ct_bucket *bucket, struct c
 /* A backend's reply through a SNAT reverse entry (ref: where ct_lookup_reply found it): the flow it
  * belongs to is touched as by its client, which pushes both back. A reverse entry whose flow is gone
  * (its store failed) is left to expire. */
-static __always_inline void ct_refresh_reverse(struct ct_bucket *bucket, const struct ct_ref *ref, const struct xlb_pkt *pkt,
+static __always_inline void ct_refresh_reverse(struct ct_bucket *bucket, struct ct_ref *ref, const struct xlb_pkt *pkt,
 					       __u64 now)
 {
 	struct ct_bucket *flow;
@@ -394,7 +420,8 @@ static __always_inline void ct_refresh_reverse(struct ct_bucket *bucket, const s
 		return;
 	flow_way &= XLB_CT_WAYS - 1;
 	peer = bucket->peer[ref->way & (XLB_CT_WAYS - 1)];
-	ct_touch_flow(flow, (peer - 1) / XLB_CT_WAYS, flow_way, &flow->way[flow_way].value.entry, pkt, now, 1);
+	ct_touch_flow(flow, (peer - 1) / XLB_CT_WAYS, flow_way, &flow->way[flow_way].value.entry, pkt, now, 1, NULL,
+		      ct_loc(ref->index, ref->way) + 1, &ref->seq);
 }
 
 /* The way a new entry goes to: the flow's own (reopened or expired), an empty or expired one, else the
@@ -424,6 +451,30 @@ static __always_inline __u32 ct_pick_way(const struct ct_bucket *bucket, const s
 	return victim;
 }
 
+/*
+ * Under way `way`'s lock (taken at `seq`): whether another CPU stored `key` since ct_lookup missed it, or
+ * is writing another way of the bucket right now (it may be storing `key`). Two CPUs that open one flow
+ * at once then keep one entry, with one backend and one SNAT port, instead of two that evict others.
+ */
+static __always_inline int ct_stored_meanwhile(const struct ct_bucket *bucket, const struct xlb_tuple *key, __u32 way,
+					       __u32 seq, const struct ct_ref *ref, __u64 now)
+{
+	int i;
+
+	if (ref->found && seq != ref->seq)
+		return 1; /* the entry it replaces changed since it was read */
+#pragma unroll
+	for (i = 0; i < XLB_CT_WAYS; i++) {
+		if (i == way && ref->found)
+			continue;
+		if (i != way && (XLB_READ_ONCE(bucket->seq[i]) & 1))
+			return 1;
+		if (bucket->tag[i] == ref->tag && !ct_expired(bucket, i, now) && ct_key_equal(&bucket->way[i].key, key))
+			return 1;
+	}
+	return 0;
+}
+
 /* Store an entry under `key` where ct_lookup said it goes, expiring at `expires`, with ref->peer as its
  * other half (which is linked back to it): 1 when a live entry was evicted for it. A live entry it
  * replaces (evicted, or the closing flow a SYN reopens) takes its own other half with it: a SNAT flow
@@ -442,10 +493,14 @@ static __always_inline int ct_store(const struct xlb_tuple *key, const union ct_
 	way = ct_pick_way(bucket, ref, now, &evicts) & (XLB_CT_WAYS - 1);
 	if (!ct_way_lock(bucket, way, &seq))
 		return -XLB_DROP_CT_FULL; /* another CPU is writing that very way: rare, and the client retries */
+	if (ct_stored_meanwhile(bucket, key, way, seq, ref, now)) {
+		ct_way_unlock(bucket, way);
+		return -XLB_DROP_CT_BUSY; /* the flow's first packets on two CPUs: one entry, one translation */
+	}
 	if (bucket->tag[way] && !ct_expired(bucket, way, now)) {
 		other = ct_peer_of(bucket, ref->index, way, &peer_way);
 		if (other)
-			other->expires[peer_way & (XLB_CT_WAYS - 1)] = 0;
+			ct_write_expiry(other, peer_way, 0, NULL);
 	}
 	bucket->way[way].key = *key;
 	bucket->way[way].value = *value;
@@ -456,8 +511,11 @@ static __always_inline int ct_store(const struct xlb_tuple *key, const union ct_
 	ref->way = way;
 	if (ref->peer) {
 		other = ct_bucket_at((ref->peer - 1) / XLB_CT_WAYS);
-		if (other)
-			other->peer[(ref->peer - 1) & (XLB_CT_WAYS - 1)] = ct_loc(ref->index, way) + 1;
+		peer_way = (ref->peer - 1) & (XLB_CT_WAYS - 1);
+		if (other && ct_way_lock(other, peer_way, &seq)) {
+			other->peer[peer_way] = ct_loc(ref->index, way) + 1;
+			ct_way_unlock(other, peer_way);
+		}
 	}
 	return evicts;
 }
@@ -479,7 +537,7 @@ static __always_inline void ct_release_peer(struct ct_ref *ref)
 		return;
 	bucket = ct_bucket_at((ref->peer - 1) / XLB_CT_WAYS);
 	if (bucket)
-		bucket->expires[(ref->peer - 1) & (XLB_CT_WAYS - 1)] = 0;
+		ct_write_expiry(bucket, (ref->peer - 1) & (XLB_CT_WAYS - 1), 0, NULL);
 	ref->peer = 0;
 }
 

@@ -171,7 +171,7 @@ struct ct_bucket {
 	__u32 tag[XLB_CT_WAYS];     /* 0: way i is empty; else its key's hash | 1 */
 	__u32 expires[XLB_CT_WAYS]; /* when way i's flow expires, in xlb_coarse_sec units */
 	__u32 peer[XLB_CT_WAYS];    /* the other half of way i's SNAT flow (flow ↔ reply entry): its bucket × XLB_CT_WAYS
-				     * + its way + 1; 0: none. The two expire together (conntrack.h, ct_set_expiry) */
+				     * + its way + 1; 0: none. The two expire together (conntrack.h, ct_touch_flow) */
 	struct ct_way way[XLB_CT_WAYS];
 };
 

@@ -324,7 +324,7 @@ XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, st
  * needs more: xlb_established_path then takes it.
  */
 static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_bucket *bucket,
-						 const struct ct_ref *ref, struct ct_entry *ct, __u64 now, struct verdict *v)
+						 struct ct_ref *ref, struct ct_entry *ct, __u64 now, struct verdict *v)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;

@@ -94,6 +94,7 @@ export const libbpf = {
 export const libcCalls = {
   close: libc.func('int close(int fd)'),
   flock: libc.func('int flock(int fd, int operation)'),
+  sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const void *mask)'),
   setns: libc.func('int setns(int fd, int nstype)'),
   if_nametoindex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
   epoll_wait: libc.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
