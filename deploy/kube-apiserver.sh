@@ -119,7 +119,8 @@ EOF
 fi
 
 work=$cache_root/kube-apiserver-build-$recipe_hash
-rm -rf "$work"
+# A failed build keeps its work dir for a look; the next build (under the lock) removes them all.
+rm -rf "$cache_root"/kube-apiserver-build-*
 mkdir -p "$work"
 
 step "downloading the kubernetes source package"
