@@ -36,3 +36,9 @@ fi
 
 make -s -C bpf >&2 || fail "compiling the BPF programs failed"
 npx tsc -p tsconfig.json || fail "compiling the TypeScript failed"
+
+# The kube-apiserver of the Kubernetes-mode tests (test/k8s): built once from Debian's source package
+# (about 10 minutes on 2 cores) and cached outside the clone, in ~/.cache/xlb; then this takes a few ms.
+bash deploy/kube-apiserver.sh --print-path >/dev/null \
+  || step "building kube-apiserver for the Kubernetes-mode tests (first time only, about 10 minutes; progress below)"
+bash deploy/kube-apiserver.sh >/dev/null || fail "building kube-apiserver failed (deploy/kube-apiserver.sh; its log is named above)"
