@@ -62,7 +62,9 @@ function benchServices(): Record<string, unknown> {
   return services;
 }
 
-type HarnessCase = 'new DSR flows' | 'new SNAT flows' | 'one DSR flow' | 'one SNAT flow';
+type HarnessCase = 'new DSR flows' | 'new SNAT flows' | 'refused SNAT flows' | 'one DSR flow' | 'one SNAT flow';
+/** A SNAT range of one port: after the first flow to each backend, every new flow finds it exhausted. */
+const EXHAUSTED_PORT = 40_000;
 
 /**
  * Frames through the harness (bpf/test/xdp_lb_bench.c) from an empty table on: medians of xdp_lb +
@@ -73,7 +75,8 @@ type HarnessCase = 'new DSR flows' | 'new SNAT flows' | 'one DSR flow' | 'one SN
 function harnessRounds(h: LbHarness, f: Family, what: HarnessCase): { value: number; harness: number } {
   const headers = f.name === 'IPv4' ? 14 + 20 + 20 : 14 + 40 + 20;
   const payload = Buffer.alloc(BENCH_FRAME_LEN - headers);
-  const newFlows = what === 'new DSR flows' || what === 'new SNAT flows';
+  const snatFlows = what === 'new SNAT flows' || what === 'refused SNAT flows';
+  const newFlows = what === 'new DSR flows' || snatFlows;
   const vip = what === 'new DSR flows' || what === 'one DSR flow' ? f.vip : f.snatVip;
   const template = frame(f.client, vip, { proto: 'tcp', sport: 1024, dport: 80, flags: newFlows ? TCP_FLAGS.SYN : TCP_FLAGS.ACK, payload });
   const templateValue = Buffer.alloc(8 + BENCH_FRAME_LEN);
@@ -86,11 +89,13 @@ function harnessRounds(h: LbHarness, f: Family, what: HarnessCase): { value: num
   const [lb, alone] = newFlows ? ['xdp_lb_new_flows', 'xdp_template_only'] : ['xdp_lb_same_flow', 'xdp_template_same_only'];
   // New SNAT flows each claim a port (3 backends × the range: ~193000 reply tuples), held for the
   // opening lifetime: rounds small enough never to run out, from an emptied table each.
-  const repeat = what === 'new SNAT flows' ? SNAT_NEW_FLOWS : REPEAT;
+  const repeat = snatFlows ? SNAT_NEW_FLOWS : REPEAT;
+  if (what === 'refused SNAT flows') h.setNatPorts(EXHAUSTED_PORT, EXHAUSTED_PORT);
   const rounds = Array.from({ length: ROUNDS }, () => {
-    if (what === 'new SNAT flows') h.flushFlows();
+    if (snatFlows) h.flushFlows();
     return [h.time(h.lb.object.program(lb), template, repeat), h.time(h.lb.object.program(alone), template, repeat)] as const;
   });
+  if (what === 'refused SNAT flows') h.setNatPorts();
   return { value: median(rounds.map(([lb]) => lb)), harness: median(rounds.map(([, peer]) => peer)) };
 }
 
@@ -172,6 +177,20 @@ function main(): void {
         value: newSnat.value - newSnat.harness,
         unit: 'ns/packet',
         params: { method: `median of ${ROUNDS} x repeat ${SNAT_NEW_FLOWS} into an emptied table, a new flow each run`, family: f.name, mode: 'snat (port claimed: a reply entry too)', noPort },
+      });
+
+      log(`${f.name} refused SNAT flows: ${ROUNDS} rounds of ${SNAT_NEW_FLOWS.toLocaleString()} runs, the port range exhausted`);
+      const refusedBefore = h.counter(Reason.DROP_NAT_NO_PORT);
+      const refused = harnessRounds(h, f, 'refused SNAT flows');
+      const refusals = Number(h.counter(Reason.DROP_NAT_NO_PORT) - refusedBefore);
+      figures.push({
+        name: `new flow, SNAT ${f.name}, port range exhausted (harness subtracted)`,
+        value: refused.value - refused.harness,
+        unit: 'ns/refused flow',
+        peer: 'new flow, SNAT (port claimed)',
+        peerValue: newSnat.value - newSnat.harness,
+        ratio: (refused.value - refused.harness) / (newSnat.value - newSnat.harness),
+        params: { method: `median of ${ROUNDS} x repeat ${SNAT_NEW_FLOWS}, a new flow each run, a one-port SNAT range`, family: f.name, refusals },
       });
 
       log(`${f.name} established SNAT flow: ${ROUNDS} rounds of ${REPEAT.toLocaleString()} runs of one flow`);
