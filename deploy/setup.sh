@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One set-up path for a new machine: Debian packages, npm packages, BPF objects, TypeScript. No bpffs:
+# One set-up path for a new machine: Debian packages, npm packages, BPF objects, TypeScript, and with
+# --tests the kube-apiserver the tests run against. No bpffs:
 # the demo and the tests mount their own (lb/datapath/bpffs.ts) and remove them.
 # Idempotent: every step checks before it acts, so a second run takes a second or two.
 set -euo pipefail
@@ -37,8 +38,10 @@ fi
 make -s -C bpf >&2 || fail "compiling the BPF programs failed"
 npx tsc -p tsconfig.json || fail "compiling the TypeScript failed"
 
-# The kube-apiserver of the Kubernetes-mode tests (test/k8s): built once from Debian's source package
-# (about 10 minutes on 2 cores) and cached outside the clone, in ~/.cache/xlb; then this takes a few ms.
+# The kube-apiserver of the Kubernetes-mode tests (test/k8s), for the tests only (--tests): built once
+# from Debian's source package (about 10 minutes on 2 cores) and cached outside the clone, in
+# ~/.cache/xlb; then this takes a few ms. The demo does not need it.
+[ "${1:-}" = --tests ] || exit 0
 bash deploy/kube-apiserver.sh --print-path >/dev/null \
   || step "building kube-apiserver for the Kubernetes-mode tests (first time only, about 10 minutes; progress below)"
 bash deploy/kube-apiserver.sh >/dev/null || fail "building kube-apiserver failed (deploy/kube-apiserver.sh; its log is named above)"
