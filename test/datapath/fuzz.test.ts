@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { BACKENDS, CLIENT, LbHarness, NODE, NAT_PORTS, XDP } from '../support/lb-harness.js';
 import { IPPROTO, TCP_FLAGS, buildFrame, checksumErrors, dsrOption4, dsrOptions6, parseFrame, type FrameSpec, type Ipv6Ext, type L4Spec, type ParsedFrame } from '../support/packet.js';
+import { mulberry32 } from '../support/prng.js';
 
 const SEED = Number(process.env.XLB_FUZZ_SEED ?? 20261203);
 const FRAMES = Number(process.env.XLB_FUZZ_FRAMES ?? 6000);
@@ -33,17 +34,6 @@ const SERVICES = {
 };
 const PORTS = { v4: [80, 443, 53, 54, 81, 30080, 8080, 9], v6: [80, 443, 53, 9] };
 
-/** mulberry32: small, seeded, the same sequence on every machine. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Fuzz {
   constructor(private readonly next: () => number) {}
@@ -187,7 +177,7 @@ describe('xdp_lb under a packet fuzzer', () => {
   after(() => h.destroy());
 
   test(`${FRAMES} frames (seed ${SEED}): everything transmitted parses, checks, goes to a backend or the client, carries only DSR information xdp_lb added, and fits the MTU`, () => {
-    const f = new Fuzz(random(SEED));
+    const f = new Fuzz(mulberry32(SEED));
     // Backends, and every address a frame came from: a client (a sender with a mutated source is one too).
     const destinations = new Set([CLIENT.v4, CLIENT.v6, ...BACKENDS.flatMap((b) => [b.v4, b.v6])]);
     const canonical = (address: string): string => (address.includes(':') ? new URL(`http://[${address}]`).hostname.slice(1, -1) : address);

@@ -16,6 +16,7 @@ import {
   type MaglevBackend,
   type MaglevTable,
 } from '../../lb/maglev/index.js';
+import { mulberry32 } from '../support/prng.js';
 
 const seed = parseMaglevSeed(DEFAULT_MAGLEV_SEED);
 
@@ -60,17 +61,6 @@ function keyAt(table: MaglevTable, backends: readonly MaglevBackend[], slot: num
   return backends[table[slot] ?? -1]?.key ?? 'none';
 }
 
-/** Deterministic PRNG (mulberry32) so shuffles and random strings repeat run to run. */
-function prng(seedValue: number): () => number {
-  let state = seedValue >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function shuffled<T>(items: readonly T[], random: () => number): T[] {
   const out = items.slice();
@@ -96,7 +86,7 @@ test('murmur3 x64_128: reference vectors and agreement with murmurhash3js', () =
   assert.equal(hash128Hex(murmur3X64Hash128(bytes(''), 0)), '0'.repeat(32));
   // mmh3.hash64("hello") = (-3758069500696749310, 6565844092913065241)
   assert.equal(hash128Hex(murmur3X64Hash128(bytes('hello'), 0)), 'cbd8a7b341bd9b025b1e906a48ae1d19');
-  const random = prng(7);
+  const random = mulberry32(7);
   for (let length = 0; length <= 100; length++) {
     const text = Array.from({ length }, () => String.fromCharCode(32 + Math.floor(random() * 95))).join('');
     for (const murmurSeed of [0, 1, seed.murmur, 0x80000000, 0xffffffff]) {
@@ -215,7 +205,7 @@ test('shares follow weights when M >= 100·N', () => {
 test('the slot → backend mapping does not depend on the order backends are given in', () => {
   const backends = podBackends(50, (i) => 1 + (i % 4) * 100);
   const reference = buildMaglevTable(backends, 4093, seed);
-  const random = prng(42);
+  const random = mulberry32(42);
   for (let round = 0; round < 5; round++) {
     const order = shuffled(backends, random);
     const table = buildMaglevTable(order, 4093, seed);
