@@ -52,7 +52,13 @@ export function enforceSysctls(
       log.warn(`sysctl ${name} is ${setting.current ?? ''}, the datapath needs ${setting.wanted}: ${setting.effect}`);
       return report;
     }
-    writeSysctl(setting.path, setting.wanted);
+    try {
+      writeSysctl(setting.path, setting.wanted);
+    } catch (error) {
+      // A read-only /proc/sys (some containers): the agent runs, and says what will not work.
+      log.warn(`${error instanceof Error ? error.message : String(error)}; it stays ${setting.current ?? ''}: ${setting.effect}`);
+      return report;
+    }
     log.info(`set sysctl ${name}: ${setting.current ?? ''} -> ${setting.wanted} (otherwise ${setting.effect})`);
     return { ...report, value: setting.wanted, changedFrom: setting.current ?? '' };
   });
