@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { enforceSysctls } from '../../lb/datapath/sysctl.js';
 import { datapathSysctls, sysctlName, unmetSysctls, type SysctlReader } from '../../lb/node-settings.js';
 
 /** A node's /proc/sys as a map from dotted names (device names here hold no dots). */
@@ -53,4 +54,18 @@ test('every device gets its own settings, each with the effect of leaving it', (
   assert.ok(eth1);
   assert.match(eth1.effect, /every new IPv4 flow is dropped \(reason fib_fwd_disabled\)/);
   assert.ok(settings.every((s) => s.effect.length > 20));
+});
+
+test('a setting the agent cannot write is a warning naming it and its effect; nothing thrown', () => {
+  const warnings: string[] = [];
+  const changes: string[] = [];
+  const reports = enforceSysctls(
+    [{ path: ['net', 'xlb-test-no-such-sysctl'], current: '0', wanted: '1', effect: 'the test would notice' }],
+    true,
+    { info: (line) => changes.push(line), warn: (line) => warnings.push(line) },
+  );
+  assert.deepEqual(changes, []);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0] ?? '', /^setting sysctl net\.xlb-test-no-such-sysctl=1: .*; it stays 0: the test would notice$/);
+  assert.deepEqual(reports, [{ sysctl: 'net.xlb-test-no-such-sysctl', value: '0', wanted: '1', effect: 'the test would notice' }]);
 });
