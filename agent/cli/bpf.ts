@@ -206,6 +206,7 @@ function ctFlags(flags: number): string[] {
   if (flags & CtFlag.Snat) names.push('snat');
   if (flags & CtFlag.Closing) names.push('closing');
   if (flags & CtFlag.Opening) names.push('opening');
+  if (flags & CtFlag.Handshake) names.push('handshake');
   return names;
 }
 

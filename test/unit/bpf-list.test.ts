@@ -100,7 +100,7 @@ describe('xlb bpf ct list', () => {
 
   const list = ctList(
     [
-      [tuple(AF_INET, '198.18.0.100', '198.18.10.10', 41000, 80, IPPROTO_TCP), entry(now - 2_500_000_000n, { addr: '198.18.0.11', port: 8080, family: AF_INET }, CtFlag.Dsr)],
+      [tuple(AF_INET, '198.18.0.100', '198.18.10.10', 41000, 80, IPPROTO_TCP), entry(now - 2_500_000_000n, { addr: '198.18.0.11', port: 8080, family: AF_INET }, CtFlag.Dsr | CtFlag.Opening | CtFlag.Handshake)],
       [
         tuple(AF_INET6, '2001:db8::64', '2001:db8:10::10', 41001, 53, IPPROTO_UDP),
         entry(now - 500_000_000n, { addr: '2001:db8::b', port: 5353, family: AF_INET6 }, CtFlag.Snat, { addr: '2001:db8::2', port: 61000 }),
@@ -129,7 +129,7 @@ describe('xlb bpf ct list', () => {
         serviceId: 3,
         backendId: 7,
         backend: '198.18.0.11:8080',
-        flags: ['dsr'],
+        flags: ['dsr', 'opening', 'handshake'],
         idleSeconds: 2.5,
       },
     ]);
