@@ -138,7 +138,7 @@ describe('xlb bpf ct list', () => {
   test('text', () => {
     const text = ctListText(list);
     assert.match(text, /^proto\s+source\s+destination/);
-    assert.match(text, /TCP\s+198\.18\.0\.100:41000\s+198\.18\.10\.10:80\s+3\s+198\.18\.0\.11:8080 \(7\)\s+dsr\s+-\s+2\.5s/);
+    assert.match(text, /TCP\s+198\.18\.0\.100:41000\s+198\.18\.10\.10:80\s+3\s+198\.18\.0\.11:8080 \(7\)\s+dsr,opening,handshake\s+-\s+2\.5s/);
     assert.equal(ctListText([]), 'no tracked flows\n');
   });
 });
