@@ -10,28 +10,14 @@ import { validateService } from '../../lb/service.js';
 import { Reason } from '../../lb/reasons.js';
 import { FakeDatapath, fakeEvent, startFakeAgent, type FakeAgent } from '../support/fake-datapath.js';
 import { repoRoot } from '../support/paths.js';
+import { runNode, type NodeRun } from '../support/run-node.js';
 import { waitFor } from '../support/wait.js';
 
 const CLI = join(repoRoot, 'dist', 'agent', 'cli', 'main.js');
 
-interface Run {
-  code: number | null;
-  out: string;
-  err: string;
-}
-
 /** Runs `xlb ...` asynchronously (the agent answering it lives in this process). */
-async function xlb(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  const child = spawn(process.execPath, [CLI, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, XLB_API_SOCKET: '', ...env },
-  });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, out, err };
+function xlb(args: string[], env: NodeJS.ProcessEnv = {}): Promise<NodeRun> {
+  return runNode(CLI, args, { env: { XLB_API_SOCKET: '', ...env } });
 }
 
 async function withAgent(run: (agent: FakeAgent, sock: string[]) => Promise<void>): Promise<void> {
@@ -43,7 +29,7 @@ async function withAgent(run: (agent: FakeAgent, sock: string[]) => Promise<void
   }
 }
 
-function ok(run: Run): Run {
+function ok(run: NodeRun): NodeRun {
   assert.equal(run.code, 0, `exit ${String(run.code)}\nstdout: ${run.out}\nstderr: ${run.err}`);
   return run;
 }

@@ -15,6 +15,7 @@ import { test } from 'node:test';
 import { FileLock } from '../../lb/datapath/file-lock.js';
 import { run } from '../../lb/datapath/topology.js';
 import { repoRoot } from '../support/paths.js';
+import { runNode, type NodeRun } from '../support/run-node.js';
 import { waitFor } from '../support/wait.js';
 
 const CLI = join(repoRoot, 'dist', 'agent', 'cli', 'main.js');
@@ -26,14 +27,8 @@ const runDir = (id: string): string => `/run/xlb-demo-${id}`;
 const runLock = (id: string): string => `${runDir(id)}/demo.lock`;
 
 /** `xlb ARGS` to completion. */
-async function xlb(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, out, err };
+function xlb(...args: string[]): Promise<NodeRun> {
+  return runNode(CLI, args);
 }
 
 function namespaces(): string[] {

@@ -3,13 +3,12 @@
  * nothing it made is left (network namespaces, the bpffs mount, the temp dir).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { run } from '../../lb/datapath/topology.js';
 import { repoRoot } from '../support/paths.js';
+import { runNode } from '../support/run-node.js';
 
 const CLI = join(repoRoot, 'dist', 'agent', 'cli', 'main.js');
 const TIMEOUT_MS = 120_000;
@@ -48,14 +47,7 @@ function counts(figures: Record<string, unknown>, name: string): Record<string, 
 }
 
 test('xlb demo --json: every step holds, and nothing is left behind', { timeout: TIMEOUT_MS + 10_000 }, async () => {
-  const child = spawn(process.execPath, [CLI, 'demo', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-  const timer = setTimeout(() => child.kill('SIGTERM'), TIMEOUT_MS);
-  const [code] = (await once(child, 'close')) as [number | null];
-  clearTimeout(timer);
+  const { code, out, err } = await runNode(CLI, ['demo', '--json'], { timeoutMs: TIMEOUT_MS });
 
   const context = `exit ${String(code)}\nstdout:\n${out}\nstderr (progress):\n${err.slice(-4000)}`;
   let steps: Step[] = [];

@@ -1,6 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { hostname, type NetworkInterfaceInfo } from 'node:os';
 import {
@@ -15,6 +14,7 @@ import {
 } from '../../agent/flags.js';
 import { DEFAULT_MAGLEV_SEED, DEFAULT_MAGLEV_TABLE_SIZE } from '../../lb/maglev/index.js';
 import { repoRoot } from '../support/paths.js';
+import { runNode, type NodeRun } from '../support/run-node.js';
 
 function flags(...args: string[]): AgentFlags {
   const parsed = parseAgentFlags(['--standalone', '--device', 'eth0', ...args]);
@@ -202,14 +202,8 @@ test('--node-name: a lower-case DNS name; the host name when absent', () => {
   }
 });
 
-async function runAgent(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  const child = spawn(process.execPath, [join(repoRoot, 'dist', 'agent', 'main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
-  return { code, out, err };
+function runAgent(args: string[]): Promise<NodeRun> {
+  return runNode(join(repoRoot, 'dist', 'agent', 'main.js'), args);
 }
 
 test('xlb-agent: --help exits 0, a bad flag exits 2 naming it, Kubernetes mode exits 2', async () => {
