@@ -4,7 +4,6 @@
  * conntrack and SNAT state where it left them. Services flow one way: services → desired map contents
  * (pure) → diff against what was applied → LbMapWriter (the only writer).
  */
-import { prepareBpffs } from '../lb/datapath/bpffs.js';
 import { CONNTRACK_MAPS } from '../lb/datapath/conntrack.js';
 import { LbDatapath } from '../lb/datapath/lb-datapath.js';
 import { LbMapWriter, type ApplyStats } from '../lb/datapath/lb-writer.js';
@@ -194,12 +193,12 @@ class NodeDatapath implements ServiceDatapath {
 
 /**
  * Load, configure and attach. Synchronous on purpose: the attach happens in the calling thread's
- * network namespace, so a caller may wrap it in inNetns().
+ * network namespace, so a caller may wrap it in inNetns(). options.bpffs must be on a bpffs already
+ * (the agent mounts one first if allowed: prepareBpffs; the loader checks).
  */
 export function createNodeDatapath(options: NodeDatapathOptions): ServiceDatapath {
   const pinDir = options.bpffs;
   const warn = options.warn ?? options.log;
-  prepareBpffs(pinDir, { mount: options.nodeSetup, log: options.log });
   const nodeSettings = enforceSysctls(datapathSysctls(options.devices, readSysctl), options.nodeSetup, { info: options.log, warn });
   const lb = LbDatapath.load({ maglevTableSize: options.maglevTableSize, maglevSeed: options.maglevSeed, pinDir, conntrackEntries: options.conntrackEntries });
   let dsr: BpfObject | undefined;
