@@ -315,6 +315,55 @@ static __always_inline int ct_write_expiry(struct ct_bucket *bucket, __u32 way, 
 	return 1;
 }
 
+/* How many times ct_way_lock_wait looks for a way's lock to come free: its holders write a few fields. */
+#define XLB_CT_LOCK_TRIES 256
+
+struct ct_lock_wait {
+	struct ct_bucket *bucket;
+	__u32 way;
+	__u32 seq;
+	int locked;
+};
+
+/* One look per bpf_loop turn: verified once, where an open-coded wait multiplies the paths. */
+static long ct_lock_wait_step(__u64 index, void *ctx)
+{
+	struct ct_lock_wait *wait = ctx;
+	struct ct_bucket *bucket = wait->bucket;
+
+	if (!bucket)
+		return 1;
+	if (XLB_READ_ONCE(bucket->seq[wait->way & (XLB_CT_WAYS - 1)]) & 1)
+		return 0;
+	wait->locked = ct_way_lock(bucket, wait->way, &wait->seq);
+	return wait->locked;
+}
+
+/* ct_way_lock for a write that must not be skipped: waits, boundedly, while another CPU holds the way. */
+static __always_inline int ct_way_lock_wait(struct ct_bucket *bucket, __u32 way, __u32 *seq)
+{
+	struct ct_lock_wait wait = { .bucket = bucket, .way = way };
+
+	bpf_loop(XLB_CT_LOCK_TRIES, ct_lock_wait_step, &wait, 0);
+	*seq = wait.seq;
+	return wait.locked;
+}
+
+/*
+ * Expire a way now (the other half of an entry that goes, a port claimed for a flow that was not
+ * stored). Unlike a refresh this is not skipped when the way is busy: a claimed port would otherwise
+ * stay held for its opening lifetime.
+ */
+static __always_inline void ct_expire_now(struct ct_bucket *bucket, __u32 way)
+{
+	__u32 seq;
+
+	if (!ct_way_lock_wait(bucket, way, &seq))
+		return;
+	bucket->expires[way & (XLB_CT_WAYS - 1)] = 0;
+	ct_way_unlock(bucket, way);
+}
+
 /* A new TCP flow's flags: opening (short-lived) until its handshake completes or its backend answers.
  * A DSR flow's replies never pass here, so its SYN stands for the answer it gets; one picked up
  * mid-stream stays opening, living 60 s past its last packet (and Maglev gives it the same backend). */
@@ -500,7 +549,7 @@ static __always_inline int ct_store(const struct xlb_tuple *key, const union ct_
 	if (bucket->tag[way] && !ct_expired(bucket, way, now)) {
 		other = ct_peer_of(bucket, ref->index, way, &peer_way);
 		if (other)
-			ct_write_expiry(other, peer_way, 0, NULL);
+			ct_expire_now(other, peer_way);
 	}
 	bucket->way[way].key = *key;
 	bucket->way[way].value = *value;
@@ -512,7 +561,7 @@ static __always_inline int ct_store(const struct xlb_tuple *key, const union ct_
 	if (ref->peer) {
 		other = ct_bucket_at((ref->peer - 1) / XLB_CT_WAYS);
 		peer_way = (ref->peer - 1) & (XLB_CT_WAYS - 1);
-		if (other && ct_way_lock(other, peer_way, &seq)) {
+		if (other && ct_way_lock_wait(other, peer_way, &seq)) {
 			other->peer[peer_way] = ct_loc(ref->index, way) + 1;
 			ct_way_unlock(other, peer_way);
 		}
@@ -537,7 +586,7 @@ static __always_inline void ct_release_peer(struct ct_ref *ref)
 		return;
 	bucket = ct_bucket_at((ref->peer - 1) / XLB_CT_WAYS);
 	if (bucket)
-		ct_write_expiry(bucket, (ref->peer - 1) & (XLB_CT_WAYS - 1), 0, NULL);
+		ct_expire_now(bucket, (ref->peer - 1) & (XLB_CT_WAYS - 1));
 	ref->peer = 0;
 }
 
