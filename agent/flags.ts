@@ -17,6 +17,7 @@ import {
 } from '../lb/maglev/index.js';
 import { DEFAULT_CONNTRACK_ENTRIES, conntrackBuckets } from '../lb/datapath/lb-datapath.js';
 import { MODES, NODE_NAME, parseCidr, type Mode } from '../lb/service.js';
+import { parseNodePortAddresses, type NodePortAddressSpec } from '../lb/k8s/node.js';
 import { hostPort } from '../lb/codec.js';
 
 export const XDP_MODES = ['native', 'generic', 'off'] as const;
@@ -27,6 +28,15 @@ export const DEFAULT_API_SOCKET = '/run/xlb/xlb.sock';
 export const DEFAULT_STATE_FILE = '/var/lib/xlb/state.json';
 export const DEFAULT_MODE: Mode = 'snat';
 export const DEFAULT_XDP: XdpFlag = 'native';
+/** kube-proxy's health server address (--healthz-bind-address). */
+export const DEFAULT_HEALTHZ_ADDR = '0.0.0.0:10256';
+/** Cilium's --bpf-lb-map-max: service frontends (and service ids) the maps hold. */
+export const DEFAULT_SERVICE_MAP_MAX = 65536;
+/** Backends (and backend slots of services) the maps hold. */
+export const DEFAULT_BACKEND_MAP_MAX = 262144;
+/** The kernel's service ids index an array of Maglev tables: at most this many. */
+export const MAX_SERVICE_MAP_MAX = 1 << 20;
+export const MAX_BACKEND_MAP_MAX = 1 << 24;
 /**
  * SNAT source ports: 1024–29999, 28976 ports, so 28976 concurrent flows per backend address:port and
  * protocol (a flow holds its port until 10 s after its FIN/RST, or 60 s after an unanswered SYN; claims
@@ -56,7 +66,21 @@ export interface PortRange {
   max: number;
 }
 
+/** Kubernetes mode: where the apiserver is and how this node serves Kubernetes services. */
+export interface KubernetesFlags {
+  /** --kubeconfig; absent: in-cluster (service account), or --k8s-api-server alone. */
+  kubeconfig?: string;
+  /** --k8s-api-server: the apiserver's URL, overriding the kubeconfig's (or in-cluster's) server. */
+  apiServer?: string;
+  /** --nodeport-addresses (kube-proxy's): which node addresses NodePorts listen on. */
+  nodePortAddresses: NodePortAddressSpec;
+  /** --healthz-addr: the node health server (/healthz, /livez); absent with --healthz-addr "". */
+  healthzAddr?: HostPort;
+}
+
 export interface AgentFlags {
+  /** Kubernetes mode (absent: standalone). */
+  kubernetes?: KubernetesFlags;
   /** Standalone mode's config file (services with origin 'config'); absent: API services only. */
   config?: string;
   devices: string[];
@@ -84,6 +108,15 @@ export interface AgentFlags {
   cleanup: boolean;
   /** Service addresses the DSR receive side accepts in a DSR option, as canonical CIDRs. */
   dsrServiceRanges: string[];
+  /** Capacities of the LB maps (--bpf-lb-service-map-max, --bpf-lb-backend-map-max). */
+  capacity: LbCapacity;
+}
+
+export interface LbCapacity {
+  /** Service frontends, and service ids (each has a Maglev table slot). */
+  services: number;
+  /** Backends, and backend slots over all services. */
+  backends: number;
 }
 
 export type AgentCommandLine = { help: true } | { help: false; flags: AgentFlags };
@@ -94,9 +127,10 @@ export class FlagError extends Error {
 }
 
 export const AGENT_USAGE = `usage: xlb-agent --standalone [--config FILE] --device IFACE[,IFACE] [options]
+       xlb-agent [--kubeconfig PATH] [--k8s-api-server URL] --device IFACE[,IFACE] [options]
 
-Runs the load balancer on this node: loads the XDP/tc datapath, serves the services of the config
-file and of the REST API, exports metrics.
+Runs the load balancer on this node: loads the XDP/tc datapath, serves the services of Kubernetes
+(or, standalone, of the config file) and of the REST API, exports metrics.
 
   --standalone               no Kubernetes: services come from --config and the API
   --config FILE              YAML or JSON: "services:" a list of service objects, each with an "id"
@@ -106,7 +140,17 @@ file and of the REST API, exports metrics.
                                    frontend: { address: 198.18.0.10, port: 80, protocol: TCP }
                                    backends: [ { address: 198.18.1.2, port: 8080 } ]
                              An id that the API also stored (state file) is taken from this file.
-  --kubeconfig PATH          Kubernetes mode (not implemented yet)
+  --kubeconfig PATH          Kubernetes mode: watch Services, EndpointSlices and this Node with this
+                             kubeconfig. Without --standalone or --kubeconfig the agent runs in-cluster
+                             (service account token and CA, KUBERNETES_SERVICE_HOST/PORT)
+  --k8s-api-server URL       the apiserver to talk to (there is no kube-proxy to reach the
+                             kubernetes ClusterIP): overrides the kubeconfig's or in-cluster server
+  --nodeport-addresses CIDR[,CIDR]
+                             as kube-proxy's: NodePorts listen only on node addresses inside these
+                             ranges, or "primary" (the node's first address of each family).
+                             Default: every node address
+  --healthz-addr HOST:PORT   the node health server, /healthz and /livez as kube-proxy serves them
+                             (default ${DEFAULT_HEALTHZ_ADDR}; "" for none)
   --device IFACE[,IFACE]     devices to attach to (required; repeatable)
   --mode snat|dsr|hybrid     forwarding mode of services that name none (default ${DEFAULT_MODE})
   --xdp native|generic|off   XDP attach mode on the devices (default ${DEFAULT_XDP})
@@ -126,6 +170,8 @@ file and of the REST API, exports metrics.
   --node-name NAME           this node's name, for backends' "node" and externalTrafficPolicy Local
                              (default: the host name)
   --state-file PATH          services created through the API (default ${DEFAULT_STATE_FILE})
+  --bpf-lb-service-map-max N service frontends (and services) the maps hold (default ${DEFAULT_SERVICE_MAP_MAX})
+  --bpf-lb-backend-map-max N backends, and backend slots over all services (default ${DEFAULT_BACKEND_MAP_MAX})
   --dsr-service-ranges CIDR[,CIDR]
                              service addresses a DSR option arriving here may name: the load
                              balancers' VIP ranges and node addresses (NodePort). A DSR packet naming
@@ -159,6 +205,11 @@ function parseCommandLine(argv: string[]) {
       standalone: { type: 'boolean' },
       config: { type: 'string' },
       kubeconfig: { type: 'string' },
+      'k8s-api-server': { type: 'string' },
+      'nodeport-addresses': { type: 'string', multiple: true },
+      'healthz-addr': { type: 'string' },
+      'bpf-lb-service-map-max': { type: 'string' },
+      'bpf-lb-backend-map-max': { type: 'string' },
       device: { type: 'string', multiple: true },
       mode: { type: 'string' },
       xdp: { type: 'string' },
@@ -193,15 +244,11 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
     throw new FlagError(error instanceof Error ? error.message : String(error));
   }
 
-  if (values.kubeconfig !== undefined) {
-    if (values.standalone === true) throw new FlagError('--kubeconfig: cannot be combined with --standalone');
-    throw new FlagError('--kubeconfig: Kubernetes mode is not implemented yet; run with --standalone [--config FILE]');
+  const standalone = values.standalone === true || values.cleanup === true;
+  for (const flag of ['kubeconfig', 'k8s-api-server', 'nodeport-addresses', 'healthz-addr'] as const) {
+    if (standalone && values[flag] !== undefined) throw new FlagError(`--${flag}: Kubernetes mode only, cannot be combined with --${values.cleanup === true ? 'cleanup' : 'standalone'}`);
   }
-  if (values.standalone !== true && values.cleanup !== true) {
-    throw new FlagError(
-      '--standalone: required — Kubernetes mode (--kubeconfig, or in-cluster) is not implemented yet',
-    );
-  }
+  if (!standalone && values.config !== undefined) throw new FlagError('--config: standalone mode only (add --standalone); Kubernetes mode takes its services from the apiserver');
 
   const apiAddr = optional(values['api-addr'], (text) => parseHostPort('--api-addr', text));
   const metricsAddr = optional(values['metrics-addr'], (text) => parseHostPort('--metrics-addr', text));
@@ -233,7 +280,19 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
     nodeSetup: values['no-node-setup'] !== true,
     cleanup: values.cleanup === true,
     dsrServiceRanges: parseDsrServiceRanges(values['dsr-service-ranges'] ?? []),
+    capacity: {
+      services: parseCount('--bpf-lb-service-map-max', values['bpf-lb-service-map-max'], DEFAULT_SERVICE_MAP_MAX, MAX_SERVICE_MAP_MAX),
+      backends: parseCount('--bpf-lb-backend-map-max', values['bpf-lb-backend-map-max'], DEFAULT_BACKEND_MAP_MAX, MAX_BACKEND_MAP_MAX),
+    },
   };
+  if (!standalone) {
+    flags.kubernetes = {
+      nodePortAddresses: parseNodePortFlag(values['nodeport-addresses'] ?? []),
+      ...optionalField('kubeconfig', optional(values.kubeconfig, (text) => path('--kubeconfig', text))),
+      ...optionalField('apiServer', optional(values['k8s-api-server'], parseApiServer)),
+      ...optionalField('healthzAddr', values['healthz-addr'] === '' ? undefined : parseHostPort('--healthz-addr', values['healthz-addr'] ?? DEFAULT_HEALTHZ_ADDR)),
+    };
+  }
   const config = optional(values.config, (text) => path('--config', text));
   if (config !== undefined) flags.config = config;
   if (apiAddr) flags.apiAddr = apiAddr;
@@ -241,6 +300,37 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
   if (metricsAddr) flags.metricsAddr = metricsAddr;
   if (values['node-address'] !== undefined) flags.nodeAddresses = parseNodeAddresses(values['node-address']);
   return { help: false, flags };
+}
+
+function optionalField<K extends string, T>(key: K, value: T | undefined): { [P in K]?: T } {
+  return (value === undefined ? {} : { [key]: value }) as { [P in K]?: T };
+}
+
+function parseCount(flag: string, text: string | undefined, fallback: number, max: number): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || value < 16 || value > max) throw new FlagError(`${flag}: ${JSON.stringify(text)} is not a number in 16..${max}`);
+  return value;
+}
+
+function parseNodePortFlag(texts: readonly string[]): NodePortAddressSpec {
+  const spec = parseNodePortAddresses(texts.flatMap((text) => text.split(',')));
+  if (typeof spec === 'string') throw new FlagError(`--nodeport-addresses: ${spec}`);
+  return spec;
+}
+
+/** An http(s) URL with a host, e.g. https://198.18.0.1:6443 (Cilium's k8sServiceHost:k8sServicePort). */
+function parseApiServer(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new FlagError(`--k8s-api-server: ${JSON.stringify(text)} is not a URL (e.g. https://198.18.0.1:6443)`);
+  }
+  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.hostname === '') {
+    throw new FlagError(`--k8s-api-server: ${JSON.stringify(text)} must be an http(s) URL with a host (e.g. https://198.18.0.1:6443)`);
+  }
+  return text.replace(/\/+$/, '');
 }
 
 function parseDsrServiceRanges(texts: readonly string[]): string[] {
@@ -424,6 +514,8 @@ export interface NodeDatapathOptions {
   nodeSetup: boolean;
   /** --dsr-service-ranges: canonical CIDRs. */
   dsrServiceRanges: string[];
+  /** --bpf-lb-service-map-max, --bpf-lb-backend-map-max (default: the flags' defaults). */
+  capacity?: LbCapacity;
   /** One line per event, to the agent's log. */
   log: (message: string) => void;
   /** Settings the datapath cannot work with (default: log). */
@@ -448,6 +540,7 @@ export function nodeDatapathOptions(
     snatPorts: { ...flags.snatPorts },
     nodeSetup: flags.nodeSetup,
     dsrServiceRanges: [...flags.dsrServiceRanges],
+    capacity: { ...flags.capacity },
     log,
   };
 }

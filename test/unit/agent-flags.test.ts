@@ -84,6 +84,7 @@ test('every flag is parsed', () => {
     nodeSetup: false,
     cleanup: false,
     dsrServiceRanges: ['198.18.10.0/24', '2001:db8:10::/64'],
+    capacity: { services: 65536, backends: 262144 },
   });
   assert.equal(f.flags.maglevSeed.murmur, 0);
 });
@@ -96,7 +97,27 @@ test('--cleanup needs neither --standalone nor --device; the node is set up unle
   assert.deepEqual(parsed.flags.devices, [], 'every device of the node');
   assert.equal(flags().nodeSetup, true);
   assert.equal(flags('--no-node-setup').nodeSetup, false);
-  assertFlagError(['--device', 'eth0'], /^--standalone: required/);
+  assertFlagError(['--cleanup', '--kubeconfig', '/k'], /^--kubeconfig: Kubernetes mode only, cannot be combined with --cleanup/);
+});
+
+test('Kubernetes mode: without --standalone; kubeconfig, API server, NodePort addresses, health server', () => {
+  const parse = (...args: string[]) => {
+    const parsed = parseAgentFlags(['--device', 'eth0', ...args]);
+    assert.equal(parsed.help, false);
+    if (parsed.help) throw new Error('unreachable');
+    return parsed.flags;
+  };
+  assert.equal(flags().kubernetes, undefined, '--standalone: no Kubernetes');
+  assert.deepEqual(parse().kubernetes, { nodePortAddresses: { kind: 'all' }, healthzAddr: { host: '0.0.0.0', port: 10256 } }, 'in-cluster');
+  const k = parse('--kubeconfig', 'kc.yaml', '--k8s-api-server', 'https://198.18.0.1:6443/', '--nodeport-addresses', '198.18.0.0/24,2001:db8::/64', '--healthz-addr', '127.0.0.1:0');
+  assert.equal(k.kubernetes?.kubeconfig, join(process.cwd(), 'kc.yaml'));
+  assert.equal(k.kubernetes?.apiServer, 'https://198.18.0.1:6443');
+  assert.deepEqual(k.kubernetes?.healthzAddr, { host: '127.0.0.1', port: 0 });
+  assert.equal(k.kubernetes?.nodePortAddresses.kind, 'cidrs');
+  assert.equal(parse('--healthz-addr', '').kubernetes?.healthzAddr, undefined, '"" turns the health server off');
+  assert.deepEqual(parse('--nodeport-addresses', 'primary').kubernetes?.nodePortAddresses, { kind: 'primary' });
+  assert.deepEqual(flags().capacity, { services: 65536, backends: 262144 });
+  assert.deepEqual(flags('--bpf-lb-service-map-max', '100000', '--bpf-lb-backend-map-max', '1000000').capacity, { services: 100000, backends: 1000000 });
 });
 
 test('--dsr-service-ranges: CIDRs, repeatable, de-duplicated; none by default', () => {
@@ -120,9 +141,14 @@ test('--help wins over everything else', () => {
 test('errors name the flag', () => {
   const base = ['--standalone', '--device', 'eth0'];
   const cases: [string[], RegExp][] = [
-    [['--device', 'eth0'], /^--standalone: required/],
-    [['--kubeconfig', '/k', '--device', 'eth0'], /^--kubeconfig: Kubernetes mode is not implemented yet/],
-    [['--standalone', '--kubeconfig', '/k'], /^--kubeconfig: cannot be combined with --standalone/],
+    [['--device', 'eth0', '--config', '/c'], /^--config: standalone mode only/],
+    [['--standalone', '--kubeconfig', '/k'], /^--kubeconfig: Kubernetes mode only, cannot be combined with --standalone/],
+    [['--device', 'eth0', '--k8s-api-server', 'apiserver:6443'], /^--k8s-api-server: "apiserver:6443" must be an http\(s\) URL/],
+    [['--device', 'eth0', '--k8s-api-server', 'nonsense'], /^--k8s-api-server: "nonsense" is not a URL/],
+    [['--device', 'eth0', '--nodeport-addresses', 'eth0'], /^--nodeport-addresses: /],
+    [['--device', 'eth0', '--healthz-addr', ':10256'], /^--healthz-addr: /],
+    [[...base, '--bpf-lb-service-map-max', '10'], /^--bpf-lb-service-map-max: "10" is not a number in 16\.\./],
+    [[...base, '--bpf-lb-backend-map-max', '1e6'], /^--bpf-lb-backend-map-max: /],
     [['--standalone'], /^--device: required/],
     [['--standalone', '--device', 'eth0,,eth1'], /^--device: empty item/],
     [['--standalone', '--device', 'a/b'], /^--device: "a\/b" is not an interface name/],
@@ -173,7 +199,7 @@ test('nodeDatapathOptions carries what createNodeDatapath needs', () => {
   const options = nodeDatapathOptions(f, ['198.18.0.1'], log);
   assert.deepEqual(
     { ...options, maglevSeed: options.maglevSeed.base64 },
-    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), conntrackEntries: 262144, snatPorts: { min: 1024, max: 29999 }, nodeSetup: true, dsrServiceRanges: [], log },
+    { devices: ['eth0'], xdp: 'off', mode: 'hybrid', maglevTableSize: 251, maglevSeed: DEFAULT_MAGLEV_SEED, bpffs: DEFAULT_BPFFS, nodeAddresses: ['198.18.0.1'], nodeName: hostname().toLowerCase(), conntrackEntries: 262144, snatPorts: { min: 1024, max: 29999 }, nodeSetup: true, dsrServiceRanges: [], capacity: { services: 65536, backends: 262144 }, log },
   );
 });
 
@@ -206,7 +232,7 @@ function runAgent(args: string[]): Promise<NodeRun> {
   return runNode(join(repoRoot, 'dist', 'agent', 'main.js'), args);
 }
 
-test('xlb-agent: --help exits 0, a bad flag exits 2 naming it, Kubernetes mode exits 2', async () => {
+test('xlb-agent: --help exits 0, a bad flag exits 2 naming it', async () => {
   const help = await runAgent(['--help']);
   assert.equal(help.code, 0);
   assert.match(help.out, /^usage: xlb-agent --standalone/);
@@ -215,8 +241,4 @@ test('xlb-agent: --help exits 0, a bad flag exits 2 naming it, Kubernetes mode e
   const bad = await runAgent(['--standalone', '--device', 'eth0', '--mode', 'fast']);
   assert.equal(bad.code, 2);
   assert.match(bad.err, /^xlb-agent: --mode: "fast" is not one of snat, dsr, hybrid/);
-
-  const kube = await runAgent(['--kubeconfig', '/nonexistent']);
-  assert.equal(kube.code, 2);
-  assert.match(kube.err, /Kubernetes mode is not implemented yet/);
 });
