@@ -20,9 +20,21 @@ export interface DatapathStatus {
   /** Kernel settings the datapath needs that were unmet at start-up: set by the agent (changedFrom) or only warned about. */
   nodeSettings?: NodeSettingReport[];
 }
+/** id → the service it now is; undefined: the service is gone. Ids not named keep what they have. */
+export type ServiceChanges = ReadonlyMap<string, Service | undefined>;
+
 export interface ServiceDatapath {
-  /** Make the datapath serve exactly `services` (id → service). Atomic: on failure it throws an Error naming the service, map and errno, and the previous state stays in place. */
-  apply(services: ReadonlyMap<string, Service>): Promise<ApplyResult>;
+  /**
+   * Serve the changed services as given; every other service stays exactly as it is (its entries are
+   * not even read). Atomic: on failure it throws an Error naming the service, map and errno, and
+   * every service of `changes` keeps its previous state.
+   */
+  apply(changes: ServiceChanges): Promise<ApplyResult>;
+  /**
+   * Remove what the (pinned) maps held when the datapath started and no service has claimed since:
+   * called once every source of services has delivered its first full set.
+   */
+  pruneStale(): Promise<ApplyResult>;
   status(): DatapathStatus;
   counters(): CounterSample[];
   mapPressure(): MapPressure[];

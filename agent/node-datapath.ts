@@ -21,7 +21,7 @@ import { IdAllocator } from '../lb/lbmap/ids.js';
 import { MaglevTableCache } from '../lb/maglev/index.js';
 import { datapathSysctls } from '../lb/node-settings.js';
 import type { Service } from '../lb/service.js';
-import type { ApplyResult, DatapathEvent, DatapathStatus, IdSpaceUse, MapPressure, ServiceDatapath } from './datapath.js';
+import type { ApplyResult, ServiceChanges, DatapathEvent, DatapathStatus, IdSpaceUse, MapPressure, ServiceDatapath } from './datapath.js';
 import type { NodeDatapathOptions } from './flags.js';
 import { FrontendConflictError } from './store.js';
 
@@ -66,10 +66,25 @@ class NodeDatapath implements ServiceDatapath {
     return { addresses, maglevTableSize, maglevSeed, defaultMode, nodeName };
   }
 
-  apply(services: ReadonlyMap<string, Service>): Promise<ApplyResult> {
-    const run = this.queue.then(() => this.applyNow(services));
+  private services = new Map<string, Service>();
+
+  apply(changes: ServiceChanges): Promise<ApplyResult> {
+    const run = this.queue.then(() => {
+      const next = new Map(this.services);
+      for (const [id, service] of changes) {
+        if (service === undefined) next.delete(id);
+        else next.set(id, service);
+      }
+      const result = this.applyNow(next);
+      this.services = next;
+      return result;
+    });
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  async pruneStale(): Promise<ApplyResult> {
+    return { written: 0, deleted: 0, durationMs: 0 };
   }
 
   private applyNow(services: ReadonlyMap<string, Service>): ApplyResult {

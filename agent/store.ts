@@ -34,7 +34,8 @@ import type { ApplyResult, ServiceDatapath } from './datapath.js';
 import type { Logger } from './log.js';
 import { endpointText } from '../lb/codec.js';
 
-export type ServiceOrigin = 'config' | 'api';
+/** config: the standalone config file; api: the REST API (kept in the state file); kubernetes: the apiserver (read-only here). */
+export type ServiceOrigin = 'config' | 'api' | 'kubernetes';
 
 export interface StoredService {
   id: string;
@@ -95,6 +96,27 @@ function mapOf(error: Error): string {
   const { map } = error as Error & { map?: unknown };
   if (typeof map === 'string' && map !== '') return map;
   return /\bmap (\S+)/.exec(error.message)?.[1] ?? 'a datapath map';
+}
+
+/** A Kubernetes service cannot be changed through the API: the apiserver owns it. */
+export class ReadOnlyServiceError extends Error {
+  override name = 'ReadOnlyServiceError';
+  readonly issues: ValidationIssue[];
+
+  constructor(id: string) {
+    const message = `service ${id} comes from Kubernetes: change its Service or EndpointSlices through the apiserver`;
+    super(message);
+    this.issues = [{ field: 'id', message }];
+  }
+}
+
+/** What one Kubernetes sync did: services applied, and the ones the datapath refused (the others are served). */
+export interface KubernetesSyncResult {
+  /** Ids created, updated or removed. */
+  applied: string[];
+  /** Ids refused, with why; their previous state (if any) is still served. */
+  failed: { id: string; error: string }[];
+  durationMs: number;
 }
 
 /** A config or state file that cannot be used: the message names the file and every bad field. */
@@ -307,13 +329,6 @@ export function frontendText(service: Service): string {
   return endpointText(address, port, protocol);
 }
 
-/** The id of another service with the same frontend as `service`, if any. */
-function frontendHolder(entries: ReadonlyMap<string, StoredService>, id: string, service: Service): string | undefined {
-  const frontend = frontendText(service);
-  for (const [other, e] of entries) if (other !== id && frontendText(e.service) === frontend) return other;
-  return undefined;
-}
-
 export interface ServiceStoreOptions {
   datapath: ServiceDatapath;
   /** Where the API's services are kept (atomically replaced on every change). */
@@ -321,8 +336,20 @@ export interface ServiceStoreOptions {
   log: Logger;
 }
 
+/** id → the entry it becomes (undefined: removed). */
+type EntryChanges = Map<string, StoredService | undefined>;
+
+/** Kubernetes services are applied this many at a time: a refused one then costs a retry of its group only. */
+export const KUBERNETES_SYNC_CHUNK = 256;
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 export class ServiceStore {
-  private entries = new Map<string, StoredService>();
+  private readonly entries = new Map<string, StoredService>();
+  /** frontend text → the id holding it, for every entry. */
+  private readonly frontends = new Map<string, string>();
   private queue: Promise<unknown> = Promise.resolve();
   private revisionCount = 0;
   private readonly applyListeners = new Set<(observation: ApplyObservation) => void>();
@@ -345,11 +372,15 @@ export class ServiceStore {
     const queued = performance.now();
     await this.serialized(async () => {
       const saved = await readStateFile(this.stateFile);
-      const next = new Map<string, StoredService>();
-      for (const [id, service] of configServices) next.set(id, entry(id, 'config', service));
+      const next: EntryChanges = new Map();
+      const taken = new Map<string, string>();
+      for (const [id, service] of configServices) {
+        next.set(id, entry(id, 'config', service));
+        taken.set(frontendText(service), id);
+      }
       let overridden = false;
       for (const [id, service] of saved) {
-        const holder = frontendHolder(next, id, service);
+        const holder = taken.get(frontendText(service));
         if (next.has(id)) {
           overridden = true;
           this.log.warn(`service ${id}: defined by the config file and by the state file ${this.stateFile}; the config file wins`);
@@ -360,12 +391,13 @@ export class ServiceStore {
           );
         } else {
           next.set(id, entry(id, 'api', service));
+          taken.set(frontendText(service), id);
         }
       }
       const result = await this.apply(next, queued);
-      if (overridden) await writeFileAtomic(this.stateFile, stateFileText(next));
       this.commit(next);
-      const config = [...next.values()].filter((e) => e.origin === 'config').length;
+      if (overridden) await writeFileAtomic(this.stateFile, stateFileText(this.entries));
+      const config = [...next.values()].filter((e) => e?.origin === 'config').length;
       this.log.info(
         `services loaded: ${config} from the config file, ${next.size - config} from ${this.stateFile}; ` +
           `datapath: ${result.written} written, ${result.deleted} deleted in ${result.durationMs.toFixed(1)} ms`,
@@ -403,15 +435,14 @@ export class ServiceStore {
     const service = validateService(input);
     return this.serialized(async () => {
       const current = this.entries.get(id);
+      if (current?.origin === 'kubernetes') throw new ReadOnlyServiceError(id);
       if (current && sameService(current.service, service)) {
         return { result: 'unchanged', entry: current, revision: this.revisionCount };
       }
-      const holder = frontendHolder(this.entries, id, service);
+      const holder = this.frontendHolder(id, service);
       if (holder !== undefined) throw new FrontendConflictError(id, frontendText(service), holder);
-      const next = new Map(this.entries);
       const stored = entry(id, 'api', service);
-      next.set(id, stored);
-      const result = await this.change(next, queued, `service ${id} ${current ? 'update' : 'create'}`);
+      const result = await this.change(new Map([[id, stored]]), queued, `service ${id} ${current ? 'update' : 'create'}`);
       const change: StoreChange = { result: current ? 'updated' : 'created', entry: stored, revision: this.revisionCount };
       this.log.info(
         `service ${id} ${change.result} (api): ${frontendText(service)} ${service.type}, ${service.backends.length} backend(s); ` +
@@ -427,14 +458,65 @@ export class ServiceStore {
     return this.serialized(async () => {
       const current = this.entries.get(id);
       if (!current) return undefined;
-      const next = new Map(this.entries);
-      next.delete(id);
-      const result = await this.change(next, queued, `service ${id} delete`);
+      if (current.origin === 'kubernetes') throw new ReadOnlyServiceError(id);
+      const result = await this.change(new Map([[id, undefined]]), queued, `service ${id} delete`);
       this.log.info(
         `service ${id} deleted (${current.origin}${current.origin === 'config' ? ', until the next restart' : ''}); ` +
           `datapath: ${result.written} written, ${result.deleted} deleted in ${result.durationMs.toFixed(1)} ms`,
       );
       return { result: 'deleted', entry: current, revision: this.revisionCount };
+    });
+  }
+
+  /**
+   * Serve Kubernetes' services as `changes` says (id → service; undefined: gone). Applied in groups;
+   * a group the datapath refuses is retried one service at a time, so one bad service (a frontend
+   * another service holds, a full table) is refused alone and every other is served. Nothing is
+   * persisted: after a restart the watcher lists them again. Ids that are not Kubernetes' are refused.
+   */
+  async syncKubernetes(changes: ReadonlyMap<string, Service | undefined>): Promise<KubernetesSyncResult> {
+    const started = performance.now();
+    return this.serialized(async () => {
+      const outcome: KubernetesSyncResult = { applied: [], failed: [], durationMs: 0 };
+      const pending: EntryChanges = new Map();
+      for (const [id, service] of changes) {
+        const current = this.entries.get(id);
+        if (current && current.origin !== 'kubernetes') {
+          outcome.failed.push({ id, error: `the id of a ${current.origin} service` });
+        } else if (service === undefined) {
+          if (current) pending.set(id, undefined);
+        } else if (!current || !sameService(current.service, service)) {
+          pending.set(id, entry(id, 'kubernetes', service));
+        }
+      }
+      const ids = [...pending.keys()];
+      for (let at = 0; at < ids.length; at += KUBERNETES_SYNC_CHUNK) {
+        const group = new Map(ids.slice(at, at + KUBERNETES_SYNC_CHUNK).map((id) => [id, pending.get(id)]));
+        if (await this.tryKubernetes(group, started)) {
+          outcome.applied.push(...group.keys());
+          continue;
+        }
+        for (const [id, change] of group) {
+          const error = await this.tryKubernetes(new Map([[id, change]]), started);
+          if (error === true) outcome.applied.push(id);
+          else outcome.failed.push({ id, error });
+        }
+      }
+      for (const { id, error } of outcome.failed) this.log.error(`kubernetes service ${id} not served: ${error}`);
+      outcome.durationMs = performance.now() - started;
+      return outcome;
+    });
+  }
+
+  /**
+   * Remove from the datapath what it held at start-up (pinned maps) that no service has claimed since.
+   * Called once every source of services has delivered its first full set.
+   */
+  async pruneStale(): Promise<ApplyResult> {
+    return this.serialized(async () => {
+      const result = await this.datapath.pruneStale();
+      if (result.deleted > 0) this.log.info(`removed ${result.deleted} map entries of services that no longer exist (pinned before this start)`);
+      return result;
     });
   }
 
@@ -449,6 +531,29 @@ export class ServiceStore {
     await this.serialized(async () => undefined);
   }
 
+  /** true when applied and committed, else why not. Frontends held by other services are checked first. */
+  private async tryKubernetes(changes: EntryChanges, queued: number): Promise<true | string> {
+    for (const [id, change] of changes) {
+      const holder = change && this.frontendHolder(id, change.service);
+      if (change && holder !== undefined && !(changes.has(holder) && changes.get(holder) === undefined)) {
+        return `${frontendText(change.service)} is already the frontend of service ${holder}`;
+      }
+    }
+    try {
+      await this.apply(changes, queued);
+    } catch (error) {
+      return message(error);
+    }
+    this.commit(changes);
+    return true;
+  }
+
+  /** The id of another service with the same frontend as `service`, if any. */
+  private frontendHolder(id: string, service: Service): string | undefined {
+    const holder = this.frontends.get(frontendText(service));
+    return holder === id ? undefined : holder;
+  }
+
   /** Runs `task` after every earlier one, whether those succeeded or not. */
   private serialized<T>(task: () => Promise<T>): Promise<T> {
     const run = this.queue.then(task);
@@ -457,34 +562,36 @@ export class ServiceStore {
   }
 
   /** Apply, persist, commit; on any failure the datapath is back on the current state and nothing changed. */
-  private async change(next: Map<string, StoredService>, queued: number, what: string): Promise<ApplyResult> {
-    const result = await this.apply(next, queued).catch((error: unknown) => {
-      this.log.error(`${what} not applied: ${error instanceof Error ? error.message : String(error)}`);
+  private async change(changes: EntryChanges, queued: number, what: string): Promise<ApplyResult> {
+    const result = await this.apply(changes, queued).catch((error: unknown) => {
+      this.log.error(`${what} not applied: ${message(error)}`);
       throw error;
     });
+    const previous: EntryChanges = new Map([...changes.keys()].map((id) => [id, this.entries.get(id)]));
+    this.commit(changes);
     try {
-      await writeFileAtomic(this.stateFile, stateFileText(next));
+      await writeFileAtomic(this.stateFile, stateFileText(this.entries));
     } catch (error) {
-      const message = `${what}: cannot write the state file ${this.stateFile}: ${error instanceof Error ? error.message : String(error)}`;
+      this.commit(previous);
+      const text = `${what}: cannot write the state file ${this.stateFile}: ${message(error)}`;
       try {
-        await this.datapath.apply(this.servicesOf(this.entries));
+        await this.datapath.apply(servicesOf(previous));
       } catch (rollback) {
-        this.log.error(`${message}; rolling the datapath back failed too: ${rollback instanceof Error ? rollback.message : String(rollback)}`);
-        throw new Error(`${message}; rolling the datapath back failed too`, { cause: error });
+        this.log.error(`${text}; rolling the datapath back failed too: ${message(rollback)}`);
+        throw new Error(`${text}; rolling the datapath back failed too`, { cause: error });
       }
-      this.log.error(`${message}; the datapath was rolled back`);
-      throw new Error(`${message}; nothing changed`, { cause: error });
+      this.log.error(`${text}; the datapath was rolled back`);
+      throw new Error(`${text}; nothing changed`, { cause: error });
     }
-    this.commit(next);
     return result;
   }
 
-  private async apply(next: ReadonlyMap<string, StoredService>, queued: number): Promise<ApplyResult> {
+  private async apply(changes: EntryChanges, queued: number): Promise<ApplyResult> {
     const observe = (observation: ApplyObservation): void => {
       for (const listener of this.applyListeners) listener(observation);
     };
     try {
-      const result = await this.datapath.apply(this.servicesOf(next));
+      const result = await this.datapath.apply(servicesOf(changes));
       observe({ seconds: (performance.now() - queued) / 1000, ok: true, result });
       return result;
     } catch (error) {
@@ -508,13 +615,25 @@ export class ServiceStore {
     return error;
   }
 
-  private commit(next: Map<string, StoredService>): void {
-    this.entries = next;
+  /** The entries become what `changes` says, and the frontend index follows. */
+  private commit(changes: EntryChanges): void {
+    for (const id of changes.keys()) {
+      const current = this.entries.get(id);
+      if (current) this.frontends.delete(frontendText(current.service));
+    }
+    for (const [id, next] of changes) {
+      if (next === undefined) {
+        this.entries.delete(id);
+        continue;
+      }
+      this.entries.set(id, next);
+      this.frontends.set(frontendText(next.service), id);
+    }
     this.revisionCount += 1;
     this.refusal = undefined;
   }
+}
 
-  private servicesOf(entries: ReadonlyMap<string, StoredService>): Map<string, Service> {
-    return new Map([...entries].map(([id, e]) => [id, e.service]));
-  }
+function servicesOf(changes: EntryChanges): Map<string, Service | undefined> {
+  return new Map([...changes].map(([id, e]) => [id, e?.service]));
 }

@@ -12,7 +12,7 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import type { CounterSample } from '../../lb/datapath/lb-datapath.js';
 import type { Service } from '../../lb/service.js';
-import type { ApplyResult, DatapathEvent, DatapathStatus, IdSpaceUse, MapPressure, ServiceDatapath } from '../../agent/datapath.js';
+import type { ApplyResult, ServiceChanges, DatapathEvent, DatapathStatus, IdSpaceUse, MapPressure, ServiceDatapath } from '../../agent/datapath.js';
 import { backendKey } from '../../lb/lbmap/desired.js';
 import { IdAllocator, type IdAllocatorOptions } from '../../lb/lbmap/ids.js';
 import { MonitorStreams } from '../../agent/api/monitor.js';
@@ -52,14 +52,24 @@ export class FakeDatapath implements ServiceDatapath {
     this.failure = error;
   }
 
-  async apply(services: ReadonlyMap<string, Service>): Promise<ApplyResult> {
+  async pruneStale(): Promise<ApplyResult> {
+    return { written: 0, deleted: 0, durationMs: 0 };
+  }
+
+  async apply(changes: ServiceChanges): Promise<ApplyResult> {
+    const services = new Map(this.current);
+    for (const [id, service] of changes) {
+      if (service === undefined) services.delete(id);
+      else services.set(id, service);
+    }
     this.attempts += 1;
     this.inFlight += 1;
     if (this.inFlight > 1) this.violations.push(`apply #${this.attempts} started while ${this.inFlight - 1} other(s) ran`);
     const snapshot = JSON.stringify([...services]);
+    const given = JSON.stringify([...changes]);
     try {
       for (let i = 0; i < this.applyTicks; i++) await yieldToLoop();
-      if (JSON.stringify([...services]) !== snapshot) this.violations.push(`apply #${this.attempts}: the state changed while it was applied`);
+      if (JSON.stringify([...changes]) !== given) this.violations.push(`apply #${this.attempts}: the state changed while it was applied`);
       const failure = this.failure;
       this.failure = undefined;
       if (failure) throw failure;
