@@ -67,7 +67,7 @@ const errorDescriptions: Record<number, string> = {
   401: 'missing or wrong bearer token (TCP listener only; the unix socket needs none)',
   404: 'no such service, or no such route',
   405: 'the route exists but not with this method (the Allow header lists those it has)',
-  409: 'another service has this frontend (address, port, protocol); `issues` names the field',
+  409: 'another service has this frontend (address, port, protocol), or the service comes from Kubernetes (read-only here: change it through the apiserver); `issues` names the field',
   413: 'the body is larger than the agent accepts',
   415: 'the body is not application/json',
   500: 'the datapath or the state file refused the change; the previous state stays in place',

@@ -4,7 +4,8 @@
  * {error, issues} (errorBody in openapi.ts), fastify's own included (its router, body parsers and
  * HTTP client errors are routed through the handlers below): 400 names every offending field (schema
  * and validateService issues alike; the body as a whole is field ""), 404 a missing service or
- * route, 405 a route that has other methods, 409 a frontend another service has, 413 a body too
+ * route, 405 a route that has other methods, 409 a frontend another service has or a Kubernetes
+ * service (read-only here: ReadOnlyServiceError), 413 a body too
  * large, 415 a body that is not JSON, 500 a refused apply or state-file write, 507 a full table
  * (TableFullError: service ids, backend ids or a datapath map, named with its capacity).
  */
@@ -21,11 +22,12 @@ import type { ServiceDatapath } from '../datapath.js';
 import type { HostPort } from '../flags.js';
 import type { Logger } from '../log.js';
 import type { AgentMetrics } from '../metrics.js';
-import { DatapathApplyError, FrontendConflictError, type ServiceStore } from '../store.js';
+import type { KubernetesStatusSource } from '../kubernetes-status.js';
+import { DatapathApplyError, FrontendConflictError, ReadOnlyServiceError, type ServiceStore } from '../store.js';
 import { metricsRoutes } from './metrics.js';
 import { MonitorStreams, monitorRoutes } from './monitor.js';
 import { collectRoutes, errorBody, openApiRoutes, type CollectedRoute, type ErrorBody } from './openapi.js';
-import { servicesRoutes } from './services.js';
+import { MAX_SERVICE_ID_PATH_LENGTH, servicesRoutes } from './services.js';
 import { statusRoutes } from './status.js';
 
 /** A service with 65535 backends is about 5 MB of JSON. */
@@ -43,6 +45,8 @@ export interface ApiServerOptions {
   token?: string;
   /** The monitor streams to count against their limit; give the same one to every listener of an agent. */
   monitor?: MonitorStreams;
+  /** Kubernetes mode: the watcher's status, shown as /v1/status `kubernetes`. */
+  kubernetes?: KubernetesStatusSource;
 }
 
 type SchemaError = NonNullable<FastifyError['validation']>[number];
@@ -165,6 +169,9 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     // port given as a string is an error, as validateService() treats it.
     ajv: { customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: false } },
     frameworkErrors: frameworkError,
+    // A Kubernetes service's id (namespace/name:port@address, percent-encoded) is longer than the
+    // router's default 100 characters; longer ones are no id at all (frameworkError says why).
+    routerOptions: { maxParamLength: MAX_SERVICE_ID_PATH_LENGTH },
     clientErrorHandler: clientError,
   });
   // Bodies are JSON only: fastify's text/plain parser would hand a string to the schema (400);
@@ -199,7 +206,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     if (error instanceof ServiceValidationError) {
       return reply.code(400).send(validationBody(error.issues, 'invalid service'));
     }
-    if (error instanceof FrontendConflictError) {
+    if (error instanceof FrontendConflictError || error instanceof ReadOnlyServiceError) {
       return reply.code(409).send(errorBody(error.message, error.issues));
     }
     if (error instanceof TableFullError) {
@@ -235,7 +242,7 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     return reply.code(404).send(errorBody(`no route ${request.method} ${path} (see GET /v1/openapi.json)`));
   });
   await app.register(servicesRoutes, { store });
-  await app.register(statusRoutes, { store, datapath, version: options.version, startedAt: options.startedAt });
+  await app.register(statusRoutes, { store, datapath, version: options.version, startedAt: options.startedAt, kubernetes: options.kubernetes });
   await app.register(metricsRoutes, { metrics });
   const monitor = options.monitor ?? new MonitorStreams();
   const untrack = metrics.trackMonitor(monitor);

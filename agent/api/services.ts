@@ -6,13 +6,21 @@
  * PUT on a service from the config file is allowed: it becomes an API service, kept in the state
  * file (until the next restart, when the config file wins again for that id). DELETE of a config
  * service removes it until the next restart.
+ *
+ * Ids. The API's and the config file's ids are DNS labels. A Kubernetes service's id is
+ * `namespace/name:port@address` (lb/k8s/model.ts): clients percent-encode it in the path
+ * (encodeURIComponent: default%2Fweb%3Ahttp%40198.18.128.10), the router decodes it. Such a service is
+ * read-only here: GET answers it, PUT and DELETE answer 409 (ReadOnlyServiceError), since the
+ * apiserver owns it.
  */
 import type { FastifyPluginAsync } from 'fastify';
+import { isIP } from 'node:net';
 import {
   ALGORITHMS,
   BACKEND_STATES,
   MAX_AFFINITY_TIMEOUT_SECONDS,
   MAX_BACKENDS,
+  MODEL_SERVICE_TYPES,
   MODES,
   SERVICE_TYPES,
   TRAFFIC_POLICIES,
@@ -20,7 +28,7 @@ import {
   validateServiceId,
 } from '../../lb/service.js';
 import { L4_PROTOCOLS, MAX_MAGLEV_WEIGHT } from '../../lb/maglev/index.js';
-import type { ServiceStore, StoreChange, StoredService } from '../store.js';
+import { ReadOnlyServiceError, type ServiceStore, type StoreChange, type StoredService } from '../store.js';
 import { errorBody, errorResponses, type ErrorBody } from './openapi.js';
 
 const frontendProperties = {
@@ -55,6 +63,13 @@ const sessionAffinitySchema = {
   },
 } as const;
 
+const externalTrafficPolicySchema = {
+  type: 'string',
+  enum: [...TRAFFIC_POLICIES],
+  description: 'default Cluster; Local: new flows only to backends on this node (none: dropped). Not for a ClusterIP service',
+} as const;
+
+/** What the API and the config file take: neither ClusterIP nor, with it, internalTrafficPolicy (only Kubernetes makes those). */
 function serviceProperties(frontend: object, backend: object) {
   return {
     frontend,
@@ -62,9 +77,32 @@ function serviceProperties(frontend: object, backend: object) {
     mode: { type: 'string', enum: [...MODES], description: "absent: the agent's --mode applies" },
     algorithm: { type: 'string', enum: [...ALGORITHMS], description: 'default maglev' },
     sessionAffinity: sessionAffinitySchema,
-    externalTrafficPolicy: { type: 'string', enum: [...TRAFFIC_POLICIES], description: 'default Cluster; Local: new flows only to backends on this node (none: dropped)' },
+    externalTrafficPolicy: externalTrafficPolicySchema,
     sourceRanges: { type: 'array', items: { type: 'string', description: 'CIDR' }, description: 'empty: every client' },
     backends: { type: 'array', maxItems: MAX_BACKENDS, items: backend },
+  } as const;
+}
+
+/**
+ * What the agent serves, Kubernetes' services included: type ClusterIP too, and its policy,
+ * internalTrafficPolicy. Every member serviceToJSON (lb/service.ts) can write must be here, in its
+ * order: the serializer drops members its schema does not name.
+ */
+function servedServiceProperties(frontend: object, backend: object) {
+  const { frontend: _frontend, type: _type, mode, algorithm, sessionAffinity, externalTrafficPolicy, ...rest } = serviceProperties(frontend, backend);
+  return {
+    frontend,
+    type: { type: 'string', enum: [...MODEL_SERVICE_TYPES], description: 'ClusterIP: a Kubernetes service\'s cluster address (only Kubernetes makes these)' },
+    mode,
+    algorithm,
+    sessionAffinity,
+    externalTrafficPolicy,
+    internalTrafficPolicy: {
+      type: 'string',
+      enum: [...TRAFFIC_POLICIES],
+      description: 'ClusterIP only (where externalTrafficPolicy is absent); default Cluster; Local: new flows only to backends on this node',
+    },
+    ...rest,
   } as const;
 }
 
@@ -91,25 +129,53 @@ export const normalizedServiceSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['frontend', 'type'],
-  properties: serviceProperties(
+  properties: servedServiceProperties(
     { type: 'object', additionalProperties: false, required: ['address', 'port', 'protocol'], properties: frontendProperties },
     { type: 'object', additionalProperties: false, required: ['address', 'port', 'weight', 'state'], properties: backendProperties },
   ),
 } as const;
 
+/** `namespace/name:port@address` (lb/k8s/model.ts): DNS labels, a port name or number, an IP address. */
+const KUBERNETES_ID = /^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)\/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?):([a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?)@([0-9a-fA-F.:]{2,45})$/;
+
+/** Whether `id` has the shape of a Kubernetes service's id (`namespace/name:port@address`), served or not. */
+export function isKubernetesServiceId(id: string): boolean {
+  const address = KUBERNETES_ID.exec(id)?.[7];
+  return address !== undefined && isIP(address) !== 0;
+}
+
+/** The longest id a path carries: a Kubernetes one (63 + 1 + 63 + 1 + 15 + 1 + 45), decoded. The router's limit. */
+export const MAX_SERVICE_ID_PATH_LENGTH = 192;
+
+/** The path of a service: its id percent-encoded (a Kubernetes id has '/', ':' and '@'). */
+export function servicePath(id: string): string {
+  return `/v1/services/${encodeURIComponent(id)}`;
+}
+
 /**
  * The id's rule is validateServiceId's (the config file's ids follow it too), checked first by each
- * handler, so that one message says what an id is, however it is wrong.
+ * handler, so that one message says what an id is, however it is wrong; a Kubernetes service's id is
+ * the other kind a path may carry.
  */
 export const idParamsSchema = {
   type: 'object',
   required: ['id'],
   properties: {
-    id: { type: 'string', description: "the service id: a DNS label, 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit" },
+    id: {
+      type: 'string',
+      description:
+        "the service id: a DNS label, 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit; " +
+        'or a Kubernetes service\'s id, namespace/name:port@address, percent-encoded (encodeURIComponent: ' +
+        'default%2Fweb%3Ahttp%40198.18.128.10), read-only',
+    },
   },
 } as const;
 
-const originSchema = { type: 'string', enum: ['config', 'api'], description: 'config: the config file; api: this API (kept in the state file)' } as const;
+const originSchema = {
+  type: 'string',
+  enum: ['config', 'api', 'kubernetes'],
+  description: 'config: the config file; api: this API (kept in the state file); kubernetes: from the apiserver (read-only here: PUT and DELETE answer 409)',
+} as const;
 
 export const serviceEntrySchema = {
   title: 'ServiceEntry',
@@ -149,12 +215,22 @@ function notFound(id: string): ErrorBody {
   return errorBody(`service ${JSON.stringify(id)} not found`);
 }
 
+/**
+ * The id a GET or DELETE names: any id the store holds, a Kubernetes-shaped one (404 when not
+ * served), else it must be a DNS label (400 naming the rule).
+ */
+function existingId(store: ServiceStore, id: string): string {
+  if (store.get(id) !== undefined || isKubernetesServiceId(id)) return id;
+  return validateServiceId(id);
+}
+
 export const servicesRoutes: FastifyPluginAsync<ServicesRoutesOptions> = async (app, { store }) => {
   app.get(
     '/v1/services',
     {
       schema: {
         summary: 'List the services',
+        description: 'Kubernetes services (origin kubernetes) are listed beside the config file\'s and the API\'s.',
         tags: ['services'],
         response: {
           200: {
@@ -176,13 +252,14 @@ export const servicesRoutes: FastifyPluginAsync<ServicesRoutesOptions> = async (
     {
       schema: {
         summary: 'Get a service',
+        description: 'A Kubernetes service\'s id is percent-encoded in the path: /v1/services/default%2Fweb%3Ahttp%40198.18.128.10.',
         tags: ['services'],
         params: idParamsSchema,
         response: { 200: { ...normalizedServiceSchema, description: 'the service object' }, ...errorResponses(400, 404) },
       },
     },
     async (request, reply) => {
-      const id = validateServiceId(request.params.id);
+      const id = existingId(store, request.params.id);
       const entry = store.get(id);
       if (!entry) return reply.code(404).send(notFound(id));
       return entry.service;
@@ -197,22 +274,30 @@ export const servicesRoutes: FastifyPluginAsync<ServicesRoutesOptions> = async (
         description:
           'Applies the service to the datapath, then keeps it in the state file. An identical service is a no-op (200, ' +
           'result "unchanged"). A service from the config file may be replaced: it becomes an API service. ' +
-          'Two services cannot share a frontend (409).',
+          'Two services cannot share a frontend (409). A Kubernetes service is read-only here (409, whatever the body): ' +
+          'change it through the apiserver. The id of a new service is a DNS label.',
         tags: ['services'],
         params: idParamsSchema,
         body: serviceSchema,
         response: {
           200: { ...serviceChangeSchema, description: 'replaced, or unchanged' },
-          201: { ...serviceChangeSchema, description: 'created' },
+          201: { ...serviceChangeSchema, description: 'created; the Location header is its path' },
           ...errorResponses(400, 409, 413, 415, 500, 507),
         },
+      },
+      // Before the body is validated: a Kubernetes service's own GET answer (type ClusterIP) put
+      // back is refused for what it is, not for its type.
+      preValidation: async (request) => {
+        const { id } = request.params;
+        if (store.get(id)?.origin === 'kubernetes') throw new ReadOnlyServiceError(id);
       },
     },
     async (request, reply) => {
       const id = validateServiceId(request.params.id);
       const service = validateService(request.body);
       const change = await store.put(id, service);
-      return reply.code(change.result === 'created' ? 201 : 200).send(changeBody(change));
+      if (change.result === 'created') void reply.code(201).header('location', servicePath(id));
+      return reply.send(changeBody(change));
     },
   );
 
@@ -221,14 +306,17 @@ export const servicesRoutes: FastifyPluginAsync<ServicesRoutesOptions> = async (
     {
       schema: {
         summary: 'Delete a service',
-        description: 'A service from the config file comes back at the next restart.',
+        description: 'A service from the config file comes back at the next restart. A Kubernetes service is read-only here (409).',
         tags: ['services'],
         params: idParamsSchema,
-        response: { 200: { ...serviceChangeSchema, description: 'deleted; the answer holds the removed service' }, ...errorResponses(400, 404, 500, 507) },
+        response: {
+          200: { ...serviceChangeSchema, description: 'deleted; the answer holds the removed service' },
+          ...errorResponses(400, 404, 409, 500, 507),
+        },
       },
     },
     async (request, reply) => {
-      const id = validateServiceId(request.params.id);
+      const id = existingId(store, request.params.id);
       const change = await store.delete(id);
       if (!change) return reply.code(404).send(notFound(id));
       return changeBody(change);

@@ -4,7 +4,8 @@ import { encodeXlbAddr } from '../../lb/layouts.js';
 import { BACKEND_STATES, MODES, type BackendState } from '../../lb/service.js';
 import { L4_PROTOCOLS, type L4Protocol } from '../../lb/maglev/index.js';
 import type { ServiceDatapath } from '../datapath.js';
-import type { ServiceStore } from '../store.js';
+import type { KubernetesStatusSource } from '../kubernetes-status.js';
+import type { ServiceOrigin, ServiceStore } from '../store.js';
 import { errorResponses } from './openapi.js';
 
 const fullSchema = {
@@ -33,6 +34,35 @@ export const idSpaceSchema = {
   },
 } as const;
 
+/** KubernetesStatus (agent/kubernetes-status.ts): every member it has must be named here, or the serializer drops it. */
+export const kubernetesStatusSchema = {
+  title: 'KubernetesStatus',
+  type: 'object',
+  additionalProperties: false,
+  required: ['apiServer', 'connection', 'since', 'nodeName', 'services', 'problems'],
+  properties: {
+    apiServer: { type: 'string', description: "the apiserver's URL" },
+    connection: { type: 'string', enum: ['connecting', 'connected', 'disconnected'] },
+    since: { type: 'string', format: 'date-time', description: 'when `connection` last changed' },
+    lastError: { type: 'string', description: 'why the connection is not up (the last list or watch error), when it is not' },
+    endpointSliceVersion: { type: 'string', enum: ['v1', 'v1beta1'], description: 'the discovery.k8s.io version EndpointSlices are watched with' },
+    nodeName: { type: 'string' },
+    services: { type: 'integer', description: 'xlb services from Kubernetes now served' },
+    lastSync: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['at', 'durationMs', 'changed', 'failed'],
+      properties: {
+        at: { type: 'string', format: 'date-time', description: 'when the sync finished' },
+        durationMs: { type: 'number' },
+        changed: { type: 'integer', description: 'xlb services created, updated or removed' },
+        failed: { type: 'integer', description: 'xlb services the datapath refused (each logged, retried later)' },
+      },
+    },
+    problems: { type: 'integer', description: 'malformed objects and fields now reported (each also logged and an event)' },
+  },
+} as const;
+
 export const statusSchema = {
   title: 'Status',
   type: 'object',
@@ -45,9 +75,11 @@ export const statusSchema = {
     services: {
       type: 'object',
       additionalProperties: false,
-      required: ['total', 'config', 'api'],
-      properties: { total: { type: 'integer' }, config: { type: 'integer' }, api: { type: 'integer' } },
+      required: ['total', 'config', 'api', 'kubernetes'],
+      properties: { total: { type: 'integer' }, config: { type: 'integer' }, api: { type: 'integer' }, kubernetes: { type: 'integer' } },
+      description: 'services served, by origin',
     },
+    kubernetes: { ...kubernetesStatusSchema, description: 'Kubernetes mode only: the connection to the apiserver and the last sync' },
     datapath: {
       type: 'object',
       additionalProperties: false,
@@ -143,9 +175,11 @@ export interface StatusRoutesOptions {
   version: string;
   /** When the agent started (ms since the epoch). */
   startedAt: number;
+  /** Kubernetes mode: its status is /v1/status `kubernetes`. */
+  kubernetes?: KubernetesStatusSource;
 }
 
-export const statusRoutes: FastifyPluginAsync<StatusRoutesOptions> = async (app, { store, datapath, version, startedAt }) => {
+export const statusRoutes: FastifyPluginAsync<StatusRoutesOptions> = async (app, { store, datapath, version, startedAt, kubernetes }) => {
   app.get(
     '/v1/status',
     {
@@ -157,13 +191,15 @@ export const statusRoutes: FastifyPluginAsync<StatusRoutesOptions> = async (app,
     },
     async () => {
       const entries = store.list();
-      const config = entries.filter((e) => e.origin === 'config').length;
+      const services: Record<ServiceOrigin, number> & { total: number } = { total: entries.length, config: 0, api: 0, kubernetes: 0 };
+      for (const entry of entries) services[entry.origin] += 1;
       const refused = store.fullTable;
       return {
         version,
         uptimeSeconds: Math.max(0, (Date.now() - startedAt) / 1000),
         revision: store.revision,
-        services: { total: entries.length, config, api: entries.length - config },
+        services,
+        ...(kubernetes ? { kubernetes: kubernetes.status() } : {}),
         datapath: datapath.status(),
         ids: datapath.idSpaces().map((s) => ({ ...s, full: s.used >= s.capacity || s.table === refused })),
         maps: datapath.mapPressure().map((m) => ({ ...m, full: (m.maxEntries > 0 && m.entries >= m.maxEntries) || m.map === refused })),

@@ -12,6 +12,7 @@ import { Reason } from '../../lb/reasons.js';
 import { MAX_BUFFERED_BYTES, MAX_MONITOR_STREAMS } from '../../agent/api/monitor.js';
 import { removeStaleSocket } from '../../agent/api/server.js';
 import { ServiceFileError, loadConfigFile, parseConfigText, readStateFile } from '../../agent/store.js';
+import type { KubernetesStatus } from '../../agent/kubernetes-status.js';
 import { FakeDatapath, fakeEvent, startFakeAgent, type FakeAgent } from '../support/fake-datapath.js';
 import { parsePromText, sampleValue } from '../support/prom-text.js';
 import { waitFor } from '../support/wait.js';
@@ -173,6 +174,7 @@ test('services: create, get, list, identical put is a no-op, replace, delete, 40
     const created = await call(t, 'PUT', '/v1/services/web', web());
     assert.equal(created.status, 201);
     assert.deepEqual(created.json, { id: 'web', origin: 'api', result: 'created', revision: 2, service: normalized(web()) });
+    assert.equal(created.headers.location, '/v1/services/web');
     assert.deepEqual(agent.datapath.current.get('web'), normalized(web()));
 
     const got = await call(t, 'GET', '/v1/services/web');
@@ -241,7 +243,7 @@ test('GET /v1/backends, /v1/status and /healthz', () =>
     assert.equal(body.version, '0.0.0-test');
     assert.equal(typeof body.uptimeSeconds, 'number');
     assert.equal(body.revision, 4);
-    assert.deepEqual(body.services, { total: 3, config: 0, api: 3 });
+    assert.deepEqual(body.services, { total: 3, config: 0, api: 3, kubernetes: 0 });
     assert.deepEqual(body.datapath, agent.datapath.status());
     assert.deepEqual(body.ids, [
       { table: 'service ids', used: 3, capacity: 4095, full: false },
@@ -259,6 +261,171 @@ test('GET /v1/status carries the node settings the datapath reports', async () =
     const body = (await call(unix(agent), 'GET', '/v1/status')).json as { datapath: { nodeSettings?: unknown } };
     assert.deepEqual(body.datapath.nodeSettings, nodeSettings);
   }, { datapath });
+});
+
+/** Kubernetes services as the watcher hands them to the store: ClusterIP allowed, ids namespace/name:port@address. */
+const K8S = {
+  clusterV4: {
+    id: 'default/web:http@198.18.128.10',
+    service: validateService(
+      {
+        frontend: { address: '198.18.128.10', port: 80, protocol: 'TCP' },
+        type: 'ClusterIP',
+        sessionAffinity: { type: 'ClientIP', timeoutSeconds: 300 },
+        internalTrafficPolicy: 'Local',
+        backends: [{ address: '198.18.1.2', port: 8080, node: 'worker-1' }, { address: '198.18.1.3', port: 8080, state: 'terminating', node: 'worker-2' }],
+      },
+      '',
+      { clusterIP: true },
+    ),
+  },
+  nodePort: {
+    id: 'default/web:80@0.0.0.0',
+    service: validateService(
+      { frontend: { address: '0.0.0.0', port: 30080, protocol: 'TCP' }, type: 'NodePort', externalTrafficPolicy: 'Local', backends: [{ address: '198.18.1.2', port: 8080, node: 'worker-1' }] },
+      '',
+      { clusterIP: true },
+    ),
+  },
+  clusterV6: {
+    id: 'ns/name:port@2001:db8::10',
+    service: validateService(
+      { frontend: { address: '2001:db8::10', port: 53, protocol: 'UDP' }, type: 'ClusterIP', mode: 'snat', backends: [{ address: '2001:db8::1:2', port: 5353 }] },
+      '',
+      { clusterIP: true },
+    ),
+  },
+} as const;
+
+async function syncK8s(agent: FakeAgent): Promise<void> {
+  const result = await agent.store.syncKubernetes(new Map(Object.values(K8S).map(({ id, service }) => [id, service])));
+  assert.deepEqual(result.failed, []);
+}
+
+test('Kubernetes services: GET by percent-encoded id (IPv4, NodePort, IPv6), every member kept; listed with origin kubernetes', () =>
+  withAgent(async (agent) => {
+    const t = unix(agent);
+    assert.equal((await call(t, 'PUT', '/v1/services/web', web())).status, 201);
+    await syncK8s(agent);
+
+    for (const { id, service } of Object.values(K8S)) {
+      const got = await call(t, 'GET', `/v1/services/${encodeURIComponent(id)}`);
+      assert.equal(got.status, 200, `${id}: ${got.text}`);
+      assert.deepEqual(got.json, service, id);
+      // The serializer drops what its schema does not name: the text must be serviceToJSON's, whole and in order.
+      assert.equal(got.text, JSON.stringify(service), `${id}: every member, in the documented order`);
+    }
+    const cluster = await call(t, 'GET', `/v1/services/${encodeURIComponent(K8S.clusterV4.id)}`);
+    assert.match(cluster.text, /"type":"ClusterIP","algorithm":"maglev","sessionAffinity":\{"type":"ClientIP","timeoutSeconds":300\},"internalTrafficPolicy":"Local","sourceRanges"/);
+    assert.match(cluster.text, /"node":"worker-2"/);
+    assert.match((await call(t, 'GET', `/v1/services/${encodeURIComponent(K8S.nodePort.id)}`)).text, /"externalTrafficPolicy":"Local"/);
+
+    // A client that encodes only the slash reaches the same service; an unencoded slash is another path.
+    assert.deepEqual((await call(t, 'GET', '/v1/services/default%2Fweb:http@198.18.128.10')).json, K8S.clusterV4.service);
+    assert.deepEqual((await call(t, 'GET', '/v1/services/default%2fweb%3ahttp%40198.18.128.10')).json, K8S.clusterV4.service);
+    assert.equal((await call(t, 'GET', '/v1/services/default/web:http@198.18.128.10')).status, 404);
+
+    const gone = 'ns/gone:http@198.18.128.99';
+    const missing = await call(t, 'GET', `/v1/services/${encodeURIComponent(gone)}`);
+    assert.equal(missing.status, 404);
+    assert.deepEqual(missing.json, { error: `service "${gone}" not found`, issues: [] });
+
+    const list = await call(t, 'GET', '/v1/services');
+    assert.equal(list.status, 200);
+    assert.deepEqual(list.json, {
+      revision: 3,
+      services: [
+        { id: K8S.nodePort.id, origin: 'kubernetes', service: K8S.nodePort.service },
+        { id: K8S.clusterV4.id, origin: 'kubernetes', service: K8S.clusterV4.service },
+        { id: K8S.clusterV6.id, origin: 'kubernetes', service: K8S.clusterV6.service },
+        { id: 'web', origin: 'api', service: normalized(web()) },
+      ],
+    });
+    assert.ok(list.text.includes('"internalTrafficPolicy":"Local"'), 'the list keeps every member too');
+
+    const status = (await call(t, 'GET', '/v1/status')).json as Record<string, unknown>;
+    assert.deepEqual(status.services, { total: 4, config: 0, api: 1, kubernetes: 3 });
+    assert.equal('kubernetes' in status, false, 'no Kubernetes section without a Kubernetes source');
+
+    const backends = (await call(t, 'GET', '/v1/backends')).json as { backends: { address: string; services: { id: string }[] }[] };
+    assert.deepEqual(backends.backends.find((b) => b.address === '2001:db8::1:2')?.services.map((s) => s.id), [K8S.clusterV6.id]);
+  }));
+
+test('Kubernetes services are read-only: PUT and DELETE answer 409 naming the id and the apiserver; nothing changes', () =>
+  withAgent(async (agent) => {
+    const t = unix(agent);
+    await syncK8s(agent);
+    const before = agent.store.list();
+    const { revision } = agent.store;
+    const attempts = agent.datapath.attempts;
+
+    for (const { id, service } of Object.values(K8S)) {
+      const path = `/v1/services/${encodeURIComponent(id)}`;
+      const message = `service ${id} comes from Kubernetes: change its Service or EndpointSlices through the apiserver`;
+      // A body the API would take, and the service's own GET answer put back (ClusterIP): 409 either way.
+      for (const [what, method, body] of [
+        ['PUT of another service', 'PUT', web(8080, { frontend: { address: '198.18.0.77', port: 80, protocol: 'TCP' } })],
+        ['PUT of its own GET answer', 'PUT', service],
+        ['DELETE', 'DELETE', undefined],
+      ] as const) {
+        const answer = await call(t, method, path, body);
+        assert.equal(answer.status, 409, `${what} ${id}: ${answer.text}`);
+        assertErrorShape(answer, `${what} ${id}`);
+        assert.deepEqual(answer.json, { error: message, issues: [{ field: 'id', message }] }, `${what} ${id}`);
+      }
+    }
+    assert.deepEqual(agent.store.list(), before);
+    assert.equal(agent.store.revision, revision);
+    assert.equal(agent.datapath.attempts, attempts, 'no refused request reached the datapath');
+
+    // Ids that are not served: a Kubernetes-shaped one is not found (DELETE) or not a DNS label (PUT); any other stays 400.
+    const gone = encodeURIComponent('ns/gone:http@198.18.128.99');
+    assert.equal((await call(t, 'DELETE', `/v1/services/${gone}`)).status, 404);
+    const putGone = await call(t, 'PUT', `/v1/services/${gone}`, web());
+    assert.equal(putGone.status, 400, putGone.text);
+    assert.deepEqual(fieldsOf(putGone), ['id']);
+    for (const id of ['a/b', 'default/web:http', 'Web@198.18.0.1', 'x'.repeat(150)]) {
+      for (const method of ['PUT', 'GET', 'DELETE']) {
+        const answer = await call(t, method, `/v1/services/${encodeURIComponent(id)}`, method === 'PUT' ? web() : undefined);
+        assert.equal(answer.status, 400, `${method} ${id}: ${answer.text}`);
+        assert.deepEqual(fieldsOf(answer), ['id'], `${method} ${id}`);
+        assert.match((answer.json as { error: string }).error, /is not a DNS label/);
+      }
+    }
+    assert.equal(agent.datapath.attempts, attempts);
+
+    // A DNS-label service beside them is created as ever, its Location encoded.
+    const created = await call(t, 'PUT', '/v1/services/web', web());
+    assert.equal(created.status, 201);
+    assert.equal(created.headers.location, '/v1/services/web');
+  }));
+
+test('GET /v1/status carries the Kubernetes status from its source, every member kept', async () => {
+  const connected: KubernetesStatus = {
+    apiServer: 'https://198.18.0.1:6443',
+    connection: 'connected',
+    since: '2025-01-02T03:04:05.000Z',
+    endpointSliceVersion: 'v1beta1',
+    nodeName: 'worker-1',
+    services: 3,
+    lastSync: { at: '2025-01-02T03:04:06.000Z', durationMs: 12.5, changed: 3, failed: 1 },
+    problems: 2,
+  };
+  let current: KubernetesStatus = connected;
+  await withAgent(
+    async (agent) => {
+      await syncK8s(agent);
+      const first = (await call(unix(agent), 'GET', '/v1/status')).json as Record<string, unknown>;
+      assert.deepEqual(first.kubernetes, connected);
+      assert.deepEqual(first.services, { total: 3, config: 0, api: 0, kubernetes: 3 });
+      // The source is asked on every request.
+      current = { apiServer: 'https://198.18.0.1:6443', connection: 'disconnected', since: '2025-01-02T04:00:00.000Z', lastError: 'connect ECONNREFUSED 198.18.0.1:6443', nodeName: 'worker-1', services: 3, problems: 0 };
+      const second = await call(unix(agent), 'GET', '/v1/status');
+      assert.equal(second.status, 200, second.text);
+      assert.deepEqual((second.json as Record<string, unknown>).kubernetes, current);
+    },
+    { kubernetes: { status: () => current } },
+  );
 });
 
 test('invalid input answers 400 naming every field, and changes nothing', () =>
@@ -689,6 +856,32 @@ test('GET /v1/openapi.json documents every route with its schemas', () =>
     assert.deepEqual(Object.keys(doc.components.schemas.Service?.properties ?? {}), ['frontend', 'type', 'mode', 'algorithm', 'sessionAffinity', 'externalTrafficPolicy', 'sourceRanges', 'backends']);
     assert.ok(doc.components.schemas.Error && doc.components.schemas.NormalizedService && doc.components.schemas.MonitorEvent);
     assert.deepEqual(doc.paths['/v1/monitor']?.get?.parameters?.map((p) => [p.name, p.in]), [['type', 'query']]);
+
+    // Kubernetes: the origin, ClusterIP and internalTrafficPolicy in answers (not in PUT bodies), ids, status.
+    const schemas = doc.components.schemas as Record<string, { properties?: Record<string, { enum?: string[]; description?: string; properties?: Record<string, unknown>; items?: { properties?: Record<string, unknown> } }> }>;
+    assert.deepEqual(schemas.ServiceEntry?.properties?.origin?.enum, ['config', 'api', 'kubernetes']);
+    assert.match(schemas.ServiceEntry?.properties?.origin?.description ?? '', /kubernetes: from the apiserver \(read-only/);
+    assert.deepEqual(schemas.ServiceChange?.properties?.origin?.enum, ['config', 'api', 'kubernetes']);
+    assert.deepEqual(schemas.NormalizedService?.properties?.type?.enum, ['LoadBalancer', 'ExternalIP', 'NodePort', 'ClusterIP']);
+    assert.deepEqual(schemas.Service?.properties?.type?.enum, ['LoadBalancer', 'ExternalIP', 'NodePort']);
+    // Every member serviceToJSON can write, at every level, is named by the answer's schema (the serializer drops the rest).
+    const fullest = [
+      K8S.clusterV4.service,
+      validateService({ ...web(), mode: 'dsr', externalTrafficPolicy: 'Local', sessionAffinity: { type: 'ClientIP' }, sourceRanges: ['198.18.0.0/24'], backends: [{ address: '198.18.1.2', port: 80, node: 'worker-1' }] }),
+    ];
+    const named = schemas.NormalizedService?.properties ?? {};
+    for (const service of fullest) {
+      for (const key of Object.keys(service)) assert.ok(key in named, `NormalizedService names ${key}`);
+      for (const key of Object.keys(service.frontend)) assert.ok(key in (named.frontend?.properties ?? {}), `frontend.${key}`);
+      for (const key of Object.keys(service.sessionAffinity)) assert.ok(key in (named.sessionAffinity?.properties ?? {}), `sessionAffinity.${key}`);
+      for (const backend of service.backends) for (const key of Object.keys(backend)) assert.ok(key in (named.backends?.items?.properties ?? {}), `backends[].${key}`);
+    }
+    assert.deepEqual(Object.keys(named), ['frontend', 'type', 'mode', 'algorithm', 'sessionAffinity', 'externalTrafficPolicy', 'internalTrafficPolicy', 'sourceRanges', 'backends'], 'serviceToJSON\'s order');
+    const id = doc.paths['/v1/services/{id}']?.get?.parameters?.[0] as { description?: string } | undefined;
+    assert.match(id?.description ?? '', /Kubernetes service's id, namespace\/name:port@address, percent-encoded \(encodeURIComponent: default%2Fweb%3Ahttp%40198\.18\.128\.10\)/);
+    assert.deepEqual(Object.keys(doc.paths['/v1/services/{id}']?.delete?.responses ?? {}), ['200', '400', '401', '404', '409', '500', '507']);
+    assert.deepEqual(Object.keys(schemas.KubernetesStatus?.properties ?? {}).sort(), ['apiServer', 'connection', 'endpointSliceVersion', 'lastError', 'lastSync', 'nodeName', 'problems', 'services', 'since']);
+    assert.deepEqual(Object.keys(schemas.Status?.properties?.services?.properties ?? {}), ['total', 'config', 'api', 'kubernetes']);
   }));
 
 test('GET /metrics exports datapath counters, map pressure, services and control-plane metrics', () =>

@@ -18,6 +18,7 @@ import { IdAllocator, type IdAllocatorOptions } from '../../lb/lbmap/ids.js';
 import { MonitorStreams } from '../../agent/api/monitor.js';
 import { buildApiServer, listenTcp, listenUnix } from '../../agent/api/server.js';
 import { memoryLogger } from '../../agent/log.js';
+import type { KubernetesStatusSource } from '../../agent/kubernetes-status.js';
 import { AgentMetrics } from '../../agent/metrics.js';
 import { ServiceStore } from '../../agent/store.js';
 
@@ -169,6 +170,8 @@ export interface FakeAgentOptions {
   /** Also listen on 127.0.0.1:0 requiring this bearer token. */
   token?: string;
   datapath?: FakeDatapath;
+  /** Kubernetes mode's status source (GET /v1/status `kubernetes`); absent: standalone. */
+  kubernetes?: KubernetesStatusSource;
 }
 
 export interface FakeAgent {
@@ -203,7 +206,7 @@ export async function startFakeAgent(options: FakeAgentOptions = {}): Promise<Fa
   try {
     await store.start(options.configServices ?? new Map());
     // One set of monitor streams for both listeners, as agent/main.ts should give them.
-    const common = { store, datapath, metrics, log, version: '0.0.0-test', startedAt: Date.now(), monitor: new MonitorStreams() };
+    const common = { store, datapath, metrics, log, version: '0.0.0-test', startedAt: Date.now(), monitor: new MonitorStreams(), kubernetes: options.kubernetes };
     const unix = await buildApiServer(common);
     servers.push(unix);
     await listenUnix(unix, socketPath);
