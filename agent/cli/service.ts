@@ -1,9 +1,14 @@
-/** `xlb service list|get|add|delete`: the agent's services, through its REST API. */
+/**
+ * `xlb service list|get|add|delete`: the agent's services, through its REST API. Kubernetes services
+ * (origin kubernetes, id namespace/name:port@address) are listed and shown; the agent refuses to
+ * change them (409: the apiserver owns them).
+ */
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import {
   BACKEND_STATES,
   ServiceValidationError,
+  trafficPolicyOf,
   validateService,
   validateServiceId,
   type Service,
@@ -12,10 +17,13 @@ import {
 import { frontendText } from '../store.js';
 import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { API_SOCKET_USAGE, ApiError, apiCall, apiSocketPath } from './api-client.js';
+import { isKubernetesServiceId, servicePath } from '../api/services.js';
 import { formatTable } from './table.js';
 import { hostPort } from '../../lb/codec.js';
 
-const USAGE = `xlb service list [--json]
+const ORIGINS = ['config', 'api', 'kubernetes'] as const;
+
+const USAGE = `xlb service list [--origin config|api|kubernetes] [--json]
 xlb service get ID [--json]
 xlb service add ID --frontend ADDR:PORT/PROTO [--type T] [--mode M] [--algorithm A]
                    [--affinity-timeout S] [--external-traffic-policy P] [--source-range CIDR]...
@@ -23,11 +31,15 @@ xlb service add ID --frontend ADDR:PORT/PROTO [--type T] [--mode M] [--algorithm
 xlb service add ID --file FILE [--json]
 xlb service delete ID [--json]
 
-  list                     every service: id, origin, frontend, type, mode, algorithm, backends
+  list                     every service: id, origin, frontend, type, mode, algorithm, backends;
+                           --origin: only those from the config file, the API or Kubernetes
   get ID                   one service (--json: the service object, as PUT takes it)
   add ID                   create the service, or replace it (an identical one is left as it is);
                            a service from the agent's config file becomes an API service
   delete ID                remove the service (one from the config file returns at the agent's restart)
+
+  ID is a DNS label (web, dns-1); a Kubernetes service's is namespace/name:port@address
+  (default/web:http@198.18.128.10), for get only: Kubernetes services change through the apiserver.
 
   --frontend ADDR:PORT/PROTO   198.18.0.10:80/TCP, [2001:db8::10]:53/UDP; PROTO TCP, UDP or SCTP;
                                NodePort: :30080/TCP (or 0.0.0.0 / [::])
@@ -55,6 +67,7 @@ function parseCommandLine(args: string[]) {
     options: {
       json: { type: 'boolean' },
       'api-socket': { type: 'string' },
+      origin: { type: 'string' },
       frontend: { type: 'string' },
       type: { type: 'string' },
       mode: { type: 'string' },
@@ -74,15 +87,23 @@ type Options = ReturnType<typeof parseCommandLine>['values'];
 const SERVICE_FLAGS = ['frontend', 'type', 'mode', 'algorithm', 'affinity-timeout', 'external-traffic-policy', 'source-range', 'backend'] as const;
 
 
-function serviceId(sub: string, positionals: string[]): string {
+/** The ID argument: a DNS label; for get and delete a Kubernetes service's id too (`kubernetes`). */
+function serviceId(sub: string, positionals: string[], kubernetes = false): string {
   const [id, ...extra] = positionals;
   if (id === undefined) throw new UsageError(`xlb service ${sub}: the service ID is required`);
   if (extra.length > 0) throw new UsageError(`xlb service ${sub}: unexpected argument ${JSON.stringify(extra[0])}`);
+  if (kubernetes && isKubernetesServiceId(id)) return id;
   try {
     return validateServiceId(id);
   } catch (error) {
-    throw new UsageError(`ID: ${error instanceof Error ? error.message.replace(/^id: /, '') : String(error)}`);
+    const rule = error instanceof Error ? error.message.replace(/^id: /, '') : String(error);
+    throw new UsageError(`ID: ${rule}${kubernetes ? ', nor a Kubernetes service id (namespace/name:port@address)' : ''}`);
   }
+}
+
+function originFilter(value: string | undefined): string | undefined {
+  if (value === undefined || (ORIGINS as readonly string[]).includes(value)) return value;
+  throw new UsageError(`--origin ${JSON.stringify(value)}: must be one of ${ORIGINS.join(', ')}`);
 }
 
 function noFlags(sub: string, values: Options, allowed: readonly (keyof Options)[]): void {
@@ -255,7 +276,7 @@ function serviceText(id: string, service: Service): string {
     `  mode              ${service.mode ?? "default (the agent's --mode)"}`,
     `  algorithm         ${service.algorithm}`,
     `  session affinity  ${affinity}`,
-    `  traffic policy    ${service.externalTrafficPolicy ?? 'Cluster'}`,
+    `  traffic policy    ${trafficPolicyOf(service)} (${service.type === 'ClusterIP' ? 'internal' : 'external'})`,
     `  source ranges     ${service.sourceRanges.length > 0 ? service.sourceRanges.join(', ') : 'everyone'}`,
     '',
   ];
@@ -266,16 +287,17 @@ function serviceText(id: string, service: Service): string {
   return `${lines.join('\n')}\n${backends}`;
 }
 
-function path(id: string): string {
-  return `/v1/services/${encodeURIComponent(id)}`;
-}
-
+/**
+ * Runs a request; a missing service (404) or a Kubernetes service the agent will not change (409
+ * naming the id) is a one-line message and exit code 1.
+ */
 async function notFoundAware<T>(io: CliIO, run: () => Promise<T>): Promise<T | number> {
   try {
     return await run();
   } catch (error) {
-    if (error instanceof ApiError && error.status === 404) {
-      io.err(`xlb service: ${error.message.replace(/^xlb-agent answered 404: /, '')}\n`);
+    const readOnly = error instanceof ApiError && error.status === 409 && error.issues.some((i) => i.field === 'id');
+    if (error instanceof ApiError && (error.status === 404 || readOnly)) {
+      io.err(`xlb service: ${error.message.replace(/^xlb-agent answered \d+: /, '')}\n`);
       return EXIT_FAILURE;
     }
     if (error instanceof ApiError && error.issues.length > 0) {
@@ -300,16 +322,17 @@ export const serviceCommand: CliCommand = {
     const json = values.json === true;
     switch (sub) {
       case 'list': {
-        noFlags(sub, values, ['json', 'api-socket']);
+        noFlags(sub, values, ['json', 'api-socket', 'origin']);
         if (positionals.length > 0) throw new UsageError(`xlb service list: unexpected argument ${JSON.stringify(positionals[0])}`);
-        const entries = entriesOf(await apiCall(socket, 'GET', '/v1/services'));
+        const origin = originFilter(values.origin);
+        const entries = entriesOf(await apiCall(socket, 'GET', '/v1/services')).filter((e) => origin === undefined || e.origin === origin);
         io.out(json ? `${JSON.stringify(entries, null, 2)}\n` : listTable(entries));
         return EXIT_OK;
       }
       case 'get': {
         noFlags(sub, values, ['json', 'api-socket']);
-        const id = serviceId(sub, positionals);
-        const result = await notFoundAware(io, () => apiCall(socket, 'GET', path(id)));
+        const id = serviceId(sub, positionals, true);
+        const result = await notFoundAware(io, () => apiCall(socket, 'GET', servicePath(id)));
         if (typeof result === 'number') return result;
         io.out(json ? `${JSON.stringify(result, null, 2)}\n` : serviceText(id, result as Service));
         return EXIT_OK;
@@ -317,7 +340,7 @@ export const serviceCommand: CliCommand = {
       case 'add': {
         const id = serviceId(sub, positionals);
         const service = await serviceToAdd(values);
-        const result = await notFoundAware(io, () => apiCall(socket, 'PUT', path(id), service));
+        const result = await notFoundAware(io, () => apiCall(socket, 'PUT', servicePath(id), service));
         if (typeof result === 'number') return result;
         if (json) io.out(`${JSON.stringify(result, null, 2)}\n`);
         else if (isObject(result)) io.out(`service ${id} ${String(result.result)} (revision ${String(result.revision)})\n`);
@@ -325,8 +348,8 @@ export const serviceCommand: CliCommand = {
       }
       case 'delete': {
         noFlags(sub, values, ['json', 'api-socket']);
-        const id = serviceId(sub, positionals);
-        const result = await notFoundAware(io, () => apiCall(socket, 'DELETE', path(id)));
+        const id = serviceId(sub, positionals, true);
+        const result = await notFoundAware(io, () => apiCall(socket, 'DELETE', servicePath(id)));
         if (typeof result === 'number') return result;
         if (json) io.out(`${JSON.stringify(result, null, 2)}\n`);
         else if (isObject(result)) io.out(`service ${id} deleted (revision ${String(result.revision)})\n`);

@@ -1,4 +1,8 @@
-/** `xlb status`: the agent's version, uptime, devices, services, and how full its id spaces and maps are. */
+/**
+ * `xlb status`: the agent's version, uptime, devices, services, how full its id spaces and maps are,
+ * and in Kubernetes mode its connection to the apiserver.
+ */
+import type { KubernetesStatus } from '../kubernetes-status.js';
 import { EXIT_OK, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { API_SOCKET_USAGE, apiCall, apiSocketPath } from './api-client.js';
 import { formatTable } from './table.js';
@@ -14,7 +18,10 @@ interface Status {
   version: string;
   uptimeSeconds: number;
   revision: number;
-  services: { total: number; config: number; api: number };
+  /** `kubernetes` is absent from agents older than Kubernetes mode. */
+  services: { total: number; config: number; api: number; kubernetes?: number };
+  /** Kubernetes mode only. */
+  kubernetes?: KubernetesStatus;
   datapath: {
     devices: { name: string; mode: string }[];
     maglevTableSize: number;
@@ -47,6 +54,46 @@ export function formatDuration(seconds: number): string {
   return parts.join('');
 }
 
+/** "2025-01-01T00:00:00.000Z (5m3s ago)"; the time alone when it cannot be read. */
+function sinceText(time: string, now: number): string {
+  const at = Date.parse(time);
+  return Number.isNaN(at) ? time : `${time} (${formatDuration(Math.max(0, (now - at) / 1000))} ago)`;
+}
+
+/** The Kubernetes section: where the services come from and whether the agent still hears from there. */
+export function kubernetesText(k: KubernetesStatus, now = Date.now()): string {
+  const sync = k.lastSync;
+  const lines = [
+    'kubernetes:',
+    `  apiserver:       ${k.apiServer}`,
+    `  connection:      ${k.connection} since ${sinceText(k.since, now)}`,
+    ...(k.lastError !== undefined && k.connection !== 'disconnected' ? [`  last error:      ${k.lastError}`] : []),
+    `  endpointslices:  ${k.endpointSliceVersion === undefined ? 'not yet known' : `discovery.k8s.io/${k.endpointSliceVersion}`}`,
+    `  node:            ${k.nodeName}`,
+    `  services served: ${k.services}`,
+    `  last sync:       ${
+      sync === undefined
+        ? 'none yet'
+        : `${sinceText(sync.at, now)}: ${sync.changed} changed, ${sync.failed} failed, ${sync.durationMs.toFixed(1)} ms` +
+          (sync.failed > 0 ? " (refused services are in the agent's log, and retried)" : '')
+    }`,
+    `  problems:        ${k.problems === 0 ? 'none' : `${k.problems} malformed object(s) or field(s), left out (see the agent's log and events)`}`,
+    ...(k.connection === 'disconnected'
+      ? [
+          `WARNING: disconnected from the apiserver ${k.apiServer} since ${sinceText(k.since, now)}` +
+            `${k.lastError === undefined ? '' : `: ${k.lastError}`}; the services of the last sync are still served, changes since are not`,
+        ]
+      : []),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+function servicesText(status: Status): string {
+  const { total, config, api, kubernetes } = status.services;
+  const kube = status.kubernetes !== undefined || (kubernetes ?? 0) > 0 ? `, ${kubernetes ?? 0} from Kubernetes` : '';
+  return `${total} (${config} from the config file, ${api} from the API${kube}), revision ${status.revision}`;
+}
+
 function statusText(status: Status): string {
   const devices = status.datapath.devices.map((d) => `${d.name} (${d.mode})`).join(', ') || 'none';
   const lines = [
@@ -54,8 +101,9 @@ function statusText(status: Status): string {
     `devices:           ${devices}`,
     `default mode:      ${status.datapath.defaultMode}`,
     `maglev table size: ${status.datapath.maglevTableSize}`,
-    `services:          ${status.services.total} (${status.services.config} from the config file, ${status.services.api} from the API), revision ${status.revision}`,
+    `services:          ${servicesText(status)}`,
     '',
+    ...(status.kubernetes === undefined ? [] : [kubernetesText(status.kubernetes)]),
   ];
   // Id spaces first: they are tables too, and the first to run out when services are many.
   const tables = [
@@ -86,7 +134,7 @@ function nodeSettingsText(settings: NonNullable<Status['datapath']['nodeSettings
 
 export const statusCommand: CliCommand = {
   name: 'status',
-  summary: "show the agent's status: devices, mode, services, how full the id spaces and maps are",
+  summary: "show the agent's status: devices, mode, services, how full the id spaces and maps are, the apiserver connection",
   usage: USAGE,
   async run(args: string[], io: CliIO): Promise<number> {
     const values: { json?: boolean; 'api-socket'?: string; help?: boolean } = parseCliArgs({

@@ -7,6 +7,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { validateService } from '../../lb/service.js';
+import type { KubernetesStatus } from '../../agent/kubernetes-status.js';
 import { Reason } from '../../lb/reasons.js';
 import { FakeDatapath, fakeEvent, startFakeAgent, type FakeAgent } from '../support/fake-datapath.js';
 import { repoRoot } from '../support/paths.js';
@@ -103,6 +104,117 @@ test('xlb service add / list / get / delete', () =>
     assert.equal((await xlb(['service', 'get', 'dns', ...sock])).code, 1);
   }));
 
+const K8S_ID = 'default/web:http@198.18.128.10';
+const K8S_V6_ID = 'ns/name:port@2001:db8::10';
+const K8S_CLUSTER = validateService(
+  {
+    frontend: { address: '198.18.128.10', port: 80, protocol: 'TCP' },
+    type: 'ClusterIP',
+    internalTrafficPolicy: 'Local',
+    backends: [{ address: '198.18.1.2', port: 8080, node: 'worker-1' }],
+  },
+  '',
+  { clusterIP: true },
+);
+const K8S_V6 = validateService(
+  { frontend: { address: '2001:db8::10', port: 53, protocol: 'UDP' }, type: 'ClusterIP', backends: [{ address: '2001:db8::1:2', port: 5353 }] },
+  '',
+  { clusterIP: true },
+);
+
+test('xlb service list / get / delete with Kubernetes services', () =>
+  withAgent(async (agent, sock) => {
+    await agent.store.put('web', WEB);
+    await agent.store.syncKubernetes(new Map([[K8S_ID, K8S_CLUSTER], [K8S_V6_ID, K8S_V6]]));
+
+    const table = ok(await xlb(['service', 'list', ...sock])).out.split('\n');
+    assert.match(table[2] ?? '', /^default\/web:http@198\.18\.128\.10\s+kubernetes\s+198\.18\.128\.10:80\/TCP\s+ClusterIP\s+default\s+maglev\s+1\s+1$/);
+    assert.match(table[3] ?? '', /^ns\/name:port@2001:db8::10\s+kubernetes\s+\[2001:db8::10\]:53\/UDP\s+ClusterIP\s+default\s+maglev\s+1\s+1$/);
+    assert.match(table[4] ?? '', /^web\s+api\s+/);
+
+    const kube = JSON.parse(ok(await xlb(['service', 'list', '--origin', 'kubernetes', '--json', ...sock])).out) as unknown[];
+    assert.deepEqual(kube, [
+      { id: K8S_ID, origin: 'kubernetes', service: K8S_CLUSTER },
+      { id: K8S_V6_ID, origin: 'kubernetes', service: K8S_V6 },
+    ]);
+    const api = ok(await xlb(['service', 'list', '--origin', 'api', ...sock])).out;
+    assert.match(api, /^id\s+origin/);
+    assert.doesNotMatch(api, /kubernetes/);
+    assert.equal(ok(await xlb(['service', 'list', '--origin', 'config', ...sock])).out, 'no services\n');
+
+    const text = ok(await xlb(['service', 'get', K8S_ID, ...sock])).out;
+    assert.match(text, /^service default\/web:http@198\.18\.128\.10\n {2}frontend {10}198\.18\.128\.10:80\/TCP\n {2}type {14}ClusterIP\n/);
+    assert.match(text, /traffic policy {4}Local \(internal\)\n/);
+    assert.match(text, /198\.18\.1\.2:8080\s+100\s+active\s+worker-1/);
+    assert.match(ok(await xlb(['service', 'get', 'web', ...sock])).out, /traffic policy {4}Local \(external\)\n/);
+    assert.deepEqual(JSON.parse(ok(await xlb(['service', 'get', K8S_V6_ID, '--json', ...sock])).out), K8S_V6);
+
+    const refused = await xlb(['service', 'delete', K8S_ID, ...sock]);
+    assert.equal(refused.code, 1, refused.err);
+    assert.equal(refused.out, '');
+    assert.equal(refused.err, `xlb service: service ${K8S_ID} comes from Kubernetes: change its Service or EndpointSlices through the apiserver\n`);
+    assert.deepEqual(agent.store.get(K8S_ID)?.service, K8S_CLUSTER);
+
+    const missing = await xlb(['service', 'get', 'ns/gone:http@198.18.128.99', ...sock]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.err, /service "ns\/gone:http@198\.18\.128\.99" not found/);
+
+    // add keeps to DNS labels: the agent would refuse the id anyway.
+    const add = await xlb(['service', 'add', K8S_ID, ...WEB_ARGS, ...sock]);
+    assert.equal(add.code, 2);
+    assert.match(add.err, /ID: "default\/web:http@198\.18\.128\.10" is not a DNS label/);
+    for (const args of [['service', 'get', 'default/web'], ['service', 'delete', 'Web_1'], ['service', 'list', '--origin', 'cluster']]) {
+      const run = await xlb([...args, ...sock]);
+      assert.equal(run.code, 2, `${args.join(' ')}: ${run.err}`);
+      assert.match(run.err, args[2] === '--origin' ? /--origin "cluster": must be one of config, api, kubernetes/ : /nor a Kubernetes service id \(namespace\/name:port@address\)/);
+    }
+  }));
+
+test('xlb status: the Kubernetes section, with a WARNING when disconnected', async () => {
+  const connected: KubernetesStatus = {
+    apiServer: 'https://198.18.0.1:6443',
+    connection: 'connected',
+    since: new Date(Date.now() - 125_000).toISOString(),
+    endpointSliceVersion: 'v1beta1',
+    nodeName: 'worker-1',
+    services: 1,
+    lastSync: { at: '2025-01-02T03:04:06.000Z', durationMs: 12.34, changed: 1, failed: 1 },
+    problems: 2,
+  };
+  let current = connected;
+  const agent = await startFakeAgent({ kubernetes: { status: () => current } });
+  try {
+    const sock = ['--api-socket', agent.socketPath];
+    await agent.store.syncKubernetes(new Map([[K8S_ID, K8S_CLUSTER]]));
+    const text = ok(await xlb(['status', ...sock])).out;
+    assert.match(text, /services: {10}1 \(0 from the config file, 0 from the API, 1 from Kubernetes\), revision 2\n/);
+    assert.match(text, /\nkubernetes:\n {2}apiserver: {7}https:\/\/198\.18\.0\.1:6443\n/);
+    assert.match(text, /\n {2}connection: {6}connected since \S+ \(2m\ds ago\)\n/);
+    assert.match(text, /\n {2}endpointslices: {2}discovery\.k8s\.io\/v1beta1\n/);
+    assert.match(text, /\n {2}node: {12}worker-1\n/);
+    assert.match(text, /\n {2}services served: 1\n/);
+    assert.match(text, /\n {2}last sync: {7}2025-01-02T03:04:06\.000Z \(\S+ ago\): 1 changed, 1 failed, 12\.3 ms/);
+    assert.match(text, /\n {2}problems: {8}2 malformed object\(s\) or field\(s\)/);
+    assert.doesNotMatch(text, /WARNING/);
+
+    current = { ...connected, connection: 'disconnected', since: '2025-01-02T04:00:00.000Z', lastError: 'connect ECONNREFUSED 198.18.0.1:6443', problems: 0 };
+    delete current.lastSync;
+    const down = ok(await xlb(['status', ...sock])).out;
+    assert.match(down, /\n {2}connection: {6}disconnected since 2025-01-02T04:00:00\.000Z/);
+    assert.match(down, /\n {2}last sync: {7}none yet\n/);
+    assert.match(down, /\n {2}problems: {8}none\n/);
+    assert.match(
+      down,
+      /\nWARNING: disconnected from the apiserver https:\/\/198\.18\.0\.1:6443 since 2025-01-02T04:00:00\.000Z \(\S+ ago\): connect ECONNREFUSED 198\.18\.0\.1:6443; the services of the last sync are still served/,
+    );
+    const json = JSON.parse(ok(await xlb(['status', '--json', ...sock])).out) as { kubernetes: unknown; services: unknown };
+    assert.deepEqual(json.kubernetes, current);
+    assert.deepEqual(json.services, { total: 1, config: 0, api: 0, kubernetes: 1 });
+  } finally {
+    await agent.close();
+  }
+});
+
 test('xlb status', () =>
   withAgent(async (agent, sock) => {
     await agent.store.put('web', WEB);
@@ -116,7 +228,7 @@ test('xlb status', () =>
     assert.match(text, /backend ids\s+2\s+65536\s+0\.0%\n/);
     assert.doesNotMatch(text, /full/);
     const json = JSON.parse(ok(await xlb(['status', '--json', ...sock])).out) as { services: unknown; datapath: unknown };
-    assert.deepEqual(json.services, { total: 1, config: 0, api: 1 });
+    assert.deepEqual(json.services, { total: 1, config: 0, api: 1, kubernetes: 0 });
     assert.deepEqual(json.datapath, agent.datapath.status());
   }));
 
