@@ -15,28 +15,27 @@ import { writeDsrTrust } from '../lb/datapath/dsr-trust.js';
 import { enforceSysctls, readSysctl, type NodeSettingReport } from '../lb/datapath/sysctl.js';
 import { attachTc } from '../lb/datapath/tc.js';
 import { XlbEvent } from '../lb/layouts.js';
-import { desiredLbState, recoverIds, type DesiredLbState, type LbNodeConfig, type LbState } from '../lb/lbmap/desired.js';
-import { diffLbState } from '../lb/lbmap/diff.js';
+import type { LbNodeConfig } from '../lb/lbmap/desired.js';
 import { IdAllocator } from '../lb/lbmap/ids.js';
+import { FrontendConflictsError, LbReconciler, type ReconcilePlan } from '../lb/lbmap/reconciler.js';
 import { MaglevTableCache } from '../lb/maglev/index.js';
 import { datapathSysctls } from '../lb/node-settings.js';
-import type { Service } from '../lb/service.js';
 import type { ApplyResult, ServiceChanges, DatapathEvent, DatapathStatus, IdSpaceUse, MapPressure, ServiceDatapath } from './datapath.js';
-import type { NodeDatapathOptions } from './flags.js';
+import { DEFAULT_BACKEND_MAP_MAX, DEFAULT_SERVICE_MAP_MAX, type NodeDatapathOptions } from './flags.js';
+
+const DEFAULT_CAPACITY = { services: DEFAULT_SERVICE_MAP_MAX, backends: DEFAULT_BACKEND_MAP_MAX };
 import { FrontendConflictError } from './store.js';
 
 const EVENT_TYPES: Record<number, DatapathEvent['type']> = { 1: 'drop', 2: 'new-flow', 3: 'reject' };
 const COUNTED_MAP_TYPES = new Set<number>([MapType.Hash, MapType.LruHash, MapType.LruPercpuHash, MapType.PercpuHash, MapType.LpmTrie]);
 
 class NodeDatapath implements ServiceDatapath {
-  private readonly ids = new IdAllocator();
-  private readonly maglevCache = new MaglevTableCache();
+  private readonly ids: IdAllocator;
+  private readonly reconciler: LbReconciler;
   private readonly subscribers = new Set<(event: DatapathEvent) => void>();
   private reader: RingBufferReader | undefined;
-  private applied: LbState;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly devices: { name: string; mode: string }[] = [];
-  private recoverIdsFromPins: boolean;
 
   constructor(
     private readonly options: NodeDatapathOptions,
@@ -45,8 +44,10 @@ class NodeDatapath implements ServiceDatapath {
     private readonly writer: LbMapWriter,
     private readonly nodeSettings: NodeSettingReport[],
   ) {
-    this.applied = writer.read();
-    this.recoverIdsFromPins = this.applied.services.size > 0;
+    const capacity = options.capacity ?? DEFAULT_CAPACITY;
+    this.ids = new IdAllocator({ maxServices: capacity.services, maxBackends: capacity.backends });
+    // What the pinned maps hold: services claim their ids back as they come (lb/lbmap/reconciler.ts).
+    this.reconciler = new LbReconciler(this.nodeConfig(), this.ids, new MaglevTableCache(), writer.read());
   }
 
   attach(): void {
@@ -66,56 +67,39 @@ class NodeDatapath implements ServiceDatapath {
     return { addresses, maglevTableSize, maglevSeed, defaultMode, nodeName };
   }
 
-  private services = new Map<string, Service>();
-
   apply(changes: ServiceChanges): Promise<ApplyResult> {
-    const run = this.queue.then(() => {
-      const next = new Map(this.services);
-      for (const [id, service] of changes) {
-        if (service === undefined) next.delete(id);
-        else next.set(id, service);
+    return this.serialized(() => {
+      let plan: ReconcilePlan;
+      try {
+        plan = this.reconciler.plan(changes);
+      } catch (error) {
+        if (!(error instanceof FrontendConflictsError)) throw error;
+        const [first] = error.conflicts;
+        throw first ? new FrontendConflictError(first.service, first.frontend, first.heldBy) : error;
       }
-      const result = this.applyNow(next);
-      this.services = next;
-      return result;
+      return this.write(plan);
     });
+  }
+
+  pruneStale(): Promise<ApplyResult> {
+    return this.serialized(() => this.write(this.reconciler.prune()));
+  }
+
+  private serialized(task: () => ApplyResult): Promise<ApplyResult> {
+    const run = this.queue.then(task);
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  async pruneStale(): Promise<ApplyResult> {
-    return { written: 0, deleted: 0, durationMs: 0 };
-  }
-
-  private applyNow(services: ReadonlyMap<string, Service>): ApplyResult {
-    if (this.recoverIdsFromPins) {
-      // A restart over pinned maps: give each service and backend the id it already has, so the
-      // first sync rewrites nothing and established flows keep their backends.
-      const recovered = recoverIds(this.applied, services, this.options.nodeAddresses);
-      for (const problem of this.ids.restore(recovered.services, recovered.backends)) this.options.log(`id recovery: ${problem}`);
-      this.recoverIdsFromPins = false;
-    }
-    // A refused state (conflict, full map) leaves every id where the applied state has it.
-    const checkpoint = this.ids.checkpoint();
-    let desired: DesiredLbState;
+  private write(plan: ReconcilePlan): ApplyResult {
     let stats: ApplyStats;
     try {
-      desired = desiredLbState(services, this.nodeConfig(), this.ids, { maglevCache: this.maglevCache });
-      const [conflict] = desired.conflicts;
-      if (conflict) {
-        // desiredLbState lets the name that sorts first keep a contested frontend; the refusal should
-        // name the service that is not being served yet, which is the one being added.
-        const served = new Set([...this.applied.services.values()].map((state) => state.name));
-        const newcomerHolds = served.has(conflict.service) && !served.has(conflict.heldBy);
-        const [refused, holder] = newcomerHolds ? [conflict.heldBy, conflict.service] : [conflict.service, conflict.heldBy];
-        throw new FrontendConflictError(refused, conflict.frontend, holder);
-      }
-      stats = this.writer.apply(diffLbState(this.applied, desired));
+      stats = this.writer.apply(plan.changes);
     } catch (error) {
-      this.ids.rollback(checkpoint);
+      plan.abort();
       throw error;
     }
-    this.applied = desired;
+    plan.commit();
     for (const error of stats.purgeErrors) this.options.log(`conntrack purge: ${error}`);
     return { written: stats.written, deleted: stats.deleted, durationMs: stats.durationMs };
   }
@@ -188,8 +172,7 @@ class NodeDatapath implements ServiceDatapath {
   }
 
   serviceName(serviceId: number): string | undefined {
-    for (const state of this.applied.services.values()) if (state.id === serviceId) return state.name;
-    return undefined;
+    return this.reconciler.nameOf(serviceId);
   }
 
   /**
@@ -215,7 +198,13 @@ export function createNodeDatapath(options: NodeDatapathOptions): ServiceDatapat
   const pinDir = options.bpffs;
   const warn = options.warn ?? options.log;
   const nodeSettings = enforceSysctls(datapathSysctls(options.devices, readSysctl), options.nodeSetup, { info: options.log, warn });
-  const lb = LbDatapath.load({ maglevTableSize: options.maglevTableSize, maglevSeed: options.maglevSeed, pinDir, conntrackEntries: options.conntrackEntries });
+  const lb = LbDatapath.load({
+    maglevTableSize: options.maglevTableSize,
+    maglevSeed: options.maglevSeed,
+    pinDir,
+    conntrackEntries: options.conntrackEntries,
+    capacity: options.capacity ?? DEFAULT_CAPACITY,
+  });
   let dsr: BpfObject | undefined;
   try {
     // Same pin directory: the tc programs share xlb_metrics and xlb_events with xdp_lb.

@@ -24,6 +24,8 @@ export interface LbDatapathOptions {
   conntrackEntries?: number;
   /** The compiled object, relative to build/bpf (default xdp/xdp_lb.o; benchmarks load a harness around it). */
   object?: string;
+  /** Room in the LB maps (default: the object's own, bpf/include/lb.h): frontends and service ids, backends and slots. */
+  capacity?: { services: number; backends: number };
 }
 
 export interface LbNodeConfig {
@@ -69,7 +71,7 @@ export class LbDatapath {
         xlb_ct_bucket_mask: ctBuckets - 1,
       },
       innerValueSize: { xlb_lb_maglev: 2 * options.maglevTableSize },
-      maxEntries: { xlb_ct: ctBuckets },
+      maxEntries: { xlb_ct: ctBuckets, ...lbMapSizes(options.capacity) },
     });
     return new LbDatapath(object, options);
   }
@@ -120,6 +122,15 @@ export class LbDatapath {
   close(): void {
     this.object.close();
   }
+}
+
+/**
+ * max_entries of the LB maps for a capacity: a frontend per service at least (NodePorts take one per
+ * node address), service ids 1..services index the Maglev tables, and slots are backends of services.
+ */
+function lbMapSizes(capacity: LbDatapathOptions['capacity']): Record<string, number> {
+  if (!capacity) return {};
+  return { xlb_lb_svc: capacity.services, xlb_lb_maglev: capacity.services + 1, xlb_lb_be: capacity.backends, xlb_lb_slot: capacity.backends };
 }
 
 /** struct xlb_config (maps.h): unset node addresses are all-zero. */

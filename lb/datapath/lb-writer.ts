@@ -154,15 +154,18 @@ export class LbMapWriter {
     return this.maglev.valueSize / 2;
   }
 
-  /** What the LB maps hold now, grouped by service id (for a diff after a restart). */
+  /** What the LB maps hold now, grouped by service id (for a diff after a restart); Maglev tables as digests. */
   read(): LbState {
-    return lbStateFromMaps({
-      svc: this.svc.entries(),
-      be: this.be.entries(),
-      slot: this.slot.entries(),
-      maglev: this.maglev.entries(),
-      srcrng: this.srcrng.entries(),
-    });
+    return lbStateFromMaps(
+      {
+        svc: this.svc.entries(),
+        be: this.be.entries(),
+        slot: this.slot.entries(),
+        maglev: this.maglev.entries(),
+        srcrng: this.srcrng.entries(),
+      },
+      { digestTables: true },
+    );
   }
 
   /** Diff against what the maps hold and apply. Reads every map: keep the last applied state instead when syncing often. */

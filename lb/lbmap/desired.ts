@@ -24,6 +24,7 @@
  * - Two services claiming one frontend (address, port, protocol): the service whose name sorts first
  *   keeps it; the other is reported in `conflicts` and gets no entry for that frontend.
  */
+import { createHash } from 'node:crypto';
 import { canonicalIpAddress, maglevBackendKey } from '../maglev/backend-key.js';
 import { MaglevTableCache } from '../maglev/cache.js';
 import type { MaglevSeed } from '../maglev/seed.js';
@@ -53,6 +54,11 @@ import { endpointText } from '../codec.js';
 export interface MapEntry {
   key: Buffer;
   value: Buffer;
+  /**
+   * Maglev tables only: what identifies the table without its 2·M bytes (tableDigest()), so applied
+   * states need not keep 32 KiB per service. An entry with a digest may have an empty value.
+   */
+  digest?: string;
 }
 
 /** Entries keyed by their key's hex, so equal keys meet in a Map. */
@@ -152,12 +158,97 @@ export function encodeMaglevTable(table: MaglevTable): Buffer {
   return out;
 }
 
-function newServiceState(id: number, name: string | undefined): ServiceState {
+export function newServiceState(id: number, name: string | undefined): ServiceState {
   return { id, name, frontends: new Map(), slots: new Map(), maglev: undefined, sourceRanges: new Map(), members: new Set() };
 }
 
-function put(map: EntryMap, key: Buffer, value: Buffer): void {
+export function put(map: EntryMap, key: Buffer, value: Buffer): void {
   map.set(hex(key), { key, value });
+}
+
+/** A service's entries, and the frontends it claims (text → map key), before conflicts are settled. */
+export interface ServiceEntries {
+  state: ServiceState;
+  /** Frontend text ("198.18.0.10:80/TCP") → its xlb_lb_svc entry. */
+  frontends: Map<string, MapEntry>;
+  /** Backend id keys (backendKey()) of every backend the service lists. */
+  backendKeys: string[];
+}
+
+/** The backend keys a service lists (each once). */
+export function serviceBackendKeys(service: Service): string[] {
+  return [...new Set(service.backends.map((b) => backendKey(b.address, b.port, service.frontend.protocol)))];
+}
+
+/**
+ * Every entry of one service, given its id and its backends' ids. Pure: the same service, id, backend
+ * ids and node give byte-identical entries. Frontends are returned apart from the state: the caller
+ * decides which it may hold (two services cannot share one).
+ */
+export function serviceEntries(
+  name: string,
+  service: Service,
+  id: number,
+  backendIdOf: (key: string) => number,
+  node: LbNodeConfig,
+  cache: MaglevTableCache,
+): ServiceEntries {
+  const entries = newServiceState(id, name);
+  const { protocol, port } = service.frontend;
+  const proto = PROTOCOL_NUMBERS[protocol];
+  const backendKeys = serviceBackendKeys(service);
+  for (const key of backendKeys) entries.members.add(backendIdOf(key));
+
+  const usable = usableBackends(service, node.nodeName);
+  usable.forEach((b, slot) => {
+    const backendId = backendIdOf(backendKey(b.address, b.port, protocol));
+    const backend = { addr: b.address, port: b.port, family: familyOf(b.address) };
+    put(entries.slots, LbSlotKey.encode({ serviceId: id, slot }), LbSlot.encode({ backendId, backend }));
+  });
+
+  if (service.algorithm === 'maglev' && usable.length > 0) {
+    const backends = usable.map((b) => ({ key: maglevBackendKey({ address: b.address, port: b.port, protocol }), weight: b.weight }));
+    const table = cache.table(backends, node.maglevTableSize, node.maglevSeed);
+    entries.maglev = { key: encodeU32(id), value: encodeMaglevTable(table), digest: maglevInputDigest(backends, node) };
+  }
+
+  for (const range of service.sourceRanges) {
+    const [network = '', length = '0'] = range.split('/');
+    put(entries.sourceRanges, LbSourceRangeKey.encode({ prefixlen: 32 + Number(length), serviceId: id, addr: network }), Buffer.from([1]));
+  }
+
+  let flags = 0;
+  if (service.algorithm === 'maglev') flags |= ServiceFlag.Maglev;
+  if (service.sourceRanges.length > 0) flags |= ServiceFlag.SourceRanges;
+  if (service.type === 'NodePort') flags |= ServiceFlag.NodePort;
+  if (trafficPolicyOf(service) === 'Local') flags |= ServiceFlag.Local;
+  const value = LbService.encode({
+    id,
+    backendCount: usable.length,
+    flags,
+    mode: ForwardingMode[service.mode ?? node.defaultMode],
+    affinityTimeout: service.sessionAffinity.type === 'ClientIP' ? service.sessionAffinity.timeoutSeconds : 0,
+  });
+  const frontends = new Map<string, MapEntry>();
+  for (const address of frontendAddresses(service, node.addresses)) {
+    const key = LbServiceKey.encode({ addr: address, port, proto, family: familyOf(address) });
+    frontends.set(endpointText(address, port, protocol), { key, value });
+  }
+  return { state: entries, frontends, backendKeys };
+}
+
+/**
+ * What a Maglev table is a function of: size, seed and the usable backends' keys and weights. Two
+ * equal digests mean byte-identical tables, so diffs compare digests instead of 2·M bytes.
+ */
+function maglevInputDigest(backends: readonly { key: string; weight: number }[], node: LbNodeConfig): string {
+  const text = JSON.stringify([node.maglevTableSize, node.maglevSeed.base64, backends.map((b) => [b.key, b.weight])]);
+  return `in:${createHash('sha1').update(text).digest('hex')}`;
+}
+
+/** The digest of a table's bytes as read from the maps (compared with a desired table by tableBytesDigest). */
+export function tableBytesDigest(value: Buffer): string {
+  return `sha1:${createHash('sha1').update(value).digest('hex')}`;
 }
 
 export function desiredLbState(
@@ -173,10 +264,7 @@ export function desiredLbState(
   for (const name of names) {
     const service = services.get(name);
     if (!service) continue;
-    for (const b of service.backends) {
-      const key = backendKey(b.address, b.port, service.frontend.protocol);
-      refs.set(key, (refs.get(key) ?? 0) + 1);
-    }
+    for (const key of serviceBackendKeys(service)) refs.set(key, (refs.get(key) ?? 0) + 1);
   }
   const assigned = ids.assign(names, refs);
   const idOf = (map: ReadonlyMap<string, number>, name: string): number => {
@@ -187,72 +275,31 @@ export function desiredLbState(
 
   const state: DesiredLbState = { services: new Map(), backends: new Map(), conflicts: [] };
   const frontendOwners = new Map<string, string>();
-
   for (const name of names) {
     const service = services.get(name);
     if (!service) continue;
-    const id = idOf(assigned.services, name);
-    const entries = newServiceState(id, name);
-    state.services.set(id, entries);
-    const { protocol, port } = service.frontend;
-    const proto = PROTOCOL_NUMBERS[protocol];
-
+    const built = serviceEntries(name, service, idOf(assigned.services, name), (key) => idOf(assigned.backends, key), node, cache);
+    state.services.set(built.state.id, built.state);
     for (const b of service.backends) {
-      const backendId = idOf(assigned.backends, backendKey(b.address, b.port, protocol));
-      entries.members.add(backendId);
-      put(state.backends, encodeU32(backendId), LbBackend.encode({ addr: b.address, port: b.port, family: familyOf(b.address) }));
+      const backendId = idOf(assigned.backends, backendKey(b.address, b.port, service.frontend.protocol));
+      put(state.backends, encodeU32(backendId), backendValue(b.address, b.port));
     }
-
-    const usable = usableBackends(service, node.nodeName);
-    usable.forEach((b, slot) => {
-      const backendId = idOf(assigned.backends, backendKey(b.address, b.port, protocol));
-      const backend = { addr: b.address, port: b.port, family: familyOf(b.address) };
-      put(entries.slots, LbSlotKey.encode({ serviceId: id, slot }), LbSlot.encode({ backendId, backend }));
-    });
-
-    if (service.algorithm === 'maglev' && usable.length > 0) {
-      const table = cache.table(
-        usable.map((b) => ({ key: maglevBackendKey({ address: b.address, port: b.port, protocol }), weight: b.weight })),
-        node.maglevTableSize,
-        node.maglevSeed,
-      );
-      entries.maglev = { key: encodeU32(id), value: encodeMaglevTable(table) };
-    }
-
-    for (const range of service.sourceRanges) {
-      const [network = '', length = '0'] = range.split('/');
-      put(
-        entries.sourceRanges,
-        LbSourceRangeKey.encode({ prefixlen: 32 + Number(length), serviceId: id, addr: network }),
-        Buffer.from([1]),
-      );
-    }
-
-    let flags = 0;
-    if (service.algorithm === 'maglev') flags |= ServiceFlag.Maglev;
-    if (service.sourceRanges.length > 0) flags |= ServiceFlag.SourceRanges;
-    if (service.type === 'NodePort') flags |= ServiceFlag.NodePort;
-    if (trafficPolicyOf(service) === 'Local') flags |= ServiceFlag.Local;
-    const value = LbService.encode({
-      id,
-      backendCount: usable.length,
-      flags,
-      mode: ForwardingMode[service.mode ?? node.defaultMode],
-      affinityTimeout: service.sessionAffinity.type === 'ClientIP' ? service.sessionAffinity.timeoutSeconds : 0,
-    });
-    for (const address of frontendAddresses(service, node.addresses)) {
-      const key = LbServiceKey.encode({ addr: address, port, proto, family: familyOf(address) });
-      const text = endpointText(address, port, protocol);
+    for (const [text, entry] of built.frontends) {
       const holder = frontendOwners.get(text);
       if (holder !== undefined) {
         state.conflicts.push({ service: name, frontend: text, heldBy: holder });
         continue;
       }
       frontendOwners.set(text, name);
-      put(entries.frontends, key, value);
+      built.state.frontends.set(hex(entry.key), entry);
     }
   }
   return state;
+}
+
+/** The xlb_lb_be value of a backend. */
+export function backendValue(address: string, port: number): Buffer {
+  return LbBackend.encode({ addr: address, port, family: familyOf(address) });
 }
 
 /** Raw map contents, as LbMapWriter.read() dumps them. */
@@ -270,7 +317,7 @@ export interface LbMapDump {
  * which the diff then removes. `members` are the backends in the slots (the maps do not record the
  * unusable ones a service listed).
  */
-export function lbStateFromMaps(dump: LbMapDump): LbState {
+export function lbStateFromMaps(dump: LbMapDump, options: { digestTables?: boolean } = {}): LbState {
   const state: LbState = { services: new Map(), backends: new Map() };
   const service = (id: number): ServiceState => {
     let entries = state.services.get(id);
@@ -286,83 +333,11 @@ export function lbStateFromMaps(dump: LbMapDump): LbState {
     put(entries.slots, key, value);
     entries.members.add(decodeU32(value));
   }
-  for (const [key, value] of dump.maglev) service(decodeU32(key)).maglev = { key, value };
+  // A large node holds thousands of 2·M-byte tables: keep only their digests when asked.
+  for (const [key, value] of dump.maglev) {
+    service(decodeU32(key)).maglev = options.digestTables ? { key, value: Buffer.alloc(0), digest: tableBytesDigest(value) } : { key, value };
+  }
   for (const [key, value] of dump.srcrng) put(service(LbSourceRangeKey.decode(key).serviceId).sourceRanges, key, value);
   for (const [key, value] of dump.be) put(state.backends, key, value);
   return state;
-}
-
-/**
- * Ids to restore into a fresh IdAllocator at start-up, from what the (pinned) maps hold, so the
- * first sync after a restart keeps every id and rewrites nothing (established flows keep their
- * backends). A service takes the id of the map's service entry at one of its frontends; a backend
- * takes the id of the xlb_lb_be entry with its address and port, preferring the entry the slots of a
- * service with the same protocol point at. Unmatched ids are left for the diff to remove.
- */
-export function recoverIds(
-  current: LbState,
-  services: ReadonlyMap<string, Service>,
-  nodeAddresses: readonly string[],
-): { services: [string, number][]; backends: [string, number][] } {
-  const serviceIdByFrontend = new Map<string, number>();
-  const protocolById = new Map<number, number>();
-  for (const entries of current.services.values()) {
-    for (const { key } of entries.frontends.values()) {
-      serviceIdByFrontend.set(hex(key), entries.id);
-      protocolById.set(entries.id, LbServiceKey.decode(key).proto);
-    }
-  }
-  // Backend entries by "address:port", with the protocols of the services whose slots use them.
-  const backendsByAddress = new Map<string, { id: number; protocols: Set<number> }[]>();
-  const protocolsOfBackend = new Map<number, Set<number>>();
-  for (const entries of current.services.values()) {
-    const proto = protocolById.get(entries.id);
-    if (proto === undefined) continue;
-    for (const { value } of entries.slots.values()) {
-      const id = decodeU32(value);
-      const set = protocolsOfBackend.get(id) ?? new Set<number>();
-      set.add(proto);
-      protocolsOfBackend.set(id, set);
-    }
-  }
-  for (const { key, value } of current.backends.values()) {
-    const id = decodeU32(key);
-    const b = LbBackend.decode(value);
-    const at = `${b.addr}|${b.port}`;
-    const list = backendsByAddress.get(at) ?? [];
-    list.push({ id, protocols: protocolsOfBackend.get(id) ?? new Set() });
-    backendsByAddress.set(at, list);
-  }
-
-  const serviceIds: [string, number][] = [];
-  const takenServiceIds = new Set<number>();
-  const backendIds: [string, number][] = [];
-  const takenBackendKeys = new Set<string>();
-  const takenBackendIds = new Set<number>();
-  for (const name of [...services.keys()].sort()) {
-    const service = services.get(name);
-    if (!service) continue;
-    const { port, protocol } = service.frontend;
-    const proto = PROTOCOL_NUMBERS[protocol];
-    for (const address of frontendAddresses(service, nodeAddresses)) {
-      const key = LbServiceKey.encode({ addr: address, port, proto, family: familyOf(address) });
-      const id = serviceIdByFrontend.get(hex(key));
-      if (id !== undefined && !takenServiceIds.has(id)) {
-        takenServiceIds.add(id);
-        serviceIds.push([name, id]);
-        break;
-      }
-    }
-    for (const b of service.backends) {
-      const key = backendKey(b.address, b.port, protocol);
-      if (takenBackendKeys.has(key)) continue;
-      const candidates = (backendsByAddress.get(`${b.address}|${b.port}`) ?? []).filter((c) => !takenBackendIds.has(c.id));
-      const chosen = candidates.find((c) => c.protocols.has(proto)) ?? candidates.find((c) => c.protocols.size === 0);
-      if (!chosen) continue;
-      takenBackendKeys.add(key);
-      takenBackendIds.add(chosen.id);
-      backendIds.push([key, chosen.id]);
-    }
-  }
-  return { services: serviceIds, backends: backendIds };
 }

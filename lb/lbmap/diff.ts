@@ -11,7 +11,7 @@
  * after a restart, where the maps do not tell which unusable backends a service listed).
  */
 import { decodeU32 } from '../layouts.js';
-import type { EntryMap, LbState, MapEntry, ServiceState } from './desired.js';
+import { tableBytesDigest, type EntryMap, type LbState, type MapEntry, type ServiceState } from './desired.js';
 
 export interface MapChanges {
   upserts: MapEntry[];
@@ -49,11 +49,21 @@ export interface LbChanges {
 
 const emptyChanges = (): MapChanges => ({ upserts: [], deletes: [] });
 
+/**
+ * Whether the map already holds `desired`. Maglev tables are compared by digest: a desired table's
+ * digest names its inputs; one read back from the maps (a restart) has the digest of its bytes.
+ */
+export function sameEntry(now: MapEntry, desired: MapEntry): boolean {
+  if (now.digest === undefined || desired.digest === undefined) return now.value.equals(desired.value);
+  if (now.digest === desired.digest) return true;
+  return now.digest.startsWith('sha1:') && desired.value.length > 0 && tableBytesDigest(desired.value) === now.digest;
+}
+
 function diffEntries(current: EntryMap | undefined, desired: EntryMap | undefined): MapChanges {
   const changes = emptyChanges();
   for (const [k, entry] of desired ?? []) {
     const now = current?.get(k);
-    if (!now || !now.value.equals(entry.value)) changes.upserts.push(entry);
+    if (!now || !sameEntry(now, entry)) changes.upserts.push(entry);
   }
   for (const [k, entry] of current ?? []) if (!desired?.has(k)) changes.deletes.push(entry.key);
   return changes;

@@ -56,9 +56,9 @@ export interface IdSpaceUse {
 export interface IdAllocatorOptions {
   /** Largest id handed out (default 2^32 − 1, the u32 keys). Small values are for tests. */
   maxId?: number;
-  /** Most service ids in use at once (default and at most MAX_SERVICE_ID). */
+  /** Most service ids in use at once (default MAX_SERVICE_ID); service ids are 1..maxServices. */
   maxServices?: number;
-  /** Most backend ids in use at once (default and at most MAX_BACKEND_IDS). */
+  /** Most backend ids in use at once (default MAX_BACKEND_IDS). */
   maxBackends?: number;
 }
 
@@ -66,6 +66,8 @@ export interface IdAllocatorOptions {
 class IdPool {
   private byName = new Map<string, number>();
   private inUse = new Set<number>();
+  /** Ids in use without a name: held by pinned entries nothing has claimed yet (reserve()). */
+  private readonly reserved = new Set<number>();
   private cursor = 1;
 
   /** `capacity` ids at most are in use at once, each in 1..maxId. */
@@ -118,8 +120,41 @@ class IdPool {
     return id;
   }
 
-  /** Take a known id for a name (restoring state from pinned maps). */
+  /** Marks ids as in use by nobody yet (pinned entries found at start-up): new names never get them. */
+  reserve(id: number): void {
+    if (!Number.isInteger(id) || id < 1 || id > this.maxId || this.inUse.has(id)) return;
+    this.reserved.add(id);
+    this.inUse.add(id);
+  }
+
+  isReserved(id: number): boolean {
+    return this.reserved.has(id);
+  }
+
+  /** Frees the reserved ids nothing claimed; returns them. */
+  releaseReserved(): number[] {
+    const ids = [...this.reserved];
+    for (const id of ids) this.inUse.delete(id);
+    this.reserved.clear();
+    return ids;
+  }
+
+  /** Gives a name up; returns its id (undefined: it had none). */
+  release(name: string): number | undefined {
+    const id = this.byName.get(name);
+    if (id === undefined) return undefined;
+    this.byName.delete(name);
+    this.inUse.delete(id);
+    return id;
+  }
+
+  /** Take a known id for a name (restoring state from pinned maps): a free id, or a reserved one. */
   claim(name: string, id: number): boolean {
+    if (this.reserved.has(id) && !this.byName.has(name)) {
+      this.reserved.delete(id);
+      this.byName.set(name, id);
+      return true;
+    }
     if (!Number.isInteger(id) || id < 1 || id > this.maxId || this.inUse.has(id) || this.byName.has(name) || this.inUse.size >= this.capacity) return false;
     this.byName.set(name, id);
     this.inUse.add(id);
@@ -128,6 +163,19 @@ class IdPool {
       this.advance();
     }
     return true;
+  }
+
+  /** Undo of claim() of a reserved id. */
+  unclaim(name: string, id: number): void {
+    if (this.byName.get(name) !== id) return;
+    this.byName.delete(name);
+    this.reserved.add(id);
+  }
+
+  /** Undo of release(). */
+  put(name: string, id: number): void {
+    this.byName.set(name, id);
+    this.inUse.add(id);
   }
 
   /** Releases every name not in `keep`; returns the released names. */
@@ -170,9 +218,10 @@ export class IdAllocator {
   constructor(options: IdAllocatorOptions = {}) {
     const maxId = options.maxId ?? 0xffffffff;
     if (!Number.isInteger(maxId) || maxId < 1 || maxId > 0xffffffff) throw new Error(`IdAllocator maxId ${maxId} must be in 1..${0xffffffff}`);
-    const serviceMax = Math.min(maxId, MAX_SERVICE_ID);
-    this.services = new IdPool('service ids', serviceMax, Math.min(options.maxServices ?? serviceMax, serviceMax));
-    this.backends = new IdPool('backend ids', maxId, Math.min(options.maxBackends ?? MAX_BACKEND_IDS, MAX_BACKEND_IDS, maxId));
+    // Service ids index the datapath's array of Maglev tables: they stay below its size.
+    const serviceMax = Math.min(maxId, options.maxServices ?? MAX_SERVICE_ID);
+    this.services = new IdPool('service ids', serviceMax, serviceMax);
+    this.backends = new IdPool('backend ids', maxId, Math.min(options.maxBackends ?? MAX_BACKEND_IDS, maxId));
   }
 
   serviceId(name: string): number | undefined {
@@ -231,6 +280,92 @@ export class IdAllocator {
     this.backends.restore(checkpoint.backends);
     this.backendRefs.clear();
     for (const [key, refs] of checkpoint.backendRefs) this.backendRefs.set(key, refs);
+  }
+
+  // Incremental use (lb/lbmap/reconciler.ts): one service at a time, every step journaled so a
+  // change the datapath refused is undone with undo() (the cursor stays, as with rollback()).
+  private journal: (() => void)[] = [];
+
+  /** Starts a change: undo() from here on goes back to this point. */
+  begin(): void {
+    this.journal = [];
+  }
+
+  /** Undoes every step since begin(). */
+  undo(): void {
+    for (let i = this.journal.length - 1; i >= 0; i--) this.journal[i]?.();
+    this.journal = [];
+  }
+
+  /** The id of a service name, taken now if it has none. */
+  acquireService(name: string): number {
+    const known = this.services.get(name);
+    if (known !== undefined) return known;
+    const id = this.services.acquire(name);
+    this.journal.push(() => void this.services.release(name));
+    return id;
+  }
+
+  releaseService(name: string): void {
+    const id = this.services.release(name);
+    if (id !== undefined) this.journal.push(() => this.services.put(name, id));
+  }
+
+  /** One more service lists this backend; its id (taken when it is the first). */
+  refBackend(key: string): number {
+    const refs = this.backendRefs.get(key) ?? 0;
+    const had = this.backends.get(key);
+    const id = had ?? this.backends.acquire(key);
+    this.backendRefs.set(key, refs + 1);
+    this.journal.push(() => {
+      if (refs === 0) this.backendRefs.delete(key);
+      else this.backendRefs.set(key, refs);
+      if (had === undefined) this.backends.release(key);
+    });
+    return id;
+  }
+
+  /** One service fewer lists this backend; returns its id when that was the last (the id is free now). */
+  unrefBackend(key: string): number | undefined {
+    const refs = this.backendRefs.get(key) ?? 0;
+    if (refs === 0) return undefined;
+    if (refs > 1) {
+      this.backendRefs.set(key, refs - 1);
+      this.journal.push(() => this.backendRefs.set(key, refs));
+      return undefined;
+    }
+    this.backendRefs.delete(key);
+    const id = this.backends.release(key);
+    this.journal.push(() => {
+      this.backendRefs.set(key, refs);
+      if (id !== undefined) this.backends.put(key, id);
+    });
+    return id;
+  }
+
+  /** Ids held by pinned entries found at start-up: reserved until claimed or released. */
+  reserve(serviceIds: Iterable<number>, backendIds: Iterable<number>): void {
+    for (const id of serviceIds) this.services.reserve(id);
+    for (const id of backendIds) this.backends.reserve(id);
+  }
+
+  /** A name takes a reserved (pinned) service id; false when it cannot. */
+  claimService(name: string, id: number): boolean {
+    if (!this.services.isReserved(id) || !this.services.claim(name, id)) return false;
+    this.journal.push(() => this.services.unclaim(name, id));
+    return true;
+  }
+
+  /** A backend key takes a reserved (pinned) backend id before its first reference; false when it cannot. */
+  claimBackend(key: string, id: number): boolean {
+    if (!this.backends.isReserved(id) || this.backends.get(key) !== undefined || !this.backends.claim(key, id)) return false;
+    this.journal.push(() => this.backends.unclaim(key, id));
+    return true;
+  }
+
+  /** Frees the reserved ids nobody claimed (pinned entries about to be removed). */
+  releaseReserved(): { services: number[]; backends: number[] } {
+    return { services: this.services.releaseReserved(), backends: this.backends.releaseReserved() };
   }
 
   /** How full each id space is. */

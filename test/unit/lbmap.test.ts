@@ -21,7 +21,6 @@ import {
   desiredLbState,
   hex,
   lbStateFromMaps,
-  recoverIds,
   type DesiredLbState,
   type LbMapDump,
   type LbNodeConfig,
@@ -541,26 +540,5 @@ describe('ids', () => {
     compute({ web: web([be(2)]) }, ids);
     assert.equal(ids.backendId(key), undefined);
     assert.equal(ids.backendRefCount(key), 0);
-  });
-
-  test('ids recovered from the maps after a restart: the first sync writes nothing', () => {
-    const services = {
-      web: web([be(1), be(2, { state: 'terminating' })]),
-      udp: svc({ frontend: { address: '198.18.0.12', port: 80, protocol: 'UDP' }, backends: [be(1)] }),
-      np: svc({ type: 'NodePort', frontend: { port: 30080, protocol: 'TCP' }, backends: [be(3)] }),
-    };
-    const before = new IdAllocator();
-    compute({ early: web([be(7)], { frontend: { address: '198.18.0.99', port: 1, protocol: 'TCP' } }) }, before);
-    const written = compute(services, before); // ids are not 1, 2, 3 in name order any more
-    const current = lbStateFromMaps(dump(written));
-
-    const restarted = new IdAllocator();
-    const recovered = recoverIds(current, new Map(Object.entries(services)), node.addresses);
-    assert.deepEqual(restarted.restore(recovered.services, recovered.backends), []);
-    const again = compute(services, restarted);
-    const changes = diffLbState(current, again);
-    assert.deepEqual(changes.services, []);
-    assert.deepEqual(changes.backends, { upserts: [], deletes: [] });
-    for (const name of Object.keys(services)) assert.equal(restarted.serviceId(name), before.serviceId(name), name);
   });
 });
