@@ -220,7 +220,18 @@ export class LbMapWriter {
       // stop answering now, before their slots and tables go.
       if (changes.services.some((s) => s.frontends.deletes.length > 0)) this.nextGeneration();
       for (const s of removed) this.removeRest(s, (map, keys, batch) => remove(of(s, map), keys, batch));
+      // New services are written together, a map at a time (one batch each; one RCU wait for all
+      // their Maglev tables): none is reachable before its frontends, which go last.
+      const added = kept.filter((s) => s.kind === 'add');
+      if (added.length > 0) {
+        const group = (map: LbMapHandle): Step => (added.length === 1 && added[0] ? of(added[0], map) : { map, what: `${added.length} new services` });
+        upsert(group(this.slot), added.flatMap((s) => s.slots.upserts), true);
+        upsert(group(this.maglev), added.flatMap((s) => s.maglev.upserts), true);
+        upsert(group(this.srcrng), added.flatMap((s) => s.sourceRanges.upserts), false);
+        upsert(group(this.svc), added.flatMap((s) => s.frontends.upserts), true);
+      }
       for (const s of kept) {
+        if (s.kind === 'add') continue;
         upsert(of(s, this.slot), s.slots.upserts, true);
         upsert(of(s, this.maglev), s.maglev.upserts, false);
         upsert(of(s, this.srcrng), s.sourceRanges.upserts, false);

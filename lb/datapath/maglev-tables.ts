@@ -1,9 +1,14 @@
 /**
  * The Maglev tables map (xlb_lb_maglev, bpf/include/lb.h) as the map writer sees every map: service id
  * → the table's bytes. In the kernel it is an array of maps — the datapath's two lookups are then
- * inlined, where a hash map's is a function call — so a table is an inner map of one element: writing
- * one creates a new inner map and swaps it into the service's slot (the datapath sees the old table or
- * the new one, never a mix); reading one follows the slot's map id.
+ * inlined, where a hash map's is a function call — so a table is an inner map of one element.
+ *
+ * Cost shapes the writes: every change to a map-in-map slot (set or delete) waits for an RCU grace
+ * period in the kernel (maybe_wait_bpf_programs: ~9 ms here), once per syscall. So a new table is a
+ * new inner map set into its slot — all new tables of one apply in one batch, one wait — and a
+ * changed table is rewritten in place in its inner map (~15 µs, no wait). A reader racing an in-place
+ * write may see old entries beside new ones; each names a slot that exists (the writer adds slots
+ * before the table and removes stale ones after), and conntrack keeps established flows where they are.
  */
 import { BpfError } from './errors.js';
 import { BpfMap, MapType } from './map.js';
@@ -34,31 +39,42 @@ export class MaglevTables implements LbMapHandle {
   }
 
   update(key: Buffer, value: Buffer): void {
-    if (value.length !== this.valueSize) {
-      throw new Error(`map ${this.name}: a table is ${this.valueSize} bytes, got ${value.length}`);
-    }
-    const inner = BpfMap.create(MapType.Array, 'xlb_maglev_tbl', 4, this.valueSize, 1);
-    try {
-      inner.update(ZERO, value);
-      this.outer.setInner(key, inner);
-    } finally {
-      inner.close(); // the slot holds its own reference
-    }
+    this.updateBatch([key], [value]);
   }
 
   delete(key: Buffer): boolean {
     return this.outer.delete(key);
   }
 
+  /** Tables of slots that have one are rewritten in place; the others get new inner maps, set in one batch. */
   updateBatch(keys: Buffer[], values: Buffer[]): void {
-    keys.forEach((key, i) => {
-      const value = values[i];
-      if (value) this.update(key, value);
-    });
+    const fresh: { key: Buffer; inner: BpfMap }[] = [];
+    try {
+      keys.forEach((key, i) => {
+        const value = values[i];
+        if (value?.length !== this.valueSize) throw new Error(`map ${this.name}: a table is ${this.valueSize} bytes, got ${value?.length ?? 0}`);
+        const existing = openInner(this.outer, key);
+        if (existing) {
+          try {
+            existing.update(ZERO, value);
+          } finally {
+            existing.close();
+          }
+          return;
+        }
+        const inner = BpfMap.create(MapType.Array, 'xlb_maglev_tbl', 4, this.valueSize, 1);
+        fresh.push({ key, inner });
+        inner.update(ZERO, value);
+      });
+      if (fresh.length === 1 && fresh[0]) this.outer.setInner(fresh[0].key, fresh[0].inner);
+      else if (fresh.length > 1) this.outer.updateBatch(fresh.map((f) => f.key), fresh.map((f) => fdValue(f.inner)));
+    } finally {
+      for (const { inner } of fresh) inner.close(); // the slots hold their own references
+    }
   }
 
   deleteBatch(keys: Buffer[]): void {
-    for (const key of keys) this.delete(key);
+    this.outer.deleteBatch(keys);
   }
 
   *keys(): Generator<Buffer> {
@@ -70,17 +86,28 @@ export class MaglevTables implements LbMapHandle {
   }
 }
 
-/** The table in slot `key` of an array of Maglev tables, or undefined when the slot is empty. */
-function innerTable(outer: BpfMap, key: Buffer): Buffer | undefined {
+function fdValue(map: BpfMap): Buffer {
+  const value = Buffer.alloc(4);
+  value.writeUInt32LE(map.fd);
+  return value;
+}
+
+/** The inner map in slot `key`, opened (the caller closes it), or undefined when the slot is empty. */
+function openInner(outer: BpfMap, key: Buffer): BpfMap | undefined {
   const id = outer.lookup(key)?.readUInt32LE(0);
   if (id === undefined) return undefined;
-  let inner: BpfMap;
   try {
-    inner = BpfMap.openById(id);
+    return BpfMap.openById(id);
   } catch (error) {
     if (error instanceof BpfError && error.errno === ENOENT) return undefined; // swapped out meanwhile
     throw error;
   }
+}
+
+/** The table in slot `key` of an array of Maglev tables, or undefined when the slot is empty. */
+function innerTable(outer: BpfMap, key: Buffer): Buffer | undefined {
+  const inner = openInner(outer, key);
+  if (!inner) return undefined;
   try {
     return inner.lookup(ZERO);
   } finally {

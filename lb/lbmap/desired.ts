@@ -25,6 +25,7 @@
  *   keeps it; the other is reported in `conflicts` and gets no entry for that frontend.
  */
 import { createHash } from 'node:crypto';
+import { endianness } from 'node:os';
 import { canonicalIpAddress, maglevBackendKey } from '../maglev/backend-key.js';
 import { MaglevTableCache } from '../maglev/cache.js';
 import type { MaglevSeed } from '../maglev/seed.js';
@@ -147,13 +148,21 @@ export function frontendAddresses(service: Service, nodeAddresses: readonly stri
   return [...new Set(own)].sort();
 }
 
+const LITTLE_ENDIAN = endianness() === 'LE';
+
 /** The Maglev map value: M little-endian u16 slot numbers. Memoised per (shared, read-only) table. */
 const encodedTables = new WeakMap<MaglevTable, Buffer>();
 export function encodeMaglevTable(table: MaglevTable): Buffer {
   const known = encodedTables.get(table);
   if (known) return known;
-  const out = Buffer.alloc(table.length * 2);
-  for (let i = 0; i < table.length; i++) out.writeUInt16LE(table[i] ?? 0, i * 2);
+  let out: Buffer;
+  if (table instanceof Uint16Array && LITTLE_ENDIAN) {
+    // The table's own memory already is the map's value (tables are read-only once built).
+    out = Buffer.from(table.buffer, table.byteOffset, table.byteLength);
+  } else {
+    out = Buffer.alloc(table.length * 2);
+    for (let i = 0; i < table.length; i++) out.writeUInt16LE(table[i] ?? 0, i * 2);
+  }
   encodedTables.set(table, out);
   return out;
 }
