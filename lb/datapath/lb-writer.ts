@@ -111,6 +111,7 @@ export class LbMapWriter {
   private readonly srcrng: LbMapHandle;
   private readonly affinity: LbMapHandle | undefined;
   private readonly ports: LbMapHandle | undefined;
+  private readonly portsInUse = new PortUse();
   private readonly generation: LbMapHandle | undefined;
 
   /** Maps by kernel name (LB_MAPS; xlb_lb_affin optional) and the conntrack to purge (none: no purge). */
@@ -182,7 +183,11 @@ export class LbMapWriter {
     const upsert = (at: Step, entries: MapEntry[], batch: boolean): void => {
       step = at;
       if (entries.length === 0) return;
-      for (const { key } of entries) undo.push({ map: at.map, key, previous: exact.lookup(at.map, key) });
+      for (const { key } of entries) {
+        const previous = exact.lookup(at.map, key);
+        undo.push({ map: at.map, key, previous });
+        if (at.map === this.svc && previous === undefined) this.portsInUse.add(key, this.svc);
+      }
       if (batch && entries.length >= BATCH_MIN) {
         at.map.updateBatch(entries.map((e) => e.key), entries.map((e) => e.value));
       } else {
@@ -198,6 +203,7 @@ export class LbMapWriter {
         if (previous === undefined) continue;
         undo.push({ map: at.map, key, previous });
         present.push(key);
+        if (at.map === this.svc) this.portsInUse.remove(key, this.svc);
       }
       if (batch && present.length >= BATCH_MIN) at.map.deleteBatch(present);
       else for (const key of present) at.map.delete(key);
@@ -240,9 +246,10 @@ export class LbMapWriter {
         this.removeRest(s, (map, keys, batch) => remove(of(s, map), keys, batch));
       }
       remove({ map: this.be, what: 'unused backends' }, changes.backends.deletes, true);
-      if (changes.services.some((s) => s.frontends.deletes.length > 0)) writePorts(portBitmap([...this.svc.keys()]));
+      if (changes.services.some((s) => s.frontends.deletes.length > 0)) writePorts(this.portsInUse.bitmap(this.svc));
     } catch (error) {
       const rollbackErrors = rollback(undo);
+      this.portsInUse.forget();
       this.nextGeneration();
       throw writeError(error, step, undo.length, rollbackErrors);
     }
@@ -296,6 +303,53 @@ export class LbMapWriter {
 
 const PORTS_KEY = Buffer.alloc(4);
 const GENERATION_KEY = Buffer.alloc(4);
+
+/**
+ * How many frontends use each port, so a removed frontend clears its port from the bitmap without a
+ * walk over every frontend (thousands of syscalls at cluster scale). Counted from the map once, then
+ * kept by the writes; forgotten (counted again) after a rollback.
+ */
+class PortUse {
+  private counts: Map<number, number> | undefined;
+
+  private of(svc: LbMapHandle): Map<number, number> {
+    if (!this.counts) {
+      this.counts = new Map();
+      for (const key of svc.keys()) this.bump(LbServiceKey.decode(key).port, 1);
+    }
+    return this.counts;
+  }
+
+  private bump(port: number, by: number): void {
+    const counts = this.counts;
+    if (!counts) return;
+    const next = (counts.get(port) ?? 0) + by;
+    if (next > 0) counts.set(port, next);
+    else counts.delete(port);
+  }
+
+  /** A frontend key about to be written that the map does not hold yet. */
+  add(key: Buffer, svc: LbMapHandle): void {
+    this.of(svc);
+    this.bump(LbServiceKey.decode(key).port, 1);
+  }
+
+  /** A frontend key about to be deleted. */
+  remove(key: Buffer, svc: LbMapHandle): void {
+    this.of(svc);
+    this.bump(LbServiceKey.decode(key).port, -1);
+  }
+
+  forget(): void {
+    this.counts = undefined;
+  }
+
+  bitmap(svc: LbMapHandle): Buffer {
+    const out = Buffer.alloc(LbPortBitmap.size);
+    for (const port of this.of(svc).keys()) out[port >> 3] = (out[port >> 3] ?? 0) | (1 << (port & 7));
+    return out;
+  }
+}
 
 /** The port bitmap (struct lb_port_bitmap) with the ports of these frontend keys set, over `base`. */
 function portBitmap(frontendKeys: Buffer[], base?: Buffer): Buffer {
