@@ -2,10 +2,18 @@
  * The agent's change tracker (agent/k8s/tracker.ts) fed API objects as the apiserver sends them:
  * each flush recomputes only the Kubernetes services a change touched and hands the store only the
  * xlb services that differ from what it serves; relists remove what vanished; refused services come
- * back after a backoff; problems are reported once per object version.
+ * back after a backoff; problems are reported once per object version. Also the watcher's other
+ * pieces that need no apiserver: the proxy health state behind /healthz and /livez, the watch
+ * backoff, and finding the apiserver (kubeconfig, in-cluster, --k8s-api-server).
  */
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { ConnectionConfigError, kubeConnection } from '../../agent/k8s/connection.js';
+import { ProxierHealth } from '../../agent/k8s/health.js';
+import { BACKOFF, backoffDelay } from '../../agent/k8s/informers.js';
 import { ChangeTracker, type Flush } from '../../agent/k8s/tracker.js';
 import { problemText } from '../../lb/k8s/index.js';
 import type { Backend, Service } from '../../lb/service.js';
@@ -291,5 +299,98 @@ describe('ChangeTracker', () => {
     assert.throws(() => t.flush(), /not confirmed/);
     t.confirm(flush, []);
     assert.throws(() => t.confirm(flush, []), /not the flush in flight/);
+  });
+});
+
+describe('ProxierHealth (/healthz, /livez)', () => {
+  test('healthy until a change has waited longer than the timeout; a sync makes it healthy again', () => {
+    let now = Date.parse('2027-01-01T00:00:00Z');
+    const health = new ProxierHealth(60_000, () => now);
+    assert.deepEqual(health.answer(), { status: 200, body: { lastUpdated: '2027-01-01T00:00:00.000Z', currentTime: '2027-01-01T00:00:00.000Z' } });
+    health.updated();
+    health.queued();
+    now += 59_999;
+    health.queued(); // a later change does not restart the clock
+    assert.equal(health.answer().status, 200);
+    now += 1;
+    const late = health.answer(true);
+    assert.equal(late.status, 503);
+    assert.deepEqual(late.body, { lastUpdated: '2027-01-01T00:00:00.000Z', currentTime: '2027-01-01T00:01:00.000Z', nodeEligible: true }, 'lastUpdated: the last sync');
+    health.updated();
+    assert.equal(health.answer(true).status, 200);
+    assert.equal(health.answer(false).status, 503, '/healthz: an ineligible node');
+    assert.equal(health.answer().status, 200, '/livez ignores the node');
+  });
+
+  test('503 before any sync reads lastUpdated as never', () => {
+    let now = 0;
+    const health = new ProxierHealth(1_000, () => now);
+    health.queued();
+    now = 1_000;
+    assert.equal(health.answer().body.lastUpdated, '0001-01-01T00:00:00Z');
+  });
+});
+
+describe('watch backoff', () => {
+  test('0.5 s doubling to 30 s, within the jitter', () => {
+    const low = (attempt: number): number => backoffDelay(attempt, BACKOFF, () => 0);
+    const high = (attempt: number): number => backoffDelay(attempt, BACKOFF, () => 1);
+    assert.deepEqual([0, 1, 2, 3].map((a) => backoffDelay(a, BACKOFF, () => 0.5)), [500, 1_000, 2_000, 4_000]);
+    assert.equal(backoffDelay(50, BACKOFF, () => 0.5), 30_000);
+    assert.equal(low(0), 400);
+    assert.equal(high(10), 36_000);
+  });
+});
+
+describe('kubeConnection', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'xlb-connection-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const sa = join(dir, 'serviceaccount');
+  const kubeconfig = join(dir, 'kubeconfig');
+  writeFileSync(
+    kubeconfig,
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'c', cluster: { server: 'https://198.18.0.1:6443/' } }],
+      users: [{ name: 'u', user: { token: 'secret-token' } }],
+      contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }],
+      'current-context': 'x',
+    }),
+  );
+
+  test('a kubeconfig, its server replaced by --k8s-api-server', async () => {
+    const plain = kubeConnection({ kubeconfig });
+    assert.equal(plain.server, 'https://198.18.0.1:6443');
+    assert.equal(plain.source, `kubeconfig ${kubeconfig}`);
+    const moved = kubeConnection({ kubeconfig, apiServer: 'http://198.18.0.2:8080' });
+    assert.equal(moved.server, 'http://198.18.0.2:8080');
+    assert.equal(moved.kubeConfig.getCurrentCluster()?.server, 'http://198.18.0.2:8080');
+    const options: { headers?: Record<string, unknown> } = {};
+    await moved.kubeConfig.applyToHTTPSOptions(options); // plain http must not be refused for want of TLS
+    assert.equal(options.headers?.['Authorization'], 'Bearer secret-token');
+  });
+
+  test('unusable kubeconfigs name the file', () => {
+    assert.throws(() => kubeConnection({ kubeconfig: join(dir, 'missing') }), (e: Error) => e instanceof ConnectionConfigError && e.message === `--kubeconfig ${join(dir, 'missing')}: cannot read the file`);
+    const broken = join(dir, 'broken');
+    writeFileSync(broken, JSON.stringify({ clusters: [], contexts: [{ name: 'x', context: { cluster: 'nowhere', user: 'u' } }], 'current-context': 'x' }));
+    assert.throws(() => kubeConnection({ kubeconfig: broken }), new RegExp(`^ConnectionConfigError: --kubeconfig ${broken}: current-context "x" names no cluster`));
+  });
+
+  test('in-cluster: the service account and KUBERNETES_SERVICE_HOST/PORT; each missing piece named', () => {
+    const env = { KUBERNETES_SERVICE_HOST: '198.18.0.1', KUBERNETES_SERVICE_PORT: '443' };
+    assert.throws(() => kubeConnection({ env: {}, serviceAccountDir: sa }), /KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set/);
+    assert.throws(() => kubeConnection({ env, serviceAccountDir: sa }), new RegExp(`in-cluster: cannot read ${join(sa, 'token')}`));
+    assert.throws(() => kubeConnection({ env: { ...env, KUBERNETES_SERVICE_PORT: 'https' }, serviceAccountDir: sa }), /KUBERNETES_SERVICE_PORT "https" is not a port number/);
+    const account = mkdtempSync(join(dir, 'sa-'));
+    writeFileSync(join(account, 'token'), 'pod-token');
+    writeFileSync(join(account, 'ca.crt'), 'not read until a request is made');
+    const pod = kubeConnection({ env: { KUBERNETES_SERVICE_HOST: '2001:db8::1', KUBERNETES_SERVICE_PORT: '443' }, serviceAccountDir: account });
+    assert.equal(pod.server, 'https://[2001:db8::1]:443');
+    assert.match(pod.source, /^in-cluster service account/);
+    // --k8s-api-server alone: no variables needed (Cilium's k8sServiceHost), the token still used.
+    const direct = kubeConnection({ env: {}, serviceAccountDir: account, apiServer: 'https://198.18.0.3:6443' });
+    assert.equal(direct.server, 'https://198.18.0.3:6443');
   });
 });
