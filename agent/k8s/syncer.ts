@@ -32,7 +32,7 @@ import type { Logger } from '../log.js';
 import type { KubernetesSyncResult } from '../store.js';
 import { kubeConnection, type Connection } from './connection.js';
 import { HEALTH_TIMEOUT_MS, NodeHealthServer, ProxierHealth, ServiceHealthServers } from './health.js';
-import { Informers, type BackoffOptions, type EventType, type ResourceKind, type ResourceSink } from './informers.js';
+import { Informers, type BackoffOptions, type EventType, type ResourceKind } from './informers.js';
 import { KubernetesMetrics } from './metrics.js';
 import { KubeClient } from './rest.js';
 import { ChangeTracker, type Flush, type RetryOptions } from './tracker.js';
@@ -66,7 +66,7 @@ function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-export class KubernetesWatcher implements KubernetesStatusSource, ResourceSink {
+export class KubernetesWatcher implements KubernetesStatusSource {
   private readonly tracker: ChangeTracker;
   private readonly informers: Informers;
   private readonly metrics: KubernetesMetrics;
@@ -74,7 +74,8 @@ export class KubernetesWatcher implements KubernetesStatusSource, ResourceSink {
   private readonly serviceHealth: ServiceHealthServers;
   private nodeHealth: NodeHealthServer | undefined;
   private readonly log: Logger;
-  private listed = false;
+  /** Every watch has listed once: syncs may start. */
+  private ready = false;
   private stopped = false;
   private scheduled = false;
   /** The sync loop under way, if any. */
@@ -104,13 +105,13 @@ export class KubernetesWatcher implements KubernetesStatusSource, ResourceSink {
     this.informers = new Informers({
       client: new KubeClient(options.connection),
       nodeName: options.nodeName,
-      sink: this,
+      sink: { list: (kind, items) => this.listed(kind, items), event: (kind, type, object) => this.received(kind, type, object) },
       log: this.log,
       ...(options.backoff ? { backoff: options.backoff } : {}),
       onConnection: (state) => this.metrics.connected(state.connection === 'connected'),
       onSynced: () => {
-        if (this.listed) return;
-        this.listed = true;
+        if (this.ready) return;
+        this.ready = true;
         this.scheduleSync();
       },
     });
@@ -175,15 +176,15 @@ export class KubernetesWatcher implements KubernetesStatusSource, ResourceSink {
     return { ports: this.serviceHealth.ports(), failures: this.serviceHealth.failures() };
   }
 
-  // ---- ResourceSink: what the watches deliver ----
+  // ---- what the watches deliver ----
 
-  list(kind: ResourceKind, items: unknown[]): void {
+  private listed(kind: ResourceKind, items: unknown[]): void {
     const counts = this.tracker.list(kind, items);
     for (const type of ['add', 'update', 'delete'] as const) this.metrics.event(kind, type, counts[type]);
     this.changed();
   }
 
-  event(kind: ResourceKind, type: EventType, object: unknown): void {
+  private received(kind: ResourceKind, type: EventType, object: unknown): void {
     this.metrics.event(kind, type);
     this.tracker.event(kind, type, object);
     this.changed();
@@ -199,7 +200,7 @@ export class KubernetesWatcher implements KubernetesStatusSource, ResourceSink {
 
   /** A sync as soon as possible: now if none runs, else one more right after the one under way. */
   private scheduleSync(): void {
-    if (!this.listed || this.stopped) return;
+    if (!this.ready || this.stopped) return;
     if (this.running) {
       this.again = true;
       return;
