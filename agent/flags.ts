@@ -504,6 +504,8 @@ export interface NodeDatapathOptions {
   bpffs: string;
   /** --node-address, or the devices' addresses; may be empty (then NodePort/SNAT have no address). */
   nodeAddresses: string[];
+  /** Where NodePort services listen (--nodeport-addresses applied); default nodeAddresses. */
+  nodePortAddresses?: string[];
   /** --node-name: which backends are local. */
   nodeName: string;
   /** --conntrack-entries. */

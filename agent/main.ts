@@ -23,6 +23,8 @@ import { createLogger, type Logger } from './log.js';
 import { AgentMetrics } from './metrics.js';
 import { AgentLock, AgentRunningError } from './node-lock.js';
 import { ServiceStore, loadConfigFile } from './store.js';
+import type { KubernetesWatcher } from './k8s/syncer.js';
+import { nodePortAddresses } from '../lb/k8s/node.js';
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
@@ -119,9 +121,12 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
   if (nodeAddresses.length === 0) {
     log.warn(`no node address (none given, none on ${flags.devices.join(', ')}): NodePort services and SNAT have no address`);
   }
+  // kube-proxy's --nodeport-addresses narrows where NodePorts listen; SNAT still uses the node's address.
+  const nodePortAddressList = flags.kubernetes ? nodePortAddresses(nodeAddresses, flags.kubernetes.nodePortAddresses) : nodeAddresses;
   log.info(
-    `xlb-agent ${version} starting: devices ${flags.devices.join(', ')}, xdp ${flags.xdp}, mode ${flags.mode}, ` +
-      `maglev table ${flags.maglevTableSize}, node addresses ${nodeAddresses.join(', ') || '(none)'}, bpffs ${flags.bpffs}`,
+    `xlb-agent ${version} starting (${flags.kubernetes ? 'Kubernetes mode' : 'standalone'}): devices ${flags.devices.join(', ')}, ` +
+      `xdp ${flags.xdp}, mode ${flags.mode}, maglev table ${flags.maglevTableSize}, node addresses ${nodeAddresses.join(', ') || '(none)'}` +
+      `${flags.kubernetes ? `, NodePorts on ${nodePortAddressList.join(', ') || '(none)'}` : ''}, bpffs ${flags.bpffs}`,
   );
 
   const teardown = new Teardown(log);
@@ -136,6 +141,7 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
     const { createNodeDatapath } = await import('./node-datapath.js');
     const datapath: ServiceDatapath = await createNodeDatapath({
       ...nodeDatapathOptions(flags, nodeAddresses, (line) => log.info(line)),
+      nodePortAddresses: nodePortAddressList,
       warn: (line) => log.warn(line),
     });
     teardown.add('closing the datapath', () => datapath.close());
@@ -148,8 +154,34 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
     await store.start(configServices);
     checkNotStopping();
 
+    let kubernetes: KubernetesWatcher | undefined;
+    if (flags.kubernetes) {
+      const { startKubernetes } = await import('./k8s/syncer.js');
+      kubernetes = await startKubernetes({ flags: flags.kubernetes, nodeName: flags.nodeName, store, registry: metrics.registry, log, nodeAddresses: nodePortAddressList });
+      const watcher = kubernetes;
+      teardown.add('stopping the Kubernetes watcher', () => watcher.stop());
+      // The pinned maps' leftovers go once the cluster's services are all listed and applied; until
+      // then (an apiserver that is down) the datapath serves what it served.
+      void watcher
+        .initialSync()
+        .then(() => store.pruneStale())
+        .catch((error: unknown) => log.error(`removing services the cluster no longer has: ${message(error)}`));
+    } else {
+      await store.pruneStale();
+    }
+    checkNotStopping();
+
     // One stream limit for the unix socket and the TCP listener together.
-    const common = { store, datapath, metrics, log, version, startedAt, monitor: new MonitorStreams() };
+    const common = {
+      store,
+      datapath,
+      metrics,
+      log,
+      version,
+      startedAt,
+      monitor: new MonitorStreams(),
+      ...(kubernetes ? { kubernetes } : {}),
+    };
     const unix = await buildApiServer(common);
     checkNotStopping();
     teardown.add('closing the API socket', () => closeServer(unix));

@@ -63,8 +63,8 @@ class NodeDatapath implements ServiceDatapath {
   }
 
   private nodeConfig(): LbNodeConfig {
-    const { nodeAddresses: addresses, maglevTableSize, maglevSeed, mode: defaultMode, nodeName } = this.options;
-    return { addresses, maglevTableSize, maglevSeed, defaultMode, nodeName };
+    const { nodeAddresses, nodePortAddresses, maglevTableSize, maglevSeed, mode: defaultMode, nodeName } = this.options;
+    return { addresses: nodePortAddresses ?? nodeAddresses, maglevTableSize, maglevSeed, defaultMode, nodeName };
   }
 
   apply(changes: ServiceChanges): Promise<ApplyResult> {

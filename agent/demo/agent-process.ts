@@ -1,7 +1,8 @@
 /**
- * One real `xlb-agent --standalone` process inside a lab node's network namespace, exactly as a user
- * would run it (`ip netns exec NS xlb-agent ...`), its log in a file beside its socket. ready() waits
- * for GET /healthz on its API socket; stop() sends SIGTERM and waits for the exit.
+ * One real `xlb-agent` process inside a lab node's network namespace, exactly as a user would run it
+ * (`ip netns exec NS xlb-agent ...`): standalone, or in Kubernetes mode with a kubeconfig. Its log is
+ * in a file beside its socket. ready() waits for GET /healthz on its API socket; stop() sends SIGTERM
+ * and waits for the exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
@@ -24,6 +25,8 @@ export interface AgentSpec {
   dsrServiceRanges: string[];
   /** more flags, after the ones above */
   extraArgs?: string[];
+  /** Kubernetes mode instead of --standalone: the kubeconfig and the apiserver URL as the node reaches it. */
+  kubernetes?: { kubeconfig: string; apiServer: string };
 }
 
 const READY_POLL_MS = 50;
@@ -42,8 +45,9 @@ export class AgentProcess {
     this.socket = `${spec.dir}/${spec.node}.sock`;
     this.bpffs = `${spec.bpffs}/${spec.node}`;
     this.log = `${spec.dir}/${spec.node}.log`;
+    const source = spec.kubernetes ? ['--kubeconfig', spec.kubernetes.kubeconfig, '--k8s-api-server', spec.kubernetes.apiServer] : ['--standalone'];
     this.args = [
-      '--standalone',
+      ...source,
       '--device', 'eth0',
       '--xdp', spec.xdp,
       '--mode', spec.mode,
