@@ -57,9 +57,11 @@ export function backoffDelay(attempt: number, options: BackoffOptions, random: (
 /** Objects per list page: bounded memory per answer, as client-go's pager. */
 export const LIST_PAGE = 500;
 /** Watches last 5 to 10 minutes (random, as client-go): the apiserver ends them, the loop resumes. */
-const WATCH_SECONDS_MIN = 300;
+export const WATCH_SECONDS = 300;
 /** A watch silent this much longer than its timeoutSeconds is a dead connection. */
 const WATCH_IDLE_SLACK_MS = 30_000;
+/** A watch shorter than this with no event is a failure, not a normal end. */
+const SHORT_WATCH_MS = 1_000;
 /** Services and slices of headless services are of no use to a proxy (kube-proxy selects them away too). */
 const NOT_HEADLESS = '!service.kubernetes.io/headless';
 
@@ -88,6 +90,8 @@ interface ReflectorOptions {
   fieldSelector?: string;
   sink: ResourceSink;
   backoff: BackoffOptions;
+  /** Each watch asks for timeoutSeconds in [watchSeconds, 2 * watchSeconds). */
+  watchSeconds: number;
   log: Logger;
   onState: () => void;
   onListed: () => void;
@@ -97,6 +101,8 @@ interface ReflectorOptions {
 class Reflector {
   state: ConnectionState = { connection: 'connecting', since: new Date() };
   listedOnce = false;
+  /** Lists and watches made (each list counts once, however many pages). */
+  readonly counts = { lists: 0, watches: 0 };
   private readonly abort = new AbortController();
   private loop: Promise<void> | undefined;
 
@@ -177,6 +183,7 @@ class Reflector {
       next = typeof page.metadata?.continue === 'string' && page.metadata.continue !== '' ? page.metadata.continue : undefined;
     } while (next !== undefined);
     if (resourceVersion === '') throw new KubeRequestError(client.server + path, `the ${kind} list has no resourceVersion`);
+    this.counts.lists += 1;
     this.options.sink.list(kind, items);
     if (!this.listedOnce) {
       this.listedOnce = true;
@@ -188,7 +195,7 @@ class Reflector {
   /** One watch from `resourceVersion`, until the apiserver ends it; returns the last resourceVersion seen. */
   private async watch(path: string, resourceVersion: string): Promise<string> {
     const { kind, client, labelSelector, fieldSelector, sink } = this.options;
-    const seconds = WATCH_SECONDS_MIN + Math.floor(Math.random() * WATCH_SECONDS_MIN);
+    const seconds = this.options.watchSeconds + Math.floor(Math.random() * this.options.watchSeconds);
     let last = resourceVersion;
     const onEvent = (event: WatchEvent): void => {
       if (event.type === 'ERROR') {
@@ -203,7 +210,19 @@ class Reflector {
       sink.event(kind, event.type === 'ADDED' ? 'add' : event.type === 'MODIFIED' ? 'update' : 'delete', event.object);
     };
     const watchQuery = query({ watch: '1', allowWatchBookmarks: 'true', resourceVersion, timeoutSeconds: String(seconds), labelSelector, fieldSelector });
-    await client.watch(`${path}?${watchQuery}`, { idleMs: seconds * 1000 + WATCH_IDLE_SLACK_MS, signal: this.abort.signal, onEvent });
+    const started = Date.now();
+    this.counts.watches += 1;
+    let events = 0;
+    const counted = (event: WatchEvent): void => {
+      events += 1;
+      onEvent(event);
+    };
+    await client.watch(`${path}?${watchQuery}`, { idleMs: seconds * 1000 + WATCH_IDLE_SLACK_MS, signal: this.abort.signal, onEvent: counted });
+    // A watch that ends at once with nothing in it would be resumed in a tight loop (a proxy in the
+    // way that closes long requests, say): an error, so the backoff applies (client-go does the same).
+    if (events === 0 && Date.now() - started < SHORT_WATCH_MS) {
+      throw new KubeRequestError(client.server + path, `the watch ended after ${Date.now() - started} ms without an event`);
+    }
     return last;
   }
 }
@@ -214,6 +233,8 @@ export interface InformersOptions {
   sink: ResourceSink;
   log: Logger;
   backoff?: BackoffOptions;
+  /** Watches last [watchSeconds, 2 * watchSeconds) (default WATCH_SECONDS; tests shorten it). */
+  watchSeconds?: number;
   /** The connection state changed (see connection()). */
   onConnection?: (state: ConnectionState) => void;
   /** Every watch has listed once: the sink holds a complete picture. */
@@ -228,7 +249,7 @@ export class Informers {
 
   constructor(private readonly options: InformersOptions) {
     const { client, sink, log, nodeName } = options;
-    const common = { client, sink, log, backoff: options.backoff ?? BACKOFF, onState: () => this.updateState(), onListed: () => this.checkSynced() };
+    const common = { client, sink, log, backoff: options.backoff ?? BACKOFF, watchSeconds: options.watchSeconds ?? WATCH_SECONDS, onState: () => this.updateState(), onListed: () => this.checkSynced() };
     this.reflectors = [
       new Reflector({ ...common, kind: 'Service', resolvePath: async () => '/api/v1/services', labelSelector: NOT_HEADLESS }),
       new Reflector({ ...common, kind: 'EndpointSlice', resolvePath: (signal) => this.endpointSlicePath(signal), labelSelector: NOT_HEADLESS }),
@@ -251,6 +272,12 @@ export class Informers {
 
   get synced(): boolean {
     return this.reflectors.every((r) => r.listedOnce);
+  }
+
+  /** Lists and watches each kind made so far (a watch resumed after the apiserver ended it is one more watch, no list). */
+  counts(): Record<ResourceKind, { lists: number; watches: number }> {
+    const [service, slice, node] = this.reflectors.map((r) => ({ ...r.counts }));
+    return { Service: service ?? { lists: 0, watches: 0 }, EndpointSlice: slice ?? { lists: 0, watches: 0 }, Node: node ?? { lists: 0, watches: 0 } };
   }
 
   /** The EndpointSlice API version in use, once known. */

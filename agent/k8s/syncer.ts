@@ -57,6 +57,8 @@ export interface KubernetesWatcherOptions {
   healthTimeoutMs?: number;
   /** Watch restart backoff (tests shorten it). */
   backoff?: BackoffOptions;
+  /** How long watches last before the apiserver ends them and they are resumed (tests shorten it). */
+  watchSeconds?: number;
   /** Backoff of services the store refused. */
   retry?: RetryOptions;
   serviceOptions?: ServiceOptions;
@@ -108,6 +110,7 @@ export class KubernetesWatcher implements KubernetesStatusSource {
       sink: { list: (kind, items) => this.listed(kind, items), event: (kind, type, object) => this.received(kind, type, object) },
       log: this.log,
       ...(options.backoff ? { backoff: options.backoff } : {}),
+      ...(options.watchSeconds !== undefined ? { watchSeconds: options.watchSeconds } : {}),
       onConnection: (state) => this.metrics.connected(state.connection === 'connected'),
       onSynced: () => {
         if (this.ready) return;
@@ -169,6 +172,11 @@ export class KubernetesWatcher implements KubernetesStatusSource {
   /** The node health server's address (its port chosen by the OS when --healthz-addr gave 0). */
   get healthzAddress(): HostPort | undefined {
     return this.nodeHealth?.address;
+  }
+
+  /** Lists and watches made per kind: a watch the apiserver ended on time is resumed, not relisted. */
+  watchCounts(): Record<ResourceKind, { lists: number; watches: number }> {
+    return this.informers.counts();
   }
 
   /** healthCheckNodePorts being served, and the ones that could not listen ("address:port" → why). */
@@ -303,8 +311,8 @@ export interface StartKubernetesOptions {
   log: Logger;
   /** This node's addresses (--node-address, or the devices'): where health check servers may listen. */
   nodeAddresses?: readonly string[];
-  /** Overrides for tests: watch backoff, refused-service retry, health timeout, health check addresses. */
-  tuning?: Pick<KubernetesWatcherOptions, 'backoff' | 'retry' | 'healthTimeoutMs' | 'healthCheckAddresses'>;
+  /** Overrides for tests: watch backoff and length, refused-service retry, health timeout, health check addresses. */
+  tuning?: Pick<KubernetesWatcherOptions, 'backoff' | 'watchSeconds' | 'retry' | 'healthTimeoutMs' | 'healthCheckAddresses'>;
 }
 
 /** Connects (see connection.ts), starts the health server and the watches; see the file comment. */
@@ -325,6 +333,7 @@ export async function startKubernetes(options: StartKubernetesOptions): Promise<
     healthCheckAddresses: addresses,
     ...(flags.healthzAddr ? { healthzAddr: flags.healthzAddr } : {}),
     ...(tuning?.backoff ? { backoff: tuning.backoff } : {}),
+    ...(tuning?.watchSeconds !== undefined ? { watchSeconds: tuning.watchSeconds } : {}),
     ...(tuning?.retry ? { retry: tuning.retry } : {}),
     ...(tuning?.healthTimeoutMs !== undefined ? { healthTimeoutMs: tuning.healthTimeoutMs } : {}),
   });

@@ -105,7 +105,8 @@ test('KubernetesWatcher against kube-apiserver 1.20: services, endpoints, an api
       store,
       registry,
       log,
-      tuning: { backoff: BACKOFF, healthCheckAddresses: ['127.0.0.1'] },
+      // Watches of 2 to 4 s: the apiserver ends several during the test, each resumed where it stopped.
+      tuning: { backoff: BACKOFF, watchSeconds: 2, healthCheckAddresses: ['127.0.0.1'] },
     });
     const w = watcher;
 
@@ -226,6 +227,16 @@ test('KubernetesWatcher against kube-apiserver 1.20: services, endpoints, an api
 
       await server.rest.deleteService(NS, 'lb');
       await waitFor(() => !w.healthChecks().ports.includes(port), DEADLINE_MS, `port ${port} closed`);
+    });
+
+    await t.test('watches the apiserver ends on time are resumed where they stopped, not relisted', async () => {
+      const kinds = ['Service', 'EndpointSlice', 'Node'] as const;
+      await waitFor(() => kinds.every((k) => w.watchCounts()[k].watches >= 2), DEADLINE_MS, `resumed watches (${JSON.stringify(w.watchCounts())})`);
+      for (const kind of kinds) assert.equal(w.watchCounts()[kind].lists, 1, `${kind}: listed once`);
+      assert.equal(w.status().connection, 'connected');
+      assert.deepEqual(log.lines.filter((l) => l.includes('list/watch failed')), []);
+      await server.rest.updateEndpointSlice(NS, 'web-1', (s) => ({ ...s, endpoints: [ep('198.18.1.5')] }));
+      await waitBackends(webId, ['198.18.1.5:8080/active'], 'a change on a resumed watch');
     });
 
     await t.test('the apiserver dies: the store keeps serving; it comes back: changes arrive again', async () => {
