@@ -82,7 +82,6 @@ export class KubernetesWatcher implements KubernetesStatusSource {
   private scheduled = false;
   /** The sync loop under way, if any. */
   private running: Promise<void> | undefined;
-  private again = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private lastSync: KubernetesSyncSummary | undefined;
   private problemCount = 0;
@@ -209,11 +208,8 @@ export class KubernetesWatcher implements KubernetesStatusSource {
   /** A sync as soon as possible: now if none runs, else one more right after the one under way. */
   private scheduleSync(): void {
     if (!this.ready || this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    if (this.scheduled) return;
+    // A sync under way runs another when it finds something pending (runSyncs).
+    if (this.running || this.scheduled) return;
     this.scheduled = true;
     // After the current I/O callback: the other events of the same watch chunk join this sync.
     setImmediate(() => {
@@ -229,9 +225,13 @@ export class KubernetesWatcher implements KubernetesStatusSource {
 
   private async runSyncs(): Promise<void> {
     do {
-      this.again = false;
-      await this.syncOnce();
-    } while (!this.stopped && (this.again || this.tracker.hasPending()));
+      try {
+        await this.syncOnce();
+      } catch (error) {
+        // A bug, not a refusal (those are per service): logged, and the loop goes on with the next change.
+        this.log.error(`kubernetes sync failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+      }
+    } while (!this.stopped && this.tracker.hasPending());
   }
 
   /** Wakes a sync when the earliest refused service is due again. */
