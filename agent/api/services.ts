@@ -144,6 +144,21 @@ export function isKubernetesServiceId(id: string): boolean {
   return address !== undefined && isIP(address) !== 0;
 }
 
+/** `namespace/name:port`, a Kubernetes service port: served as one xlb service per frontend (`…@address`). */
+const KUBERNETES_SERVICE_PORT = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?:[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$/;
+
+export function isKubernetesServicePort(id: string): boolean {
+  return KUBERNETES_SERVICE_PORT.test(id);
+}
+
+/** The ids of the xlb services that serve a Kubernetes service port, sorted. */
+export function idsOfServicePort(store: ServiceStore, servicePort: string): string[] {
+  return store
+    .list()
+    .filter((e) => e.origin === 'kubernetes' && e.id.startsWith(`${servicePort}@`))
+    .map((e) => e.id);
+}
+
 /** The longest id a path carries: a Kubernetes one (63 + 1 + 63 + 1 + 15 + 1 + 45), decoded. The router's limit. */
 export const MAX_SERVICE_ID_PATH_LENGTH = 192;
 
@@ -220,8 +235,16 @@ function notFound(id: string): ErrorBody {
  * served), else it must be a DNS label (400 naming the rule).
  */
 function existingId(store: ServiceStore, id: string): string {
-  if (store.get(id) !== undefined || isKubernetesServiceId(id)) return id;
+  if (store.get(id) !== undefined || isKubernetesServiceId(id) || isKubernetesServicePort(id)) return id;
   return validateServiceId(id);
+}
+
+/** 404 for an id nothing has; a Kubernetes service port's answer names the ids that serve it. */
+function notServed(store: ServiceStore, id: string): ErrorBody {
+  if (!isKubernetesServicePort(id)) return notFound(id);
+  const ids = idsOfServicePort(store, id);
+  if (ids.length === 0) return errorBody(`Kubernetes service port ${JSON.stringify(id)} is not served`);
+  return errorBody(`${id} is a Kubernetes service port, served as one service per frontend: ${ids.join(', ')}`);
 }
 
 export const servicesRoutes: FastifyPluginAsync<ServicesRoutesOptions> = async (app, { store }) => {
@@ -261,7 +284,7 @@ export const servicesRoutes: FastifyPluginAsync<ServicesRoutesOptions> = async (
     async (request, reply) => {
       const id = existingId(store, request.params.id);
       const entry = store.get(id);
-      if (!entry) return reply.code(404).send(notFound(id));
+      if (!entry) return reply.code(404).send(notServed(store, id));
       return entry.service;
     },
   );

@@ -17,7 +17,7 @@ import {
 import { frontendText } from '../store.js';
 import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { API_SOCKET_USAGE, ApiError, apiCall, apiSocketPath } from './api-client.js';
-import { isKubernetesServiceId, servicePath } from '../api/services.js';
+import { isKubernetesServiceId, isKubernetesServicePort, servicePath } from '../api/services.js';
 import { formatTable } from './table.js';
 import { hostPort } from '../../lb/codec.js';
 
@@ -291,6 +291,18 @@ function serviceText(id: string, service: Service): string {
  * Runs a request; a missing service (404) or a Kubernetes service the agent will not change (409
  * naming the id) is a one-line message and exit code 1.
  */
+/** `xlb service get namespace/name:port`: every xlb service (one per frontend) of that Kubernetes service port. */
+async function getServicePort(io: CliIO, socket: string, servicePort: string, json: boolean): Promise<number> {
+  const entries = entriesOf(await apiCall(socket, 'GET', '/v1/services')).filter((e) => e.origin === 'kubernetes' && e.id.startsWith(`${servicePort}@`));
+  if (entries.length === 0) {
+    io.err(`xlb service: Kubernetes service port ${JSON.stringify(servicePort)} is not served\n`);
+    return EXIT_FAILURE;
+  }
+  if (json) io.out(`${JSON.stringify(entries.map((e) => ({ id: e.id, service: e.service })), null, 2)}\n`);
+  else io.out(entries.map((e) => serviceText(e.id, e.service)).join('\n'));
+  return EXIT_OK;
+}
+
 async function notFoundAware<T>(io: CliIO, run: () => Promise<T>): Promise<T | number> {
   try {
     return await run();
@@ -331,6 +343,9 @@ export const serviceCommand: CliCommand = {
       }
       case 'get': {
         noFlags(sub, values, ['json', 'api-socket']);
+        if (positionals.length === 1 && positionals[0] !== undefined && isKubernetesServicePort(positionals[0])) {
+          return getServicePort(io, socket, positionals[0], json);
+        }
         const id = serviceId(sub, positionals, true);
         const result = await notFoundAware(io, () => apiCall(socket, 'GET', servicePath(id)));
         if (typeof result === 'number') return result;

@@ -384,7 +384,15 @@ test('Kubernetes services are read-only: PUT and DELETE answer 409 naming the id
     const putGone = await call(t, 'PUT', `/v1/services/${gone}`, web());
     assert.equal(putGone.status, 400, putGone.text);
     assert.deepEqual(fieldsOf(putGone), ['id']);
-    for (const id of ['a/b', 'default/web:http', 'Web@198.18.0.1', 'x'.repeat(150)]) {
+    // A Kubernetes service port (no '@address'): GET names the services that serve it.
+    const port = await call(t, 'GET', `/v1/services/${encodeURIComponent('default/web:http')}`);
+    assert.equal(port.status, 404, port.text);
+    assert.equal((port.json as { error: string }).error, 'default/web:http is a Kubernetes service port, served as one service per frontend: default/web:http@198.18.128.10');
+    const unserved = await call(t, 'GET', `/v1/services/${encodeURIComponent('default/other:http')}`);
+    assert.equal((unserved.json as { error: string }).error, 'Kubernetes service port "default/other:http" is not served');
+    assert.equal((await call(t, 'DELETE', `/v1/services/${encodeURIComponent('default/web:http')}`)).status, 404);
+    assert.equal((await call(t, 'PUT', `/v1/services/${encodeURIComponent('default/web:http')}`, web())).status, 400);
+    for (const id of ['a/b', 'Web@198.18.0.1', 'x'.repeat(150)]) {
       for (const method of ['PUT', 'GET', 'DELETE']) {
         const answer = await call(t, method, `/v1/services/${encodeURIComponent(id)}`, method === 'PUT' ? web() : undefined);
         assert.equal(answer.status, 400, `${method} ${id}: ${answer.text}`);

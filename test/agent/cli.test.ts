@@ -155,6 +155,14 @@ test('xlb service list / get / delete with Kubernetes services', () =>
     assert.equal(refused.err, `xlb service: service ${K8S_ID} comes from Kubernetes: change its Service or EndpointSlices through the apiserver\n`);
     assert.deepEqual(agent.store.get(K8S_ID)?.service, K8S_CLUSTER);
 
+    // A Kubernetes service port: every service that serves it (one per frontend).
+    const byPort = ok(await xlb(['service', 'get', 'default/web:http', ...sock])).out;
+    assert.match(byPort, /^service default\/web:http@198\.18\.128\.10\n/);
+    assert.deepEqual(JSON.parse(ok(await xlb(['service', 'get', 'ns/name:port', '--json', ...sock])).out), [{ id: K8S_V6_ID, service: K8S_V6 }]);
+    const noPort = await xlb(['service', 'get', 'default/gone:http', ...sock]);
+    assert.equal(noPort.code, 1);
+    assert.equal(noPort.err, 'xlb service: Kubernetes service port "default/gone:http" is not served\n');
+
     const missing = await xlb(['service', 'get', 'ns/gone:http@198.18.128.99', ...sock]);
     assert.equal(missing.code, 1);
     assert.match(missing.err, /service "ns\/gone:http@198\.18\.128\.99" not found/);
@@ -163,7 +171,7 @@ test('xlb service list / get / delete with Kubernetes services', () =>
     const add = await xlb(['service', 'add', K8S_ID, ...WEB_ARGS, ...sock]);
     assert.equal(add.code, 2);
     assert.match(add.err, /ID: "default\/web:http@198\.18\.128\.10" is not a DNS label/);
-    for (const args of [['service', 'get', 'default/web'], ['service', 'delete', 'Web_1'], ['service', 'list', '--origin', 'cluster']]) {
+    for (const args of [['service', 'get', 'default/web'], ['service', 'delete', 'default/web:http'], ['service', 'delete', 'Web_1'], ['service', 'list', '--origin', 'cluster']]) {
       const run = await xlb([...args, ...sock]);
       assert.equal(run.code, 2, `${args.join(' ')}: ${run.err}`);
       assert.match(run.err, args[2] === '--origin' ? /--origin "cluster": must be one of config, api, kubernetes/ : /nor a Kubernetes service id \(namespace\/name:port@address\)/);
