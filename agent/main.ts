@@ -165,7 +165,9 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
       void watcher
         .initialSync()
         .then(() => store.pruneStale())
-        .catch((error: unknown) => log.error(`removing services the cluster no longer has: ${message(error)}`));
+        .catch((error: unknown) => {
+          if (!stopping) log.error(`removing services the cluster no longer has: ${message(error)}`);
+        });
     } else {
       await store.pruneStale();
     }

@@ -23,8 +23,9 @@ export class KubeRequestError extends Error {
     readonly status?: number,
     /** The Status reason ("Expired", "Gone", "Forbidden") when the apiserver gave one. */
     readonly reason?: string,
+    method = 'GET',
   ) {
-    super(`GET ${url}: ${message}`);
+    super(`${method} ${url}: ${message}`);
   }
 
   /** 410 Gone / Expired: the resourceVersion or continue token is too old; list again from scratch. */
@@ -81,6 +82,18 @@ export class KubeClient {
       return JSON.parse(body) as unknown;
     } catch (error) {
       throw new KubeRequestError(url, `answer is not JSON: ${message(error)}`);
+    }
+  }
+
+  /** POST `body` as JSON to `path`; resolves with the parsed answer (the object created). */
+  async postJson(path: string, body: unknown): Promise<unknown> {
+    const url = this.server + path;
+    const res = await this.open(url, LIST_TIMEOUT_MS, undefined, JSON.stringify(body));
+    const text = await readBody(res, url, 'POST');
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (error) {
+      throw new KubeRequestError(url, `answer is not JSON: ${message(error)}`, undefined, undefined, 'POST');
     }
   }
 
@@ -143,9 +156,14 @@ export class KubeClient {
     });
   }
 
-  /** Sends the GET; resolves with the response once its headers arrived. */
-  private async open(url: string, idleMs: number, signal?: AbortSignal): Promise<IncomingMessage> {
-    const options: RequestOptions = { method: 'GET', headers: { accept: 'application/json' } };
+  /** Sends the GET (a POST when there is a body); resolves with the response once its headers arrived. */
+  private async open(url: string, idleMs: number, signal?: AbortSignal, body?: string): Promise<IncomingMessage> {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (body !== undefined) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(body));
+    }
+    const options: RequestOptions = { method: body === undefined ? 'GET' : 'POST', headers };
     try {
       await this.connection.kubeConfig.applyToHTTPSOptions(options);
     } catch (error) {
@@ -156,14 +174,14 @@ export class KubeClient {
     return new Promise((resolve, reject) => {
       const req = send(url, options, resolve);
       req.setTimeout(idleMs, () => req.destroy(new Error(`no answer for ${(idleMs / 1000).toFixed(0)} s`)));
-      req.on('error', (error) => reject(new KubeRequestError(url, message(error))));
-      req.end();
+      req.on('error', (error) => reject(new KubeRequestError(url, message(error), undefined, undefined, options.method)));
+      req.end(body);
     });
   }
 }
 
 /** The whole body of a 2xx answer; a KubeRequestError with the Status otherwise. */
-function readBody(res: IncomingMessage, url: string): Promise<string> {
+function readBody(res: IncomingMessage, url: string, method = 'GET'): Promise<string> {
   return new Promise((resolve, reject) => {
     let body = '';
     res.setEncoding('utf8');
@@ -173,7 +191,7 @@ function readBody(res: IncomingMessage, url: string): Promise<string> {
       const status = res.statusCode ?? 0;
       if (status >= 200 && status <= 299) return resolve(body);
       const parsed = statusOf(body);
-      reject(new KubeRequestError(url, `${status} ${parsed.message}`, status, parsed.reason));
+      reject(new KubeRequestError(url, `${status} ${parsed.message}`, status, parsed.reason, method));
     });
   });
 }

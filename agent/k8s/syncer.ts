@@ -34,6 +34,7 @@ import { kubeConnection, type Connection } from './connection.js';
 import { HEALTH_TIMEOUT_MS, NodeHealthServer, ProxierHealth, ServiceHealthServers } from './health.js';
 import { Informers, type BackoffOptions, type EventType, type ResourceKind } from './informers.js';
 import { KubernetesMetrics } from './metrics.js';
+import { EventRecorder } from './events.js';
 import { KubeClient } from './rest.js';
 import { ChangeTracker, type Flush, type RetryOptions } from './tracker.js';
 
@@ -70,6 +71,7 @@ function message(error: unknown): string {
 
 export class KubernetesWatcher implements KubernetesStatusSource {
   private readonly tracker: ChangeTracker;
+  private readonly events: EventRecorder;
   private readonly informers: Informers;
   private readonly metrics: KubernetesMetrics;
   private readonly health: ProxierHealth;
@@ -103,8 +105,10 @@ export class KubernetesWatcher implements KubernetesStatusSource {
       proxyHealthy: () => this.health.healthy(),
       log: this.log,
     });
+    const client = new KubeClient(options.connection);
+    this.events = new EventRecorder(client, options.nodeName, this.log);
     this.informers = new Informers({
-      client: new KubeClient(options.connection),
+      client,
       nodeName: options.nodeName,
       sink: { list: (kind, items) => this.listed(kind, items), event: (kind, type, object) => this.received(kind, type, object) },
       log: this.log,
@@ -269,7 +273,14 @@ export class KubernetesWatcher implements KubernetesStatusSource {
   }
 
   private report(flush: Flush, result: KubernetesSyncResult, failed: string[], seconds: number, resolvedAt: number): void {
-    for (const problem of flush.newProblems) this.log.warn(`kubernetes: ${problemText(problem)}`);
+    for (const problem of flush.newProblems) {
+      this.log.warn(`kubernetes: ${problemText(problem)}`);
+      this.events.warn(problem.object, 'InvalidField', problem.field === '' ? problem.message : `${problem.field}: ${problem.message}`);
+    }
+    for (const { id, error } of result.failed) {
+      const [namespace, name] = (flush.owners.get(id) ?? '').split('/');
+      if (namespace && name) this.events.warn({ kind: 'Service', namespace, name }, 'ServiceRefused', `xlb service ${id} is not served: ${error}`);
+    }
     this.problemCount = flush.problems;
     this.metrics.problems(flush.problems);
     this.metrics.sync(seconds);

@@ -19,7 +19,7 @@ import { memoryLogger } from '../../agent/log.js';
 import { ServiceStore } from '../../agent/store.js';
 import { FakeDatapath } from '../support/fake-datapath.js';
 import { endpointSlice, KubeApiServer, service, type EndpointSlice, type EndpointSliceEndpoint } from '../support/kube.js';
-import { waitFor } from '../support/wait.js';
+import { waitFor, waitUntil } from '../support/wait.js';
 
 const DEADLINE_MS = 30_000;
 /** Long enough for a killed apiserver to come back: the watches retry at most this far apart. */
@@ -163,6 +163,17 @@ test('KubernetesWatcher against kube-apiserver 1.20: services, endpoints, an api
       await server.rest.updateEndpointSlice(NS, 'web-1', (s) => ({ ...s, endpoints: [ep('198.18.1.4'), ep('198.18.1.5')] }));
       await waitBackends(webId, ['198.18.1.4:8080/active', '198.18.1.5:8080/active'], 'a fifth endpoint');
       assert.equal(log.lines.filter((l) => l === problem).length, 1);
+      // And a Warning event on the Service, once: `kubectl describe service web` shows it.
+      type EventList = { items: { involvedObject: { kind: string; name: string }; reason: string; type: string; message: string; source: { component: string } }[] };
+      const events = async (): Promise<EventList['items']> =>
+        (await server.rest.request<EventList>('GET', `/api/v1/namespaces/${NS}/events`)).items.filter((e) => e.involvedObject.name === 'web' && e.reason === 'InvalidField');
+      await waitUntil(async () => (await events()).length > 0, DEADLINE_MS, 'a Warning event on the Service');
+      const [event, ...more] = await events();
+      assert.equal(more.length, 0, 'one event, not one per sync');
+      assert.deepEqual(
+        { kind: event?.involvedObject.kind, type: event?.type, component: event?.source.component, message: event?.message },
+        { kind: 'Service', type: 'Warning', component: 'xlb-agent', message: 'metadata.annotations["xlb.io/lb-algorithm"]: "fastest" is not one of maglev, random; the default applies' },
+      );
       await server.rest.updateService(NS, 'web', (s) => ({ ...s, metadata: { ...s.metadata, annotations: {} } }));
       await waitFor(() => w.status().problems === 0, DEADLINE_MS, 'the problem gone');
     });
