@@ -451,6 +451,8 @@ function apiServerArgs(dir: string, port: number, etcdUrl: string): string[] {
     '--advertise-address', '127.0.0.1',
     '--secure-port', String(port),
     '--insecure-port', '0',
+    // As clusters run (kubeadm's default): node agents such as xlb's DaemonSet are privileged pods.
+    '--allow-privileged=true',
     '--cert-dir', join(dir, 'certs'),
     '--tls-cert-file', join(dir, 'serving.crt'),
     '--tls-private-key-file', join(dir, 'serving.key'),
