@@ -5,15 +5,22 @@
  * with a summary; exit 0 only when every step's expectation held. Everything is removed afterwards,
  * also on failure and on Ctrl-C/SIGTERM, unless --keep. `xlb demo --cleanup` removes what any earlier
  * run left: a kept lab, or what a demo killed with SIGKILL could not remove itself.
+ *
+ * `xlb demo --kubernetes` (or `xlb demo kubernetes`) runs the same lab against a real kube-apiserver
+ * (built once per machine by deploy/kube-apiserver.sh, which it runs when the binary is missing):
+ * the services come from Services and EndpointSlices written to the apiserver
+ * (agent/demo/kubernetes-steps.ts), every agent runs in Kubernetes mode.
  */
 import { existsSync } from 'node:fs';
 import { DemoCluster, cleanupDemoRuns } from '../demo/cluster.js';
 import { paths } from '../demo/paths.js';
 import { Output, failedStep, summaryJson, summaryTable, type StepResult } from '../demo/report.js';
+import { KUBERNETES_STEPS } from '../demo/kubernetes-steps.js';
 import { STEPS } from '../demo/steps.js';
 import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 
 const USAGE = `xlb demo [--json] [--keep]
+xlb demo --kubernetes [--json]      (also: xlb demo kubernetes)
 xlb demo --cleanup
 
 Builds a small network in namespaces (a client, an LB node, three backend nodes; addresses from
@@ -21,10 +28,17 @@ Builds a small network in namespaces (a client, an LB node, three backend nodes;
 IPv4 and IPv6, a UDP service with SNAT, Maglev keeping a connection while a backend is removed, a
 source-range-restricted VIP, and the metrics and maps behind it all. Needs root.
 
-  --json      print only the summary, as JSON {steps: [{name, ok, expected, seen, figures}]} (progress on stderr)
-  --keep      leave the namespaces and agents running and print commands to explore them
-  --cleanup   remove what earlier demo runs left: a lab kept with --keep, or the namespaces, agents,
-              bpffs and run dir of a demo that was killed (a demo still running is left alone)
+With --kubernetes the services come from a real kube-apiserver 1.20 (with etcd, on the host's
+127.0.0.1): Services and EndpointSlices written to it, every agent in Kubernetes mode; LoadBalancer
+TCP (DSR by annotation) and UDP (SNAT), a NodePort, a backend scaled away through the apiserver, and
+xlb status. The apiserver is built once per machine by deploy/kube-apiserver.sh (4-10 minutes; cached
+in ~/.cache/xlb): the demo runs it, showing its progress, when the binary is missing.
+
+  --kubernetes  services from a real kube-apiserver instead of the agents' API (about a minute)
+  --json        print only the summary, as JSON {steps: [{name, ok, expected, seen, figures}]} (progress on stderr)
+  --keep        leave the namespaces and agents running and print commands to explore them (not with --kubernetes)
+  --cleanup     remove what earlier demo runs left: a lab kept with --keep, or the namespaces, agents,
+                bpffs, apiserver and run dir of a demo that was killed (a demo still running is left alone)
 
 Exit codes: 0 every step held, 1 a step failed (or set-up failed), 2 bad arguments, 130 interrupted.`;
 
@@ -33,21 +47,49 @@ balancer: eBPF programs in the kernel (XDP and tc) forward the packets; an agent
 them from the services it gets through its REST API and the \`xlb\` CLI. This demo builds a client, an LB
 node and three backend nodes in network namespaces, runs a real xlb-agent on each, and sends real traffic.`;
 
+const KUBERNETES_INTRO = `xlb is a load balancer for Kubernetes nodes: a kube-proxy replacement. eBPF programs in the kernel
+(XDP and tc) forward the packets; an agent on each node watches the apiserver's Services and
+EndpointSlices and programs them. This demo runs a real kube-apiserver, builds a client, an LB node and
+three backend nodes in network namespaces, runs a real xlb-agent in Kubernetes mode on each node, and
+sends real traffic.`;
+
 const DIAGRAM = `    client    198.18.0.100    ──┐
     LB node   198.18.0.2      ──┤ a switch   the client reaches the VIPs (198.18.10.0/24, 2001:db8:10::/64)
     b1 b2 b3  198.18.0.11-13  ──┘            through the LB node; each backend runs HTTP :8080 and UDP echo :5353`;
 
+const KUBERNETES_DIAGRAM = `    kube-apiserver + etcd   https://127.0.0.1:PORT on the host; each node reaches it through a relay
+    client    198.18.0.100    ──┐
+    LB node   198.18.0.2      ──┤ a switch   the client reaches the LoadBalancer addresses (198.18.10.0/24)
+    b1 b2 b3  198.18.0.11-13  ──┘            through the LB node; each backend runs HTTP :8080 and UDP echo :5353`;
+
 const EXIT_INTERRUPTED = 130;
 
-function parse(args: string[]): { json: boolean; keep: boolean; cleanup: boolean } {
-  const { values } = parseCliArgs({
+interface DemoCommandOptions {
+  json: boolean;
+  keep: boolean;
+  cleanup: boolean;
+  kubernetes: boolean;
+}
+
+function parse(args: string[]): DemoCommandOptions {
+  const { values, positionals } = parseCliArgs({
     args,
     strict: true,
-    allowPositionals: false,
-    options: { json: { type: 'boolean' }, keep: { type: 'boolean' }, cleanup: { type: 'boolean' } },
+    allowPositionals: true,
+    options: { json: { type: 'boolean' }, keep: { type: 'boolean' }, cleanup: { type: 'boolean' }, kubernetes: { type: 'boolean' } },
   });
-  const options = { json: values.json === true, keep: values.keep === true, cleanup: values.cleanup === true };
-  if (options.cleanup && (options.json || options.keep)) throw new UsageError('--cleanup: takes no other option');
+  const unknown = positionals.filter((p) => p !== 'kubernetes');
+  if (unknown.length > 0) throw new UsageError(`${JSON.stringify(unknown[0])}: not a demo; the one there is: kubernetes (or --kubernetes)`);
+  const options = {
+    json: values.json === true,
+    keep: values.keep === true,
+    cleanup: values.cleanup === true,
+    kubernetes: values.kubernetes === true || positionals.length > 0,
+  };
+  if (options.cleanup && (options.json || options.keep || options.kubernetes)) throw new UsageError('--cleanup: takes no other option');
+  if (options.kubernetes && options.keep) {
+    throw new UsageError('--keep: not with --kubernetes (the apiserver and its relays live in the demo process); run xlb demo --keep for a lab to explore');
+  }
   return options;
 }
 
@@ -84,18 +126,19 @@ function onInterrupt(out: Output, interrupt: () => Promise<unknown>): { interrup
   };
 }
 
-async function runDemo(options: { json: boolean; keep: boolean }, io: CliIO): Promise<number> {
+async function runDemo(options: DemoCommandOptions, io: CliIO): Promise<number> {
   const out = new Output(options.json ? process.stderr : process.stdout);
-  const cluster = new DemoCluster(out);
+  const cluster = new DemoCluster(out, { kubernetes: options.kubernetes });
+  const steps = options.kubernetes ? KUBERNETES_STEPS : STEPS;
   const signals = onInterrupt(out, () => cluster.destroy());
   const results: StepResult[] = [];
   const started = Date.now();
   let setupSeconds = 0;
   let kept = false;
   try {
-    out.line(INTRO);
+    out.line(options.kubernetes ? KUBERNETES_INTRO : INTRO);
     out.line();
-    out.line(DIAGRAM);
+    out.line(options.kubernetes ? KUBERNETES_DIAGRAM : DIAGRAM);
     out.line();
     out.line('Setting up:');
     try {
@@ -111,10 +154,10 @@ async function runDemo(options: { json: boolean; keep: boolean }, io: CliIO): Pr
     out.line(`  LB=$RUN/lb.sock   # the LB node agent's API socket: every xlb command below talks to it`);
     out.line(`  (xlb = node ${paths.cli})`);
 
-    for (const [i, step] of STEPS.entries()) {
+    for (const [i, step] of steps.entries()) {
       if (signals.interrupted()) break;
       out.line();
-      out.line(`[${i + 1}/${STEPS.length}] ${step.title.split('\n').join('\n      ')}`);
+      out.line(`[${i + 1}/${steps.length}] ${step.title.split('\n').join('\n      ')}`);
       let result: StepResult;
       try {
         result = await step.run({ cluster, out });
@@ -150,7 +193,8 @@ async function runDemo(options: { json: boolean; keep: boolean }, io: CliIO): Pr
       if (!signals.interrupted()) out.line();
       const problems = await cluster.destroy();
       for (const p of problems) out.line(`cleanup: ${p}`);
-      out.line(problems.length === 0 ? 'Cleaned up: agents stopped, namespaces deleted, bpffs unmounted, temp dir removed.' : 'Cleanup was incomplete (see above).');
+      const stopped = options.kubernetes ? 'agents, relays, kube-apiserver and etcd stopped' : 'agents stopped';
+      out.line(problems.length === 0 ? `Cleaned up: ${stopped}, namespaces deleted, bpffs unmounted, temp dir removed.` : 'Cleanup was incomplete (see above).');
     }
     signals.remove();
   }
@@ -178,7 +222,7 @@ function explore(out: Output, dir: string, cluster: DemoCluster): void {
 
 export const demoCommand: CliCommand = {
   name: 'demo',
-  summary: 'show xlb at work in network namespaces: DSR, SNAT, Maglev, source ranges (needs root)',
+  summary: 'show xlb at work in network namespaces: DSR, SNAT, Maglev, source ranges; --kubernetes: with a real apiserver (needs root)',
   usage: USAGE,
   async run(args, io) {
     const options = parse(args);

@@ -4,26 +4,36 @@
  * cannot see /sys/fs/bpf), lab servers on the backends, and a real xlb-agent on every node: XDP on
  * the LB node, tc only (the DSR receive side) on the backends.
  *
+ * With `kubernetes` (`xlb demo --kubernetes`) the services come from a real kube-apiserver instead:
+ * etcd and kube-apiserver 1.20 on the host's 127.0.0.1 (agent/lab/kube-apiserver.ts; their temp dir in
+ * the run dir, their pids recorded there as they are spawned), every node's agent in Kubernetes mode,
+ * each reaching the apiserver through a loopback relay (agent/lab/relay.ts: a node's namespace has a
+ * loopback of its own).
+ *
  * destroy() removes all of it, once, whatever was built so far (agents SIGTERM'd and awaited, servers
- * and clients stopped, namespaces deleted, bpffs unmounted, temp dir removed). keep() leaves it
- * running and writes a state file naming it.
+ * and clients stopped, relays and the apiserver stopped, namespaces deleted, bpffs unmounted, temp dir
+ * removed). keep() leaves it running and writes a state file naming it (standalone only).
  *
  * A run holds a lock in its temp dir for as long as its process lives, and the kernel drops it when
  * the process goes, however it goes. cleanupDemoRuns() (`xlb demo --cleanup`) finds every run whose
  * lock nobody holds by the names the demo gives what it makes, and removes what is left of it: a lab
- * kept with --keep is such a run (the state file names it), and so is a demo killed with SIGKILL.
+ * kept with --keep is such a run (the state file names it), and so is a demo killed with SIGKILL (the
+ * apiserver and etcd of a Kubernetes run die with it, by their parent death signal; a cleanup stops
+ * any the run's record names all the same).
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { mountBpffs, unmountBpffs } from '../../lb/datapath/bpffs.js';
 import { FileLock } from '../../lb/datapath/file-lock.js';
 import { run } from '../../lb/datapath/topology.js';
+import { KubeApiServer, buildKubeApiServer, etcdBinary, kubeApiServerRecipe } from '../lab/kube-apiserver.js';
 import { LabProcesses } from '../lab/processes.js';
+import { LoopbackRelay } from '../lab/relay.js';
 import { Lab, type LabHost } from '../lab/topology.js';
 import { AgentProcess } from './agent-process.js';
-import { NAMESPACE_NAME, RUN_DIR_NAME, paths, runDir, runLock } from './paths.js';
+import { NAMESPACE_NAME, RUN_DIR_NAME, hostProcessesFile, paths, runDir, runLock } from './paths.js';
 import type { Output } from './report.js';
 
 const AGENT_READY_TIMEOUT_MS = 45_000;
@@ -35,6 +45,13 @@ const STOP_TIMEOUT_MS = 10_000;
 const KILL_TIMEOUT_MS = 2_000;
 const HTTP_PORT = 8080;
 const UDP_PORT = 5353;
+/** Each server of a fresh etcd + kube-apiserver 1.20 takes a few seconds here; more on a busy machine. */
+const APISERVER_START_TIMEOUT_MS = 60_000;
+
+export interface DemoOptions {
+  /** services from a real kube-apiserver (every agent in Kubernetes mode), not from the agents' API */
+  kubernetes?: boolean;
+}
 
 export interface DemoNode {
   /** "lb", "b1", "b2", "b3": also the lab server's name on a backend */
@@ -64,8 +81,27 @@ export class DemoCluster {
   private readonly nodes: DemoNode[] = [];
   private teardown: Promise<string[]> | undefined;
   private kept = false;
+  private kubeValue: KubeApiServer | undefined;
+  /** The apiserver's start while it is under way: a teardown waits for it, then stops what it started. */
+  private kubeStarting: Promise<unknown> | undefined;
+  private readonly relays: LoopbackRelay[] = [];
+  /** Aborted by destroy(): stops a kube-apiserver build under way. */
+  private readonly abort = new AbortController();
 
-  constructor(private readonly out: Output) {}
+  constructor(
+    private readonly out: Output,
+    readonly options: DemoOptions = {},
+  ) {}
+
+  get kubernetes(): boolean {
+    return this.options.kubernetes === true;
+  }
+
+  /** The apiserver of a Kubernetes run. */
+  get kube(): KubeApiServer {
+    if (!this.kubeValue) throw new Error('no kube-apiserver: not a Kubernetes run, or not started');
+    return this.kubeValue;
+  }
 
   get lab(): Lab {
     if (!this.labValue) throw new Error('the lab is not built');
@@ -101,6 +137,9 @@ export class DemoCluster {
     const stop = (): void => {
       if (interrupted()) throw new Error('interrupted');
     };
+    // Before any namespace: a first build of the apiserver takes minutes.
+    const binaries = this.kubernetes ? await this.kubeBinaries() : undefined;
+    stop();
     const started = Date.now();
     const setup = await acquireSetupLock(interrupted);
     try {
@@ -115,34 +154,49 @@ export class DemoCluster {
     this.out.line(`  RUN=${this.dir}   # the run's temp dir: agents' sockets, logs, state files`);
     this.out.line(`  mounted a bpffs for the agents' pinned maps on $RUN/bpffs`);
 
+    // The apiserver starts while the servers do; the agents need both.
+    const kubeStarted = binaries ? this.startApiServer(binaries) : Promise.resolve();
+    this.kubeStarting = kubeStarted.catch(() => undefined);
     const lab = this.lab;
     this.processesValue = new LabProcesses(lab);
     const processes = this.processesValue;
     const names = lab.backends.map((_, i) => `b${i + 1}`);
     await Promise.all(lab.backends.map((b, i) => processes.startServer(b, names[i] ?? `b${i + 1}`)));
     this.out.line(`  started an HTTP server (:${HTTP_PORT}) and a UDP echo server (:${UDP_PORT}) on ${names.join(', ')}`);
+    if (binaries) await this.out.during(() => 'waiting for etcd and kube-apiserver', kubeStarted);
     stop();
 
     const specs: { name: string; host: LabHost; xdp: 'native' | 'off' }[] = [
       { name: 'lb', host: lab.lb, xdp: 'native' },
       ...lab.backends.map((host, i) => ({ name: names[i] ?? `b${i + 1}`, host, xdp: 'off' as const })),
     ];
+    const apiServers = this.kubernetes ? await this.startRelays(specs) : new Map<string, string>();
+    stop();
     for (const spec of specs) {
+      const apiServer = apiServers.get(spec.name);
       const agent = AgentProcess.start({
         node: spec.name,
         ns: spec.host.ns,
         xdp: spec.xdp,
-        mode: 'dsr',
+        // Kubernetes: kube-proxy's default; each Service may choose with an annotation.
+        mode: apiServer === undefined ? 'dsr' : 'snat',
         nodeAddresses: [spec.host.v4, spec.host.v6],
         dsrServiceRanges: lab.dsrServiceRanges,
         dir: this.dir,
         bpffs: this.bpffs,
+        ...(apiServer === undefined
+          ? {}
+          : { kubernetes: { kubeconfig: this.kube.kubeconfig, apiServer }, extraArgs: ['--node-name', spec.name] }),
       });
       this.nodes.push({ name: spec.name, host: spec.host, agent });
     }
     this.out.line(`  starting xlb-agent on every node (4 processes; each loads its eBPF programs through the kernel's verifier)`);
     this.out.line(`    LB node:       ${this.lb.agent.commandLine.replaceAll(this.dir, '$RUN')}`);
-    this.out.line(`    backend nodes: the same with --xdp off (tc programs only: the DSR receive side)`);
+    this.out.line(
+      this.kubernetes
+        ? `    backend nodes: the same with --xdp off and their own --node-name (tc programs only: the DSR receive side)`
+        : `    backend nodes: the same with --xdp off (tc programs only: the DSR receive side)`,
+    );
     const pending = new Set(this.nodes.map((n) => n.name));
     await this.out.during(
       () => `waiting for xlb-agent on ${[...pending].join(', ')}`,
@@ -155,6 +209,66 @@ export class DemoCluster {
       ),
     );
     stop();
+  }
+
+  /**
+   * The apiserver and etcd binaries: the cached build of deploy/kube-apiserver.sh, else built now by
+   * it, its progress shown (once per machine: minutes).
+   */
+  private async kubeBinaries(): Promise<{ apiserver: string; etcd: string }> {
+    const fromEnv = process.env['XLB_KUBE_APISERVER'];
+    const recipe = fromEnv ? { path: fromEnv, built: existsSync(fromEnv) } : kubeApiServerRecipe();
+    const etcd = etcdBinary();
+    if (recipe.built && etcd !== undefined) {
+      this.out.line(`  kube-apiserver 1.20: ${recipe.path}${fromEnv ? ' ($XLB_KUBE_APISERVER)' : ' (built by deploy/kube-apiserver.sh, cached)'}; etcd: ${etcd}`);
+      return { apiserver: recipe.path, etcd };
+    }
+    if (fromEnv) throw new Error(`$XLB_KUBE_APISERVER names ${fromEnv}, which does not exist`);
+    this.out.line(`  kube-apiserver 1.20 is not built on this machine yet${etcd === undefined ? ' (nor is etcd installed)' : ''}: running deploy/kube-apiserver.sh`);
+    this.out.line(`  (once per machine: it builds from Debian's kubernetes source package in 4–10 minutes on 2 cores and`);
+    this.out.line(`  caches the binary in ~/.cache/xlb; Ctrl-C stops it, and \`bash deploy/kube-apiserver.sh\` does the same alone)`);
+    const apiserver = await buildKubeApiServer((line) => this.out.line(`    ${line}`), this.abort.signal);
+    const built = etcdBinary();
+    if (built === undefined) throw new Error('deploy/kube-apiserver.sh finished, but there is no etcd on PATH');
+    return { apiserver, etcd: built };
+  }
+
+  /** etcd and kube-apiserver, their dir in the run dir and their pids recorded there (for --cleanup). */
+  private async startApiServer(binaries: { apiserver: string; etcd: string }): Promise<void> {
+    const started = Date.now();
+    const record = hostProcessesFile(this.dir);
+    const kube = await KubeApiServer.start({
+      apiserverBinary: binaries.apiserver,
+      etcdBinary: binaries.etcd,
+      startTimeoutMs: APISERVER_START_TIMEOUT_MS,
+      parentDir: this.dir,
+      onSpawn: (name, pid) => appendFileSync(record, `${pid} ${name}\n`),
+    });
+    if (this.teardown !== undefined) {
+      // Torn down while it started: the teardown did not know it.
+      await kube.stop();
+      throw new Error('interrupted');
+    }
+    this.kubeValue = kube;
+    const seconds = ((Date.now() - started) / 1000).toFixed(1);
+    this.out.line(`  started etcd and kube-apiserver 1.20 on the host's 127.0.0.1 in ${seconds} s: ${kube.url} (pids ${kube.pids().join(', ')})`);
+    this.out.line(`    kubeconfig $RUN/${kube.dir.slice(this.dir.length + 1)}/kubeconfig; no controllers run, so the demo writes what they would`);
+  }
+
+  /** One loopback relay per node; resolves with the apiserver URL each node's agent is given. */
+  private async startRelays(specs: { name: string; host: LabHost }[]): Promise<Map<string, string>> {
+    const kube = this.kube;
+    const urls = new Map<string, string>();
+    await Promise.all(
+      specs.map(async (spec) => {
+        const { relay, port } = await LoopbackRelay.start(spec.host.ns, `${this.dir}/${spec.name}-apiserver.sock`, { host: '127.0.0.1', port: kube.port });
+        this.relays.push(relay);
+        urls.set(spec.name, `https://127.0.0.1:${port}`);
+      }),
+    );
+    this.out.line(`  each node reaches the apiserver at https://127.0.0.1:PORT in its own namespace, through a relay to`);
+    this.out.line(`    the host's 127.0.0.1:${kube.port} (a unix socket; nothing is routed through the host's namespace)`);
+    return urls;
   }
 
   /**
@@ -190,8 +304,12 @@ export class DemoCluster {
       }
     };
     if (this.kept) return problems;
+    this.abort.abort();
     await attempt('stopping the servers and clients', () => this.processesValue?.stopAll());
     await attempt('stopping the agents', () => Promise.all(this.nodes.map((n) => n.agent.stop())));
+    await attempt('stopping the apiserver relays', () => Promise.all(this.relays.map((r) => r.stop())));
+    await this.kubeStarting;
+    await attempt('stopping kube-apiserver and etcd', () => this.kubeValue?.stop());
     await attempt('deleting the network namespaces', () => this.labValue?.destroy());
     await attempt('unmounting the bpffs', () => this.unmountBpffs());
     await attempt('removing the temp dir', () => this.dirValue !== undefined && rmSync(this.dirValue, { recursive: true, force: true }));
@@ -212,6 +330,7 @@ export class DemoCluster {
    * that `xlb demo --cleanup` removes.
    */
   async keep(): Promise<KeptState> {
+    if (this.kubernetes) throw new Error('a Kubernetes run cannot be kept: its apiserver and relays live in the demo process');
     if (existsSync(paths.keptState)) throw new Error(`${paths.keptState} exists: a kept demo is running; remove it first with xlb demo --cleanup`);
     await this.processes.stopAll();
     await Promise.all(this.backends.map((b) => startDetachedServer(b.host, b.name, `${this.dir}/${b.name}-server.log`)));
@@ -278,8 +397,8 @@ export interface CleanupReport {
 /**
  * Removes what earlier demo runs left, and only that: run dirs /run/xlb-demo-<id> whose run lock no
  * process holds, namespaces xlb-demo-<role>-<id> of those runs and of runs whose dir is gone too
- * (killed during set-up), the processes in those namespaces (SIGTERM, so the agents detach their
- * programs; SIGKILL after a deadline), mounts under the run dirs (the bpffs), and the state file of a
+ * (killed during set-up), the processes in those namespaces and those the run recorded on the host
+ * (SIGTERM, so the agents detach their programs; SIGKILL after a deadline), mounts under the run dirs (the bpffs), and the state file of a
  * kept run. A running demo holds its lock and is left alone. Reports what it did through `log`.
  */
 export async function cleanupDemoRuns(log: (line: string) => void): Promise<CleanupReport> {
@@ -373,10 +492,18 @@ async function removeLeftover(leftover: Leftover, log: (line: string) => void): 
   const problems: string[] = [];
   log(`demo run ${leftover.id} (${leftover.kept ? 'kept with --keep' : 'its demo ended without cleaning up'}):`);
   try {
-    const stopped = await stopProcesses(leftover.namespaces);
-    if (stopped.pids.length > 0) {
-      const killed = stopped.killed.length > 0 ? `; ${stopped.killed.length} only by SIGKILL` : '';
-      log(`  stopped ${count(stopped.pids.length, 'process', 'processes')} in its namespaces (agents, servers, clients): pids ${stopped.pids.join(' ')}${killed}`);
+    const host = leftover.dir === undefined ? [] : recordedHostProcesses(leftover.dir);
+    const stopped = await stopProcesses([...new Set(leftover.namespaces.flatMap(pidsIn)), ...host.map((p) => p.pid)]);
+    const inNamespaces = stopped.pids.filter((pid) => !host.some((p) => p.pid === pid));
+    const killed = (pids: number[]): string => {
+      const n = pids.filter((pid) => stopped.killed.includes(pid)).length;
+      return n > 0 ? `; ${n} only by SIGKILL` : '';
+    };
+    if (inNamespaces.length > 0) {
+      log(`  stopped ${count(inNamespaces.length, 'process', 'processes')} in its namespaces (agents, servers, clients): pids ${inNamespaces.join(' ')}${killed(inNamespaces)}`);
+    }
+    if (host.length > 0) {
+      log(`  stopped ${host.map((p) => `${p.name} (pid ${p.pid})`).join(', ')} on the host${killed(host.map((p) => p.pid))}`);
     }
     if (stopped.left.length > 0) problems.push(`run ${leftover.id}: processes ${stopped.left.join(' ')} survived SIGKILL`);
 
@@ -431,9 +558,36 @@ function mountsUnder(dir: string): { path: string; type: string }[] {
     .flatMap(([, path, type]) => (path !== undefined && (path === dir || path.startsWith(`${dir}/`)) ? [{ path, type: type ?? '?' }] : []));
 }
 
-/** Every process in `namespaces` gets SIGTERM, then, if still there after the deadline, SIGKILL. */
-async function stopProcesses(namespaces: string[]): Promise<{ pids: number[]; killed: number[]; left: number[] }> {
-  const pids = [...new Set(namespaces.flatMap(pidsIn))].filter((pid) => pid !== process.pid).sort((a, b) => a - b);
+/**
+ * The host processes a run recorded (hostProcessesFile) that still run as what it started: alive, and
+ * their command line names the run dir (etcd's data dir and the apiserver's certificates are in it),
+ * so a pid the system gave to another process since is never touched.
+ */
+function recordedHostProcesses(dir: string): { pid: number; name: string }[] {
+  let text: string;
+  try {
+    text = readFileSync(hostProcessesFile(dir), 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .map((line) => /^(\d+) (\S+)$/.exec(line))
+    .flatMap((m) => (m?.[1] !== undefined && m[2] !== undefined ? [{ pid: Number(m[1]), name: m[2] }] : []))
+    .filter(({ pid }) => isRunning(pid) && commandLine(pid).includes(`${dir}/`));
+}
+
+function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+  } catch {
+    return '';
+  }
+}
+
+/** Every process of `pids` gets SIGTERM, then, if still there after the deadline, SIGKILL. */
+async function stopProcesses(candidates: number[]): Promise<{ pids: number[]; killed: number[]; left: number[] }> {
+  const pids = [...new Set(candidates)].filter((pid) => pid !== process.pid).sort((a, b) => a - b);
   for (const pid of pids) signal(pid, 'SIGTERM');
   await waitGone(pids, STOP_TIMEOUT_MS);
   const killed = pids.filter(isRunning);

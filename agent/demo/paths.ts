@@ -36,6 +36,15 @@ export function runDir(id: string): string {
   return join(paths.runBase, `xlb-demo-${id}`);
 }
 
+/**
+ * Processes a run starts outside its namespaces (`xlb demo --kubernetes`: etcd and kube-apiserver on
+ * the host's 127.0.0.1), one "PID NAME" line each, written as each is spawned: `xlb demo --cleanup`
+ * stops those of a run that was killed (each only while its command line still names the run dir).
+ */
+export function hostProcessesFile(dir: string): string {
+  return join(dir, 'host-processes');
+}
+
 /** Held by a demo run for as long as its process lives (flock: the kernel drops it even on SIGKILL). */
 export function runLock(dir: string): string {
   return join(dir, 'demo.lock');

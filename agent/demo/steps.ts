@@ -42,33 +42,33 @@ export interface DemoStep {
   run(ctx: DemoContext): Promise<StepResult>;
 }
 
-const bracket = (address: string): string => (address.includes(':') ? `[${address}]` : address);
+export const bracket = (address: string): string => (address.includes(':') ? `[${address}]` : address);
 
 function backendArgs(ctx: DemoContext, family: 'v4' | 'v6', port: number, skip?: string): string[] {
   return ctx.cluster.backends.filter((b) => b.name !== skip).flatMap((b) => ['--backend', `${bracket(b.host[family])}:${port}`]);
 }
 
 /** `xlb ARGS --api-socket $LB`, printed as the user would type it, with its output. */
-async function xlbOnLb(ctx: DemoContext, args: string[]): Promise<string> {
+export async function xlbOnLb(ctx: DemoContext, args: string[]): Promise<string> {
   ctx.out.line(`  $ xlb ${args.join(' ')} --api-socket $LB`);
   const output = await xlb([...args, '--api-socket', ctx.cluster.lb.agent.socket]);
   ctx.out.block(output, '    ');
   return output;
 }
 
-interface Snapshot {
+export interface Snapshot {
   lb: Counters;
   backends: Map<string, Counters>;
 }
 
-async function snapshot(ctx: DemoContext): Promise<Snapshot> {
+export async function snapshot(ctx: DemoContext): Promise<Snapshot> {
   const [lb, ...backends] = await Promise.all([ctx.cluster.lb, ...ctx.cluster.backends].map((n) => readCounters(n.agent.socket)));
   if (!lb) throw new Error('no LB node counters');
   return { lb, backends: new Map(ctx.cluster.backends.map((b, i) => [b.name, backends[i] ?? lb])) };
 }
 
 /** What each node counted between two snapshots. */
-function since(after: Snapshot, before: Snapshot): Snapshot {
+export function since(after: Snapshot, before: Snapshot): Snapshot {
   const backends = new Map<string, Counters>();
   for (const [name, counters] of after.backends) {
     const earlier = before.backends.get(name);
@@ -77,26 +77,26 @@ function since(after: Snapshot, before: Snapshot): Snapshot {
   return { lb: after.lb.since(before.lb), backends };
 }
 
-function sumBackends(delta: Snapshot, read: (c: Counters) => number): number {
+export function sumBackends(delta: Snapshot, read: (c: Counters) => number): number {
   return [...delta.backends.values()].reduce((sum, c) => sum + read(c), 0);
 }
 
-const dsrReplies = (c: Counters): number => c.get('DSR_REPLY', 'EGRESS');
+export const dsrReplies = (c: Counters): number => c.get('DSR_REPLY', 'EGRESS');
 
 /**
  * One exchange before a batch: the lab client gives each request 2 s, one after the other, so a
  * broken path would otherwise cost minutes before the step could say so.
  */
-async function probe(ctx: DemoContext, kind: 'http' | 'udp', target: string): Promise<void> {
+export async function probe(ctx: DemoContext, kind: 'http' | 'udp', target: string): Promise<void> {
   const report = await ctx.cluster.processes.client(kind, target, 1);
   if (report.answered !== 1) throw new Error(`the first ${kind === 'http' ? 'HTTP request' : 'datagram'} to ${target} got no answer (${report.errors[0] ?? 'no error'})`);
 }
 
-function everyBackendServed(report: ClientReport, names: string[]): boolean {
+export function everyBackendServed(report: ClientReport, names: string[]): boolean {
   return names.every((n) => (report.byBackend[n] ?? 0) > 0);
 }
 
-function answeredText(report: ClientReport): string {
+export function answeredText(report: ClientReport): string {
   return `${report.answered}/${report.sent} answered${report.errors.length > 0 ? ` (first error: ${report.errors[0]})` : ''}`;
 }
 
