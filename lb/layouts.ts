@@ -155,6 +155,8 @@ export const LbBackend = decodeByFamily(
   defineStruct('lb_backend', { addr: xlbAddr, port: be16, family: u8, pad: pad(1) }),
   ['addr'],
 );
+/** struct lb_maglev_digest: SHA-1 of what a service's Maglev table was computed from. */
+export const LbMaglevDigest = defineStruct('lb_maglev_digest', { sha1: bytes(20, 1) });
 /** struct lb_port_bitmap: bit p of the 1024 little-endian u64 words = some frontend listens on port p. */
 export const LbPortBitmap = defineStruct('lb_port_bitmap', { words: bytes(8192, 8) });
 
@@ -334,4 +336,5 @@ export const structCodecs: CodecLayout[] = [
   DsrEntry,
   DsrTrustKey,
   LbPortBitmap,
+  LbMaglevDigest,
 ];

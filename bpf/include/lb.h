@@ -72,6 +72,14 @@ struct {
 	__array(values, struct xlb_maglev_table);
 } xlb_lb_maglev SEC(".maps");
 
+/* Service id → struct lb_maglev_digest of its table; the agent's alone (see maps.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct lb_maglev_digest);
+} xlb_lb_mgdig SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);

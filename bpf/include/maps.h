@@ -47,6 +47,13 @@ struct lb_port_bitmap {
 	__u64 words[1024];
 };
 
+/* What a service's Maglev table was computed from (SHA-1 of its size, seed, backends and weights).
+ * The datapath never reads it: a restarted agent compares it with what it would compute, and skips
+ * computing tables that are already right. */
+struct lb_maglev_digest {
+	__u8 sha1[20];
+};
+
 struct lb_backend {
 	union xlb_addr addr;
 	__be16 port;

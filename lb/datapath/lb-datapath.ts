@@ -130,7 +130,13 @@ export class LbDatapath {
  */
 function lbMapSizes(capacity: LbDatapathOptions['capacity']): Record<string, number> {
   if (!capacity) return {};
-  return { xlb_lb_svc: capacity.services, xlb_lb_maglev: capacity.services + 1, xlb_lb_be: capacity.backends, xlb_lb_slot: capacity.backends };
+  return {
+    xlb_lb_svc: capacity.services,
+    xlb_lb_maglev: capacity.services + 1,
+    xlb_lb_mgdig: capacity.services + 1,
+    xlb_lb_be: capacity.backends,
+    xlb_lb_slot: capacity.backends,
+  };
 }
 
 /** struct xlb_config (maps.h): unset node addresses are all-zero. */

@@ -33,8 +33,8 @@ import { BpfError } from './errors.js';
 import { MaglevTables } from './maglev-tables.js';
 import { MapType, type BpfMap } from './map.js';
 import type { BpfObject } from './object.js';
-import { LbAffinity, LbAffinityKey, LbBackend, LbPortBitmap, LbService, LbServiceKey, LbSlot, LbSlotKey, LbSourceRangeKey, encodeU32 } from '../layouts.js';
-import { lbStateFromMaps, type LbState, type MapEntry } from '../lbmap/desired.js';
+import { LbAffinity, LbAffinityKey, LbBackend, LbMaglevDigest, LbPortBitmap, LbService, LbServiceKey, LbSlot, LbSlotKey, LbSourceRangeKey, encodeU32 } from '../layouts.js';
+import { INPUT_DIGEST, lbStateFromMaps, type LbState, type MapEntry } from '../lbmap/desired.js';
 import { diffLbState, type LbChanges, type ServiceChanges } from '../lbmap/diff.js';
 
 export const LB_MAPS = {
@@ -46,6 +46,7 @@ export const LB_MAPS = {
   affinity: 'xlb_lb_affin',
   ports: 'xlb_lb_ports',
   generation: 'xlb_lb_gen',
+  maglevDigest: 'xlb_lb_mgdig',
 } as const;
 
 /** What the writer needs of a map (BpfMap has it; a test may pass anything shaped so). */
@@ -113,6 +114,7 @@ export class LbMapWriter {
   private readonly ports: LbMapHandle | undefined;
   private readonly portsInUse = new PortUse();
   private readonly generation: LbMapHandle | undefined;
+  private readonly maglevDigests: LbMapHandle | undefined;
 
   /** Maps by kernel name (LB_MAPS; xlb_lb_affin optional) and the conntrack to purge (none: no purge). */
   constructor(
@@ -135,6 +137,8 @@ export class LbMapWriter {
     this.ports = maps[LB_MAPS.ports];
     if (this.ports) checkSizes(this.ports, LB_MAPS.ports, 4, LbPortBitmap.size);
     this.generation = maps[LB_MAPS.generation];
+    this.maglevDigests = maps[LB_MAPS.maglevDigest];
+    if (this.maglevDigests) checkSizes(this.maglevDigests, LB_MAPS.maglevDigest, 4, LbMaglevDigest.size);
     if (this.generation) checkSizes(this.generation, LB_MAPS.generation, 4, 4);
   }
 
@@ -155,17 +159,33 @@ export class LbMapWriter {
     return this.maglev.valueSize / 2;
   }
 
-  /** What the LB maps hold now, grouped by service id (for a diff after a restart); Maglev tables as digests. */
+  /**
+   * What the LB maps hold now, grouped by service id (for a diff after a restart). Maglev tables are
+   * digests: the one kept in xlb_lb_mgdig, else (pins written without one) that of the table's bytes.
+   * Only the tables of service ids the other maps name are looked at: an array of maps has a slot for
+   * every possible id, and walking them all is two syscalls each.
+   */
   read(): LbState {
+    const svc = [...this.svc.entries()];
+    const slot = [...this.slot.entries()];
+    const ids = new Set([...svc.map(([, value]) => LbService.decode(value).id), ...slot.map(([key]) => LbSlotKey.decode(key).serviceId)]);
+    const digests = new Map<number, string>();
+    for (const [key, value] of this.maglevDigests?.entries() ?? []) digests.set(key.readUInt32LE(0), `${INPUT_DIGEST}${value.toString('hex')}`);
+    const maglev = this.maglev;
+    function* tables(): Generator<[Buffer, Buffer]> {
+      for (const id of [...ids].sort((a, b) => a - b)) {
+        const key = encodeU32(id);
+        if (digests.has(id)) {
+          yield [key, Buffer.alloc(0)];
+          continue;
+        }
+        const table = maglev.lookup(key);
+        if (table) yield [key, table];
+      }
+    }
     return lbStateFromMaps(
-      {
-        svc: this.svc.entries(),
-        be: this.be.entries(),
-        slot: this.slot.entries(),
-        maglev: this.maglev.entries(),
-        srcrng: this.srcrng.entries(),
-      },
-      { digestTables: true },
+      { svc, be: this.be.entries(), slot, maglev: tables(), srcrng: this.srcrng.entries() },
+      { digestTables: true, maglevDigests: digests },
     );
   }
 
@@ -233,6 +253,7 @@ export class LbMapWriter {
         const group = (map: LbMapHandle): Step => (added.length === 1 && added[0] ? of(added[0], map) : { map, what: `${added.length} new services` });
         upsert(group(this.slot), added.flatMap((s) => s.slots.upserts), true);
         upsert(group(this.maglev), added.flatMap((s) => s.maglev.upserts), true);
+        if (this.maglevDigests) upsert(group(this.maglevDigests), digestEntries(added.flatMap((s) => s.maglev.upserts)), true);
         upsert(group(this.srcrng), added.flatMap((s) => s.sourceRanges.upserts), false);
         upsert(group(this.svc), added.flatMap((s) => s.frontends.upserts), true);
       }
@@ -240,6 +261,7 @@ export class LbMapWriter {
         if (s.kind === 'add') continue;
         upsert(of(s, this.slot), s.slots.upserts, true);
         upsert(of(s, this.maglev), s.maglev.upserts, false);
+        if (this.maglevDigests) upsert(of(s, this.maglevDigests), digestEntries(s.maglev.upserts), false);
         upsert(of(s, this.srcrng), s.sourceRanges.upserts, false);
         upsert(of(s, this.svc), s.frontends.upserts, false);
         this.nextGeneration(); // cached answers of this service's old entries and slots are void now
@@ -272,6 +294,8 @@ export class LbMapWriter {
 
   private removeRest(s: ServiceChanges, remove: (map: LbMapHandle, keys: Buffer[], batch: boolean) => void): void {
     remove(this.slot, s.slots.deletes, true);
+    // The digest goes first: one left without its table would vouch for a table that is not there.
+    if (this.maglevDigests) remove(this.maglevDigests, s.maglev.deletes, false);
     remove(this.maglev, s.maglev.deletes, false);
     remove(this.srcrng, s.sourceRanges.deletes, false);
   }
@@ -299,6 +323,11 @@ export class LbMapWriter {
     }
     return result;
   }
+}
+
+/** xlb_lb_mgdig entries for these Maglev table entries: the 20 bytes of their input digests. */
+function digestEntries(tables: MapEntry[]): MapEntry[] {
+  return tables.flatMap((e) => (e.digest?.startsWith(INPUT_DIGEST) ? [{ key: e.key, value: Buffer.from(e.digest.slice(INPUT_DIGEST.length), 'hex') }] : []));
 }
 
 const PORTS_KEY = Buffer.alloc(4);

@@ -56,10 +56,19 @@ export interface MapEntry {
   key: Buffer;
   value: Buffer;
   /**
-   * Maglev tables only: what identifies the table without its 2·M bytes (tableDigest()), so applied
-   * states need not keep 32 KiB per service. An entry with a digest may have an empty value.
+   * Maglev tables only: what identifies the table without its 2·M bytes, so applied states need not
+   * keep 32 KiB per service: "in:<sha1 of its inputs>" (computed or kept in xlb_lb_mgdig), or for
+   * pins written without one "sha1:<sha1 of its bytes>". An entry with a digest may have an empty value.
    */
   digest?: string;
+  /** Maglev tables only: what the table is built from (a caller may build them ahead, in parallel). */
+  maglev?: MaglevInput;
+}
+
+export interface MaglevInput {
+  backends: readonly { key: string; weight: number }[];
+  size: number;
+  seed: MaglevSeed;
 }
 
 /** Entries keyed by their key's hex, so equal keys meet in a Map. */
@@ -217,8 +226,18 @@ export function serviceEntries(
 
   if (service.algorithm === 'maglev' && usable.length > 0) {
     const backends = usable.map((b) => ({ key: maglevBackendKey({ address: b.address, port: b.port, protocol }), weight: b.weight }));
-    const table = cache.table(backends, node.maglevTableSize, node.maglevSeed);
-    entries.maglev = { key: encodeU32(id), value: encodeMaglevTable(table), digest: maglevInputDigest(backends, node) };
+    // Built only when someone reads the bytes: a diff compares digests, and a table the maps already
+    // hold (an unchanged service, a restart) is never computed.
+    let table: Buffer | undefined;
+    entries.maglev = {
+      key: encodeU32(id),
+      digest: maglevInputDigest(backends, node),
+      maglev: { backends, size: node.maglevTableSize, seed: node.maglevSeed },
+      get value(): Buffer {
+        table ??= encodeMaglevTable(cache.table(backends, node.maglevTableSize, node.maglevSeed));
+        return table;
+      },
+    };
   }
 
   for (const range of service.sourceRanges) {
@@ -252,8 +271,11 @@ export function serviceEntries(
  */
 function maglevInputDigest(backends: readonly { key: string; weight: number }[], node: LbNodeConfig): string {
   const text = JSON.stringify([node.maglevTableSize, node.maglevSeed.base64, backends.map((b) => [b.key, b.weight])]);
-  return `in:${createHash('sha1').update(text).digest('hex')}`;
+  return `${INPUT_DIGEST}${createHash('sha1').update(text).digest('hex')}`;
 }
+
+/** The prefix of a digest of a table's inputs (what xlb_lb_mgdig keeps, as 20 bytes). */
+export const INPUT_DIGEST = 'in:';
 
 /** The digest of a table's bytes as read from the maps (compared with a desired table by tableBytesDigest). */
 export function tableBytesDigest(value: Buffer): string {
@@ -326,7 +348,10 @@ export interface LbMapDump {
  * which the diff then removes. `members` are the backends in the slots (the maps do not record the
  * unusable ones a service listed).
  */
-export function lbStateFromMaps(dump: LbMapDump, options: { digestTables?: boolean } = {}): LbState {
+export function lbStateFromMaps(
+  dump: LbMapDump,
+  options: { digestTables?: boolean; maglevDigests?: ReadonlyMap<number, string> } = {},
+): LbState {
   const state: LbState = { services: new Map(), backends: new Map() };
   const service = (id: number): ServiceState => {
     let entries = state.services.get(id);
@@ -344,7 +369,10 @@ export function lbStateFromMaps(dump: LbMapDump, options: { digestTables?: boole
   }
   // A large node holds thousands of 2·M-byte tables: keep only their digests when asked.
   for (const [key, value] of dump.maglev) {
-    service(decodeU32(key)).maglev = options.digestTables ? { key, value: Buffer.alloc(0), digest: tableBytesDigest(value) } : { key, value };
+    const id = decodeU32(key);
+    const kept = options.maglevDigests?.get(id);
+    if (kept !== undefined) service(id).maglev = { key, value: Buffer.alloc(0), digest: kept };
+    else service(id).maglev = options.digestTables ? { key, value: Buffer.alloc(0), digest: tableBytesDigest(value) } : { key, value };
   }
   for (const [key, value] of dump.srcrng) put(service(LbSourceRangeKey.decode(key).serviceId).sourceRanges, key, value);
   for (const [key, value] of dump.be) put(state.backends, key, value);
