@@ -34,7 +34,7 @@ TCP (DSR by annotation) and UDP (SNAT), a NodePort, a backend scaled away throug
 xlb status. The apiserver is built once per machine by deploy/kube-apiserver.sh (4-10 minutes; cached
 in ~/.cache/xlb): the demo runs it, showing its progress, when the binary is missing.
 
-  --kubernetes  services from a real kube-apiserver instead of the agents' API (about a minute)
+  --kubernetes  services from a real kube-apiserver instead of the agents' API (about 30 s)
   --json        print only the summary, as JSON {steps: [{name, ok, expected, seen, figures}]} (progress on stderr)
   --keep        leave the namespaces and agents running and print commands to explore them (not with --kubernetes)
   --cleanup     remove what earlier demo runs left: a lab kept with --keep, or the namespaces, agents,

@@ -167,9 +167,11 @@ const servicesStep: DemoStep = {
       check(new RegExp(`${WEB_ID.replace(/[./]/g, '\\$&')}\\s+kubernetes`).test(listing), 'xlb service list shows origin kubernetes', listing.split('\n')[1] ?? listing),
       check(deleted.code === 1, 'xlb service delete refused (exit 1)', `exit ${String(deleted.code)}: ${(deleted.err || deleted.out).trim().split('\n')[0] ?? ''}`),
     ];
-    const seen = `${entries.length} frontends from 3 Services; served in ${lbMs} ms; delete refused`;
+    const ours = entries.filter((e) => /^default\/(web|dns|web-nodeport):/.test(e.id)).length;
+    const seen = `${ours} frontends; served after ${lbMs} ms; read-only`;
     return stepResult(this.name, { expected: this.expected, seen }, checks, {
       kubernetesFrontends: entries.length,
+      frontendsOfTheServices: ours,
       servedAfterMs: lbMs,
       everyAgentServedAfterMs: Math.max(...waits),
       webMode: web?.service.mode ?? '',
@@ -269,7 +271,7 @@ const scaleDownStep: DemoStep = {
       check(freshToRemoved === 0, `none to the removed ${removed}`, `${freshToRemoved}`),
       check(everyBackendServed(fresh, remaining), `both ${remaining.join(' and ')} answered some`, shares(fresh.byBackend, remaining)),
     ];
-    const seen = `served in ${servedMs} ms; held ${heldOnKept}/${all.length} on ${kept}; new ${shares(fresh.byBackend, names)}`;
+    const seen = `held ${heldOnKept}/${all.length} on ${kept}; new ${shares(fresh.byBackend, names)}`;
     return stepResult(this.name, { expected: this.expected, seen }, checks, {
       keptBackend: kept,
       removedBackend: removed,

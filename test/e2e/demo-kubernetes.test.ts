@@ -138,7 +138,10 @@ test('xlb demo --kubernetes: every step holds with a real apiserver, and nothing
     // 2-4: traffic, 5: scale down, 6: status.
     assert.match(out, /^ {2}✔ 60\/60; b1 \d+ · b2 \d+ · b3 \d+; 0 via LB$/m, context);
     assert.match(out, /^ {2}✔ 30\/30; b1 \d+ · b2 \d+ · b3 \d+; \d+ via LB$/m, context);
-    assert.match(out, /^ {2}✔ served in \d+ ms; held 20\/20 on b\d; new .* · b\d 0$/m, context);
+    assert.match(out, /^ {2}the LB node's agent served web without 198\.18\.0\.1\d \d+ ms after the write$/m, context);
+    // The held connection stays on its backend; another one is removed and gets no new connection.
+    assert.match(out, /^ {2}✔ held 20\/20 on b\d; new b1 \d+ · b2 \d+ · b3 \d+$/m, context);
+    assert.match(out, /^ {2}✔ held 20\/20 on b\d; new .*\bb\d 0\b/m, context);
     assert.match(out, /^ {4}kubernetes:\n {6}apiserver: +https:\/\/127\.0\.0\.1:\d+\n {6}connection: +connected since /m, context);
     assert.match(out, /^ {6}endpointslices: +discovery\.k8s\.io\/v1beta1$/m, context);
     assert.equal((out.match(/^ {2}✔ /gm) ?? []).length, 6, context);
