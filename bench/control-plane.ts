@@ -17,10 +17,14 @@
  *    does. Peers: iptables-restore of the full rule set (kube-proxy's full sync) and of a partial
  *    sync (kube-proxy ≥ 1.27: the top-level chains and the changed service's chains), into the
  *    namespace that already holds the full set.
+ * 3. The same endpoint change through a real kube-apiserver 1.20 (test/support/kube.ts; skipped, with
+ *    a line saying so, when `bash deploy/setup.sh --tests` has not built it): 300 services (--quick:
+ *    100), 200 changes (--quick: 100), each from the EndpointSlice PUT to the store having applied
+ *    it through the agent's watcher (startKubernetes) — bench/control-plane/apiserver.ts.
  *
  * Results: bench/results/control-plane.{json,md,svg} (--quick: a temp dir, so the committed full run
- * stays; --out DIR overrides). Everything the run creates — child processes, namespaces, the bpffs —
- * is removed in `finally`, and on Ctrl-C.
+ * stays; --out DIR overrides). Everything the run creates — child processes, namespaces, the bpffs,
+ * the apiserver — is removed in `finally`, and on Ctrl-C.
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -29,6 +33,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { TempBpffs } from '../lb/datapath/bpffs.js';
+import { apiserverAvailable, apiserverEndpointChanges, type ApiserverChanges } from './control-plane/apiserver.js';
 import { IPTABLES_JUMPS, iptablesFullSync, iptablesPartialSync, kubeSepChain, nftablesFullSync, type RuleText } from './control-plane/kube-proxy-rules.js';
 import { PodAddresses, benchCluster, replaceEndpoint, type BenchService } from './control-plane/objects.js';
 import { BenchResources, type TimedRun } from './control-plane/processes.js';
@@ -46,6 +51,8 @@ const XLB_ROUND_BUDGET_MS = 60_000;
 const PEER_CAP_MS = 45_000;
 /** Peer rounds for the endpoint-change figures (each a restore into the loaded namespace). */
 const CHANGE_PEER_ROUNDS = 3;
+/** Through a real kube-apiserver: services, endpoint changes (--quick: the first of each). */
+const APISERVER = { services: [300, 100], changes: [200, 100] } as const;
 const GOALS = { fullSyncMs: 2_000, fullSyncAt: 10_000, speedup: 20, changeP99Ms: 20 };
 
 const log = (message: string): void => void process.stderr.write(`[bench control-plane] ${message}\n`);
@@ -339,6 +346,25 @@ function changeFigures(size: number, xlb: XlbWorkerResult, peer: Peer | undefine
   return figures;
 }
 
+function apiserverFigures(result: ApiserverChanges): BenchFigure[] {
+  const params = {
+    services: result.services,
+    endpointsPerService: result.endpointsPerService,
+    changes: result.changeMs.length,
+    method: 'PUT of one EndpointSlice (an endpoint replaced) → watch event → the agent\'s change tracker → syncKubernetes applied it; one change at a time',
+    apiserver: 'kube-apiserver 1.20 + etcd on 127.0.0.1, EndpointSlice discovery.k8s.io/v1beta1',
+    putAnsweredP50Ms: round1(percentile(result.putMs, 50)),
+    putAnsweredP99Ms: round1(percentile(result.putMs, 99)),
+    initialSyncMs: round1(result.initialSyncMs),
+  };
+  return [50, 99].map((p) => ({
+    name: `endpoint change through kube-apiserver → datapath written, p${p} (${count(result.services)} services)`,
+    value: round1(percentile(result.changeMs, p)),
+    unit: 'ms',
+    params,
+  }));
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, out: { type: 'string' } } });
   const quick = values.quick ?? false;
@@ -391,6 +417,21 @@ async function main(): Promise<void> {
         for (const r of results) r.kept?.drop();
         figures.push(...changeFigures(size, changed, peer?.peer, peerRuns));
       }
+    }
+
+    const available = apiserverAvailable();
+    if (available.ok) {
+      const at = quick ? 1 : 0;
+      const result = await apiserverEndpointChanges({
+        services: APISERVER.services[at],
+        endpointsPerService: ENDPOINTS,
+        changes: APISERVER.changes[at],
+        pinDir: join(bpffs.dir, 'apiserver'),
+        log,
+      });
+      figures.push(...apiserverFigures(result));
+    } else {
+      log(`endpoint changes through kube-apiserver: skipped, ${available.why}`);
     }
   } finally {
     resources.cleanup(log);
