@@ -254,6 +254,19 @@ export const DsrEntry = defineStruct('dsr_entry', {
 /** struct dsr_trust_key: LPM key of xlb_dsr_trust; prefixlen (host order) = 32 + the address prefix. */
 export const DsrTrustKey = defineStruct('dsr_trust_key', { prefixlen: u32, family: u32, addr: xlbAddr });
 
+// ---- socket-level load balancing (sock.h) ----
+
+/** struct sock_revnat_key: a socket (its cookie) and the backend its connect()/sendmsg() was sent to. */
+export const SockRevnatKey = decodeByFamily(
+  defineStruct('sock_revnat_key', { cookie: u64, addr: xlbAddr, port: be16, family: u8, pad: pad(5) }),
+  ['addr'],
+);
+/** struct sock_revnat: the service frontend the socket asked for, and that service's id. */
+export const SockRevnat = decodeByFamily(
+  defineStruct('sock_revnat', { addr: xlbAddr, port: be16, family: u8, pad: pad(1), serviceId: u32 }),
+  ['addr'],
+);
+
 // ---- cached lookups (lookup_cache.h) ----
 
 export const XlbCacheKey = defineStruct('xlb_cache_key', { kind: u8, pad: pad(3), bytes: bytes(20) });
@@ -337,4 +350,6 @@ export const structCodecs: CodecLayout[] = [
   DsrTrustKey,
   LbPortBitmap,
   LbMaglevDigest,
+  SockRevnatKey,
+  SockRevnat,
 ];

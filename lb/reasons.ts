@@ -17,6 +17,10 @@ export const Reason = {
   /** tc: a packet xdp_lb translated and counted, sent on while the kernel resolves its next hop. */
   FWD_NEIGH_RESOLVE: 10,
   PASS_UNPARSED: 13,
+  /** Socket-LB: a connect() or sendmsg() to a service given a backend's address instead (counted egress). */
+  SOCK_XLATE: 14,
+  /** Socket-LB: recvmsg() / getpeername() shown the service's address in place of its backend's (counted ingress). */
+  SOCK_REVERSE: 15,
   DROP_MALFORMED: 16,
   DROP_NO_BACKEND: 17,
   DROP_SOURCE_RANGE: 18,
@@ -43,6 +47,8 @@ export const Reason = {
   DROP_ICMP_RATE_LIMITED: 37,
   DROP_DSR_SPOOFED: 44,
   DROP_DSR_UNTRUSTED: 45,
+  /** Socket-LB: the socket's reverse entry could not be stored, so its connect() / sendmsg() was refused. */
+  DROP_SOCK_REVNAT: 46,
 } as const;
 
 export type ReasonName = keyof typeof Reason;

@@ -71,6 +71,8 @@ enum xlb_reason {
 	XLB_CT_EVICTED,            /* not a verdict: a new flow took the conntrack way of a live one (table full) */
 	XLB_FWD_NEIGH_RESOLVE,     /* tc: a packet xdp_lb translated (and counted) sent on while its next hop resolves */
 	XLB_PASS_UNPARSED = 13,    /* headers xdp_lb does not translate (a VLAN tag, many IPv6 extensions): the stack's */
+	XLB_SOCK_XLATE = 14,       /* socket-LB: a connect() or sendmsg() to a service given a backend's address instead */
+	XLB_SOCK_REVERSE = 15,     /* socket-LB: recvmsg() / getpeername() shown the service's address for a backend's */
 	XLB_FORWARD_REASON_MAX,
 
 	XLB_DROP_FIRST = 16,
@@ -101,6 +103,7 @@ enum xlb_reason {
 					  * too big) dropped unanswered: xlb's ICMP errors are over their rate (ratelimit.h) */
 	XLB_DROP_DSR_SPOOFED = 44, /* a packet to a service already carrying DSR information: only the LB adds it */
 	XLB_DROP_DSR_UNTRUSTED = 45, /* backend side: a DSR option naming a service address outside --dsr-service-ranges */
+	XLB_DROP_SOCK_REVNAT = 46, /* socket-LB: the socket's reverse entry could not be stored; connect() / sendmsg() refused */
 	XLB_REASON_MAX = 64,
 };
 

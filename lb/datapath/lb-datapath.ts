@@ -127,8 +127,10 @@ export class LbDatapath {
 /**
  * max_entries of the LB maps for a capacity: a frontend per service at least (NodePorts take one per
  * node address), service ids 1..services index the Maglev tables, and slots are backends of services.
+ * Every object sharing these maps through their pins (xdp_lb, sock_lb) must ask for these sizes: a
+ * pinned map of another size is replaced, and its entries lost.
  */
-function lbMapSizes(capacity: LbDatapathOptions['capacity']): Record<string, number> {
+export function lbMapSizes(capacity: LbDatapathOptions['capacity']): Record<string, number> {
   if (!capacity) return {};
   return {
     xlb_lb_svc: capacity.services,

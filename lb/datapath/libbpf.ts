@@ -79,6 +79,17 @@ export const libbpf = {
   bpf_tc_detach: lib.func('int bpf_tc_detach(const void *hook, const void *opts)'),
   bpf_tc_query: lib.func('int bpf_tc_query(const void *hook, void *opts)'),
 
+  bpf_prog_attach: lib.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
+  bpf_prog_detach2: lib.func('int bpf_prog_detach2(int prog_fd, int attachable_fd, int type)'),
+  bpf_prog_query: lib.func(
+    'int bpf_prog_query(int target_fd, int type, uint32_t query_flags, _Out_ uint32_t *attach_flags, void *prog_ids, _Inout_ uint32_t *prog_cnt)',
+  ),
+  bpf_link_create: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
+  bpf_link_update: lib.func('int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)'),
+  bpf_link_detach: lib.func('int bpf_link_detach(int link_fd)'),
+  bpf_link_get_fd_by_id: lib.func('int bpf_link_get_fd_by_id(uint32_t id)'),
+  bpf_link_get_next_id: lib.func('int bpf_link_get_next_id(uint32_t start_id, _Out_ uint32_t *next_id)'),
+
   ring_buffer__new: lib.func(
     'ring_buffer *ring_buffer__new(int map_fd, xlb_ring_buffer_sample_fn *sample_cb, void *ctx, const void *opts)',
   ),
