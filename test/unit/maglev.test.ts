@@ -11,9 +11,14 @@ import {
   hash128Hex,
   maglevBackendKey,
   maglevOffsetAndSkip,
+  maglevTailEmpties,
   murmur3X64Hash128,
   parseMaglevSeed,
+  populateMaglevTable,
+  populateMaglevTableByProbing,
+  prepareMaglevPopulation,
   type MaglevBackend,
+  type MaglevPopulationInput,
   type MaglevTable,
 } from '../../lb/maglev/index.js';
 import { mulberry32 } from '../support/prng.js';
@@ -290,6 +295,101 @@ test('offset and skip stay in range', () => {
       assert.ok(Number.isInteger(skip) && skip >= 1 && skip < size);
     }
   }
+});
+
+/** Weights of one random case: equal, spread, skewed, tiny (round-robin by Cilium's rule), or with zeros. */
+function randomWeights(count: number, random: () => number): number[] {
+  const int = (below: number): number => Math.floor(random() * below);
+  const kind = int(6);
+  const equal = 1 + int(65535);
+  return Array.from({ length: count }, (_, i) => {
+    switch (kind) {
+      case 0: return equal;
+      case 1: return 1 + int(1000);
+      case 2: return i === 0 ? 65535 : 1 + int(10);
+      case 3: return 1 + int(2);
+      case 4: return int(4) === 0 ? 0 : 1 + int(65535);
+      default: return 1 + int(65535);
+    }
+  });
+}
+
+function sameTable(actual: MaglevTable, expected: MaglevTable, where: string): void {
+  assert.equal(actual.constructor, expected.constructor, where);
+  assert.equal(actual.length, expected.length, where);
+  for (let slot = 0; slot < expected.length; slot++) {
+    if (actual[slot] !== expected[slot]) assert.fail(`${where}: slot ${slot} holds ${actual[slot]}, probing gives ${expected[slot]}`);
+  }
+}
+
+test('populate with the probe tail gives exactly the probing loop\'s table (random backends, weights, sizes, seeds)', () => {
+  const random = mulberry32(20260521);
+  const int = (below: number): number => Math.floor(random() * below);
+  // Small sizes often, the large ones a few times each: each case builds the table several ways.
+  const sizes = [251, 251, 509, 1021, 1021, 2039, 4093, 8191, 16381, 32749, 65521];
+  let cases = 0;
+  for (let round = 0; round < 120; round++) {
+    const size = sizes[round % sizes.length] ?? 251;
+    const count = [1, 2, 3, 8, 10, 10, 30, 100, 1 + int(300)][int(9)] ?? 10;
+    const caseSeed = parseMaglevSeed(Buffer.from(Array.from({ length: 12 }, () => int(256))).toString('base64'));
+    const weights = randomWeights(count, random);
+    const backends = weights.map((weight, i) => ({
+      key: maglevBackendKey({ address: `198.${18 + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}`, port: 1 + int(65535), protocol: 'TCP' }),
+      weight,
+    }));
+    if (backends.every((b) => b.weight === 0)) continue;
+    const input = prepareMaglevPopulation(backends, size, caseSeed);
+    const expected = populateMaglevTableByProbing(input);
+    const where = `round ${round}: M=${size} N=${count} weights ${weights.slice(0, 4).join(',')}…`;
+    sameTable(populateMaglevTable(input), expected, `${where} default tail ${maglevTailEmpties(size, input.ids.length)}`);
+    for (const tail of [0, 1, 1 + int(size), size]) sameTable(populateMaglevTable(input, tail), expected, `${where} tail ${tail}`);
+    assert.ok(
+      buildMaglevTable(backends, size, caseSeed).every((v, slot) => v === expected[slot]),
+      `${where}: buildMaglevTable differs`,
+    );
+    cases++;
+  }
+  assert.ok(cases > 100);
+});
+
+test('populate with the probe tail: hand-made inputs, u32 tables and the largest size', () => {
+  const random = mulberry32(7);
+  const int = (below: number): number => Math.floor(random() * below);
+  const handMade = (size: number, count: number, idLimit: number): MaglevPopulationInput => {
+    const weights = randomWeights(count, random).map((w) => Math.max(1, w));
+    return {
+      size,
+      offsets: Uint32Array.from({ length: count }, () => int(size)),
+      skips: Uint32Array.from({ length: count }, () => 1 + int(size - 1)),
+      weights: Uint32Array.from(weights),
+      ids: Uint32Array.from({ length: count }, (_, i) => idLimit - 1 - i),
+      idLimit,
+    };
+  };
+  for (const [size, count, idLimit] of [
+    [251, 5, 70000],
+    [4093, 40, 100000],
+    [131071, 50, 60],
+    [131071, 12, 200000],
+    [65521, 2, 10],
+    [1021, 700, 700],
+  ] as const) {
+    for (let round = 0; round < 3; round++) {
+      const input = handMade(size, count, idLimit);
+      const expected = populateMaglevTableByProbing(input);
+      assert.equal(expected instanceof Uint32Array, idLimit > 0xffff);
+      for (const tail of [undefined, 0, 16, int(size), size]) {
+        sameTable(populateMaglevTable(input, tail), expected, `M=${size} N=${count} idLimit ${idLimit} tail ${tail ?? 'default'}`);
+      }
+    }
+  }
+});
+
+test('maglevTailEmpties: no tail for few backends, else about M / (24·N), at least 16', () => {
+  assert.equal(maglevTailEmpties(16381, 1), 0);
+  assert.equal(maglevTailEmpties(16381, 7), 0);
+  assert.equal(maglevTailEmpties(16381, 10), 68);
+  assert.equal(maglevTailEmpties(65521, 1000), 16);
 });
 
 test('cache returns the identical table for the same input and rebuilds on change', () => {
