@@ -23,4 +23,5 @@ export {
   type OffsetAndSkip,
 } from './table.js';
 export { MaglevTableCache, type MaglevTableCacheOptions } from './cache.js';
+export { MaglevTablePool, type MaglevTablePoolOptions, type MaglevTableRequest } from './pool.js';
 export { hash128Hex, murmur3X64Hash128, type Hash128 } from './murmur3.js';

@@ -1,11 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import murmurhash3js from 'murmurhash3js';
 import {
   DEFAULT_MAGLEV_SEED,
   DEFAULT_MAGLEV_TABLE_SIZE,
   MAGLEV_TABLE_SIZES,
   MaglevTableCache,
+  MaglevTablePool,
   buildMaglevTable,
   canonicalIpAddress,
   hash128Hex,
@@ -20,6 +23,7 @@ import {
   type MaglevBackend,
   type MaglevPopulationInput,
   type MaglevTable,
+  type MaglevTableRequest,
 } from '../../lb/maglev/index.js';
 import { mulberry32 } from '../support/prng.js';
 
@@ -411,4 +415,104 @@ test('cache returns the identical table for the same input and rebuilds on chang
   cache.clear();
   assert.equal(cache.size, 0);
   assert.throws(() => new MaglevTableCache({ maxEntries: 0 }), /maxEntries/);
+});
+
+/** Distinct requests: sizes, backend counts and weights vary; one has no backend of weight > 0. */
+function poolRequests(count: number): MaglevTableRequest[] {
+  const random = mulberry32(64);
+  const sizes = [251, 1021, 4093, DEFAULT_MAGLEV_TABLE_SIZE];
+  return Array.from({ length: count }, (_, r) => {
+    const n = 1 + Math.floor(random() * 20);
+    const backends = podBackends(n, (i) => (r === 3 ? 0 : r % 2 === 0 ? 100 : 1 + ((i * 31 + r) % 300))).map((b) => ({
+      ...b,
+      key: b.key.replace('8080', String(1000 + r)),
+    }));
+    return { backends, size: sizes[r % sizes.length] ?? 251, seed };
+  });
+}
+
+test('pool: warming 64 tables gives the tables the main thread builds, and table() then hits', async () => {
+  const requests = poolRequests(64);
+  const cache = new MaglevTableCache({ pool: new MaglevTablePool({ workers: 2 }) });
+  try {
+    await cache.warm(requests);
+    assert.deepEqual([cache.warmed, cache.pinnedCount], [64, 64]);
+    for (const [i, { backends, size }] of requests.entries()) {
+      assert.deepEqual(cache.table(backends, size, seed), buildMaglevTable(backends, size, seed), `request ${i}`);
+    }
+    assert.deepEqual([cache.hits, cache.builds, cache.pinnedCount], [64, 0, 0]);
+    assert.equal(cache.table(requests[3]?.backends ?? [], 4093, seed).length, 0);
+    // Warming what is held builds nothing.
+    await cache.warm(requests.slice(0, 8));
+    assert.equal(cache.warmed, 64);
+  } finally {
+    await cache.close();
+  }
+});
+
+test('pool: warmed tables are pinned until asked for, even beyond maxEntries', async () => {
+  const requests = poolRequests(20);
+  const cache = new MaglevTableCache({ maxEntries: 4 });
+  try {
+    await cache.warm([...requests, ...requests.slice(0, 5)]);
+    assert.deepEqual([cache.warmed, cache.size], [20, 20]);
+    // Building others meanwhile evicts only from the LRU.
+    for (let n = 1; n <= 6; n++) cache.table(podBackends(n), 251, seed);
+    for (const { backends, size } of requests) cache.table(backends, size, seed);
+    assert.deepEqual([cache.hits, cache.builds, cache.pinnedCount, cache.size], [20, 6, 0, 4]);
+  } finally {
+    await cache.close();
+  }
+});
+
+test('pool: a bad request rejects warm with the request named, and nothing is inserted', async () => {
+  const requests = poolRequests(40);
+  const first = requests[0]?.backends[0] ?? { key: 'x', weight: 1 };
+  requests[37] = { backends: [first, { ...first, weight: 7 }], size: 1021, seed };
+  const pool = new MaglevTablePool({ workers: 2, batchSize: 4 });
+  const cache = new MaglevTableCache({ pool });
+  try {
+    await assert.rejects(cache.warm(requests), /maglev table request 37 \(M=1021, 2 backends\): maglev backend 1 has the same key as backend 0/);
+    assert.equal(cache.size, 0);
+    await assert.rejects(pool.build([{ backends: [first], size: 1000, seed }]), /maglev table request 0: maglev table size 1000 is not supported/);
+    // The pool goes on serving.
+    const [table] = await pool.build([{ backends: [first], size: 251, seed }]);
+    assert.deepEqual(table, buildMaglevTable([first], 251, seed));
+  } finally {
+    await cache.close();
+    assert.equal(pool.threads, 2, 'a pool given to the cache is not closed by it');
+    await pool.close();
+  }
+});
+
+test('pool: lazy start, close() terminates the threads and rejects what is pending', async () => {
+  const pool = new MaglevTablePool({ workers: 2 });
+  assert.equal(pool.workerCount, 2);
+  assert.equal(pool.threads, 0);
+  assert.deepEqual(await pool.build([]), []);
+  assert.equal(pool.threads, 0);
+  const pending = assert.rejects(pool.build(poolRequests(200)), /closed before the tables were built/);
+  assert.equal(pool.threads, 2);
+  await pool.close();
+  await pending;
+  assert.equal(pool.threads, 0);
+  await assert.rejects(pool.build(poolRequests(1)), /MaglevTablePool is closed/);
+  assert.throws(() => new MaglevTablePool({ workers: 0 }), /workers 0 must be a positive integer/);
+});
+
+test('pool: a process that warms and never closes the cache still exits', async () => {
+  const index = fileURLToPath(new URL('../../lb/maglev/index.js', import.meta.url));
+  const script = `
+    const m = await import(${JSON.stringify(index)});
+    const seed = m.parseMaglevSeed(m.DEFAULT_MAGLEV_SEED);
+    const cache = new m.MaglevTableCache();
+    await cache.warm([{ backends: [{ key: 'a', weight: 1 }, { key: 'b', weight: 2 }], size: 1021, seed }]);
+    console.log('warmed', cache.warmed);`;
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, ['--input-type=module', '-e', script], { timeout: 60_000 }, (err, out, errOut) => {
+      if (err !== null) reject(new Error(`child failed: ${err.message}\n${errOut}`));
+      else resolve(out);
+    });
+  });
+  assert.equal(stdout.trim(), 'warmed 1');
 });
