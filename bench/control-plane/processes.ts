@@ -13,7 +13,28 @@ export interface TimedRun {
   /** false: stopped at the cap (ms is then the cap, a lower bound). */
   completed: boolean;
   stdout: string;
+  /** User + system CPU time of the command (options.cpu), when it completed. */
+  cpuMs?: number;
 }
+
+export interface RunOptions {
+  /** Written to its stdin. */
+  input?: string;
+  /** Killed after this long; the run is then not completed. */
+  capMs?: number;
+  /** Its stderr shown as it comes (else kept for the error message). */
+  showStderr?: boolean;
+  /**
+   * Measure its CPU time: run under /usr/bin/time, in a process group of its own that a cap or the
+   * cleanup kills whole (time's child would outlive time otherwise).
+   */
+  cpu?: boolean;
+}
+
+const CPU_MARK = 'xlb-bench-cpu';
+/** Children started in a process group of their own (options.cpu). */
+const groupLeaders = new WeakSet<ChildProcess>();
+const CPU_LINE = new RegExp(`^${CPU_MARK} ([\\d.]+) ([\\d.]+)$`, 'm');
 
 export class BenchResources {
   private readonly children = new Set<ChildProcess>();
@@ -50,11 +71,13 @@ export class BenchResources {
    * throws with its stderr (or shows it as it comes: showStderr); past `capMs` it is killed and the
    * run reported as not completed.
    */
-  run(command: string, args: string[], options: { input?: string; capMs?: number; showStderr?: boolean } = {}): Promise<TimedRun> {
+  run(command: string, args: string[], options: RunOptions = {}): Promise<TimedRun> {
     return new Promise((resolve, reject) => {
       const started = performance.now();
-      const child = spawn(command, args, { stdio: ['pipe', 'pipe', options.showStderr ? 'inherit' : 'pipe'] });
+      const [file, argv] = options.cpu ? ['/usr/bin/time', ['-f', `${CPU_MARK} %U %S`, command, ...args]] : [command, args];
+      const child = spawn(file, argv, { stdio: ['pipe', 'pipe', options.showStderr ? 'inherit' : 'pipe'], detached: options.cpu === true });
       this.children.add(child);
+      if (options.cpu) groupLeaders.add(child);
       let stdout = '';
       let stderr = '';
       let capped = false;
@@ -65,7 +88,7 @@ export class BenchResources {
       child.stdin?.end(options.input ?? '');
       const timer = options.capMs === undefined ? undefined : setTimeout(() => {
         capped = true;
-        child.kill('SIGKILL');
+        kill(child);
       }, options.capMs);
       child.on('error', (error) => {
         clearTimeout(timer);
@@ -76,8 +99,10 @@ export class BenchResources {
         const ms = performance.now() - started;
         clearTimeout(timer);
         this.children.delete(child);
+        const cpu = CPU_LINE.exec(stderr);
+        const cpuMs = cpu ? (Number(cpu[1]) + Number(cpu[2])) * 1000 : undefined;
         if (capped) resolve({ ms: options.capMs ?? ms, completed: false, stdout });
-        else if (code === 0) resolve({ ms, completed: true, stdout });
+        else if (code === 0) resolve({ ms, completed: true, stdout, ...(cpuMs !== undefined ? { cpuMs } : {}) });
         else reject(new Error(`${command} ${args.slice(0, 6).join(' ')} exited with ${code ?? signal}: ${stderr.trim()}`));
       });
     });
@@ -85,9 +110,7 @@ export class BenchResources {
 
   /** Kills every child still running, deletes the namespaces, undoes the rest. Idempotent. */
   cleanup(log: (line: string) => void): void {
-    for (const child of this.children) {
-      if (child.pid !== undefined && child.exitCode === null) child.kill('SIGKILL');
-    }
+    for (const child of this.children) kill(child);
     this.children.clear();
     for (const topology of this.topologies) {
       try {
@@ -104,5 +127,16 @@ export class BenchResources {
         log(`cleanup: ${what}: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
+  }
+}
+
+/** SIGKILL to a child still running, to its whole process group when it leads one (detached). */
+function kill(child: ChildProcess): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    if (groupLeaders.has(child)) process.kill(-child.pid, 'SIGKILL');
+    else child.kill('SIGKILL');
+  } catch {
+    // Gone meanwhile.
   }
 }

@@ -35,6 +35,8 @@ export interface XlbWorkerResult {
   xlbServices: number;
   /** kubernetesServices + syncKubernetes. */
   fullSyncMs: number;
+  /** The CPU time (user + system, every thread) the process spent on it. */
+  fullSyncCpuMs: number;
   modelMs: number;
   storeSyncMs: number;
   rssBeforeBytes: number;
@@ -105,11 +107,13 @@ async function main(): Promise<void> {
     let profiler = profile === undefined ? undefined : await CpuProfiler.start(`${profile}-sync.cpuprofile`);
 
     log(`full sync: ${count.toLocaleString()} services × ${perService} endpoints`);
+    const cpuStarted = process.cpuUsage();
     const started = performance.now();
     const model = kubernetesServices({ services: serviceObjects, endpointSlices: sliceObjects }, { nodeName: NODE_NAME });
     const modelled = performance.now();
     const synced = await store.syncKubernetes(model.services);
     const finished = performance.now();
+    const syncCpu = process.cpuUsage(cpuStarted);
     if (model.problems.length > 0) fail(`the model found problems: ${JSON.stringify(model.problems.slice(0, 3))}`);
     if (synced.failed.length > 0) fail(`${synced.failed.length} services refused, e.g. ${JSON.stringify(synced.failed[0])}`);
     if (synced.applied.length !== count) fail(`${synced.applied.length} services applied, expected ${count}`);
@@ -119,7 +123,7 @@ async function main(): Promise<void> {
       log(`CPU profiles: ${profile}-sync.cpuprofile (full sync), ${profile}-changes.cpuprofile (endpoint changes)`);
       profiler = await CpuProfiler.start(`${profile}-changes.cpuprofile`);
     }
-    log(`full sync: ${(finished - started).toFixed(0)} ms (model ${(modelled - started).toFixed(0)} ms, store + datapath ${(finished - modelled).toFixed(0)} ms), RSS ${(memory.rss / 2 ** 20).toFixed(0)} MiB`);
+    log(`full sync: ${(finished - started).toFixed(0)} ms, CPU ${((syncCpu.user + syncCpu.system) / 1000).toFixed(0)} ms (model ${(modelled - started).toFixed(0)} ms, store + datapath ${(finished - modelled).toFixed(0)} ms), RSS ${(memory.rss / 2 ** 20).toFixed(0)} MiB`);
 
     // The tracker's state after the full sync: each service parsed once, what the store serves.
     const problems: Problem[] = [];
@@ -170,6 +174,7 @@ async function main(): Promise<void> {
       endpointsPerService: perService,
       xlbServices: model.services.size,
       fullSyncMs: finished - started,
+      fullSyncCpuMs: (syncCpu.user + syncCpu.system) / 1000,
       modelMs: modelled - started,
       storeSyncMs: finished - modelled,
       rssBeforeBytes,
