@@ -28,9 +28,6 @@
 /* As many flows as the load balancer's conntrack holds: an entry evicted while its flow lives would
  * let the replies out with the backend's own address. */
 #define XLB_DSR_CT_SIZE 262144
-/* Linear bytes wanted when the skb head ends inside the headers: VLAN + IPv4 with 40 bytes of options,
- * or IPv6 with a few extension headers, plus a TCP header. */
-#define XLB_DSR_PULL_LEN 160
 
 /* Keyed by the flow as it arrives at the backend (client → backend); LRU so idle flows age out. */
 struct {
@@ -60,19 +57,10 @@ struct {
 	__type(value, __u8);
 } xlb_dsr_trust SEC(".maps");
 
-/* Parse what the skb head holds; if the head stops inside the headers, pull more and parse again. */
+/* Parse what the skb head holds, pulling more into it if it stops inside the headers (parse.h). */
 static __always_inline int dsr_backend_parse(struct __sk_buff *skb, struct xlb_pkt *pkt)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	int ret = xlb_parse(data, data_end, pkt, 0);
-
-	if (ret != -XLB_DROP_MALFORMED || skb->len <= (__u32)(data_end - data))
-		return ret;
-	if (bpf_skb_pull_data(skb, skb->len < XLB_DSR_PULL_LEN ? skb->len : XLB_DSR_PULL_LEN))
-		return ret;
-	__builtin_memset(pkt, 0, sizeof(*pkt));
-	return xlb_parse((void *)(long)skb->data, (void *)(long)skb->data_end, pkt, 0);
+	return xlb_parse_skb(skb, pkt);
 }
 
 static __always_inline int dsr_backend_record(const struct xlb_pkt *pkt, const union xlb_addr *service, __be16 port)

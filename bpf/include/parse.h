@@ -326,4 +326,26 @@ static __always_inline int xlb_parse(void *data, void *data_end, struct xlb_pkt 
 	return XLB_PARSE_NOT_IP;
 }
 
+/* Linear bytes pulled into an skb's head when it ends inside the headers: VLAN + IPv4 with 40 bytes of
+ * options, or IPv6 with a few extension headers, plus a TCP header. */
+#define XLB_PARSE_PULL_LEN 160
+
+/*
+ * xlb_parse for tc: what the skb's linear head holds (tc sees only that, so IP lengths are not checked
+ * against it); if the head stops inside the headers, pull more into it and parse again.
+ */
+static __always_inline int xlb_parse_skb(struct __sk_buff *skb, struct xlb_pkt *pkt)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	int ret = xlb_parse(data, data_end, pkt, 0);
+
+	if (ret != -XLB_DROP_MALFORMED || skb->len <= (__u32)(data_end - data))
+		return ret;
+	if (bpf_skb_pull_data(skb, skb->len < XLB_PARSE_PULL_LEN ? skb->len : XLB_PARSE_PULL_LEN))
+		return ret;
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	return xlb_parse((void *)(long)skb->data, (void *)(long)skb->data_end, pkt, 0);
+}
+
 #endif
