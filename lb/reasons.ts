@@ -16,6 +16,8 @@ export const Reason = {
   CT_EVICTED: 9,
   /** tc: a packet xdp_lb translated and counted, sent on while the kernel resolves its next hop. */
   FWD_NEIGH_RESOLVE: 10,
+  /** Not a verdict: a pod's new flow whose backend is that pod (tc_pod hairpin: its source becomes the service address). */
+  POD_HAIRPIN: 12,
   PASS_UNPARSED: 13,
   /** Socket-LB: a connect() or sendmsg() to a service given a backend's address instead (counted egress). */
   SOCK_XLATE: 14,

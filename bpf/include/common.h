@@ -70,6 +70,7 @@ enum xlb_reason {
 	XLB_DSR_REPLY,             /* backend side: reply source rewritten to the service address */
 	XLB_CT_EVICTED,            /* not a verdict: a new flow took the conntrack way of a live one (table full) */
 	XLB_FWD_NEIGH_RESOLVE,     /* tc: a packet xdp_lb translated (and counted) sent on while its next hop resolves */
+	XLB_POD_HAIRPIN = 12,      /* not a verdict: a pod's new flow whose backend is that pod (tc_pod: its source becomes the service) */
 	XLB_PASS_UNPARSED = 13,    /* headers xdp_lb does not translate (a VLAN tag, many IPv6 extensions): the stack's */
 	XLB_SOCK_XLATE = 14,       /* socket-LB: a connect() or sendmsg() to a service given a backend's address instead */
 	XLB_SOCK_REVERSE = 15,     /* socket-LB: recvmsg() / getpeername() shown the service's address for a backend's */

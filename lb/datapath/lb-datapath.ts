@@ -11,7 +11,7 @@ import type { BpfMap } from './map.js';
 import { CT_WAYS, XlbConfig } from '../layouts.js';
 import { Conntrack } from './conntrack.js';
 import { prepareBpffs } from './bpffs.js';
-import { BpfObject } from './object.js';
+import { BpfObject, type LoadOptions } from './object.js';
 import { bpfObjectPath } from './objects.js';
 import { attachXdp, type XdpMode } from './xdp.js';
 
@@ -59,19 +59,10 @@ export class LbDatapath {
 
   static load(options: LbDatapathOptions): LbDatapath {
     assertMaglevTableSize(options.maglevTableSize);
-    const ctBuckets = conntrackBuckets(options.conntrackEntries ?? DEFAULT_CONNTRACK_ENTRIES);
     if (options.pinDir) prepareBpffs(options.pinDir, { mount: false });
     const object = BpfObject.load(bpfObjectPath(options.object ?? 'xdp/xdp_lb.o'), {
       pinDir: options.pinDir,
-      constants: {
-        xlb_maglev_size: options.maglevTableSize,
-        xlb_maglev_hash_seed0: options.maglevSeed.jhash0,
-        xlb_maglev_hash_seed1: options.maglevSeed.jhash1,
-        xlb_ns_per_jiffy: nsPerJiffy(),
-        xlb_ct_bucket_mask: ctBuckets - 1,
-      },
-      innerValueSize: { xlb_lb_maglev: 2 * options.maglevTableSize },
-      maxEntries: { xlb_ct: ctBuckets, ...lbMapSizes(options.capacity) },
+      ...lbSharedLoadOptions(options),
     });
     return new LbDatapath(object, options);
   }
@@ -122,6 +113,28 @@ export class LbDatapath {
   close(): void {
     this.object.close();
   }
+}
+
+/**
+ * How every object that shares xdp_lb's maps through their pins (lb.h, conntrack.h: tc_pod beside xdp_lb)
+ * must be loaded: the same Maglev size and seeds, clock and conntrack mask (fixed at load), and the same
+ * map sizes — a pinned map of another size or layout is replaced, and its entries lost.
+ */
+export function lbSharedLoadOptions(
+  options: Pick<LbDatapathOptions, 'maglevTableSize' | 'maglevSeed' | 'conntrackEntries' | 'capacity'>,
+): Required<Pick<LoadOptions, 'constants' | 'innerValueSize' | 'maxEntries'>> {
+  const ctBuckets = conntrackBuckets(options.conntrackEntries ?? DEFAULT_CONNTRACK_ENTRIES);
+  return {
+    constants: {
+      xlb_maglev_size: options.maglevTableSize,
+      xlb_maglev_hash_seed0: options.maglevSeed.jhash0,
+      xlb_maglev_hash_seed1: options.maglevSeed.jhash1,
+      xlb_ns_per_jiffy: nsPerJiffy(),
+      xlb_ct_bucket_mask: ctBuckets - 1,
+    },
+    innerValueSize: { xlb_lb_maglev: 2 * options.maglevTableSize },
+    maxEntries: { xlb_ct: ctBuckets, ...lbMapSizes(options.capacity) },
+  };
 }
 
 /**

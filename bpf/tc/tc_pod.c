@@ -1,0 +1,364 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tc_pod: every service from inside the cluster, for packets socket-level load balancing does not see
+ * (pods whose sockets are not under its cgroup, traffic routed in from another namespace). Attached to
+ * the host side of each pod's veth (agent/pod-datapath.ts): its ingress hook sees what the pod sends,
+ * its egress hook what is sent to the pod. Flow state and its shapes (DNAT, hairpin, clash): pod.h.
+ *
+ * From the pod (tc_pod_ingress), top down:
+ *   parse → (later fragment: ports from its first) → a reply the pod sends to a translated source
+ *   (hairpin)? turn it back → port some frontend uses? → conntrack (an established flow has its backend)
+ *   → else service lookup, source ranges, backend selection, reply entry (or a claimed source port) →
+ *   translate → new conntrack entry → on to the stack, which routes it (or, hairpin, straight back into
+ *   the pod). A service without backends is answered with port unreachable (icmp_skb.h).
+ * To the pod (tc_pod_egress): a reply of one of its flows? Its source becomes the service again.
+ *
+ * Why the stack routes a translated packet (TC_ACT_OK) instead of a FIB lookup and bpf_redirect_neigh:
+ * a pod's packet to a backend goes where any of its packets to that address would go — through the
+ * node's routes, policy rules, netfilter and conntrack, neighbour resolution, MTU and ICMP errors, all
+ * of which the CNI set up and which the node already needs for pod-to-pod traffic (forwarding
+ * included). Our translation happens before the stack sees the packet (tc ingress comes before
+ * PREROUTING) and after it is done with replies (tc egress comes after POSTROUTING), so netfilter only
+ * ever sees the backend's tuple. A redirect would save the stack's forwarding path per packet, at the
+ * price of redoing all of that; xdp_lb does it because it must, here it can come later. Packets that
+ * go back into the pod they came from (hairpin, ICMP answers) are redirected: the stack would send
+ * ICMP redirects for a packet that leaves by the device it came in by.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include "common.h"
+#include "config.h"
+#include "conntrack.h"
+#include "frag.h"
+#include "icmp_skb.h"
+#include "lb.h"
+#include "maps.h"
+#include "metrics.h"
+#include "nat.h"
+#include "parse.h"
+#include "pod.h"
+#include "skb_nat.h"
+
+/* Global functions: the verifier checks each path once, on its own (see xdp_lb.c). */
+#define XLB_SUBPROG __attribute__((noinline))
+
+/* What happened to a packet, for the counters and events. */
+struct pod_verdict {
+	int action; /* TC_ACT_OK, TC_ACT_SHOT, or bpf_redirect's */
+	int reason;
+	__u32 service_id;
+	__u32 backend_id;
+};
+
+static __always_inline void pod_drop(struct pod_verdict *v, int reason)
+{
+	v->action = TC_ACT_SHOT;
+	v->reason = reason;
+}
+
+/* Where a translated packet of the pod's flow goes: back into the pod for a hairpin, else to the stack. */
+static __always_inline int pod_onward(struct __sk_buff *skb, int hairpin)
+{
+	return hairpin ? skb_send_back(skb) : TC_ACT_OK;
+}
+
+/*
+ * A reply entry found (ref): the packet gets the service as its source and the pod's own address and
+ * port as its destination. From the pod (from_pod) it is the pod answering itself through a hairpin
+ * flow — back into the pod — or a local backend answering xdp_lb's SNAT flow — to the stack, which
+ * routes it to its client. The entry is read in place, and the packet dropped if it was rewritten
+ * meanwhile (what it was translated with may be torn).
+ */
+XLB_SUBPROG int pod_reply_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct ct_ref *ref, int from_pod,
+			       struct pod_verdict *v)
+{
+	struct nat_reverse *reverse;
+	struct ct_bucket *bucket;
+	union ct_value *value;
+	int back, err;
+
+	if (!pkt || !ref || !v)
+		return 0;
+	value = ct_found(ref, &bucket);
+	if (!value || !bucket)
+		return 0;
+	reverse = &value->reverse;
+	ct_refresh_reverse(bucket, ref, pkt, xlb_now());
+	v->service_id = reverse->service_id;
+	v->backend_id = reverse->backend_id;
+	/* A fragmented reply (a large DNS answer): its later fragments find this entry by the ports kept here. */
+	if (pkt->frag == XLB_FRAG_FIRST)
+		frag_remember(pkt);
+	back = from_pod && xlb_addr_equal(&reverse->client, &pkt->tuple.saddr);
+	err = skb_nat_rewrite(skb, pkt, &reverse->service, reverse->service_port, &reverse->client, reverse->client_port);
+	if (err) {
+		pod_drop(v, -err);
+		return 0;
+	}
+	if (!ct_unchanged(bucket, ref)) {
+		pod_drop(v, XLB_DROP_CT_BUSY);
+		return 0;
+	}
+	v->reason = XLB_FWD_REPLY;
+	v->action = pod_onward(skb, back);
+	return 0;
+}
+
+/* Rewrite toward the backend: the destination always; the source too when the flow translates it. */
+static __always_inline int pod_translate(struct __sk_buff *skb, struct xlb_pkt *pkt, const struct ct_entry *ct)
+{
+	const union xlb_addr *saddr = &pkt->tuple.saddr;
+	__be16 sport = pkt->tuple.sport;
+
+	if (ct->flags & XLB_CT_F_SNAT) {
+		saddr = &ct->nat_addr;
+		sport = ct->nat_port;
+	}
+	return skb_nat_rewrite(skb, pkt, saddr, sport, &ct->slot.backend.addr, ct->slot.backend.port);
+}
+
+/*
+ * The first packet of a pod's flow to a service, in three global functions (one would exceed the
+ * verifier's budget, and nesting them its stack): the service and a backend, the state built in the
+ * scratch entry and the reply entry stored (pod_open_path); a source port when the flow needs one
+ * (pod_claim_source); the translation and the flow's entry where ct_lookup said it goes
+ * (pod_commit_path). The flow as it arrived is already the scratch key. pod_open_path answers 0 to go
+ * on, XLB_POD_CLAIM_SOURCE, or -1 when the verdict is given (not a service, refused).
+ */
+XLB_SUBPROG int pod_open_path(struct xlb_pkt *pkt, struct ct_ref *ref, struct pod_verdict *v)
+{
+	struct xlb_config *cfg = xlb_get_config();
+	struct ct_way *scratch = xlb_ct_scratch_get();
+	__u32 generation = lb_generation();
+	struct lb_service svc;
+	int err;
+
+	if (!pkt || !ref || !v || !cfg || !scratch)
+		return -1;
+	if (!lb_lookup_service(&pkt->tuple, generation, &svc))
+		return -1;
+	v->service_id = svc.id;
+	err = pod_open_flow(&svc, pkt, cfg, &scratch->value.entry, ref, generation, xlb_now());
+	if (err >= 0)
+		return err;
+	v->action = TC_ACT_SHOT; /* a reject is answered (tc_pod_from_pod) */
+	v->reason = -err;
+	return -1;
+}
+
+/* A port for a new flow whose source is translated (pod.h: hairpin, clash), its reply entry stored. */
+XLB_SUBPROG int pod_claim_source(const struct xlb_pkt *pkt, struct ct_ref *ref)
+{
+	struct xlb_config *cfg = xlb_get_config();
+	struct ct_way *scratch = xlb_ct_scratch_get();
+
+	if (!pkt || !ref || !cfg || !scratch)
+		return -XLB_DROP_NAT_NO_PORT;
+	return nat_claim_port(&pkt->tuple, &scratch->value.entry, cfg, xlb_now(), ref);
+}
+
+/* err: the claim's outcome, 0 or a negative drop reason (then the reply entry goes again). */
+XLB_SUBPROG int pod_commit_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct ct_ref *ref, struct pod_verdict *v, int err)
+{
+	struct ct_way *scratch = xlb_ct_scratch_get();
+	struct ct_entry *ct;
+	int hairpin;
+
+	if (!pkt || !ref || !v || !scratch)
+		return 0;
+	ct = &scratch->value.entry;
+	if (err)
+		goto drop;
+	v->reason = XLB_FWD_NEW_FLOW;
+	v->backend_id = ct->slot.backend_id;
+	hairpin = pod_is_hairpin(&ct->slot.backend, &pkt->tuple);
+	if (pkt->frag == XLB_FRAG_FIRST)
+		frag_remember(pkt);
+	err = pod_translate(skb, pkt, ct);
+	if (err)
+		goto drop;
+	err = ct_create(&scratch->key, &scratch->value, ref, xlb_now());
+	if (err < 0)
+		goto drop;
+	if (err)
+		xlb_count(XLB_CT_EVICTED, XLB_DIR_INGRESS, 0);
+	if (hairpin)
+		xlb_count(XLB_POD_HAIRPIN, XLB_DIR_INGRESS, 0);
+	v->action = pod_onward(skb, hairpin);
+	return 0;
+drop:
+	pod_drop(v, -err);
+	ct_release_peer(ref); /* a reply entry (or claimed port) stored for a flow not stored goes too */
+	return 0;
+}
+
+/* A later packet of a tracked flow: to its backend, with what the entry remembers (read in place, then
+ * checked not to have been rewritten meanwhile). */
+XLB_SUBPROG int pod_established_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct ct_ref *ref, struct pod_verdict *v)
+{
+	struct ct_bucket *bucket;
+	union ct_value *value;
+	struct ct_entry *ct;
+	int hairpin, err;
+
+	if (!pkt || !ref || !v)
+		return 0;
+	value = ct_found(ref, &bucket);
+	if (!value || !bucket)
+		return 0;
+	ct = &value->entry;
+	ct_touch(bucket, ref, ct, pkt, xlb_now());
+	v->reason = XLB_FWD_ESTABLISHED;
+	v->service_id = ct->service_id;
+	v->backend_id = ct->slot.backend_id;
+	hairpin = pod_is_hairpin(&ct->slot.backend, &pkt->tuple);
+	if (pkt->frag == XLB_FRAG_FIRST)
+		frag_remember(pkt);
+	err = pod_translate(skb, pkt, ct);
+	if (err) {
+		pod_drop(v, -err);
+		return 0;
+	}
+	if (!ct_unchanged(bucket, ref)) {
+		pod_drop(v, XLB_DROP_CT_BUSY);
+		return 0;
+	}
+	v->action = pod_onward(skb, hairpin);
+	return 0;
+}
+
+/*
+ * A packet to a port some frontend listens on: conntrack first (an established flow needs nothing
+ * else), so only packets without a live flow pay the service lookup. *flow: the flow as it arrived.
+ */
+static __always_inline void pod_service_path(struct __sk_buff *skb, struct xlb_pkt *pkt, const struct xlb_config *cfg,
+					     struct xlb_tuple *flow, struct ct_ref *ref, struct pod_verdict *v)
+{
+	struct ct_bucket *bucket;
+	union ct_value *value;
+	int err;
+
+	*flow = pkt->tuple; /* also a new flow's key */
+	value = ct_lookup_flow(&pkt->tuple, cfg->ct_seed, xlb_now(), ref, &bucket);
+	if (value && bucket && !ct_is_reopened(&value->entry, pkt)) {
+		pod_established_path(skb, pkt, ref, v);
+		return;
+	}
+	if (ref->busy) {
+		pod_drop(v, XLB_DROP_CT_BUSY);
+		return;
+	}
+	err = pod_open_path(pkt, ref, v);
+	if (err < 0)
+		return;
+	if (err == XLB_POD_CLAIM_SOURCE)
+		err = pod_claim_source(pkt, ref);
+	pod_commit_path(skb, pkt, ref, v, err);
+}
+
+static __always_inline int pod_sampled(const struct xlb_config *cfg)
+{
+	return cfg->event_sample == 1 || (cfg->event_sample > 1 && bpf_get_prandom_u32() % cfg->event_sample == 0);
+}
+
+/* Count what happened and report it (drops and rejects always, new flows when sampled); the tc verdict.
+ * Traffic that is none of ours is neither counted nor touched. */
+static __always_inline int pod_verdict(struct __sk_buff *skb, const struct xlb_config *cfg, const struct xlb_tuple *flow,
+				       struct pod_verdict *v, int direction, __u32 len)
+{
+	if (v->reason == XLB_PASS_NOT_SERVICE)
+		return TC_ACT_OK;
+	xlb_count(v->reason, direction, len);
+	if (xlb_is_drop(v->reason))
+		xlb_emit(XLB_EVENT_DROP, v->reason, direction, flow, skb->ifindex, v->service_id, v->backend_id);
+	else if (v->reason == XLB_REJECT_NO_BACKEND)
+		xlb_emit(XLB_EVENT_REJECT, v->reason, direction, flow, skb->ifindex, v->service_id, 0);
+	else if (v->reason == XLB_FWD_NEW_FLOW && pod_sampled(cfg))
+		xlb_emit(XLB_EVENT_NEW_FLOW, v->reason, direction, flow, skb->ifindex, v->service_id, v->backend_id);
+	return v->action;
+}
+
+/* Parsed, and a packet we may translate: IP with the headers we follow, right after an Ethernet header
+ * (an in-band VLAN tag is the stack's), with its ports (a later fragment's from its first). */
+static __always_inline int pod_parsed(struct __sk_buff *skb, struct xlb_pkt *pkt)
+{
+	if (xlb_parse_skb(skb, pkt) != XLB_PARSE_OK || pkt->l3_off != sizeof(struct ethhdr))
+		return 0;
+	if (pkt->frag == XLB_FRAG_LATER && !frag_recall(pkt))
+		return 0;
+	/* ICMP errors about pods' flows are left as they are (not translated yet) */
+	return !pkt->icmp_error;
+}
+
+/* What a pod sends (tc ingress on the host side of its veth); also the benchmark's harness's entry. */
+static __always_inline int tc_pod_from_pod(struct __sk_buff *skb)
+{
+	struct pod_verdict v = { .action = TC_ACT_OK, .reason = XLB_PASS_NOT_SERVICE };
+	struct xlb_config *cfg = xlb_get_config();
+	struct ct_way *scratch = xlb_ct_scratch_get();
+	struct xlb_pkt pkt = {};
+	__u32 len = skb->len;
+	struct xlb_tuple *flow;
+	struct ct_ref ref;
+	int err;
+
+	if (!cfg || !scratch || !pod_parsed(skb, &pkt))
+		return TC_ACT_OK;
+	/* The flow as it arrived, off the stack: what events report, and a new flow's conntrack key. */
+	flow = &scratch->key;
+	err = pod_reply_lookup(&pkt, cfg, 1, flow, &ref);
+	if (err) {
+		*flow = pkt.tuple;
+		if (err > 0)
+			pod_reply_path(skb, &pkt, &ref, 1, &v);
+		else
+			pod_drop(&v, XLB_DROP_CT_BUSY);
+	} else if (lb_port_in_use(pkt.tuple.dport)) {
+		pod_service_path(skb, &pkt, cfg, flow, &ref, &v);
+	}
+	if (v.reason == XLB_REJECT_NO_BACKEND) {
+		err = xlb_icmp_skb_reject(skb, &pkt, &v.action);
+		if (err)
+			pod_drop(&v, -err);
+	}
+	return pod_verdict(skb, cfg, flow, &v, XLB_DIR_INGRESS, len);
+}
+
+/* What is sent to a pod (tc egress on the host side of its veth): replies of its flows. */
+static __always_inline int tc_pod_to_pod(struct __sk_buff *skb)
+{
+	struct pod_verdict v = { .action = TC_ACT_OK, .reason = XLB_PASS_NOT_SERVICE };
+	struct xlb_config *cfg = xlb_get_config();
+	struct xlb_tuple *key = xlb_key_scratch_get();
+	struct xlb_pkt pkt = {};
+	__u32 len = skb->len;
+	struct ct_ref ref;
+	int err;
+
+	if (!cfg || !key || !pod_parsed(skb, &pkt))
+		return TC_ACT_OK;
+	err = pod_reply_lookup(&pkt, cfg, 0, key, &ref);
+	if (!err)
+		return TC_ACT_OK;
+	*key = pkt.tuple;
+	if (err > 0)
+		pod_reply_path(skb, &pkt, &ref, 0, &v);
+	else
+		pod_drop(&v, XLB_DROP_CT_BUSY);
+	return pod_verdict(skb, cfg, key, &v, XLB_DIR_EGRESS, len);
+}
+
+SEC("tc")
+int tc_pod_ingress(struct __sk_buff *skb)
+{
+	return tc_pod_from_pod(skb);
+}
+
+SEC("tc")
+int tc_pod_egress(struct __sk_buff *skb)
+{
+	return tc_pod_to_pod(skb);
+}
+
+char LICENSE[] SEC("license") = "GPL";
