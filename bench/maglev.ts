@@ -7,21 +7,38 @@
  * and ids, and per build allocate the u16 table, the per-backend positions and weight counters, then
  * run Cilium's weighted turns. Both sides' tables are compared entry by entry; any difference fails
  * the run.
+ *
+ * "distinct backend sets": the same input built again and again lets the CPU's branch predictor learn
+ * the probe loop's exits and flatters every figure (~230 vs ~380 µs at M = 16381, N = 10), so these
+ * build a different set each time — populateMaglevTable beside the probing loop it replaced
+ * (populateMaglevTableByProbing), interleaved round by round on the same sets, best round kept (this
+ * machine is shared: other processes' load only ever adds time). Every table is checked equal.
+ *
+ * "pool": MaglevTableCache.warm() of 1,000 distinct tables on the worker threads beside building 1,000
+ * other distinct tables one after the other on the main thread, in the same run; the pool is started
+ * (and its threads' JIT warm) before, as in an agent that has synced once. Also printed: how busy the
+ * main thread's event loop was during warm() (its utilization), which is what the pool is for.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { Bench } from 'tinybench';
 import {
   DEFAULT_MAGLEV_SEED,
+  MaglevTableCache,
   buildMaglevTable,
   maglevBackendKey,
+  maglevTailEmpties,
   parseMaglevSeed,
   populateMaglevTable,
+  populateMaglevTableByProbing,
   prepareMaglevPopulation,
   type MaglevBackend,
   type MaglevPopulationInput,
   type MaglevTable,
+  type MaglevTableRequest,
 } from '../lb/maglev/index.js';
 import { repoRoot, writeBenchReport, type BenchFigure } from './lib/report.js';
 
@@ -35,6 +52,13 @@ const CASES: readonly BenchCase[] = [
   { size: 65521, backends: 100 },
   { size: 16381, backends: 10 },
 ];
+const DISTINCT_CASES: readonly (BenchCase & { sets: number })[] = [
+  { size: 16381, backends: 10, sets: 2000 },
+  { size: 65521, backends: 100, sets: 200 },
+];
+const DISTINCT_ROUNDS = 5;
+const POOL_TABLES = 1000;
+const POOL_ROUNDS = 3;
 const REMOVALS_PER_CASE = 5;
 const PEER_TARGET_NS = 1.5e9;
 const seed = parseMaglevSeed(DEFAULT_MAGLEV_SEED);
@@ -47,6 +71,18 @@ function log(message: string): void {
 function backendSet(count: number): MaglevBackend[] {
   return Array.from({ length: count }, (_, i) => ({
     key: maglevBackendKey({ address: `198.18.${1 + (i >> 8)}.${i & 0xff}`, port: 8080, protocol: 'TCP' }),
+    weight: 100,
+  }));
+}
+
+/** Set number `set` of `count` backends: no two sets share a backend key. */
+function distinctBackendSet(count: number, set: number): MaglevBackend[] {
+  return Array.from({ length: count }, (_, i) => ({
+    key: maglevBackendKey({
+      address: `10.${(set >> 8) & 0xff}.${set & 0xff}.${i & 0xff}`,
+      port: 1024 + (set >> 16) * 64 + (i >> 8),
+      protocol: 'TCP',
+    }),
     weight: 100,
   }));
 }
@@ -136,6 +172,129 @@ function shareSpread(table: MaglevTable, backendCount: number): number {
   return Math.max(...counts) / Math.min(...counts);
 }
 
+function sameTables(what: string, a: MaglevTable, b: MaglevTable): void {
+  if (a.length !== b.length || a.some((v, slot) => v !== b[slot])) throw new Error(`${what}: tables differ`);
+}
+
+/** Best round's mean ns per table of each variant, the variants interleaved round by round. */
+function timeDistinct(inputs: readonly MaglevPopulationInput[], variants: Record<string, (input: MaglevPopulationInput) => MaglevTable>): Map<string, number> {
+  const best = new Map<string, number>();
+  for (let round = 0; round < DISTINCT_ROUNDS; round++) {
+    for (const [name, populate] of Object.entries(variants)) {
+      const start = performance.now();
+      for (const input of inputs) populate(input);
+      const ns = ((performance.now() - start) * 1e6) / inputs.length;
+      best.set(name, Math.min(best.get(name) ?? Infinity, ns));
+    }
+  }
+  return best;
+}
+
+function distinctFigures(): BenchFigure[] {
+  const figures: BenchFigure[] = [];
+  for (const c of DISTINCT_CASES) {
+    log(`distinct backend sets ${caseName(c)}: preparing ${c.sets} sets`);
+    const inputs = Array.from({ length: c.sets }, (_, set) => prepareMaglevPopulation(distinctBackendSet(c.backends, set), c.size, seed));
+    for (const [i, input] of inputs.entries()) {
+      sameTables(`${caseName(c)} set ${i}`, populateMaglevTable(input), populateMaglevTableByProbing(input));
+    }
+    log(`distinct backend sets ${caseName(c)}: ${DISTINCT_ROUNDS} interleaved rounds (tables checked equal)`);
+    const best = timeDistinct(inputs, {
+      now: (input) => populateMaglevTable(input),
+      probing: populateMaglevTableByProbing,
+      noTail: (input) => populateMaglevTable(input, 0),
+    });
+    const now = best.get('now') ?? NaN;
+    const probing = best.get('probing') ?? NaN;
+    const noTail = best.get('noTail') ?? NaN;
+    const params = { M: c.size, N: c.backends, sets: c.sets, weights: 'all 100', rounds: DISTINCT_ROUNDS, tailEmpties: maglevTailEmpties(c.size, c.backends), load1m: Number(loadavg()[0]?.toFixed(2) ?? NaN) };
+    figures.push({
+      name: `populate ${caseName(c)}, distinct backend sets`,
+      value: Math.round(now),
+      unit: 'ns/table',
+      peer: 'probing loop (before)',
+      peerValue: Math.round(probing),
+      ratio: now / probing,
+      params,
+    });
+    figures.push({
+      name: `populate ${caseName(c)}, distinct sets, probe tail vs none`,
+      value: Math.round(now),
+      unit: 'ns/table',
+      peer: 'same, tail off',
+      peerValue: Math.round(noTail),
+      ratio: now / noTail,
+      params,
+    });
+  }
+  return figures;
+}
+
+/** Wall time of `work`, and the main thread's event-loop utilization meanwhile. */
+async function timed(work: () => Promise<void> | void): Promise<{ ms: number; utilization: number }> {
+  const loop = performance.eventLoopUtilization();
+  const start = performance.now();
+  await work();
+  const ms = performance.now() - start;
+  return { ms, utilization: performance.eventLoopUtilization(loop).utilization };
+}
+
+async function poolFigures(): Promise<BenchFigure[]> {
+  const c = { size: 16381, backends: 10 };
+  const requests = (first: number): MaglevTableRequest[] =>
+    Array.from({ length: POOL_TABLES }, (_, i) => ({ backends: distinctBackendSet(c.backends, first + i), size: c.size, seed }));
+  const cache = new MaglevTableCache({ maxEntries: 1 });
+  try {
+    const startup = await timed(() => cache.warm(requests(100_000).slice(0, 64)));
+    cache.clear();
+    log(`pool: ${availableParallelism()} threads started and warm in ${startup.ms.toFixed(0)} ms; ${POOL_ROUNDS} rounds of ${POOL_TABLES} tables`);
+    let sequential = Infinity;
+    let pool = Infinity;
+    let utilization = 1;
+    for (let round = 0; round < POOL_ROUNDS; round++) {
+      const forMain = requests(2 * round * POOL_TABLES);
+      const forPool = requests((2 * round + 1) * POOL_TABLES);
+      const main = await timed(() => {
+        for (const r of forMain) buildMaglevTable(r.backends, r.size, r.seed);
+      });
+      sequential = Math.min(sequential, main.ms);
+      const warm = await timed(() => cache.warm(forPool));
+      if (warm.ms < pool) {
+        pool = warm.ms;
+        utilization = warm.utilization;
+      }
+      // What warm() pinned is what the main thread would have built.
+      for (const r of forPool.filter((_, i) => i % 97 === 0)) {
+        sameTables('pool', cache.table(r.backends, r.size, r.seed), buildMaglevTable(r.backends, r.size, r.seed));
+      }
+      if (cache.builds !== 0) throw new Error(`pool: cache.table() built ${cache.builds} tables after warm()`);
+      cache.clear();
+    }
+    return [
+      {
+        name: `warm() ${POOL_TABLES} tables ${caseName(c)} on the pool`,
+        value: Math.round(pool),
+        unit: 'ms',
+        peer: 'sequential, main thread',
+        peerValue: Math.round(sequential),
+        ratio: pool / sequential,
+        params: {
+          M: c.size,
+          N: c.backends,
+          tables: POOL_TABLES,
+          threads: availableParallelism(),
+          rounds: POOL_ROUNDS,
+          mainThreadBusy: Number(utilization.toFixed(3)),
+          startupMs: Math.round(startup.ms),
+          load1m: Number(loadavg()[0]?.toFixed(2) ?? NaN),
+        },
+      },
+    ];
+  } finally {
+    await cache.close();
+  }
+}
+
 async function main(): Promise<void> {
   const root = repoRoot();
   const buildDir = join(root, 'build', 'bench');
@@ -195,6 +354,8 @@ async function main(): Promise<void> {
       params: { M: c.size, N: c.backends, weights: 'all 100' },
     });
   }
+  figures.push(...distinctFigures());
+  figures.push(...(await poolFigures()));
   log('measuring disruption and share spread');
   for (const { c, backends } of prepared) {
     const { changed, removedShare } = disruption(backends, c.size);
