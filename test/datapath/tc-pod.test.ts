@@ -84,7 +84,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
 
   before(() => {
     bpffs = TempBpffs.mount('tc-pod');
-    const shared = { maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), pinDir: `${bpffs.dir}/node`, conntrackEntries: 16384 };
+    const shared = { maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), pinDir: `${bpffs.dir}/node`, conntrackEntries: 16384, capacity: { services: 1024, backends: 4096 } };
     lb = LbDatapath.load(shared);
     lb.configure({ nodeV4: families[0].node, nodeV6: families[1].node, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 0 });
     pods = PodDatapath.load({ ...shared, podDevices: [], log: () => undefined });
