@@ -141,14 +141,18 @@ static __always_inline void sock_flow(struct bpf_sock_addr *ctx, const struct so
 	tuple->family = dest->family;
 }
 
-/* Remember which service the socket asked for when it talks to `backend`; an unchanged entry is not
- * rewritten (a UDP socket sending to a service again). 0, or a negative errno. */
+/*
+ * Remember which service the socket asked for when it talks to `backend`. A sendmsg() looks first and
+ * leaves an unchanged entry alone (a UDP socket sending to a service again and again); a connect()
+ * just writes (its socket is usually new: the lookup would miss, and the update looks anyway).
+ * 0, or a negative errno.
+ */
 static __always_inline int sock_remember(__u64 cookie, const struct lb_backend *backend, const struct sock_peer *dest,
-					 __u32 service_id)
+					 __u32 service_id, const int sendmsg)
 {
 	struct sock_revnat_key key = { .cookie = cookie, .addr = backend->addr, .port = backend->port, .family = backend->family };
 	struct sock_revnat value = { .addr = dest->addr, .port = dest->port, .family = dest->family, .service_id = service_id };
-	struct sock_revnat *known = bpf_map_lookup_elem(&xlb_sock_revnat, &key);
+	struct sock_revnat *known = sendmsg ? bpf_map_lookup_elem(&xlb_sock_revnat, &key) : NULL;
 
 	if (known && known->service_id == service_id && known->port == value.port && xlb_addr_equal(&known->addr, &value.addr))
 		return 0;
@@ -163,11 +167,11 @@ struct sock_verdict {
 };
 
 /*
- * connect() or an unconnected sendmsg(): when the destination is a service, a backend for this socket
- * written in its place. 0 when the destination is no service of ours (or one left to the packet path),
+ * connect() or an unconnected sendmsg() (`sendmsg`): when the destination is a service, a backend for
+ * this socket written in its place. 0 when the destination is no service of ours (or one left to the packet path),
  * 1 translated, or a negative reason: -XLB_REJECT_NO_BACKEND, -XLB_DROP_SOCK_REVNAT.
  */
-static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, const int v6, struct sock_verdict *v)
+static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, const int v6, const int sendmsg, struct sock_verdict *v)
 {
 	struct xlb_tuple tuple = {};
 	struct sock_peer dest = {};
@@ -198,7 +202,7 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, const int v
 	if (slot.backend.family != dest.family)
 		return 0;
 	v->backend_id = slot.backend_id;
-	if (sock_remember(cookie, &slot.backend, &dest, svc.id) < 0)
+	if (sock_remember(cookie, &slot.backend, &dest, svc.id, sendmsg) < 0)
 		return -XLB_DROP_SOCK_REVNAT;
 	sock_write_peer(ctx, v6, &dest, &slot.backend.addr, slot.backend.port);
 	return 1;

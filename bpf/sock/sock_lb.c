@@ -12,7 +12,7 @@ int xlb_connect4(struct bpf_sock_addr *ctx)
 {
 	struct sock_verdict v = {};
 
-	return sock_fwd_verdict(sock_xlate_fwd(ctx, 0, &v), &v);
+	return sock_fwd_verdict(sock_xlate_fwd(ctx, 0, 0, &v), &v);
 }
 
 SEC("cgroup/connect6")
@@ -20,7 +20,7 @@ int xlb_connect6(struct bpf_sock_addr *ctx)
 {
 	struct sock_verdict v = {};
 
-	return sock_fwd_verdict(sock_xlate_fwd(ctx, 1, &v), &v);
+	return sock_fwd_verdict(sock_xlate_fwd(ctx, 1, 0, &v), &v);
 }
 
 SEC("cgroup/sendmsg4")
@@ -28,7 +28,7 @@ int xlb_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	struct sock_verdict v = {};
 
-	return sock_fwd_verdict(sock_xlate_fwd(ctx, 0, &v), &v);
+	return sock_fwd_verdict(sock_xlate_fwd(ctx, 0, 1, &v), &v);
 }
 
 SEC("cgroup/sendmsg6")
@@ -36,7 +36,7 @@ int xlb_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	struct sock_verdict v = {};
 
-	return sock_fwd_verdict(sock_xlate_fwd(ctx, 1, &v), &v);
+	return sock_fwd_verdict(sock_xlate_fwd(ctx, 1, 1, &v), &v);
 }
 
 SEC("cgroup/recvmsg4")
