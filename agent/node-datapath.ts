@@ -23,6 +23,8 @@ import { datapathSysctls } from '../lb/node-settings.js';
 import type { ApplyResult, ServiceChanges, DatapathEvent, DatapathStatus, IdSpaceUse, MapPressure, ServiceDatapath } from './datapath.js';
 import { DEFAULT_BACKEND_MAP_MAX, DEFAULT_SERVICE_MAP_MAX, type NodeDatapathOptions } from './flags.js';
 
+/** From this many new or changed Maglev tables in one apply, they are built on worker threads. */
+const PARALLEL_TABLES_FROM = 16;
 const DEFAULT_CAPACITY = { services: DEFAULT_SERVICE_MAP_MAX, backends: DEFAULT_BACKEND_MAP_MAX };
 import { FrontendConflictError } from './store.js';
 
@@ -32,6 +34,7 @@ const COUNTED_MAP_TYPES = new Set<number>([MapType.Hash, MapType.LruHash, MapTyp
 class NodeDatapath implements ServiceDatapath {
   private readonly ids: IdAllocator;
   private readonly reconciler: LbReconciler;
+  private readonly maglevCache = new MaglevTableCache();
   private readonly subscribers = new Set<(event: DatapathEvent) => void>();
   private reader: RingBufferReader | undefined;
   private queue: Promise<unknown> = Promise.resolve();
@@ -47,7 +50,7 @@ class NodeDatapath implements ServiceDatapath {
     const capacity = options.capacity ?? DEFAULT_CAPACITY;
     this.ids = new IdAllocator({ maxServices: capacity.services, maxBackends: capacity.backends });
     // What the pinned maps hold: services claim their ids back as they come (lb/lbmap/reconciler.ts).
-    this.reconciler = new LbReconciler(this.nodeConfig(), this.ids, new MaglevTableCache(), writer.read());
+    this.reconciler = new LbReconciler(this.nodeConfig(), this.ids, this.maglevCache, writer.read());
   }
 
   attach(): void {
@@ -68,7 +71,7 @@ class NodeDatapath implements ServiceDatapath {
   }
 
   apply(changes: ServiceChanges): Promise<ApplyResult> {
-    return this.serialized(() => {
+    return this.serialized(async () => {
       let plan: ReconcilePlan;
       try {
         plan = this.reconciler.plan(changes);
@@ -77,15 +80,30 @@ class NodeDatapath implements ServiceDatapath {
         const [first] = error.conflicts;
         throw first ? new FrontendConflictError(first.service, first.frontend, first.heldBy) : error;
       }
+      try {
+        await this.buildTables(plan);
+      } catch (error) {
+        plan.abort();
+        throw error;
+      }
       return this.write(plan);
     });
   }
 
   pruneStale(): Promise<ApplyResult> {
-    return this.serialized(() => this.write(this.reconciler.prune()));
+    return this.serialized(async () => this.write(this.reconciler.prune()));
   }
 
-  private serialized(task: () => ApplyResult): Promise<ApplyResult> {
+  /**
+   * The Maglev tables a plan writes, built ahead on worker threads when there are many (a full sync:
+   * thousands): the writer's pass then finds them in the cache. A few are quicker built in place.
+   */
+  private async buildTables(plan: ReconcilePlan): Promise<void> {
+    const requests = plan.changes.services.flatMap((s) => s.maglev.upserts.flatMap((e) => (e.maglev ? [e.maglev] : [])));
+    if (requests.length >= PARALLEL_TABLES_FROM) await this.maglevCache.warm(requests);
+  }
+
+  private serialized(task: () => Promise<ApplyResult>): Promise<ApplyResult> {
     const run = this.queue.then(task);
     this.queue = run.catch(() => undefined);
     return run;
@@ -182,6 +200,7 @@ class NodeDatapath implements ServiceDatapath {
    */
   async close(): Promise<void> {
     await this.queue;
+    await this.maglevCache.close();
     if (this.reader) await this.reader.close();
     this.reader = undefined;
     this.lb.close();
