@@ -11,8 +11,8 @@
  * "distinct backend sets": the same input built again and again lets the CPU's branch predictor learn
  * the probe loop's exits and flatters every figure (~230 vs ~380 µs at M = 16381, N = 10), so these
  * build a different set each time — populateMaglevTable beside the probing loop it replaced
- * (populateMaglevTableByProbing), interleaved round by round on the same sets, best round kept (this
- * machine is shared: other processes' load only ever adds time). Every table is checked equal.
+ * (populateMaglevTableByProbing) and beside itself without the probe tail, on the same sets
+ * (timeDistinct() says how). Every table is checked equal.
  *
  * "pool": MaglevTableCache.warm() of 1,000 distinct tables on the worker threads beside building 1,000
  * other distinct tables one after the other on the main thread, in the same run; the pool is started
@@ -54,9 +54,10 @@ const CASES: readonly BenchCase[] = [
 ];
 const DISTINCT_CASES: readonly (BenchCase & { sets: number })[] = [
   { size: 16381, backends: 10, sets: 2000 },
-  { size: 65521, backends: 100, sets: 200 },
+  { size: 65521, backends: 100, sets: 100 },
 ];
-const DISTINCT_ROUNDS = 5;
+const DISTINCT_ROUNDS = 4;
+const DISTINCT_CHUNK = 100;
 const POOL_TABLES = 1000;
 const POOL_ROUNDS = 3;
 const REMOVALS_PER_CASE = 5;
@@ -176,18 +177,32 @@ function sameTables(what: string, a: MaglevTable, b: MaglevTable): void {
   if (a.length !== b.length || a.some((v, slot) => v !== b[slot])) throw new Error(`${what}: tables differ`);
 }
 
-/** Best round's mean ns per table of each variant, the variants interleaved round by round. */
+/**
+ * CPU ns per table of each variant: the sets are cut in chunks of DISTINCT_CHUNK; every chunk is built
+ * by every variant DISTINCT_ROUNDS times (variants interleaved, their order rotated), the fastest of a
+ * chunk's rounds is kept, and the chunks' figures are averaged. Process CPU time, not wall time: this
+ * machine is shared, and being descheduled is not the code's cost (no other thread runs meanwhile).
+ */
 function timeDistinct(inputs: readonly MaglevPopulationInput[], variants: Record<string, (input: MaglevPopulationInput) => MaglevTable>): Map<string, number> {
-  const best = new Map<string, number>();
-  for (let round = 0; round < DISTINCT_ROUNDS; round++) {
-    for (const [name, populate] of Object.entries(variants)) {
-      const start = performance.now();
-      for (const input of inputs) populate(input);
-      const ns = ((performance.now() - start) * 1e6) / inputs.length;
-      best.set(name, Math.min(best.get(name) ?? Infinity, ns));
+  const entries = Object.entries(variants);
+  const total = new Map<string, number>();
+  let chunks = 0;
+  for (let first = 0; first < inputs.length; first += DISTINCT_CHUNK) {
+    const chunk = inputs.slice(first, first + DISTINCT_CHUNK);
+    const best = new Map<string, number>();
+    for (let round = 0; round < DISTINCT_ROUNDS; round++) {
+      for (let k = 0; k < entries.length; k++) {
+        const [name, populate] = entries[(k + round + chunks) % entries.length] ?? entries[0] ?? ['', populateMaglevTable];
+        const cpu = process.cpuUsage();
+        for (const input of chunk) populate(input);
+        const used = process.cpuUsage(cpu);
+        best.set(name, Math.min(best.get(name) ?? Infinity, ((used.user + used.system) * 1000) / chunk.length));
+      }
     }
+    for (const [name, ns] of best) total.set(name, (total.get(name) ?? 0) + ns);
+    chunks++;
   }
-  return best;
+  return new Map([...total].map(([name, ns]) => [name, ns / chunks]));
 }
 
 function distinctFigures(): BenchFigure[] {
@@ -207,7 +222,7 @@ function distinctFigures(): BenchFigure[] {
     const now = best.get('now') ?? NaN;
     const probing = best.get('probing') ?? NaN;
     const noTail = best.get('noTail') ?? NaN;
-    const params = { M: c.size, N: c.backends, sets: c.sets, weights: 'all 100', rounds: DISTINCT_ROUNDS, tailEmpties: maglevTailEmpties(c.size, c.backends), load1m: Number(loadavg()[0]?.toFixed(2) ?? NaN) };
+    const params = { M: c.size, N: c.backends, sets: c.sets, weights: 'all 100', rounds: DISTINCT_ROUNDS, time: 'process CPU', tailEmpties: maglevTailEmpties(c.size, c.backends), load1m: Number(loadavg()[0]?.toFixed(2) ?? NaN) };
     figures.push({
       name: `populate ${caseName(c)}, distinct backend sets`,
       value: Math.round(now),
@@ -230,13 +245,19 @@ function distinctFigures(): BenchFigure[] {
   return figures;
 }
 
-/** Wall time of `work`, and the main thread's event-loop utilization meanwhile. */
-async function timed(work: () => Promise<void> | void): Promise<{ ms: number; utilization: number }> {
+/**
+ * Wall time of `work`, the process's CPU time meanwhile (all threads: on a machine other processes
+ * load, the pool's wall time can only gain what free cores allow), and the main thread's event-loop
+ * utilization.
+ */
+async function timed(work: () => Promise<void> | void): Promise<{ ms: number; cpuMs: number; utilization: number }> {
   const loop = performance.eventLoopUtilization();
+  const cpu = process.cpuUsage();
   const start = performance.now();
   await work();
   const ms = performance.now() - start;
-  return { ms, utilization: performance.eventLoopUtilization(loop).utilization };
+  const used = process.cpuUsage(cpu);
+  return { ms, cpuMs: (used.user + used.system) / 1000, utilization: performance.eventLoopUtilization(loop).utilization };
 }
 
 async function poolFigures(): Promise<BenchFigure[]> {
@@ -249,7 +270,9 @@ async function poolFigures(): Promise<BenchFigure[]> {
     cache.clear();
     log(`pool: ${availableParallelism()} threads started and warm in ${startup.ms.toFixed(0)} ms; ${POOL_ROUNDS} rounds of ${POOL_TABLES} tables`);
     let sequential = Infinity;
+    let sequentialCpu = Infinity;
     let pool = Infinity;
+    let poolCpu = Infinity;
     let utilization = 1;
     for (let round = 0; round < POOL_ROUNDS; round++) {
       const forMain = requests(2 * round * POOL_TABLES);
@@ -258,7 +281,9 @@ async function poolFigures(): Promise<BenchFigure[]> {
         for (const r of forMain) buildMaglevTable(r.backends, r.size, r.seed);
       });
       sequential = Math.min(sequential, main.ms);
+      sequentialCpu = Math.min(sequentialCpu, main.cpuMs);
       const warm = await timed(() => cache.warm(forPool));
+      poolCpu = Math.min(poolCpu, warm.cpuMs);
       if (warm.ms < pool) {
         pool = warm.ms;
         utilization = warm.utilization;
@@ -285,6 +310,8 @@ async function poolFigures(): Promise<BenchFigure[]> {
           threads: availableParallelism(),
           rounds: POOL_ROUNDS,
           mainThreadBusy: Number(utilization.toFixed(3)),
+          sequentialCpuMs: Math.round(sequentialCpu),
+          poolCpuMs: Math.round(poolCpu),
           startupMs: Math.round(startup.ms),
           load1m: Number(loadavg()[0]?.toFixed(2) ?? NaN),
         },

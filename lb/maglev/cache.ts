@@ -9,6 +9,11 @@
  * awaits warm(requests) for what it is about to ask, then its synchronous pass calls table() as
  * before and finds every table there.
  *
+ *   await cache.warm(services.map((s) => ({ backends: maglevBackendsOf(s), size, seed })));
+ *   for (const s of services) write(cache.table(maglevBackendsOf(s), size, seed)); // all hits
+ * The requests must carry the backends exactly as table() will get them (keys, weights and order
+ * make the memo key): build both from one function.
+ *
  * Warmed tables are pinned: kept apart from the LRU (maxEntries does not evict them) until the next
  * table() of each moves it into the LRU. So warming more than maxEntries tables at once is safe, but
  * warm only what you will ask for: a pinned table nobody asks for stays until clear().

@@ -115,9 +115,10 @@ function allocateTable(size: number, idLimit: number): { table: MaglevTable; emp
  * tail's probes are cheap (~1 ns: the loop almost always goes on, so its branch is predicted and the
  * loads overlap), while the cost of a table is mostly the middle turns, whose probe loop exits at a
  * random point (a mispredicted branch per turn), and V8's per-access checks. A list entry costs
- * ~10 ns (a modular product, a counting sort) and finding the empty entries one scan of the table
- * (~1 ns an entry), so the tail pays where M is large and N not small (−5…−14% at M = 65521,
- * N = 100…1000) and is about even at M = 16381, N = 10; bench/maglev.ts has the figures.
+ * ~10 ns (a modular product, a counting sort) and finding the empty entries one pass of indexOf
+ * over the table, so the tail pays where M is large (−15% at M = 65521, N = 100) and little at
+ * M = 16381, N = 10 (−3%). With the round-robin loop: −13% and −17% against the probing loop, over
+ * distinct backend sets (bench/maglev.ts, "distinct backend sets").
  */
 export function populateMaglevTable(
   input: MaglevPopulationInput,
