@@ -77,13 +77,7 @@ export class SockLab {
       lab = new SockLab(topology, bpffs, cgroup);
       lab.build();
       await Promise.all(lab.backends.map((b) => lab?.startServer(b)));
-      lab.datapath = inNetns(lab.node, () =>
-        createNodeDatapath({
-          devices: [], xdp: 'off', mode: 'snat', maglevTableSize: MAGLEV.size, maglevSeed: MAGLEV.seed, bpffs: lab?.pinDir ?? '',
-          nodeAddresses: [NODE.v4, NODE.v6], nodeName: NODE_NAME, conntrackEntries: 16384, snatPorts: { min: 40000, max: 40999 },
-          nodeSetup: false, dsrServiceRanges: [], capacity: CAPACITY, log,
-        }),
-      );
+      lab.datapath = lab.loadDatapath(log);
       lab.socketLb = lab.loadSocketLb(log);
       return lab;
     } catch (error) {
@@ -99,6 +93,33 @@ export class SockLab {
 
   get pinDir(): string {
     return join(this.bpffs.dir, 'node');
+  }
+
+  /** The node's datapath as the agent loads it (maps only: no devices, xdp off), on the lab's pins. */
+  loadDatapath(log: (line: string) => void = () => undefined): ServiceDatapath {
+    return inNetns(this.node, () =>
+      createNodeDatapath({
+        devices: [], xdp: 'off', mode: 'snat', maglevTableSize: MAGLEV.size, maglevSeed: MAGLEV.seed, bpffs: this.pinDir,
+        nodeAddresses: [NODE.v4, NODE.v6], nodeName: NODE_NAME, conntrackEntries: 16384, snatPorts: { min: 40000, max: 40999 },
+        nodeSetup: false, dsrServiceRanges: [], capacity: CAPACITY, log,
+      }),
+    );
+  }
+
+  /**
+   * An agent restart: both datapaths closed (programs stay attached, maps pinned), loaded again, and
+   * every service applied again, as the agent's store does. Resolves with the new socket-LB's log.
+   */
+  async restart(): Promise<{ log: string[]; written: number }> {
+    const log: string[] = [];
+    this.socketLb?.close();
+    this.socketLb = undefined;
+    await this.datapath?.close();
+    this.datapath = undefined;
+    this.datapath = this.loadDatapath();
+    this.socketLb = this.loadSocketLb((line) => log.push(line));
+    const result = await this.datapath.apply(new Map(this.services));
+    return { log, written: result.written };
   }
 
   /** Socket-LB as the agent loads it (a second call is a restarted agent's load: the links get the new programs). */
