@@ -11,7 +11,8 @@
  *   → else service lookup, source ranges, backend selection, reply entry (or a claimed source port) →
  *   translate → new conntrack entry → on to the stack, which routes it (or, hairpin, straight back into
  *   the pod). A service without backends is answered with port unreachable (icmp_skb.h).
- * To the pod (tc_pod_egress): a reply of one of its flows? Its source becomes the service again.
+ * To the pod (tc_pod_egress): a reply of one of its flows? Its source becomes the service again. An ICMP
+ * error about one of its flows? Its quote becomes what the pod sent.
  *
  * Why the stack routes a translated packet (TC_ACT_OK) instead of a FIB lookup and bpf_redirect_neigh:
  * a pod's packet to a backend goes where any of its packets to that address would go — through the
@@ -257,6 +258,130 @@ static __always_inline void pod_service_path(struct __sk_buff *skb, struct xlb_p
 	pod_commit_path(skb, pkt, ref, v, err);
 }
 
+/* The start of the packet an ICMP error quotes: its IP header and the first 8 bytes of its L4 header. */
+struct pod_quote_l4 {
+	__be16 sport;
+	__be16 dport;
+	__be16 udp_len;   /* TCP: the sequence number */
+	__sum16 udp_check;
+};
+
+union pod_quote {
+	struct {
+		struct iphdr ip;
+		struct pod_quote_l4 l4;
+	} v4;
+	struct {
+		struct ipv6hdr ip;
+		struct pod_quote_l4 l4;
+	} v6;
+};
+
+/*
+ * An ICMP error on its way to a pod about one of its flows (fragmentation needed from a router on the
+ * path to the backend, port unreachable from the backend): it quotes the packet as translated (pod →
+ * backend), which the pod's sockets would not recognise. The quote is turned back into what the pod
+ * sent (pod:port → service:port, found by the flow's reply entry: the quote reversed), and an error the
+ * backend itself sent comes from the service. The quote is edited on the stack and the ICMP checksum
+ * moved by the difference (ICMPv6's also by its pseudo-header's); the quote's UDP checksum is kept
+ * right, a TCP one (past the first 8 bytes) is left as receivers ignore it. Errors about anything else
+ * pass as they are.
+ */
+XLB_SUBPROG int pod_icmp_error_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct pod_verdict *v)
+{
+	struct xlb_config *cfg = xlb_get_config();
+	struct xlb_tuple reply = {}, *key = &reply;
+	union pod_quote old, new;
+	struct pod_quote_l4 *l4;
+	struct nat_reverse *reverse;
+	struct ct_bucket *bucket;
+	union ct_value *value;
+	struct ct_ref ref;
+	__u32 quote_off, size;
+	int v4, from_backend;
+	__sum16 csum;
+	__s64 sum;
+
+	if (!pkt || !v || !cfg || pkt->frag != XLB_FRAG_NONE)
+		return 0;
+	v4 = pkt->tuple.family == XLB_AF_INET;
+	quote_off = xlb_l4_off(pkt) + 8;
+	size = v4 ? sizeof(new.v4) : sizeof(new.v6);
+	l4 = v4 ? &new.v4.l4 : &new.v6.l4;
+	__builtin_memset(&old, 0, sizeof(old));
+	if (bpf_skb_load_bytes(skb, quote_off, &old, size) || bpf_skb_load_bytes(skb, xlb_l4_off(pkt) + 2, &csum, sizeof(csum)))
+		return 0;
+	new = old;
+	/* the flow's reply entry: the quoted packet reversed */
+	if (v4) {
+		if (old.v4.ip.ihl != 5)
+			return 0;
+		key->saddr.v4 = old.v4.ip.daddr;
+		key->daddr.v4 = old.v4.ip.saddr;
+		key->proto = old.v4.ip.protocol;
+	} else {
+		__builtin_memcpy(key->saddr.v6, &old.v6.ip.daddr, 16);
+		__builtin_memcpy(key->daddr.v6, &old.v6.ip.saddr, 16);
+		key->proto = old.v6.ip.nexthdr;
+	}
+	if (key->proto != IPPROTO_TCP && key->proto != IPPROTO_UDP)
+		return 0;
+	key->family = pkt->tuple.family;
+	key->sport = l4->dport;
+	key->dport = l4->sport;
+	key->kind = XLB_TUPLE_SNAT_REPLY;
+	value = ct_lookup_reply(key, cfg->ct_seed, xlb_now(), &ref, &bucket);
+	if (!value || !bucket || !xlb_addr_equal(&value->reverse.client, &pkt->tuple.daddr))
+		return 0;
+	reverse = &value->reverse;
+	v->service_id = reverse->service_id;
+	v->backend_id = reverse->backend_id;
+	/* the quote as the pod sent it: client:port → service:port */
+	if (key->proto == IPPROTO_UDP && l4->udp_check) {
+		xlb_csum_replace_addr(&l4->udp_check, key->family, &key->daddr, &reverse->client);
+		xlb_csum_replace_addr(&l4->udp_check, key->family, &key->saddr, &reverse->service);
+		xlb_csum_replace4(&l4->udp_check, l4->sport | (__u32)l4->dport << 16,
+				  reverse->client_port | (__u32)reverse->service_port << 16);
+		if (!l4->udp_check)
+			l4->udp_check = 0xffff;
+	}
+	l4->sport = reverse->client_port;
+	l4->dport = reverse->service_port;
+	if (v4) {
+		xlb_csum_replace4x2(&new.v4.ip.check, old.v4.ip.saddr, reverse->client.v4, old.v4.ip.daddr, reverse->service.v4);
+		new.v4.ip.saddr = reverse->client.v4;
+		new.v4.ip.daddr = reverse->service.v4;
+	} else {
+		__builtin_memcpy(&new.v6.ip.saddr, reverse->client.v6, 16);
+		__builtin_memcpy(&new.v6.ip.daddr, reverse->service.v6, 16);
+	}
+	sum = bpf_csum_diff((__be32 *)&old, size, (__be32 *)&new, size, (__u16)~csum);
+	/* sent by the backend itself: from the service, which ICMPv6 also sums in its pseudo-header */
+	from_backend = xlb_addr_equal(&pkt->tuple.saddr, &key->saddr);
+	if (from_backend && !v4)
+		sum = bpf_csum_diff((__be32 *)pkt->tuple.saddr.v6, 16, (__be32 *)reverse->service.v6, 16, sum);
+	csum = xlb_csum_fold(sum);
+	if (bpf_skb_store_bytes(skb, quote_off, &new, size, 0) ||
+	    bpf_skb_store_bytes(skb, xlb_l4_off(pkt) + 2, &csum, sizeof(csum), 0)) {
+		pod_drop(v, XLB_DROP_ICMP_QUOTE);
+		return 0;
+	}
+	if (from_backend) {
+		union xlb_addr service = reverse->service;
+
+		if (skb_nat_rewrite(skb, pkt, &service, pkt->tuple.sport, &pkt->tuple.daddr, pkt->tuple.dport)) {
+			pod_drop(v, XLB_DROP_ICMP_QUOTE);
+			return 0;
+		}
+	}
+	if (!ct_unchanged(bucket, &ref)) {
+		pod_drop(v, XLB_DROP_CT_BUSY);
+		return 0;
+	}
+	v->reason = XLB_FWD_ICMP_ERROR;
+	return 0;
+}
+
 static __always_inline int pod_sampled(const struct xlb_config *cfg)
 {
 	return cfg->event_sample == 1 || (cfg->event_sample > 1 && bpf_get_prandom_u32() % cfg->event_sample == 0);
@@ -285,10 +410,7 @@ static __always_inline int pod_parsed(struct __sk_buff *skb, struct xlb_pkt *pkt
 {
 	if (xlb_parse_skb(skb, pkt) != XLB_PARSE_OK || pkt->l3_off != sizeof(struct ethhdr))
 		return 0;
-	if (pkt->frag == XLB_FRAG_LATER && !frag_recall(pkt))
-		return 0;
-	/* ICMP errors about pods' flows are left as they are (not translated yet) */
-	return !pkt->icmp_error;
+	return pkt->frag != XLB_FRAG_LATER || frag_recall(pkt);
 }
 
 /* What a pod sends (tc ingress on the host side of its veth); also the benchmark's harness's entry. */
@@ -303,7 +425,8 @@ static __always_inline int tc_pod_from_pod(struct __sk_buff *skb)
 	struct ct_ref ref;
 	int err;
 
-	if (!cfg || !scratch || !pod_parsed(skb, &pkt))
+	/* ICMP errors a pod sends about what it received are left as they are */
+	if (!cfg || !scratch || !pod_parsed(skb, &pkt) || pkt.icmp_error)
 		return TC_ACT_OK;
 	/* The flow as it arrived, off the stack: what events report, and a new flow's conntrack key. */
 	flow = &scratch->key;
@@ -338,6 +461,11 @@ static __always_inline int tc_pod_to_pod(struct __sk_buff *skb)
 
 	if (!cfg || !key || !pod_parsed(skb, &pkt))
 		return TC_ACT_OK;
+	if (pkt.icmp_error) {
+		*key = pkt.tuple;
+		pod_icmp_error_path(skb, &pkt, &v);
+		return pod_verdict(skb, cfg, key, &v, XLB_DIR_EGRESS, len);
+	}
 	err = pod_reply_lookup(&pkt, cfg, 0, key, &ref);
 	if (!err)
 		return TC_ACT_OK;

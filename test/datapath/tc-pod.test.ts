@@ -70,6 +70,18 @@ function servicesFor(f: Family): Record<string, unknown> {
       internalTrafficPolicy: 'Local',
       backends: [{ address: f.backends[0], port: 8080, node: 'elsewhere' }],
     },
+    [`affinity${key}`]: {
+      type: 'ClusterIP',
+      frontend: { address: f.vip, port: 84, protocol: 'UDP' },
+      sessionAffinity: { type: 'ClientIP', timeoutSeconds: 60 },
+      backends: backends(5353),
+    },
+    [`here${key}`]: {
+      type: 'ClusterIP',
+      frontend: { address: f.vip, port: 85, protocol: 'UDP' },
+      internalTrafficPolicy: 'Local',
+      backends: f.backends.map((address, i) => ({ address, port: 5353, node: i === 1 ? 'here' : 'elsewhere' })),
+    },
     // Two services sharing one backend: a pod asking both from one port makes their replies clash.
     [`clasha${key}`]: { type: 'ClusterIP', frontend: { address: f.vip, port: 54, protocol: 'UDP' }, backends: [{ address: f.backends[0], port: 5353 }] },
     [`clashb${key}`]: { type: 'ClusterIP', frontend: { address: VIP_B[f.name], port: 54, protocol: 'UDP' }, backends: [{ address: f.backends[0], port: 5353 }] },
@@ -243,6 +255,19 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       assert.equal(counter(Reason.REJECT_NO_BACKEND) - rejects, 2n);
     });
 
+    test(`${f.name} ClientIP affinity keeps a pod on one backend; internalTrafficPolicy Local keeps it on this node's`, () => {
+      for (const [port, expected] of [[84, undefined], [85, f.backends[1]]] as const) {
+        const seen = new Set<string>();
+        for (let sport = 43000; sport < 43020; sport++) {
+          const out = fromPod(f.pod, f.vip, { proto: 'udp', sport, dport: port, payload: Buffer.from('q') });
+          assert.equal(out.verdict, TC_ACT_OK);
+          seen.add(out.parsed.ip.dst);
+        }
+        assert.equal(seen.size, 1, `port ${port}: ${[...seen].join(', ')}`);
+        if (expected) assert.deepEqual([...seen], [expected]);
+      }
+    });
+
     test(`${f.name} internalTrafficPolicy Local without a backend on this node: dropped, counted`, () => {
       const drops = counter(Reason.DROP_NO_BACKEND);
       const out = fromPod(f.pod, f.vip, { proto: 'tcp', sport: 40006, dport: 83, flags: TCP_FLAGS.SYN });
@@ -281,6 +306,38 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       assert.equal(counter(Reason.FWD_NEW_FLOW) - newFlows, 1n, 'a new flow');
       assert.deepEqual([again.parsed.ip.src, again.parsed.ip.l4?.sport, again.parsed.ip.dst], [f.pod, 40008, backend], 'Maglev picks the same backend, the port stays');
       assert.equal(replyEntryOf(backend, 8080, f.pod, 40008)?.service, f.vip);
+    });
+
+    test(`${f.name} ICMP errors about a pod's flows reach it quoting what it sent; others pass untouched`, () => {
+      const router = f.name === 'IPv4' ? '198.18.99.1' : '2001:db8:99::1';
+      const icmpErrors = counter(Reason.FWD_ICMP_ERROR, Direction.EGRESS);
+      // UDP to a backend port nobody listens on: the backend answers port unreachable, quoting it whole.
+      const datagram = fromPod(f.pod, f.vip, { proto: 'udp', sport: 40020, dport: 53, payload: Buffer.from('query') });
+      const backend = datagram.parsed.ip.dst;
+      const translated = buildIp({ src: f.pod, dst: backend }, { proto: 'udp', sport: 40020, dport: 5353, payload: Buffer.from('query') });
+      const unreachable = f.name === 'IPv4' ? { type: 3, code: 3 } : { type: 1, code: 4 };
+      const fromBackend = toPod(backend, f.pod, { proto: 'icmp', ...unreachable, quote: translated });
+      assert.equal(fromBackend.verdict, TC_ACT_OK);
+      validChecksums(fromBackend);
+      assert.deepEqual([fromBackend.parsed.ip.src, fromBackend.parsed.ip.dst], [f.vip, f.pod], 'from the service: the backend sent it');
+      const quoted = fromBackend.parsed.ip.l4?.inner;
+      assert.deepEqual([quoted?.src, quoted?.l4?.sport, quoted?.dst, quoted?.l4?.dport], [f.pod, 40020, f.vip, 53]);
+      // TCP through a router with a smaller MTU: its error, quoting 8 bytes of TCP, keeps the router as its source.
+      const syn = fromPod(f.pod, f.vip, { proto: 'tcp', sport: 40021, dport: 80, flags: TCP_FLAGS.SYN, seq: 99 });
+      const sent = buildIp({ src: f.pod, dst: syn.parsed.ip.dst }, { proto: 'tcp', sport: 40021, dport: 8080, flags: TCP_FLAGS.SYN, seq: 99 });
+      const tooBig = f.name === 'IPv4' ? { type: 3, code: 4, mtu: 1400 } : { type: 2, code: 0, mtu: 1400 };
+      const fromRouter = toPod(router, f.pod, { proto: 'icmp', ...tooBig, quote: sent.subarray(0, (f.name === 'IPv4' ? 20 : 40) + 8) });
+      assert.equal(fromRouter.verdict, TC_ACT_OK);
+      validChecksums(fromRouter);
+      assert.deepEqual([fromRouter.parsed.ip.src, fromRouter.parsed.ip.dst], [router, f.pod]);
+      const inner = fromRouter.parsed.ip.l4?.inner;
+      assert.deepEqual([inner?.src, inner?.l4?.sport, inner?.dst, inner?.l4?.dport], [f.pod, 40021, f.vip, 80]);
+      assert.equal(counter(Reason.FWD_ICMP_ERROR, Direction.EGRESS) - icmpErrors, 2n);
+      // About a flow that is none of ours: as it came.
+      const unrelated = buildFrame({ eth: { src: HOST_MAC, dst: POD_MAC }, ip: { src: router, dst: f.pod }, l4: { proto: 'icmp', ...unreachable, quote: buildIp({ src: f.pod, dst: f.other }, { proto: 'udp', sport: 40022, dport: 53 }) } });
+      const passed = run('tc_pod_egress', unrelated);
+      assert.equal(passed.verdict, TC_ACT_OK);
+      assert.equal(passed.out.toString('hex'), unrelated.toString('hex'));
     });
 
     test(`${f.name} traffic that is not for a service passes untouched and uncounted`, () => {
