@@ -26,7 +26,7 @@
  * stays; --out DIR overrides). Everything the run creates — child processes, namespaces, the bpffs,
  * the apiserver — is removed in `finally`, and on Ctrl-C.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -219,11 +219,12 @@ async function peerEndpointChanges(resources: BenchResources, result: PeerResult
 }
 
 /** One agent in a child process: a full sync of `services`, then `changes` endpoint changes. */
-async function xlbRun(resources: BenchResources, bpffs: TempBpffs, services: number, changes: number, round: number): Promise<XlbWorkerResult> {
+async function xlbRun(resources: BenchResources, bpffs: TempBpffs, runDir: string, services: number, changes: number, round: number): Promise<XlbWorkerResult> {
   const pinDir = join(bpffs.dir, `n${services}-r${round}`);
+  const stateFile = join(runDir, `state-n${services}-r${round}.json`);
   log(`xlb: full sync of ${count(services)} services${changes > 0 ? `, then ${count(changes)} endpoint changes` : ''}, round ${round + 1}, load ${load()}`);
   try {
-    const args = [join(here, 'control-plane', 'xlb-worker.js'), '--pin-dir', pinDir, '--services', String(services), '--endpoints', String(ENDPOINTS), '--changes', String(changes)];
+    const args = [join(here, 'control-plane', 'xlb-worker.js'), '--pin-dir', pinDir, '--state-file', stateFile, '--services', String(services), '--endpoints', String(ENDPOINTS), '--changes', String(changes)];
     const { stdout } = await resources.run(process.execPath, args, { showStderr: true });
     return JSON.parse(stdout.trim().split('\n').pop() ?? '') as XlbWorkerResult;
   } finally {
@@ -400,6 +401,8 @@ async function main(): Promise<void> {
   const loadAtStart = load();
   const figures: BenchFigure[] = [];
   try {
+    const runDir = mkdtempSync(join(tmpdir(), 'xlb-bench-cp-'));
+    resources.onCleanup(`removing ${runDir}`, () => rmSync(runDir, { recursive: true, force: true }));
     const bpffs = TempBpffs.mount('cpbench');
     resources.onCleanup(`unmounting the bpffs on ${bpffs.dir}`, () => bpffs.remove());
     const peerList = peers(await versions(resources));
@@ -408,7 +411,7 @@ async function main(): Promise<void> {
     for (const size of sizes) {
       const changes = size === changeSize ? CHANGES : 0;
       // The endpoint changes run in the first round, after its full sync was timed.
-      const xlb = await rounds(ROUNDS, XLB_ROUND_BUDGET_MS, (round) => xlbRun(resources, bpffs, size, round === 0 ? changes : 0, round));
+      const xlb = await rounds(ROUNDS, XLB_ROUND_BUDGET_MS, (round) => xlbRun(resources, bpffs, runDir, size, round === 0 ? changes : 0, round));
       const cluster = benchCluster(size, ENDPOINTS, new PodAddresses());
       const results: PeerResult[] = [];
       for (const peer of peerList) results.push(await peerFullSync(resources, peer, cluster, size === changeSize && peer.iptables));
@@ -439,6 +442,7 @@ async function main(): Promise<void> {
         endpointsPerService: ENDPOINTS,
         changes: APISERVER.changes[at],
         pinDir: join(bpffs.dir, 'apiserver'),
+        stateFile: join(runDir, 'state-apiserver.json'),
         log,
       });
       figures.push(...apiserverFigures(result));

@@ -6,9 +6,7 @@
  * one at a time, each waiting for the previous one to be applied.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Registry } from 'prom-client';
 import { DEFAULT_SNAT_PORTS } from '../../agent/flags.js';
@@ -65,11 +63,12 @@ export async function apiserverEndpointChanges(options: {
   changes: number;
   /** A directory on a bpffs, for the datapath's pins (removed afterwards). */
   pinDir: string;
+  /** The store's state file (only API services are persisted: never written here). */
+  stateFile: string;
   log: (line: string) => void;
 }): Promise<ApiserverChanges> {
   const { log } = options;
   const ns = `xlb-bench-${randomBytes(3).toString('hex')}`;
-  const stateDir = mkdtempSync(join(tmpdir(), 'xlb-bench-state-'));
   let server: KubeApiServer | undefined;
   let datapath: ServiceDatapath | undefined;
   let watcher: KubernetesWatcher | undefined;
@@ -118,7 +117,7 @@ export async function apiserverEndpointChanges(options: {
       log: () => undefined,
     });
     const agentLog = memoryLogger();
-    const store = new ServiceStore({ datapath, stateFile: join(stateDir, 'state.json'), log: agentLog });
+    const store = new ServiceStore({ datapath, stateFile: options.stateFile, log: agentLog });
     await store.start(new Map());
 
     // The store as the watcher sees it, telling the bench when the service it waits for was applied.
@@ -173,6 +172,5 @@ export async function apiserverEndpointChanges(options: {
     await datapath?.close();
     await server?.stop();
     rmSync(options.pinDir, { recursive: true, force: true });
-    rmSync(stateDir, { recursive: true, force: true });
   }
 }

@@ -10,9 +10,6 @@
  * applied by syncKubernetes.
  */
 import { PerformanceObserver, performance, type PerformanceEntry } from 'node:perf_hooks';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CpuProfiler } from './profiler.js';
@@ -62,6 +59,8 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       'pin-dir': { type: 'string' },
+      /** The store's state file: only API services are persisted, so it is never written here. */
+      'state-file': { type: 'string' },
       services: { type: 'string' },
       endpoints: { type: 'string' },
       changes: { type: 'string', default: '0' },
@@ -70,6 +69,7 @@ async function main(): Promise<void> {
     },
   });
   const pinDir = values['pin-dir'] ?? fail('--pin-dir is required');
+  const stateFile = values['state-file'] ?? fail('--state-file is required');
   const count = Number(values.services);
   const perService = Number(values.endpoints);
   const changes = Number(values.changes);
@@ -97,9 +97,8 @@ async function main(): Promise<void> {
     capacity: CAPACITY,
     log: () => undefined,
   });
-  const stateDir = mkdtempSync(join(tmpdir(), 'xlb-bench-state-'));
   try {
-    const store = new ServiceStore({ datapath, stateFile: join(stateDir, 'state.json'), log: agentLog });
+    const store = new ServiceStore({ datapath, stateFile, log: agentLog });
     await store.start(new Map());
     const rssBeforeBytes = process.memoryUsage().rss;
     // Not node --cpu-prof: its SIGPROF interrupts the verifier while the datapath loads (EAGAIN).
@@ -189,7 +188,6 @@ async function main(): Promise<void> {
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
     await datapath.close();
-    rmSync(stateDir, { recursive: true, force: true });
   }
 }
 
