@@ -11,10 +11,12 @@
  *
  *   const { resolveCgroupRoot } = await import('../lb/datapath/cgroup.js');
  *   const { SocketLb } = await import('./socket-lb.js');
- *   const cgroupRoot = resolveCgroupRoot(flags.cgroupRoot, { mount: flags.nodeSetup, log: (l) => log.info(l) });
- *   const socketLb = SocketLb.load({ pinDir: flags.bpffs, capacity: flags.capacity, maglevTableSize: flags.maglevTableSize,
- *     maglevSeed: flags.maglevSeed, cgroupRoot, log: (l) => log.info(l) });
- *   teardown.add('closing socket-level load balancing', async () => socketLb.close());
+ *   const cgroupRoot = resolveCgroupRoot(flags.cgroupRoot, { mount: flags.nodeSetup, log: (l) => log.info(l), warn: (l) => log.warn(l) });
+ *   if (cgroupRoot !== undefined) {
+ *     const socketLb = SocketLb.load({ pinDir: flags.bpffs, capacity: flags.capacity, maglevTableSize: flags.maglevTableSize,
+ *       maglevSeed: flags.maglevSeed, cgroupRoot, log: (l) => log.info(l) });
+ *     teardown.add('closing socket-level load balancing', async () => socketLb.close());
+ *   }
  *
  * --cgroup-root DIR (flags.ts): a cgroup v2 directory; default (undefined) the unified hierarchy's
  * root, found in /proc/self/mountinfo, or mounted at /run/xlb/cgroupv2 when the node has none and
@@ -22,6 +24,7 @@
  * maps, under <bpffs>/links/), as the XDP and tc programs stay: the next agent swaps its programs in
  * atomically. xlb-agent --cleanup calls, before it removes the pins:
  *
+ *   const cgroupRoot = resolveCgroupRoot(flags.cgroupRoot, { mount: false });  // undefined: only the pinned links
  *   for (const line of SocketLb.detachAll({ pinDir: flags.bpffs, cgroupRoot })) log.info(`detached ${line}`);
  */
 import { existsSync, readdirSync } from 'node:fs';

@@ -80,10 +80,14 @@ export function findCgroup2Root(mountinfo = '/proc/self/mountinfo'): string | un
 
 /**
  * The cgroup socket-LB attaches to: `wanted` (--cgroup-root) when given — it must be a cgroup v2
- * directory — else the unified hierarchy's root. A node without one gets one mounted at
- * XLB_CGROUP2_MOUNT when `mount` is allowed (the agent's node setup), logged; else the error says how.
+ * directory, else this throws — or the unified hierarchy's root. A node without one gets one mounted
+ * at XLB_CGROUP2_MOUNT when `mount` is allowed (the agent's node setup), logged; when it is not
+ * (--no-node-setup), `warn` is told what to mount and the answer is undefined: no socket-LB.
  */
-export function resolveCgroupRoot(wanted: string | undefined, options: { mount: boolean; log?: (line: string) => void }): string {
+export function resolveCgroupRoot(
+  wanted: string | undefined,
+  options: { mount: boolean; log?: (line: string) => void; warn?: (line: string) => void },
+): string | undefined {
   if (wanted !== undefined) {
     const dir = resolve(wanted);
     if (!isCgroup2(dir)) throw new Error(`--cgroup-root ${dir} is not a cgroup v2 directory (cgroup v2 is mounted at: ${cgroup2MountPoints(readFileSync('/proc/self/mountinfo', 'utf8')).join(', ') || 'nowhere'})`);
@@ -92,7 +96,10 @@ export function resolveCgroupRoot(wanted: string | undefined, options: { mount: 
   const found = findCgroup2Root();
   if (found !== undefined) return found;
   const hint = `mount one with: mkdir -p ${XLB_CGROUP2_MOUNT} && mount -t cgroup2 none ${XLB_CGROUP2_MOUNT}`;
-  if (!options.mount) throw new Error(`no cgroup v2 hierarchy is mounted, which socket-level load balancing needs; ${hint}`);
+  if (!options.mount) {
+    options.warn?.(`no cgroup v2 hierarchy is mounted: socket-level load balancing is off (ClusterIPs from this node's processes are not served by it); ${hint}`);
+    return undefined;
+  }
   mkdirSync(XLB_CGROUP2_MOUNT, { recursive: true, mode: 0o755 });
   try {
     run('mount', ['-t', 'cgroup2', 'none', XLB_CGROUP2_MOUNT]);

@@ -7,11 +7,22 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { SOCKET_LB_PROGRAMS, SOCKET_REVNAT_MAP, SocketLb, socketLbLinkPin } from '../../agent/socket-lb.js';
-import { CgroupHook, cgroupHookOf, pinnedCgroupLink, queryCgroup, type CgroupHookName } from '../../lb/datapath/cgroup.js';
+import {
+  CgroupHook,
+  cgroup2MountPoints,
+  cgroupHookOf,
+  cgroupId,
+  findCgroup2Root,
+  pinnedCgroupLink,
+  queryCgroup,
+  resolveCgroupRoot,
+  type CgroupHookName,
+} from '../../lb/datapath/cgroup.js';
 import { programNameById } from '../../lb/datapath/cleanup.js';
 import type { BpfMap } from '../../lb/datapath/map.js';
 import { Direction, Reason } from '../../lb/reasons.js';
-import { MAGLEV, SockLab, type SockReport } from '../support/sock-lab.js';
+import { CAPACITY, MAGLEV, SockLab, type SockReport } from '../support/sock-lab.js';
+import { TestCgroup } from '../support/test-cgroup.js';
 import { waitFor } from '../support/wait.js';
 
 const CIP4 = '198.18.20.10';
@@ -19,6 +30,25 @@ const CIP6 = '2001:db8:20::10';
 const AFFINITY4 = '198.18.20.11';
 const EMPTY4 = '198.18.20.12';
 const EMPTY6 = '2001:db8:20::12';
+
+describe('finding the cgroup v2 hierarchy', () => {
+  test('mount points of cgroup2 in mountinfo, escaped paths included', () => {
+    const mountinfo = [
+      '31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755',
+      '32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu',
+      '41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw',
+      '90 23 0:38 / /run/my\\040cgroups rw shared:5 - cgroup2 none rw',
+    ].join('\n');
+    assert.deepEqual(cgroup2MountPoints(mountinfo), ['/sys/fs/cgroup/unified', '/run/my cgroups']);
+  });
+
+  test('--cgroup-root: a cgroup v2 directory, or by default the hierarchy this host has mounted', () => {
+    const root = findCgroup2Root();
+    assert.ok(root, 'this host has cgroup v2 mounted');
+    assert.equal(resolveCgroupRoot(undefined, { mount: false }), root);
+    assert.throws(() => resolveCgroupRoot('/tmp', { mount: false }), /--cgroup-root \/tmp is not a cgroup v2 directory/);
+  });
+});
 
 describe('socket-level load balancing on a test cgroup', () => {
   let lab: SockLab;
@@ -198,6 +228,26 @@ describe('socket-level load balancing on a test cgroup', () => {
     } finally {
       await lab.apply({ web6: { type: 'ClusterIP', frontend: { address: CIP6, port: 80, protocol: 'TCP' }, backends: lab.backendList('v6', 8080) } });
     }
+  });
+
+  test('another --cgroup-root: the links move there, the old cgroup keeps nothing', async () => {
+    const other = TestCgroup.create('sock-moved');
+    try {
+      const lines: string[] = [];
+      lab.socketLb?.close();
+      lab.socketLb = SocketLb.load({ pinDir: lab.pinDir, capacity: CAPACITY, maglevTableSize: MAGLEV.size, maglevSeed: MAGLEV.seed, cgroupRoot: other.dir, log: (l) => lines.push(l) });
+      assert.match(lines.join('\n'), /moved xlb_connect4/);
+      for (const name of SOCKET_LB_PROGRAMS) assert.equal(pinnedCgroupLink(socketLbLinkPin(lab.pinDir, name))?.cgroupId, cgroupId(other.dir));
+      for (const hook of Object.keys(CgroupHook) as CgroupHookName[]) {
+        assert.deepEqual(queryCgroup(lab.cgroup.dir, hook), []);
+        assert.equal(queryCgroup(other.dir, hook).length, 1);
+      }
+    } finally {
+      lab.socketLb?.close();
+      lab.socketLb = lab.loadSocketLb();
+      await other.remove();
+    }
+    assert.equal(pinnedCgroupLink(socketLbLinkPin(lab.pinDir, 'xlb_connect4'))?.cgroupId, cgroupId(lab.cgroup.dir));
   });
 
   test('detachAll takes every program off the cgroup and removes the links', () => {
