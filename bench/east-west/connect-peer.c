@@ -3,15 +3,16 @@
  * connect() timed in C, for the socket-LB benchmark (bench/east-west/socket.ts): Node's own socket
  * machinery costs tens of microseconds per connection and would bury the ~1 µs being measured.
  *
- *   connect-peer serve ADDR PORT            TCP listener: accepts and closes, until killed; prints "ready"
- *   connect-peer compare tcp|udp BATCH ROUNDS NETNS WAY...   with WAY = NAME:CGROUP_PROCS:ADDR:PORT
- *       Enters the network namespace NETNS (/run/netns/NAME: setns alone — `ip netns exec` would remount
- *       /sys and hide the cgroup files), then ROUNDS times, each WAY in turn (the order rotating by round): move this process into the WAY's
- *       cgroup (writing its pid to CGROUP_PROCS), then BATCH times socket(), connect() (timed alone),
- *       close() (timed alone) — TCP closes with RST (SO_LINGER 0), so no TIME_WAIT piles up. Prints a
- *       line per batch: "NAME <mean ns per connect()> <mean ns per close()>". Fine interleaving in one
- *       process is what makes the ways comparable on a busy machine. IPv6 addresses are written with
- *       '-' for ':' in WAY.
+ *   connect-peer serve ADDR PORT
+ *       TCP listener: accepts and closes, until killed; prints "ready".
+ *   connect-peer compare tcp|udp BATCH ROUNDS NETNS WAY...     WAY = NAME:CGROUP_PROCS:ADDR[,ADDR...]:PORT
+ *       Enters the network namespace NETNS (/run/netns/NAME; setns alone — `ip netns exec` would remount
+ *       /sys and hide the cgroup files). Then ROUNDS times, each WAY in turn (the order rotating by
+ *       round): move this process into the WAY's cgroup (its pid written to CGROUP_PROCS), then BATCH
+ *       times, to the WAY's addresses in turn: socket(), connect() (timed alone), close() (timed alone);
+ *       TCP closes with RST (SO_LINGER 0), so no TIME_WAIT piles up. Prints a line per batch:
+ *       "NAME <mean ns per connect()> <mean ns per close()>". Fine interleaving in one process is what
+ *       keeps the ways comparable on a busy machine. IPv6 addresses are written with '-' for ':'.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -78,13 +79,25 @@ static int serve(const struct sockaddr_storage *addr, socklen_t len)
 	}
 }
 
-/* BATCH connects to addr: mean ns spent in connect() alone into *connect_ns, in close() into *close_ns; -1 on failure. */
-static int batch(int tcp, const struct sockaddr_storage *addr, socklen_t len, long count, double *connect_ns, double *close_ns)
+#define MAX_ADDRS 8
+
+struct way {
+	char name[32];
+	char procs[512];
+	struct sockaddr_storage addr[MAX_ADDRS];
+	socklen_t len[MAX_ADDRS];
+	int addrs;
+};
+
+/* BATCH connects, to the way's addresses in turn: mean ns spent in connect() alone into *connect_ns,
+ * in close() into *close_ns; -1 on failure. */
+static int batch(int tcp, const struct way *w, long count, double *connect_ns, double *close_ns)
 {
 	struct linger rst = { .l_onoff = 1, .l_linger = 0 };
 	long long in_connect = 0, in_close = 0;
 
 	for (long i = 0; i < count; i++) {
+		const struct sockaddr_storage *addr = &w->addr[i % w->addrs];
 		int fd = socket(addr->ss_family, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
 		long long t0, t1;
 
@@ -93,7 +106,7 @@ static int batch(int tcp, const struct sockaddr_storage *addr, socklen_t len, lo
 			return -1;
 		}
 		t0 = now_ns();
-		if (connect(fd, (const struct sockaddr *)addr, len) < 0) {
+		if (connect(fd, (const struct sockaddr *)addr, w->len[i % w->addrs]) < 0) {
 			perror("connect");
 			close(fd);
 			return -1;
@@ -122,17 +135,10 @@ static int join_cgroup(const char *procs)
 	return 0;
 }
 
-struct way {
-	char name[32];
-	char procs[512];
-	struct sockaddr_storage addr;
-	socklen_t len;
-};
-
-/* NAME:CGROUP_PROCS:ADDR:PORT, with '-' for each ':' of an IPv6 address. */
+/* NAME:CGROUP_PROCS:ADDR[,ADDR...]:PORT, with '-' for each ':' of an IPv6 address. */
 static int parse_way(const char *text, struct way *w)
 {
-	char buf[1024], *name, *procs, *addr, *port;
+	char buf[1024], *name, *procs, *addr, *port, *next;
 
 	snprintf(buf, sizeof(buf), "%s", text);
 	name = strtok(buf, ":");
@@ -146,8 +152,15 @@ static int parse_way(const char *text, struct way *w)
 			*c = ':';
 	snprintf(w->name, sizeof(w->name), "%s", name);
 	snprintf(w->procs, sizeof(w->procs), "%s", procs);
-	w->len = parse_addr(addr, atoi(port), &w->addr);
-	return w->len ? 0 : -1;
+	for (w->addrs = 0; addr && w->addrs < MAX_ADDRS; w->addrs++, addr = next) {
+		next = strchr(addr, ',');
+		if (next)
+			*next++ = 0;
+		w->len[w->addrs] = parse_addr(addr, atoi(port), &w->addr[w->addrs]);
+		if (!w->len[w->addrs])
+			return -1;
+	}
+	return w->addrs ? 0 : -1;
 }
 
 static int compare(int tcp, long count, long rounds, const char *netns, int n, char **specs)
@@ -171,7 +184,7 @@ static int compare(int tcp, long count, long rounds, const char *netns, int n, c
 			struct way *w = &ways[(k + r) % n];
 			double connect_ns, close_ns;
 
-			if (join_cgroup(w->procs) < 0 || batch(tcp, &w->addr, w->len, count, &connect_ns, &close_ns) < 0)
+			if (join_cgroup(w->procs) < 0 || batch(tcp, w, count, &connect_ns, &close_ns) < 0)
 				return 1;
 			printf("%s %.1f %.1f\n", w->name, connect_ns, close_ns);
 		}
@@ -191,6 +204,6 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 7 && !strcmp(argv[1], "compare") && atol(argv[3]) > 0 && atol(argv[4]) > 0)
 		return compare(!strcmp(argv[2], "tcp"), atol(argv[3]), atol(argv[4]), argv[5], argc - 6, argv + 6);
-	fprintf(stderr, "usage: connect-peer serve ADDR PORT | compare tcp|udp BATCH ROUNDS NETNS NAME:CGROUP_PROCS:ADDR:PORT...\n");
+	fprintf(stderr, "usage: connect-peer serve ADDR PORT | compare tcp|udp BATCH ROUNDS NETNS NAME:CGROUP_PROCS:ADDR[,ADDR...]:PORT...\n");
 	return 2;
 }

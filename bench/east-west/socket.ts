@@ -2,9 +2,9 @@
  * What socket-level load balancing adds to a connect(): one C process (bench/east-west/connect-peer.c)
  * times batches of socket, connect() (timed alone), close, three ways in turn, moving itself between two
  * cgroups of the run's own between batches:
- *   direct   — to a backend, from a cgroup with nothing attached: the baseline;
- *   bypass   — to a backend, from the cgroup socket-LB is attached to (the programs run, find no
- *              service, step aside);
+ *   direct   — to the backends in turn, from a cgroup with nothing attached: the baseline;
+ *   bypass   — to the backends in turn, from the cgroup socket-LB is attached to (the programs run,
+ *              find no service, step aside);
  *   service  — to the ClusterIP, from that cgroup (lookup, Maglev selection, reverse entry, rewrite).
  * Fine interleaving in one process keeps a busy machine's noise out of the differences; each figure is
  * the 10th percentile of its batches (see QUANTILE).
@@ -145,12 +145,15 @@ export async function measureSocketConnect(options: SocketConnectOptions = {}): 
     socketLb = SocketLb.load({ pinDir, capacity, maglevTableSize: MAGLEV_SIZE, maglevSeed, cgroupRoot: cgroup.dir, log });
 
     const procs = (dir: string): string => join(dir, 'cgroup.procs');
-    const way = (name: Way, dir: string, address: string, port: number): string => `${name}:${procs(dir)}:${address.replaceAll(':', '-')}:${port}`;
+    const way = (name: Way, dir: string, addresses: string[], port: number): string => `${name}:${procs(dir)}:${addresses.map((a) => a.replaceAll(':', '-')).join(',')}:${port}`;
     const compare = async (c: Case): Promise<Samples> => {
       if (!cgroup || !plain) throw new Error('no cgroups');
-      const backend = BACKENDS[c.family][0] ?? '';
+      // Straight to the backends in turn, as the ClusterIP spreads its connections (to one address only,
+      // TCP connects measurably faster: the comparison would credit socket-LB with the kernel's cost of
+      // changing destinations).
+      const backends = BACKENDS[c.family];
       const args = ['compare', c.proto, String(c.batch), String(rounds), `/run/netns/${ns}`,
-        way('direct', plain.dir, backend, BACKEND_PORT), way('bypass', cgroup.dir, backend, BACKEND_PORT), way('service', cgroup.dir, CLUSTER_IP[c.family], SERVICE_PORT)];
+        way('direct', plain.dir, backends, BACKEND_PORT), way('bypass', cgroup.dir, backends, BACKEND_PORT), way('service', cgroup.dir, [CLUSTER_IP[c.family]], SERVICE_PORT)];
       // It enters the namespace and moves itself between the two cgroups of the run's own.
       const out = await collect(spawn(peer, args, { stdio: ['ignore', 'pipe', 'pipe'] }), `connect-peer ${args.slice(0, 4).join(' ')}`);
       const samples: Samples = { connect: { direct: [], bypass: [], service: [] }, close: { direct: [], bypass: [], service: [] } };
