@@ -7,6 +7,7 @@
 import { CONNTRACK_MAPS } from '../lb/datapath/conntrack.js';
 import { LbDatapath } from '../lb/datapath/lb-datapath.js';
 import { LbMapWriter, type ApplyStats } from '../lb/datapath/lb-writer.js';
+import type { LbChanges } from '../lb/lbmap/diff.js';
 import { MapType, type BpfMap } from '../lb/datapath/map.js';
 import { BpfObject } from '../lb/datapath/object.js';
 import { bpfObjectPath } from '../lb/datapath/objects.js';
@@ -35,6 +36,8 @@ class NodeDatapath implements ServiceDatapath {
   private readonly ids: IdAllocator;
   private readonly reconciler: LbReconciler;
   private readonly maglevCache = new MaglevTableCache();
+  private pendingPurge: LbChanges['purge'] = { pairs: [], backendIds: [] };
+  private purgeScheduled = false;
   private readonly subscribers = new Set<(event: DatapathEvent) => void>();
   private reader: RingBufferReader | undefined;
   private queue: Promise<unknown> = Promise.resolve();
@@ -112,14 +115,45 @@ class NodeDatapath implements ServiceDatapath {
   private write(plan: ReconcilePlan): ApplyResult {
     let stats: ApplyStats;
     try {
-      stats = this.writer.apply(plan.changes);
+      stats = this.writer.apply(plan.changes, { purge: false });
     } catch (error) {
       plan.abort();
       throw error;
     }
     plan.commit();
-    for (const error of stats.purgeErrors) this.options.log(`conntrack purge: ${error}`);
+    this.schedulePurge(plan.changes.purge);
     return { written: stats.written, deleted: stats.deleted, durationMs: stats.durationMs };
+  }
+
+  /**
+   * Conntrack and affinity entries of removed backends go right after the apply that removed them, in
+   * the queue, but not inside it: the purge sweeps the whole conntrack table (milliseconds), and a
+   * burst of changes shares one sweep. Ids are handed out round-robin (lb/lbmap/ids.ts), so no new
+   * backend takes a removed one's id before its entries are gone.
+   */
+  private schedulePurge(purge: LbChanges['purge']): void {
+    if (purge.pairs.length === 0 && purge.backendIds.length === 0) return;
+    this.pendingPurge.pairs.push(...purge.pairs);
+    this.pendingPurge.backendIds.push(...purge.backendIds);
+    if (this.purgeScheduled) return;
+    this.purgeScheduled = true;
+    setImmediate(() => {
+      if (!this.purgeScheduled) return; // close() ran it
+      const run = this.queue.then(() => this.purgeNow());
+      this.queue = run.catch(() => undefined);
+    });
+  }
+
+  private purgeNow(): void {
+    if (!this.purgeScheduled) return;
+    const purge = this.pendingPurge;
+    this.pendingPurge = { pairs: [], backendIds: [] };
+    this.purgeScheduled = false;
+    try {
+      for (const error of this.writer.purge(purge).errors) this.options.log(`conntrack purge: ${error}`);
+    } catch (error) {
+      this.options.log(`conntrack purge: ${error instanceof Error ? error.message : String(error)}`);
+    }
   }
 
   status(): DatapathStatus {
@@ -200,6 +234,7 @@ class NodeDatapath implements ServiceDatapath {
    */
   async close(): Promise<void> {
     await this.queue;
+    if (this.purgeScheduled) this.purgeNow();
     await this.maglevCache.close();
     if (this.reader) await this.reader.close();
     this.reader = undefined;

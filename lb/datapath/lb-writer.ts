@@ -194,7 +194,11 @@ export class LbMapWriter {
     return this.apply(diffLbState(this.read(), desired));
   }
 
-  apply(changes: LbChanges): ApplyStats {
+  /**
+   * `purge: false` leaves the conntrack and affinity purge (a sweep of the whole conntrack table, the
+   * larger part of a small change) to the caller: purge(changes.purge) later, e.g. coalesced.
+   */
+  apply(changes: LbChanges, options: { purge?: boolean } = {}): ApplyStats {
     const started = performance.now();
     const undo: UndoRecord[] = [];
     const stats: ApplyStats = { written: 0, deleted: 0, purgedConntrack: 0, purgedAffinity: 0, purgeErrors: [], durationMs: 0 };
@@ -277,7 +281,7 @@ export class LbMapWriter {
     }
     this.nextGeneration();
 
-    const purged = this.purge(changes.purge);
+    const purged = options.purge === false ? { conntrack: 0, affinity: 0, errors: [] } : this.purge(changes.purge);
     stats.purgedConntrack = purged.conntrack;
     stats.purgedAffinity = purged.affinity;
     stats.purgeErrors = purged.errors;
@@ -300,7 +304,8 @@ export class LbMapWriter {
     remove(this.srcrng, s.sourceRanges.deletes, false);
   }
 
-  private purge(purge: LbChanges['purge']): { conntrack: number; affinity: number; errors: string[] } {
+  /** Deletes the conntrack and affinity entries of removed (service, backend) pairs and backends. */
+  purge(purge: LbChanges['purge']): { conntrack: number; affinity: number; errors: string[] } {
     const result = { conntrack: 0, affinity: 0, errors: [] as string[] };
     if (purge.pairs.length === 0 && purge.backendIds.length === 0) return result;
     const pairs = new Set(purge.pairs.map((p) => `${p.serviceId}/${p.backendId}`));

@@ -4,6 +4,10 @@
  * handed (ids must outlive one snapshot); the same services, node and ids give byte-identical maps.
  *
  * Semantics (kube-proxy's, as Cilium implements them):
+ * - Maglev is for traffic from outside the cluster (north-south), where several LB nodes must pick the
+ *   same backend for a flow: a ClusterIP (east-west, reached from this node's own pods and sockets) has
+ *   no table and picks at random, as Cilium does — its connections are pinned by conntrack or the
+ *   socket from their first packet. At cluster scale that is most services, and 32 KiB each.
  * - LoadBalancer / ExternalIP / ClusterIP: one frontend, the service's address (a ClusterIP's entries
  *   are a LoadBalancer's; the east-west datapath reads them too). NodePort: one frontend per node
  *   address of the service's family, all on frontend.port (kube-proxy listens on every node IP);
@@ -224,7 +228,8 @@ export function serviceEntries(
     put(entries.slots, LbSlotKey.encode({ serviceId: id, slot }), LbSlot.encode({ backendId, backend }));
   });
 
-  if (service.algorithm === 'maglev' && usable.length > 0) {
+  const maglev = service.algorithm === 'maglev' && service.type !== 'ClusterIP';
+  if (maglev && usable.length > 0) {
     const backends = usable.map((b) => ({ key: maglevBackendKey({ address: b.address, port: b.port, protocol }), weight: b.weight }));
     // Built only when someone reads the bytes: a diff compares digests, and a table the maps already
     // hold (an unchanged service, a restart) is never computed.
@@ -246,7 +251,7 @@ export function serviceEntries(
   }
 
   let flags = 0;
-  if (service.algorithm === 'maglev') flags |= ServiceFlag.Maglev;
+  if (maglev) flags |= ServiceFlag.Maglev;
   if (service.sourceRanges.length > 0) flags |= ServiceFlag.SourceRanges;
   if (service.type === 'NodePort') flags |= ServiceFlag.NodePort;
   if (trafficPolicyOf(service) === 'Local') flags |= ServiceFlag.Local;

@@ -300,7 +300,7 @@ describe('traffic policies', () => {
   test('internalTrafficPolicy Local: the ClusterIP frontend sends new flows to this node\'s endpoints; NodePort frontends keep Cluster', () => {
     const result = model([nodePortWeb({ internalTrafficPolicy: 'Local' })], slices);
     assert.equal(get(result, CLUSTER_IP).internalTrafficPolicy, 'Local');
-    assert.deepEqual(desired(result, CLUSTER_IP, 'node-b'), { flags: ServiceFlag.Maglev | ServiceFlag.Local, slots: ['198.18.1.11:8080'] });
+    assert.deepEqual(desired(result, CLUSTER_IP, 'node-b'), { flags: ServiceFlag.Local, slots: ['198.18.1.11:8080'] });
     assert.deepEqual(desired(result, CLUSTER_IP, 'node-c').slots, [], 'none here: dropped');
     assert.equal('externalTrafficPolicy' in get(result, NODE_PORT), false);
     assert.deepEqual(desired(result, NODE_PORT, 'node-c').slots, ['198.18.1.10:8080', '198.18.1.11:8080', '198.18.1.12:8080']);

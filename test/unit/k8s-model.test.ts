@@ -239,11 +239,11 @@ describe('Kubernetes → service model: services and frontends', () => {
     ]);
     assert.deepEqual([...result.services.keys()], ['shop/web:http@198.19.0.10']);
 
-    // Desired maps: a ClusterIP frontend gets a LoadBalancer's entry, Maglev, both backends.
+    // Desired maps: a ClusterIP frontend gets a LoadBalancer's entry and both backends, no Maglev (east-west).
     const frontends = desiredFrontends(result, lbNode('node-a'));
     assert.deepEqual([...frontends.keys()], ['198.19.0.10:80/TCP']);
     assert.equal(frontends.get('198.19.0.10:80/TCP')?.backendCount, 2);
-    assert.equal(frontends.get('198.19.0.10:80/TCP')?.flags, ServiceFlag.Maglev);
+    assert.equal(frontends.get('198.19.0.10:80/TCP')?.flags, 0);
   });
 
   test('an unnamed port is named by its number in the id; ids stay put while endpoints change', () => {

@@ -209,7 +209,7 @@ describe('desired LB state', () => {
     assert.equal(serviceOf(cluster, ids, 'web').slots.size, 4);
   });
 
-  test('ClusterIP: the entries of a LoadBalancer at the cluster address; internalTrafficPolicy Local keeps new flows on this node', () => {
+  test('ClusterIP: the entries of a LoadBalancer at the cluster address but no Maglev table (east-west); internalTrafficPolicy Local keeps new flows on this node', () => {
     const ids = new IdAllocator();
     const raw = {
       frontend: { address: '198.18.0.10', port: 80, protocol: 'TCP' },
@@ -219,15 +219,22 @@ describe('desired LB state', () => {
     const as = (extra: Record<string, unknown>): DesiredLbState => compute({ web: k8s({ ...raw, ...extra }) }, ids, { ...node, nodeName: 'node-a' });
     const cluster = as({ type: 'ClusterIP' });
     const lb = as({ type: 'LoadBalancer' });
-    assert.deepEqual(dump(cluster), dump(lb), 'same keys, values, slots and table');
     const entries = serviceOf(cluster, ids, 'web');
+    assert.equal(entries.maglev, undefined, 'random selection: Maglev is for north-south traffic');
+    assert.ok(serviceOf(lb, ids, 'web').maglev);
+    const { maglev: _table, ...withoutTable } = dump(lb);
+    const { maglev: none, ...clusterRest } = dump(cluster);
+    assert.deepEqual(none, []);
+    assert.deepEqual(clusterRest.slot, withoutTable.slot, 'same slots');
+    assert.deepEqual(clusterRest.be, withoutTable.be, 'same backends');
+    assert.equal(LbService.decode(only(entries.frontends.values()).value).flags & ServiceFlag.Maglev, 0);
     assert.deepEqual(LbServiceKey.decode(only(entries.frontends.values()).key), { addr: '198.18.0.10', port: 80, proto: 6, family: AF_INET });
     assert.deepEqual(slotBackends(cluster, entries), ['198.18.1.1:8080', '198.18.1.2:8080']);
 
     const local = as({ type: 'ClusterIP', internalTrafficPolicy: 'Local' });
     const localEntries = serviceOf(local, ids, 'web');
     assert.deepEqual(slotBackends(local, localEntries), ['198.18.1.1:8080']);
-    assert.equal(LbService.decode(only(localEntries.frontends.values()).value).flags, ServiceFlag.Maglev | ServiceFlag.Local);
+    assert.equal(LbService.decode(only(localEntries.frontends.values()).value).flags, ServiceFlag.Local);
     const elsewhere = compute({ web: k8s({ ...raw, type: 'ClusterIP', internalTrafficPolicy: 'Local' }) }, ids, { ...node, nodeName: 'node-c' });
     assert.equal(LbService.decode(only(serviceOf(elsewhere, ids, 'web').frontends.values()).value).backendCount, 0, 'none here: dropped');
   });
