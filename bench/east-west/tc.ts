@@ -2,18 +2,21 @@
  * What tc_pod costs a pod's packet: ns per packet under BPF_PROG_TEST_RUN (the kernel times its repeat
  * loop; no syscall in the figure), beside a pass-through tc program timed the same way in the same run.
  * tc_pod is loaded as the agent loads it, over xdp_lb's pinned maps, with services written by the real
- * writer (a ClusterIP with three backends, Maglev M = 16381, a conntrack of the default 262144 entries).
+ * writer (a ClusterIP with three backends — chosen at random, as ClusterIPs are; M = 16381 for the
+ * others — and a conntrack of the default 262144 entries).
  *
  * tc_pod rewrites the skb it is given and the repeat loop hands it back, so the translating cases run
  * through bpf/test/tc_pod_bench.c, a harness around the very same code that restores the frame from a
  * template before every run; the harness alone is timed too and subtracted:
- * - new flow: a flow of its own every run (source port and address from a counter) — lookup, Maglev,
- *   reply entry, DNAT, flow entry; past the table's size each one evicts old flows, as on a busy node;
+ * - new flow: a flow of its own every run (source port and address from a counter) — service lookup,
+ *   backend selection, reply entry, DNAT, flow entry; past the table's size each one evicts old
+ *   flows, as on a busy node;
  * - established: the template's one flow every run (conntrack hit, DNAT);
  * - reply: a backend's answer to that flow on the way to the pod (reply entry hit, source rewritten);
  * - not for a service: a packet to a port no frontend uses, straight through tc_pod_ingress (it passes
  *   untouched, so no harness is needed).
- * Each figure is the median of ROUNDS rounds, rounds alternating with the peer's (the machine is shared).
+ * Each figure is the median of `rounds` rounds, alternating with the harness's and the peer's (the
+ * machine is shared).
  *
  * measureTcTranslation() is for the east-west bench suite; run alone (node dist/bench/east-west/tc.js)
  * it prints its figures as a table and JSON, and writes no result files.
@@ -124,7 +127,7 @@ export async function measureTcTranslation(options: TcTranslationOptions = {}): 
       const syn = frame(f, f.pod, f.vip, 1024, 80, TCP_FLAGS.SYN);
       setTemplate(syn, f);
       const newFlows = counter(Reason.FWD_NEW_FLOW, Direction.INGRESS);
-      push('new flow (service, Maglev, reply entry, DNAT, flow entry)', compare('tc_pod_new_flows', 'tc_template_only', syn), {
+      push('new flow (service, backend, reply entry, DNAT, flow entry)', compare('tc_pod_new_flows', 'tc_template_only', syn), {
         method: `${params.method}, a new flow each run from a template (harness subtracted); past ${CONNTRACK_ENTRIES} entries each evicts old ones`,
       });
       const opened = Number(counter(Reason.FWD_NEW_FLOW, Direction.INGRESS) - newFlows);
