@@ -110,6 +110,10 @@ export interface AgentFlags {
   dsrServiceRanges: string[];
   /** Capacities of the LB maps (--bpf-lb-service-map-max, --bpf-lb-backend-map-max). */
   capacity: LbCapacity;
+  /** Socket-level load balancing on (default) or off (--no-socket-lb). */
+  socketLb: boolean;
+  /** --cgroup-root: the cgroup v2 directory socket LB attaches to; absent: the unified hierarchy's root. */
+  cgroupRoot?: string;
 }
 
 export interface LbCapacity {
@@ -170,6 +174,11 @@ Runs the load balancer on this node: loads the XDP/tc datapath, serves the servi
   --node-name NAME           this node's name, for backends' "node" and externalTrafficPolicy Local
                              (default: the host name)
   --state-file PATH          services created through the API (default ${DEFAULT_STATE_FILE})
+  --cgroup-root DIR          cgroup v2 directory whose processes (pods, host processes) get socket-level
+                             load balancing: a connect() or sendmsg() to a service address talks to a
+                             backend directly (default: the cgroup v2 root, found in /proc/self/mountinfo,
+                             or mounted at /run/xlb/cgroupv2 when the node has none)
+  --no-socket-lb             no socket-level load balancing (then only packets through the devices are)
   --bpf-lb-service-map-max N service frontends (and services) the maps hold (default ${DEFAULT_SERVICE_MAP_MAX})
   --bpf-lb-backend-map-max N backends, and backend slots over all services (default ${DEFAULT_BACKEND_MAP_MAX})
   --dsr-service-ranges CIDR[,CIDR]
@@ -210,6 +219,8 @@ function parseCommandLine(argv: string[]) {
       'healthz-addr': { type: 'string' },
       'bpf-lb-service-map-max': { type: 'string' },
       'bpf-lb-backend-map-max': { type: 'string' },
+      'cgroup-root': { type: 'string' },
+      'no-socket-lb': { type: 'boolean' },
       device: { type: 'string', multiple: true },
       mode: { type: 'string' },
       xdp: { type: 'string' },
@@ -284,7 +295,12 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
       services: parseCount('--bpf-lb-service-map-max', values['bpf-lb-service-map-max'], DEFAULT_SERVICE_MAP_MAX, MAX_SERVICE_MAP_MAX),
       backends: parseCount('--bpf-lb-backend-map-max', values['bpf-lb-backend-map-max'], DEFAULT_BACKEND_MAP_MAX, MAX_BACKEND_MAP_MAX),
     },
+    socketLb: values['no-socket-lb'] !== true,
   };
+  if (values['cgroup-root'] !== undefined) {
+    if (values['no-socket-lb'] === true) throw new FlagError('--cgroup-root: socket-level load balancing is off (--no-socket-lb)');
+    flags.cgroupRoot = path('--cgroup-root', values['cgroup-root']);
+  }
   if (!standalone) {
     flags.kubernetes = {
       nodePortAddresses: parseNodePortFlag(values['nodeport-addresses'] ?? []),

@@ -103,6 +103,28 @@ async function closeServer(app: FastifyInstance): Promise<void> {
   await app.close();
 }
 
+/**
+ * Socket-level load balancing for the processes under --cgroup-root: after the datapath, whose maps it
+ * reads through their pins (same capacity and Maglev parameters). Without a cgroup v2 (and not allowed
+ * to mount one) it is a warning, not a failure: packets through the devices are still served.
+ */
+async function startSocketLb(flags: AgentFlags, log: Logger, teardown: Teardown): Promise<void> {
+  const { resolveCgroupRoot } = await import('../lb/datapath/cgroup.js');
+  const cgroupRoot = resolveCgroupRoot(flags.cgroupRoot, { mount: flags.nodeSetup, log: (l) => log.info(l), warn: (l) => log.warn(l) });
+  if (cgroupRoot === undefined) return;
+  const { SocketLb } = await import('./socket-lb.js');
+  const socketLb = SocketLb.load({
+    pinDir: flags.bpffs,
+    capacity: flags.capacity,
+    maglevTableSize: flags.maglevTableSize,
+    maglevSeed: flags.maglevSeed,
+    cgroupRoot,
+    log: (l) => log.info(l),
+  });
+  teardown.add('closing socket-level load balancing', async () => socketLb.close());
+  log.info(`socket-level load balancing for the processes under ${cgroupRoot}`);
+}
+
 async function run(flags: AgentFlags, log: Logger): Promise<number> {
   const startedAt = Date.now();
   let stopping = false;
@@ -146,6 +168,7 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
     });
     teardown.add('closing the datapath', () => datapath.close());
     checkNotStopping();
+    if (flags.socketLb) await startSocketLb(flags, log, teardown);
 
     const store = new ServiceStore({ datapath, stateFile: flags.stateFile, log });
     const metrics = new AgentMetrics({ datapath, store });
@@ -235,6 +258,11 @@ async function cleanup(flags: AgentFlags, log: Logger): Promise<number> {
     const { detachXlbPrograms, netDevices, removePins } = await import('../lb/datapath/cleanup.js');
     const removed = detachXlbPrograms(flags.devices.length > 0 ? flags.devices : netDevices());
     for (const line of removed) log.info(`detached ${line}`);
+    const { resolveCgroupRoot } = await import('../lb/datapath/cgroup.js');
+    const { SocketLb } = await import('./socket-lb.js');
+    // Without a cgroup v2 mount only the pinned links are detached (they hold the programs).
+    const cgroupRoot = resolveCgroupRoot(flags.cgroupRoot, { mount: false });
+    for (const line of SocketLb.detachAll({ pinDir: flags.bpffs, ...(cgroupRoot ? { cgroupRoot } : {}) })) log.info(`detached ${line}`);
     const pins = removePins(flags.bpffs);
     log.info(`removed ${pins} pinned map(s) and ${flags.bpffs}`);
     await rm(flags.apiSocket, { force: true });

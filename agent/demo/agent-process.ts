@@ -25,6 +25,12 @@ export interface AgentSpec {
   dsrServiceRanges: string[];
   /** more flags, after the ones above */
   extraArgs?: string[];
+  /**
+   * Socket-level load balancing for the processes of this cgroup v2 directory (one the caller made).
+   * Absent: --no-socket-lb — a lab node shares the machine's cgroups, and its agent must not take the
+   * connect() of every process on the machine.
+   */
+  cgroupRoot?: string;
   /** Kubernetes mode instead of --standalone: the kubeconfig and the apiserver URL as the node reaches it. */
   kubernetes?: { kubeconfig: string; apiServer: string };
 }
@@ -56,6 +62,7 @@ export class AgentProcess {
       '--state-file', `${spec.dir}/${spec.node}.state.json`,
       '--node-address', spec.nodeAddresses.join(','),
       '--dsr-service-ranges', spec.dsrServiceRanges.join(','),
+      ...(spec.cgroupRoot === undefined ? ['--no-socket-lb'] : ['--cgroup-root', spec.cgroupRoot]),
       ...(spec.extraArgs ?? []),
     ];
     const log = openSync(this.log, 'a');
