@@ -114,6 +114,8 @@ export interface AgentFlags {
   socketLb: boolean;
   /** --cgroup-root: the cgroup v2 directory socket LB attaches to; absent: the unified hierarchy's root. */
   cgroupRoot?: string;
+  /** --pod-devices: patterns of pods' host-side devices (`lxc+` a prefix); empty: no per-packet pod datapath. */
+  podDevices: string[];
 }
 
 export interface LbCapacity {
@@ -179,6 +181,10 @@ Runs the load balancer on this node: loads the XDP/tc datapath, serves the servi
                              backend directly (default: the cgroup v2 root, found in /proc/self/mountinfo,
                              or mounted at /run/xlb/cgroupv2 when the node has none)
   --no-socket-lb             no socket-level load balancing (then only packets through the devices are)
+  --pod-devices PATTERN[,PATTERN]
+                             the host side of pods' veths (lxc+ : every device named lxc…; eth1 : that
+                             one): tc_pod translates service traffic per packet there, for sockets the
+                             socket-level load balancing does not see; attached as devices come and go
   --bpf-lb-service-map-max N service frontends (and services) the maps hold (default ${DEFAULT_SERVICE_MAP_MAX})
   --bpf-lb-backend-map-max N backends, and backend slots over all services (default ${DEFAULT_BACKEND_MAP_MAX})
   --dsr-service-ranges CIDR[,CIDR]
@@ -221,6 +227,7 @@ function parseCommandLine(argv: string[]) {
       'bpf-lb-backend-map-max': { type: 'string' },
       'cgroup-root': { type: 'string' },
       'no-socket-lb': { type: 'boolean' },
+      'pod-devices': { type: 'string', multiple: true },
       device: { type: 'string', multiple: true },
       mode: { type: 'string' },
       xdp: { type: 'string' },
@@ -296,6 +303,7 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
       backends: parseCount('--bpf-lb-backend-map-max', values['bpf-lb-backend-map-max'], DEFAULT_BACKEND_MAP_MAX, MAX_BACKEND_MAP_MAX),
     },
     socketLb: values['no-socket-lb'] !== true,
+    podDevices: parsePodDevices(values['pod-devices'] ?? []),
   };
   if (values['cgroup-root'] !== undefined) {
     if (values['no-socket-lb'] === true) throw new FlagError('--cgroup-root: socket-level load balancing is off (--no-socket-lb)');
@@ -356,6 +364,19 @@ function parseDsrServiceRanges(texts: readonly string[]): string[] {
     if (typeof range === 'string') throw new FlagError(`--dsr-service-ranges: ${range}`);
     return range.text;
   }))];
+}
+
+/** Interface names, each optionally ending in '+' (a prefix, as iptables writes it). */
+function parsePodDevices(texts: readonly string[]): string[] {
+  if (texts.length === 0) return [];
+  const patterns = listOf('--pod-devices', texts);
+  for (const pattern of patterns) {
+    const name = pattern.endsWith('+') ? pattern.slice(0, -1) : pattern;
+    if (name === '' || Buffer.byteLength(name) > 15 || /[/:\s+*]/.test(name)) {
+      throw new FlagError(`--pod-devices: ${JSON.stringify(pattern)} is not an interface name or a prefix ending in '+' (e.g. lxc+)`);
+    }
+  }
+  return [...new Set(patterns)];
 }
 
 function parseNodeName(text: string): string {

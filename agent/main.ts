@@ -125,6 +125,23 @@ async function startSocketLb(flags: AgentFlags, log: Logger, teardown: Teardown)
   log.info(`socket-level load balancing for the processes under ${cgroupRoot}`);
 }
 
+/** tc_pod on the pods' host-side devices (--pod-devices), on the datapath's pinned maps, attached as devices come and go. */
+async function startPodDatapath(flags: AgentFlags, log: Logger, teardown: Teardown): Promise<void> {
+  const { PodDatapath } = await import('./pod-datapath.js');
+  const pods = PodDatapath.load({
+    pinDir: flags.bpffs,
+    capacity: flags.capacity,
+    maglevTableSize: flags.maglevTableSize,
+    maglevSeed: flags.maglevSeed,
+    conntrackEntries: flags.conntrackEntries,
+    podDevices: flags.podDevices,
+    log: (l) => log.info(l),
+  });
+  teardown.add('closing the pod datapath', () => pods.close());
+  pods.watch();
+  log.info(`pod datapath: tc_pod on devices matching ${flags.podDevices.join(', ')} (now: ${pods.attached().join(', ') || 'none'})`);
+}
+
 async function run(flags: AgentFlags, log: Logger): Promise<number> {
   const startedAt = Date.now();
   let stopping = false;
@@ -169,6 +186,7 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
     teardown.add('closing the datapath', () => datapath.close());
     checkNotStopping();
     if (flags.socketLb) await startSocketLb(flags, log, teardown);
+    if (flags.podDevices.length > 0) await startPodDatapath(flags, log, teardown);
 
     const store = new ServiceStore({ datapath, stateFile: flags.stateFile, log });
     const metrics = new AgentMetrics({ datapath, store });
@@ -263,6 +281,8 @@ async function cleanup(flags: AgentFlags, log: Logger): Promise<number> {
     // Without a cgroup v2 mount only the pinned links are detached (they hold the programs).
     const cgroupRoot = resolveCgroupRoot(flags.cgroupRoot, { mount: false });
     for (const line of SocketLb.detachAll({ pinDir: flags.bpffs, ...(cgroupRoot ? { cgroupRoot } : {}) })) log.info(`detached ${line}`);
+    const { PodDatapath } = await import('./pod-datapath.js');
+    for (const line of PodDatapath.cleanup()) log.info(`detached ${line}`);
     const pins = removePins(flags.bpffs);
     log.info(`removed ${pins} pinned map(s) and ${flags.bpffs}`);
     await rm(flags.apiSocket, { force: true });

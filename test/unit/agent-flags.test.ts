@@ -86,6 +86,7 @@ test('every flag is parsed', () => {
     dsrServiceRanges: ['198.18.10.0/24', '2001:db8:10::/64'],
     capacity: { services: 65536, backends: 262144 },
     socketLb: true,
+    podDevices: [],
   });
   assert.equal(f.flags.maglevSeed.murmur, 0);
 });
@@ -120,6 +121,8 @@ test('Kubernetes mode: without --standalone; kubeconfig, API server, NodePort ad
   assert.deepEqual(flags().capacity, { services: 65536, backends: 262144 });
   assert.deepEqual(flags('--bpf-lb-service-map-max', '100000', '--bpf-lb-backend-map-max', '1000000').capacity, { services: 100000, backends: 1000000 });
   assert.equal(flags().socketLb, true);
+  assert.deepEqual(flags('--pod-devices', 'lxc+,veth+', '--pod-devices', 'eth1').podDevices, ['lxc+', 'veth+', 'eth1']);
+  assertFlagError(['--standalone', '--device', 'eth0', '--pod-devices', 'lx+c'], /^--pod-devices: "lx\+c" is not an interface name/);
   assert.equal(flags('--no-socket-lb').socketLb, false);
   assert.equal(flags('--cgroup-root', '/sys/fs/cgroup/unified/pods').cgroupRoot, '/sys/fs/cgroup/unified/pods');
   assertFlagError(['--standalone', '--device', 'eth0', '--no-socket-lb', '--cgroup-root', '/x'], /^--cgroup-root: socket-level load balancing is off/);
