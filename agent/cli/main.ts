@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** `xlb`: the command-line interface. Each subcommand lives in its own module. */
+import { benchCommand } from './bench.js';
 import { bpfCommand } from './bpf.js';
 import { demoCommand } from './demo.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, type CliCommand, type CliIO } from './command.js';
@@ -8,7 +9,7 @@ import { monitorCommand } from './monitor.js';
 import { serviceCommand } from './service.js';
 import { statusCommand } from './status.js';
 
-const commands: CliCommand[] = [maglevCommand, bpfCommand, serviceCommand, statusCommand, monitorCommand, demoCommand];
+const commands: CliCommand[] = [maglevCommand, bpfCommand, serviceCommand, statusCommand, monitorCommand, demoCommand, benchCommand];
 
 const io: CliIO = {
   out: (text) => void process.stdout.write(text),
