@@ -178,6 +178,30 @@ static __always_inline __u64 *nat_full_slot(__u32 hash, __u64 now, int *full)
 }
 
 /*
+ * A reply entry for a translated flow (*ct holds its backend): the reverse translation (client and
+ * service as the client sent them, backend and service ids for purges) and the reply tuple, backend →
+ * reply_daddr; its destination port is the caller's to choose.
+ */
+static __always_inline void nat_fill_claim(struct nat_claim *claim, const struct xlb_tuple *client, const struct ct_entry *ct,
+					   const union xlb_addr *reply_daddr)
+{
+	struct nat_reverse *reverse = &claim->value.reverse;
+
+	reverse->client = client->saddr;
+	reverse->service = client->daddr;
+	reverse->client_port = client->sport;
+	reverse->service_port = client->dport;
+	reverse->backend_id = ct->slot.backend_id;
+	reverse->service_id = ct->service_id;
+	claim->reply.saddr = ct->slot.backend.addr;
+	claim->reply.daddr = *reply_daddr;
+	claim->reply.sport = ct->slot.backend.port;
+	claim->reply.proto = client->proto;
+	claim->reply.family = client->family;
+	claim->reply.kind = XLB_TUPLE_SNAT_REPLY;
+}
+
+/*
  * Claim a node port for a new SNAT flow (its state in *ct: backend, service, node address; `flow`: where
  * ct_lookup_flow said the flow's entry goes): the reply tuple must be unique, so try a few ports. The
  * first is the one that places the reverse entry in the flow's own bucket (ct_place_reply), whose lines
@@ -192,7 +216,6 @@ static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct
 					  __u64 now, struct ct_ref *flow)
 {
 	__u32 range = cfg->nat_port_max >= cfg->nat_port_min ? cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
-	struct nat_reverse *reverse;
 	struct nat_claim *claim;
 	struct ct_ref *ref;
 	__u32 hash, start, stride;
@@ -203,20 +226,8 @@ static __always_inline int nat_claim_port(const struct xlb_tuple *client, struct
 	if (!claim)
 		return -XLB_DROP_NAT_NO_PORT;
 	__builtin_memset(claim, 0, sizeof(*claim));
-	reverse = &claim->value.reverse;
 	ref = &claim->ref;
-	reverse->client = client->saddr;
-	reverse->service = client->daddr;
-	reverse->client_port = client->sport;
-	reverse->service_port = client->dport;
-	reverse->backend_id = ct->slot.backend_id;
-	reverse->service_id = ct->service_id;
-	claim->reply.saddr = ct->slot.backend.addr;
-	claim->reply.daddr = ct->nat_addr;
-	claim->reply.sport = ct->slot.backend.port;
-	claim->reply.proto = client->proto;
-	claim->reply.family = client->family;
-	claim->reply.kind = XLB_TUPLE_SNAT_REPLY;
+	nat_fill_claim(claim, client, ct, &ct->nat_addr);
 	hash = ct_reply_hash(&claim->reply, cfg->ct_seed);
 	/* The port whose entry ct_place_reply puts in the flow's bucket, as an offset into the range. Where the
 	 * range holds more ports than the table has buckets, every bucket's-worth further lands there

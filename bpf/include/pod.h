@@ -79,25 +79,12 @@ static __always_inline int pod_claim_reply(const struct xlb_tuple *flow, struct 
 					   __u64 now, struct ct_ref *flow_ref)
 {
 	struct nat_claim *claim = xlb_nat_scratch_get();
-	struct nat_reverse *reverse;
 
 	if (!claim)
 		return -XLB_DROP_CT_FULL;
 	__builtin_memset(claim, 0, sizeof(*claim));
-	reverse = &claim->value.reverse;
-	reverse->client = flow->saddr;
-	reverse->service = flow->daddr;
-	reverse->client_port = flow->sport;
-	reverse->service_port = flow->dport;
-	reverse->backend_id = ct->slot.backend_id;
-	reverse->service_id = ct->service_id;
-	claim->reply.saddr = ct->slot.backend.addr;
-	claim->reply.daddr = flow->saddr;
-	claim->reply.sport = ct->slot.backend.port;
+	nat_fill_claim(claim, flow, ct, &flow->saddr);
 	claim->reply.dport = flow->sport;
-	claim->reply.proto = flow->proto;
-	claim->reply.family = flow->family;
-	claim->reply.kind = XLB_TUPLE_SNAT_REPLY;
 	ct_place_reply(ct_reply_hash(&claim->reply, cfg->ct_seed), claim->reply.dport, &claim->ref);
 	if (ct_exists_placed(&claim->reply, now, &claim->ref) && !pod_reply_is_own(claim, flow_ref, now))
 		return pod_translate_source(ct, &flow->saddr);
