@@ -1,6 +1,6 @@
 /**
- * The three watches of Kubernetes mode — every Service, every EndpointSlice, and this node's Node —
- * each a list-then-watch loop (client-go's reflector) that never gives up:
+ * The watches of Kubernetes mode — every Service, every EndpointSlice, this node's Node, and (when
+ * asked: the pod datapath, agent/k8s/pods.ts) this node's Pods — each a list-then-watch loop (client-go's reflector) that never gives up:
  *
  * - A list (in pages of LIST_PAGE) hands the sink every object there is: the sink compares it with
  *   what it holds, so objects deleted while the watch was down are removed (tracker.ts). Then a
@@ -26,9 +26,9 @@ import type { ApiServerConnection } from '../kubernetes-status.js';
 import type { Logger } from '../log.js';
 import { KubeRequestError, type KubeClient, type WatchEvent } from './rest.js';
 
-export type ResourceKind = 'Service' | 'EndpointSlice' | 'Node';
+export type ResourceKind = 'Service' | 'EndpointSlice' | 'Node' | 'Pod';
 export type EventType = 'add' | 'update' | 'delete';
-export const RESOURCE_KINDS: readonly ResourceKind[] = ['Service', 'EndpointSlice', 'Node'];
+export const RESOURCE_KINDS: readonly ResourceKind[] = ['Service', 'EndpointSlice', 'Node', 'Pod'];
 
 /** Where the objects go (the change tracker). */
 export interface ResourceSink {
@@ -107,6 +107,10 @@ class Reflector {
   private loop: Promise<void> | undefined;
 
   constructor(private readonly options: ReflectorOptions) {}
+
+  get kind(): ResourceKind {
+    return this.options.kind;
+  }
 
   start(): void {
     this.loop ??= this.run();
@@ -237,13 +241,17 @@ export interface InformersOptions {
   watchSeconds?: number;
   /** The connection state changed (see connection()). */
   onConnection?: (state: ConnectionState) => void;
-  /** Every watch has listed once: the sink holds a complete picture. */
+  /** Every watch of services (Service, EndpointSlice, Node) has listed once: the sink holds a complete picture. */
   onSynced?: () => void;
+  /** Watch this node's Pods too (spec.nodeName=nodeName); they do not hold back onSynced. */
+  pods?: boolean;
 }
 
-/** The three reflectors, and the connection state they add up to. */
+/** The reflectors, and the connection state they add up to. */
 export class Informers {
   private readonly reflectors: Reflector[];
+  /** The reflectors of what services are made of: the first sync waits for their lists. */
+  private readonly serviceReflectors: Reflector[];
   private overall: ConnectionState = { connection: 'connecting', since: new Date() };
   private sliceVersion: 'v1' | 'v1beta1' | undefined;
 
@@ -255,6 +263,10 @@ export class Informers {
       new Reflector({ ...common, kind: 'EndpointSlice', resolvePath: (signal) => this.endpointSlicePath(signal), labelSelector: NOT_HEADLESS }),
       new Reflector({ ...common, kind: 'Node', resolvePath: async () => '/api/v1/nodes', fieldSelector: `metadata.name=${nodeName}` }),
     ];
+    this.serviceReflectors = [...this.reflectors];
+    if (options.pods) {
+      this.reflectors.push(new Reflector({ ...common, kind: 'Pod', resolvePath: async () => '/api/v1/pods', fieldSelector: `spec.nodeName=${nodeName}` }));
+    }
   }
 
   start(): void {
@@ -271,13 +283,14 @@ export class Informers {
   }
 
   get synced(): boolean {
-    return this.reflectors.every((r) => r.listedOnce);
+    return this.serviceReflectors.every((r) => r.listedOnce);
   }
 
   /** Lists and watches each kind made so far (a watch resumed after the apiserver ended it is one more watch, no list). */
   counts(): Record<ResourceKind, { lists: number; watches: number }> {
-    const [service, slice, node] = this.reflectors.map((r) => ({ ...r.counts }));
-    return { Service: service ?? { lists: 0, watches: 0 }, EndpointSlice: slice ?? { lists: 0, watches: 0 }, Node: node ?? { lists: 0, watches: 0 } };
+    const counts = Object.fromEntries(RESOURCE_KINDS.map((kind) => [kind, { lists: 0, watches: 0 }])) as Record<ResourceKind, { lists: number; watches: number }>;
+    for (const r of this.reflectors) counts[r.kind] = { ...r.counts };
+    return counts;
   }
 
   /** The EndpointSlice API version in use, once known. */

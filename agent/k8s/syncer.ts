@@ -35,6 +35,7 @@ import { HEALTH_TIMEOUT_MS, NodeHealthServer, ProxierHealth, ServiceHealthServer
 import { Informers, type BackoffOptions, type EventType, type ResourceKind } from './informers.js';
 import { KubernetesMetrics } from './metrics.js';
 import { EventRecorder } from './events.js';
+import { PodDeviceTracker, type RouteLookup } from './pods.js';
 import { KubeClient } from './rest.js';
 import { ChangeTracker, type Flush, type RetryOptions } from './tracker.js';
 
@@ -63,6 +64,12 @@ export interface KubernetesWatcherOptions {
   /** Backoff of services the store refused. */
   retry?: RetryOptions;
   serviceOptions?: ServiceOptions;
+  /** Watch this node's Pods and hand their host-side devices here (pods.ts); absent: no Pod watch. */
+  onPodDevices?: (devices: string[]) => void;
+  /** The node's devices (--device): never a pod's. */
+  nodeDevices?: readonly string[];
+  /** How a pod address's device is found (default `ip -j route get`; tests inject their own). */
+  podRouteLookup?: RouteLookup;
 }
 
 function message(error: unknown): string {
@@ -73,6 +80,7 @@ export class KubernetesWatcher implements KubernetesStatusSource {
   private readonly tracker: ChangeTracker;
   private readonly events: EventRecorder;
   private readonly informers: Informers;
+  private readonly pods: PodDeviceTracker | undefined;
   private readonly metrics: KubernetesMetrics;
   private readonly health: ProxierHealth;
   private readonly serviceHealth: ServiceHealthServers;
@@ -105,6 +113,18 @@ export class KubernetesWatcher implements KubernetesStatusSource {
       proxyHealthy: () => this.health.healthy(),
       log: this.log,
     });
+    const { onPodDevices } = options;
+    this.pods = onPodDevices
+      ? new PodDeviceTracker({
+          onDevices: (devices) => {
+            this.log.info(`kubernetes: pod devices: ${devices.join(', ') || 'none'}`);
+            onPodDevices(devices);
+          },
+          ...(options.nodeDevices ? { nodeDevices: options.nodeDevices } : {}),
+          ...(options.podRouteLookup ? { lookup: options.podRouteLookup } : {}),
+          log: this.log,
+        })
+      : undefined;
     const client = new KubeClient(options.connection);
     this.events = new EventRecorder(client, options.nodeName, this.log);
     this.informers = new Informers({
@@ -112,6 +132,7 @@ export class KubernetesWatcher implements KubernetesStatusSource {
       nodeName: options.nodeName,
       sink: { list: (kind, items) => this.listed(kind, items), event: (kind, type, object) => this.received(kind, type, object) },
       log: this.log,
+      pods: this.pods !== undefined,
       ...(options.backoff ? { backoff: options.backoff } : {}),
       ...(options.watchSeconds !== undefined ? { watchSeconds: options.watchSeconds } : {}),
       onConnection: (state) => this.metrics.connected(state.connection === 'connected'),
@@ -150,6 +171,7 @@ export class KubernetesWatcher implements KubernetesStatusSource {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     await this.informers.stop();
+    await this.pods?.stop();
     await this.running;
     await this.serviceHealth.close();
     await this.nodeHealth?.close();
@@ -190,6 +212,11 @@ export class KubernetesWatcher implements KubernetesStatusSource {
   // ---- what the watches deliver ----
 
   private listed(kind: ResourceKind, items: unknown[]): void {
+    if (kind === 'Pod') {
+      const counts = this.pods?.list(items);
+      if (counts) for (const type of ['add', 'update', 'delete'] as const) this.metrics.event(kind, type, counts[type]);
+      return;
+    }
     const counts = this.tracker.list(kind, items);
     for (const type of ['add', 'update', 'delete'] as const) this.metrics.event(kind, type, counts[type]);
     this.changed();
@@ -197,6 +224,7 @@ export class KubernetesWatcher implements KubernetesStatusSource {
 
   private received(kind: ResourceKind, type: EventType, object: unknown): void {
     this.metrics.event(kind, type);
+    if (kind === 'Pod') return this.pods?.event(type, object);
     this.tracker.event(kind, type, object);
     this.changed();
   }
@@ -322,8 +350,12 @@ export interface StartKubernetesOptions {
   log: Logger;
   /** This node's addresses (--node-address, or the devices'): where health check servers may listen. */
   nodeAddresses?: readonly string[];
-  /** Overrides for tests: watch backoff and length, refused-service retry, health timeout, health check addresses. */
-  tuning?: Pick<KubernetesWatcherOptions, 'backoff' | 'watchSeconds' | 'retry' | 'healthTimeoutMs' | 'healthCheckAddresses'>;
+  /** The host-side devices of this node's Pods, the whole list each time it changes (PodDatapath.setNamed); absent: Pods are not watched. */
+  onPodDevices?: (devices: string[]) => void;
+  /** --device: never a pod's device. */
+  nodeDevices?: readonly string[];
+  /** Overrides for tests: watch backoff and length, refused-service retry, health timeout, health check addresses, pod route lookup. */
+  tuning?: Pick<KubernetesWatcherOptions, 'backoff' | 'watchSeconds' | 'retry' | 'healthTimeoutMs' | 'healthCheckAddresses' | 'podRouteLookup'>;
 }
 
 /** Connects (see connection.ts), starts the health server and the watches; see the file comment. */
@@ -347,6 +379,9 @@ export async function startKubernetes(options: StartKubernetesOptions): Promise<
     ...(tuning?.watchSeconds !== undefined ? { watchSeconds: tuning.watchSeconds } : {}),
     ...(tuning?.retry ? { retry: tuning.retry } : {}),
     ...(tuning?.healthTimeoutMs !== undefined ? { healthTimeoutMs: tuning.healthTimeoutMs } : {}),
+    ...(options.onPodDevices ? { onPodDevices: options.onPodDevices } : {}),
+    ...(options.nodeDevices ? { nodeDevices: options.nodeDevices } : {}),
+    ...(tuning?.podRouteLookup ? { podRouteLookup: tuning.podRouteLookup } : {}),
   });
   await watcher.start();
   return watcher;
