@@ -24,6 +24,7 @@ import { AgentMetrics } from './metrics.js';
 import { AgentLock, AgentRunningError } from './node-lock.js';
 import { ServiceStore, loadConfigFile } from './store.js';
 import type { KubernetesWatcher } from './k8s/syncer.js';
+import type { PodDatapath } from './pod-datapath.js';
 import { nodePortAddresses } from '../lb/k8s/node.js';
 
 const EXIT_OK = 0;
@@ -125,8 +126,8 @@ async function startSocketLb(flags: AgentFlags, log: Logger, teardown: Teardown)
   log.info(`socket-level load balancing for the processes under ${cgroupRoot}`);
 }
 
-/** tc_pod on the pods' host-side devices (--pod-devices), on the datapath's pinned maps, attached as devices come and go. */
-async function startPodDatapath(flags: AgentFlags, log: Logger, teardown: Teardown): Promise<void> {
+/** tc_pod on the pods' host-side devices (--pod-devices, and in Kubernetes mode this node's Pods'), on the datapath's pinned maps, attached as devices come and go. */
+async function startPodDatapath(flags: AgentFlags, log: Logger, teardown: Teardown): Promise<PodDatapath> {
   const { PodDatapath } = await import('./pod-datapath.js');
   const pods = PodDatapath.load({
     pinDir: flags.bpffs,
@@ -139,7 +140,8 @@ async function startPodDatapath(flags: AgentFlags, log: Logger, teardown: Teardo
   });
   teardown.add('closing the pod datapath', () => pods.close());
   pods.watch();
-  log.info(`pod datapath: tc_pod on devices matching ${flags.podDevices.join(', ')} (now: ${pods.attached().join(', ') || 'none'})`);
+  log.info(`pod datapath: tc_pod on devices matching ${flags.podDevices.join(', ') || 'no pattern'} (now: ${pods.attached().join(', ') || 'none'})`);
+  return pods;
 }
 
 async function run(flags: AgentFlags, log: Logger): Promise<number> {
@@ -186,7 +188,7 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
     teardown.add('closing the datapath', () => datapath.close());
     checkNotStopping();
     if (flags.socketLb) await startSocketLb(flags, log, teardown);
-    if (flags.podDevices.length > 0) await startPodDatapath(flags, log, teardown);
+    const pods = flags.podDevices.length > 0 || flags.kubernetes ? await startPodDatapath(flags, log, teardown) : undefined;
 
     const store = new ServiceStore({ datapath, stateFile: flags.stateFile, log });
     const metrics = new AgentMetrics({ datapath, store });
@@ -198,7 +200,8 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
     let kubernetes: KubernetesWatcher | undefined;
     if (flags.kubernetes) {
       const { startKubernetes } = await import('./k8s/syncer.js');
-      kubernetes = await startKubernetes({ flags: flags.kubernetes, nodeName: flags.nodeName, store, registry: metrics.registry, log, nodeAddresses: nodePortAddressList });
+      kubernetes = await startKubernetes({ flags: flags.kubernetes, nodeName: flags.nodeName, store, registry: metrics.registry, log, nodeAddresses: nodePortAddressList,
+        nodeDevices: flags.devices, ...(pods ? { onPodDevices: (d: string[]) => pods.setNamed(d) } : {}) });
       const watcher = kubernetes;
       teardown.add('stopping the Kubernetes watcher', () => watcher.stop());
       // The pinned maps' leftovers go once the cluster's services are all listed and applied; until

@@ -163,7 +163,11 @@ export class PodDeviceTracker {
       if (this.stopped) return;
       if (this.last === undefined || devices.join(',') !== this.last.join(',')) {
         this.last = devices;
-        this.options.onDevices([...devices]);
+        try {
+          this.options.onDevices([...devices]);
+        } catch (error) {
+          this.options.log.warn(`kubernetes: pod devices ${devices.join(', ') || 'none'}: ${error instanceof Error ? error.message : String(error)}`);
+        }
       }
     }
   }
