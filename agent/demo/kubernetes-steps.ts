@@ -13,7 +13,7 @@ import { endpointSlice, service, type EndpointSlice, type EndpointSliceEndpoint,
 import type { ClientReport, HeldAnswer } from '../lab/processes.js';
 import type { DemoCluster } from './cluster.js';
 import { check, shareRows, shares, stepResult, type Check } from './report.js';
-import { answeredText, dsrReplies, everyBackendServed, probe, since, snapshot, sumBackends, xlbOnLb, type DemoContext, type DemoStep } from './steps.js';
+import { answeredText, dsrReplies, everyBackendServed, judgeRemoval, probe, since, snapshot, sumBackends, xlbOnLb, type DemoContext, type DemoStep } from './steps.js';
 import { runXlb } from './xlb-cli.js';
 
 export const K8S_VIP = '198.18.10.10';
@@ -257,33 +257,8 @@ const scaleDownStep: DemoStep = {
     out.line(`  meanwhile, ${FRESH_REQUESTS} new connections from the client:`);
     const fresh = await out.during(() => 'requests under way', cluster.processes.client('http', target, FRESH_REQUESTS));
     const rest = await out.during(() => 'the held connection is still sending', held.rest());
-    const all = [first, ...rest];
-    const heldOnKept = all.filter((a) => a.backend === kept).length;
-    const heldSamePort = all.filter((a) => a.localPort === first.localPort).length;
-    const freshToRemoved = fresh.byBackend[removed] ?? 0;
-    const remaining = names.filter((n) => n !== removed);
-    out.table(['connection', 'requests', `by ${kept}`, 'same client port'], [['the held one', all.length, heldOnKept, heldSamePort]]);
-    out.table(['backend', 'new connections', 'share'], shareRows(fresh.byBackend, names).map((r) => (r[0] === removed ? [`${removed} (removed)`, ...r.slice(1)] : r)));
-    const checks = [
-      check(heldOnKept === HELD_REQUESTS && heldSamePort === HELD_REQUESTS, `all ${HELD_REQUESTS} held requests by ${kept} on one connection`,
-        `${heldOnKept} by ${kept}, ${heldSamePort} on port ${String(first.localPort)}${rest.find((a) => a.error)?.error ? ` (${rest.find((a) => a.error)?.error ?? ''})` : ''}`),
-      check(fresh.answered === FRESH_REQUESTS, `${FRESH_REQUESTS}/${FRESH_REQUESTS} new connections answered`, answeredText(fresh)),
-      check(freshToRemoved === 0, `none to the removed ${removed}`, `${freshToRemoved}`),
-      check(everyBackendServed(fresh, remaining), `both ${remaining.join(' and ')} answered some`, shares(fresh.byBackend, remaining)),
-    ];
-    const seen = `held ${heldOnKept}/${all.length} on ${kept}; new ${shares(fresh.byBackend, names)}`;
-    return stepResult(this.name, { expected: this.expected, seen }, checks, {
-      keptBackend: kept,
-      removedBackend: removed,
-      servedAfterMs: servedMs,
-      heldRequests: all.length,
-      heldOnKeptBackend: heldOnKept,
-      heldSameConnection: heldSamePort,
-      freshRequests: fresh.sent,
-      freshAnswered: fresh.answered,
-      freshByBackend: fresh.byBackend,
-      freshToRemoved,
-    });
+    const judged = judgeRemoval(out, { first, rest, fresh, kept, removed, names, heldRequests: HELD_REQUESTS, freshRequests: FRESH_REQUESTS });
+    return stepResult(this.name, { expected: this.expected, seen: judged.seen }, judged.checks, { ...judged.details, servedAfterMs: servedMs });
   },
 };
 

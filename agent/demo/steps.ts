@@ -9,7 +9,7 @@ import { formatMonitorEvent } from '../cli/monitor.js';
 import type { ClientReport, HeldAnswer } from '../lab/processes.js';
 import type { DemoCluster } from './cluster.js';
 import { Counters, fetchMetrics, readCounters } from './counters.js';
-import { check, shareRows, shares, stepResult, type Output, type StepResult } from './report.js';
+import { check, shareRows, shares, stepResult, type Figures, type Output, type StepResult } from './report.js';
 import { MonitorProcess, xlb } from './xlb-cli.js';
 
 export const VIP4 = '198.18.10.10';
@@ -226,37 +226,8 @@ const maglevStep: DemoStep = {
     out.line(`  meanwhile, ${FRESH_REQUESTS} new connections from the client:`);
     const fresh = await out.during(() => 'requests under way', cluster.processes.client('http', `${VIP4}:80`, FRESH_REQUESTS));
     const rest = await out.during(() => 'the held connection is still sending', held.rest());
-    const all = [first, ...rest];
-    const heldAnswered = all.filter((a) => a.backend !== undefined).length;
-    const heldOnKept = all.filter((a) => a.backend === kept).length;
-    const heldSamePort = all.filter((a) => a.localPort === first.localPort).length;
-    const freshToRemoved = fresh.byBackend[removed] ?? 0;
-    const remaining = names.filter((n) => n !== removed);
-
-    out.table(['connection', 'requests', 'answered', `by ${kept}`, 'same client port'], [
-      ['the held one', all.length, heldAnswered, heldOnKept, heldSamePort],
-    ]);
-    out.table(['backend', 'new connections', 'share'], shareRows(fresh.byBackend, names).map((r) => (r[0] === removed ? [`${removed} (removed)`, ...r.slice(1)] : r)));
-    const checks = [
-      check(heldOnKept === HELD_REQUESTS && heldSamePort === HELD_REQUESTS, `all ${HELD_REQUESTS} held requests by ${kept} on one connection`,
-        `${heldOnKept} by ${kept}, ${heldSamePort} on port ${String(first.localPort)}${rest.find((a) => a.error)?.error ? ` (${rest.find((a) => a.error)?.error ?? ''})` : ''}`),
-      check(fresh.answered === FRESH_REQUESTS, `${FRESH_REQUESTS}/${FRESH_REQUESTS} new connections answered`, answeredText(fresh)),
-      check(freshToRemoved === 0, `none to the removed ${removed}`, `${freshToRemoved}`),
-      check(everyBackendServed(fresh, remaining), `both ${remaining.join(' and ')} answered some`, shares(fresh.byBackend, remaining)),
-    ];
-    const seen = `held ${heldOnKept}/${all.length} on ${kept}; new ${shares(fresh.byBackend, names)}`;
-    return stepResult(this.name, { expected: this.expected, seen }, checks, {
-      keptBackend: kept,
-      removedBackend: removed,
-      heldRequests: all.length,
-      heldAnswered,
-      heldOnKeptBackend: heldOnKept,
-      heldSameConnection: heldSamePort,
-      freshRequests: fresh.sent,
-      freshAnswered: fresh.answered,
-      freshByBackend: fresh.byBackend,
-      freshToRemoved,
-    });
+    const judged = judgeRemoval(out, { first, rest, fresh, kept, removed, names, heldRequests: HELD_REQUESTS, freshRequests: FRESH_REQUESTS });
+    return stepResult(this.name, { expected: this.expected, seen: judged.seen }, judged.checks, judged.details);
   },
 };
 
@@ -356,3 +327,47 @@ const inspectStep: DemoStep = {
 };
 
 export const STEPS: DemoStep[] = [dsrStep('v4'), dsrStep('v6'), snatStep, maglevStep, sourceRangeStep, inspectStep];
+
+/**
+ * What a backend's removal did, as both demos judge it: a connection held across the removal stays on
+ * its backend, on one client port; new connections are all answered, none by the removed backend, and
+ * spread over the rest. Prints the two tables; returns the checks, the summary and the details.
+ */
+export function judgeRemoval(
+  out: Output,
+  run: { first: HeldAnswer; rest: HeldAnswer[]; fresh: ClientReport; kept: string; removed: string; names: string[]; heldRequests: number; freshRequests: number },
+): { checks: ReturnType<typeof check>[]; seen: string; details: Figures } {
+  const { first, rest, fresh, kept, removed, names, heldRequests, freshRequests } = run;
+  const all = [first, ...rest];
+  const heldAnswered = all.filter((a) => a.backend !== undefined).length;
+  const heldOnKept = all.filter((a) => a.backend === kept).length;
+  const heldSamePort = all.filter((a) => a.localPort === first.localPort).length;
+  const freshToRemoved = fresh.byBackend[removed] ?? 0;
+  const remaining = names.filter((n) => n !== removed);
+  out.table(['connection', 'requests', 'answered', `by ${kept}`, 'same client port'], [['the held one', all.length, heldAnswered, heldOnKept, heldSamePort]]);
+  out.table(['backend', 'new connections', 'share'], shareRows(fresh.byBackend, names).map((r) => (r[0] === removed ? [`${removed} (removed)`, ...r.slice(1)] : r)));
+  const heldError = rest.find((a) => a.error)?.error;
+  const checks = [
+    check(heldOnKept === heldRequests && heldSamePort === heldRequests, `all ${heldRequests} held requests by ${kept} on one connection`,
+      `${heldOnKept} by ${kept}, ${heldSamePort} on port ${String(first.localPort)}${heldError ? ` (${heldError})` : ''}`),
+    check(fresh.answered === freshRequests, `${freshRequests}/${freshRequests} new connections answered`, answeredText(fresh)),
+    check(freshToRemoved === 0, `none to the removed ${removed}`, `${freshToRemoved}`),
+    check(everyBackendServed(fresh, remaining), `both ${remaining.join(' and ')} answered some`, shares(fresh.byBackend, remaining)),
+  ];
+  return {
+    checks,
+    seen: `held ${heldOnKept}/${all.length} on ${kept}; new ${shares(fresh.byBackend, names)}`,
+    details: {
+      keptBackend: kept,
+      removedBackend: removed,
+      heldRequests: all.length,
+      heldAnswered,
+      heldOnKeptBackend: heldOnKept,
+      heldSameConnection: heldSamePort,
+      freshRequests: fresh.sent,
+      freshAnswered: fresh.answered,
+      freshByBackend: fresh.byBackend,
+      freshToRemoved,
+    },
+  };
+}
