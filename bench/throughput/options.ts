@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SYSTEM_IDS, systemIds, type SystemId } from './catalog.js';
 import type { Flows, Traffic } from './measure.js';
+import { perfAvailable } from './profile.js';
 
 export interface ThroughputOptions {
   systems: SystemId[];
@@ -19,17 +20,20 @@ export interface ThroughputOptions {
   /** where the report goes; undefined: bench/results */
   out: string | undefined;
   quick: boolean;
+  /** one more round of xlb and the forwarder per case under perf record: where the time goes */
+  perf: boolean;
 }
 
 /** 10 endpoints each from 198.18.0.1 on must stay below 198.19.144.0 (bench/throughput/topology.ts). */
 export const MAX_SERVICES = 10_000;
 
-export const DEFAULTS = { serviceCounts: [1, 1_000, 10_000], rounds: 3, packets: 1_000_000, seconds: 1, warmUpPackets: 20_000 } as const;
+export const DEFAULTS = { serviceCounts: [1, 1_000, 10_000], rounds: 5, packets: 500_000, seconds: 1, warmUpPackets: 20_000 } as const;
 export const QUICK = { serviceCounts: [1, 1_000], rounds: 3, packets: 200_000, seconds: 0.4, warmUpPackets: 5_000 } as const;
 
 
 export const THROUGHPUT_USAGE = `usage: xlb bench throughput [--quick] [--systems LIST] [--services LIST] [--traffic LIST]
-                            [--flows LIST] [--rounds N] [--packets N] [--seconds S] [--iptables legacy|nft] [--out DIR]
+                            [--flows LIST] [--rounds N] [--packets N] [--seconds S] [--iptables legacy|nft] [--perf]
+                            [--out DIR]
 
 Live forwarding rate of xlb beside kube-proxy's iptables and nftables rule layouts, plain routing and a
 minimal XDP forwarder, all in network namespaces this run creates and removes (also on Ctrl-C): a
@@ -47,6 +51,8 @@ built eBPF objects (make -C bpf). Compare the figures as ratios within one run.
   --seconds S          seconds per round at most (default ${DEFAULTS.seconds})
   --warm-up N          untimed frames before each case (default ${DEFAULTS.warmUpPackets.toLocaleString('en-US')})
   --iptables BACKEND   legacy (default: restoring 10,000 services with nf_tables takes minutes here) or nft
+  --perf               one more round of xlb and the minimal forwarder per case under perf record
+                       (this process only): ns per packet of the functions and BPF programs it spends on
   --out DIR            where throughput.{json,md,svg} go (default bench/results/)`;
 
 function list<T extends string>(option: string, text: string | undefined, allowed: readonly T[], fallback: readonly T[]): T[] {
@@ -82,6 +88,7 @@ export function parseThroughputArgs(args: string[]): ThroughputOptions {
       'warm-up': { type: 'string' },
       iptables: { type: 'string' },
       out: { type: 'string' },
+      perf: { type: 'boolean' },
     },
   });
   if (positionals.length > 0) throw new Error(`unexpected argument ${JSON.stringify(positionals[0])}`);
@@ -97,6 +104,7 @@ export function parseThroughputArgs(args: string[]): ThroughputOptions {
         });
   const iptables = values.iptables ?? 'legacy';
   if (iptables !== 'legacy' && iptables !== 'nft') throw new Error(`--iptables: ${JSON.stringify(iptables)} is not legacy or nft`);
+  if (values.perf === true && !perfAvailable()) throw new Error('--perf: perf is not installed (apt-get install linux-perf)');
   return {
     systems: values.systems === undefined ? [...SYSTEM_IDS] : systemIds(values.systems),
     serviceCounts: [...new Set(serviceCounts)].sort((a, b) => a - b),
@@ -109,5 +117,6 @@ export function parseThroughputArgs(args: string[]): ThroughputOptions {
     iptables,
     out: values.out ?? (quick ? join(tmpdir(), 'xlb-bench-throughput-quick') : undefined),
     quick,
+    perf: values.perf === true,
   };
 }

@@ -9,6 +9,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot, writeBenchReport, type BenchFigure } from '../lib/report.js';
+import type { SymbolCost } from './profile.js';
 import { caseLabel, establishedFlows, oneServiceIndex, type Round, type TrafficCase } from './measure.js';
 import { EXPECTED, SYSTEM_LABELS, type SystemId } from './catalog.js';
 import { ADDRESSES } from './topology.js';
@@ -24,6 +25,8 @@ export interface ThroughputRun {
   options: ThroughputOptions;
   results: CaseResult[];
   setups: { services: number; ms: number; systems: { id: SystemId; describe: string }[] }[];
+  /** --perf: one profiled round per case of xlb and the forwarder */
+  profiles: { system: SystemId; case: TrafficCase; pipelineNs: number; symbols: SymbolCost[] }[];
   load: { before: number; after: number };
   durationMs: number;
 }
@@ -268,37 +271,88 @@ function datapathFigures(): Map<string, number> {
   return out;
 }
 
-function whyMissed(summaries: readonly Summary[], missed: readonly GoalResult[]): string[] {
+/** The node's own BPF programs in a profile: every bpf: symbol but the generator's, the sink's and xdp_pass. */
+function nodePrograms(symbols: readonly SymbolCost[]): SymbolCost[] {
+  return symbols.filter((x) => x.symbol.startsWith('bpf: ') && !/^bpf: (xdp_gen|xdp_sink|tc_sink|xdp_pass)$/.test(x.symbol));
+}
+
+function programText(symbols: readonly SymbolCost[]): string {
+  const programs = nodePrograms(symbols);
+  const total = programs.reduce((n, x) => n + x.nsPerPacket, 0);
+  return `${total.toFixed(0)} ns (${programs.map((x) => `${x.symbol.slice(5)} ${x.nsPerPacket.toFixed(0)}`).join(', ') || 'none sampled'})`;
+}
+
+/**
+ * For each missed goal (grouped by system, peer and kind of flows; the worst case shown): the two
+ * pipelines, what the node's own time would have to be for the goal, and, with --perf, xlb's programs
+ * beside the forwarder's.
+ */
+function whyMissed(run: ThroughputRun, summaries: readonly Summary[], missed: readonly GoalResult[]): string[] {
   if (missed.length === 0) return [];
-  const lines = ['## Why goals were missed, from the figures above', ''];
+  const lines = ['## Why goals were missed, from the figures of this run', ''];
   const find = (system: SystemId, c: TrafficCase): Summary | undefined => summaries.find((s) => s.system === system && sameCase(s.case, c));
-  const datapath = datapathFigures();
-  const fromDatapath = (name: string): string => (datapath.has(name) ? `${datapath.get(name)} ns` : 'not measured');
-  const seen = new Set<string>();
+  const profileOf = (system: SystemId, c: TrafficCase): SymbolCost[] | undefined => run.profiles.find((p) => p.system === system && sameCase(p.case, c))?.symbols;
+  const groups = new Map<string, GoalResult[]>();
   for (const g of missed) {
     const key = `${g.system}|${g.peer}|${g.case.flows}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    const xlb = find(g.system, g.case);
-    const peer = find(g.peer, g.case);
+    groups.set(key, [...(groups.get(key) ?? []), g]);
+  }
+  for (const group of groups.values()) {
+    const worst = [...group].sort((a, b) => a.ratio / a.target - b.ratio / b.target)[0];
+    if (!worst) continue;
+    const xlb = find(worst.system, worst.case);
+    const peer = find(worst.peer, worst.case);
     if (!xlb || !peer) continue;
-    const gen = xlb.pipelineNs - xlb.nodeNs;
-    const text =
-      `- ${SYSTEM_LABELS[g.system]} vs ${SYSTEM_LABELS[g.peer]} (${g.goal}; e.g. ${caseLabel(g.case)}): ` +
-      `the pipeline costs ${fixed(xlb.pipelineNs, 0)} vs ${fixed(peer.pipelineNs, 0)} ns per forwarded packet, of which the generator and sink take ` +
-      `~${fixed(gen, 0)} ns for both; the node's own ${fixed(xlb.nodeNs, 0)} vs ${fixed(peer.nodeNs, 0)} ns` +
-      (xlb.loss > 0.01 ? `; ${(xlb.loss * 100).toFixed(1)}% of xlb's frames were not forwarded` : '') +
-      (peer.loss > 0.01 ? `; ${(peer.loss * 100).toFixed(1)}% of the peer's were not` : '') +
-      '.';
+    const genSink = xlb.pipelineNs - xlb.nodeNs;
+    // The goal holds when xlb's pipeline ≤ the peer's / target: the node's share of that.
+    const needed = peer.pipelineNs / worst.target - genSink;
+    const ratios = group.map((g) => g.ratio);
+    const cases = group.length === 1 ? caseLabel(worst.case) : `${group.length} cases, ${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}x; worst: ${caseLabel(worst.case)}`;
+    let text =
+      `- **${SYSTEM_LABELS[worst.system]} vs ${SYSTEM_LABELS[worst.peer]}**, ${worst.goal} (${cases}): ` +
+      `${fixed(xlb.pipelineNs, 0)} vs ${fixed(peer.pipelineNs, 0)} ns per forwarded packet in all, the generator and sink ~${fixed(genSink, 0)} of it; ` +
+      `the node's own ${fixed(xlb.nodeNs, 0)} vs ${fixed(peer.nodeNs, 0)} ns. ` +
+      (needed > 0
+        ? `The goal needs xlb's node time ≤ ${needed.toFixed(0)} ns (${((1 - needed / xlb.nodeNs) * 100).toFixed(0)}% less).`
+        : `Here no node time reaches it: the generator and sink alone cost more than the peer's pipeline / ${worst.target} (the shared CPU caps this ratio at ${(peer.pipelineNs / genSink).toFixed(1)}x).`);
+    if (xlb.loss > 0.01) text += ` ${(xlb.loss * 100).toFixed(1)}% of xlb's frames were not forwarded.`;
+    const mine = profileOf(worst.system, worst.case);
+    const ceiling = profileOf('xdp-forwarder', worst.case);
+    if (mine) text += ` perf: xlb's programs ${programText(mine)}${ceiling ? ` vs the forwarder's ${programText(ceiling)}` : ''}; the rest of the node's path (veth receive, redirect, transmit) is the same code for both.`;
     lines.push(text);
   }
+  const datapath = datapathFigures();
+  const fromDatapath = (name: string): string => (datapath.has(name) ? `${datapath.get(name)} ns` : 'not measured');
   lines.push(
     '',
-    `xdp_lb alone under BPF_PROG_TEST_RUN (bench/results/datapath.json): established DSR flow ${fromDatapath('established flow IPv4')}, ` +
+    `For scale, xdp_lb alone under BPF_PROG_TEST_RUN (bench/results/datapath.json, hot caches, one flow): established DSR flow ${fromDatapath('established flow IPv4')}, ` +
       `established SNAT flow ${fromDatapath('established flow, SNAT IPv4 (harness subtracted)')}, new DSR flow ${fromDatapath('new flow IPv4 (harness subtracted)')}, ` +
       `new SNAT flow ${fromDatapath('new flow, SNAT IPv4 (harness subtracted)')}, refused SNAT flow (ports exhausted) ${fromDatapath('new flow, SNAT IPv4, port range exhausted (harness subtracted)')}.`,
     '',
   );
+  return lines;
+}
+
+/** --perf: the profiled rounds, a table per case. */
+function whereTimeGoes(run: ThroughputRun): string[] {
+  if (run.profiles.length === 0) return [];
+  const lines = [
+    '## Where the time goes (perf record of one more round each; ns per forwarded packet)',
+    '',
+    'Samples of this process, where the whole pipeline runs: the generator (xdp_gen, xdp_test_run_batch), the node, the sink. ' +
+      "A symbol's share of the samples × the round's ns per forwarded packet.",
+    '',
+  ];
+  const cases: TrafficCase[] = [];
+  for (const p of run.profiles) if (!cases.some((c) => sameCase(c, p.case))) cases.push(p.case);
+  for (const c of cases) {
+    lines.push(`**${caseLabel(c)}** (${count(c.services)} service${c.services === 1 ? '' : 's'})`, '', '| system | in all | node programs | top symbols |', '| --- | ---: | ---: | --- |');
+    for (const p of run.profiles.filter((x) => sameCase(x.case, c))) {
+      const programs = nodePrograms(p.symbols).reduce((n, x) => n + x.nsPerPacket, 0);
+      lines.push(`| ${SYSTEM_LABELS[p.system]} | ${p.pipelineNs.toFixed(0)} | ${programs.toFixed(0)} | ${p.symbols.slice(0, 8).map((x) => `${x.symbol} ${x.nsPerPacket.toFixed(0)}`).join(' · ')} |`);
+    }
+    lines.push('');
+  }
   return lines;
 }
 
@@ -338,7 +392,8 @@ export function renderMarkdown(run: ThroughputRun, summaries: readonly Summary[]
     '',
     goalResults.length === 0 ? 'No goal could be checked: the run did not measure xlb beside its peers.' : `${goalResults.length - missed.length} of ${goalResults.length} goal checks met.`,
     '',
-    ...whyMissed(summaries, missed),
+    ...whyMissed(run, summaries, missed),
+    ...whereTimeGoes(run),
     '## What ran',
     '',
     `- Wire: generator netns → node netns (eth0 from the generator, eth1 to the endpoints) → sink netns, veth pairs; clients ` +

@@ -16,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { TempBpffs } from '../../lb/datapath/bpffs.js';
 import { PodAddresses, benchCluster, type BenchService } from '../control-plane/objects.js';
 import { Bench, caseLabel, casesFor, checkContiguous, oneServiceIndex, type Round } from './measure.js';
+import { Profiler } from './profile.js';
 import { Generator } from './programs.js';
 import { writeThroughputReport, type CaseResult, type ThroughputRun } from './report.js';
 import { SYSTEM_LABELS, type SystemId } from './catalog.js';
@@ -26,6 +27,8 @@ import type { BenchWire } from './topology.js';
 export const ENDPOINTS_PER_SERVICE = 10;
 
 const AGENT_READY_MS = 240_000;
+/** Profiled with --perf: xlb and the ceiling it is held to. */
+const PROFILED: readonly SystemId[] = ['xlb-snat', 'xlb-dsr', 'xdp-forwarder'];
 
 export interface ThroughputIO {
   line(text: string): void;
@@ -47,6 +50,7 @@ class RunResources {
   dir: string | undefined;
   bpffs: TempBpffs | undefined;
   generator: Generator | undefined;
+  profiler: Profiler | undefined;
 
   async release(log: (line: string) => void): Promise<void> {
     for (const stop of [...this.stops]) {
@@ -62,6 +66,7 @@ class RunResources {
 
   /** Everything but a graceful agent stop: for a second signal (agents get SIGKILL). */
   releaseSync(log: (line: string) => void): void {
+    this.profiler?.stop();
     for (const pid of this.pids) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -116,11 +121,14 @@ export async function runThroughputBench(options: ThroughputOptions, io: Through
   const load = { before: loadavg()[0] ?? 0, after: 0 };
   const results: CaseResult[] = [];
   const setups: ThroughputRun['setups'] = [];
+  const profiles: ThroughputRun['profiles'] = [];
   try {
     resources.dir = mkdtempSync(join(tmpdir(), 'xlb-tput-'));
     resources.bpffs = TempBpffs.mount('tput');
     resources.generator = new Generator();
     const generator = resources.generator;
+    const profiler = options.perf ? new Profiler(resources.dir) : undefined;
+    resources.profiler = profiler;
     const systems: SystemId[] = ['generator', ...options.systems];
     log(
       `systems: ${options.systems.join(', ')} (and the generator alone, for reference); services: ${options.serviceCounts.map(count).join(', ')} ` +
@@ -158,6 +166,19 @@ export async function runThroughputBench(options: ThroughputOptions, io: Through
             log(`  round ${r + 1}/${options.rounds} Mpps: ${line.join('  ')}`);
           }
           for (const system of running) results.push({ system: system.id, case: c, rounds: rounds.get(system.id) ?? [] });
+          for (const system of running.filter((r) => profiler !== undefined && PROFILED.includes(r.id))) {
+            checkInterrupted();
+            const budget = { packets: options.packets, seconds: options.seconds };
+            try {
+              const { result, symbols } = await (profiler as Profiler).profile(`${system.id}-${caseNumber}`, () => bench.round(system, c, budget), (r) => r.cpuNs / Math.max(r.forwarded, 1));
+              profiles.push({ system: system.id, case: c, pipelineNs: result.cpuNs / Math.max(result.forwarded, 1), symbols });
+              const top = symbols.slice(0, 3).map((x) => `${x.symbol} ${x.nsPerPacket.toFixed(0)} ns`);
+              log(`  perf, ${system.id}: ${(result.cpuNs / Math.max(result.forwarded, 1)).toFixed(0)} ns/packet in all; ${top.join(', ')}`);
+            } catch (error) {
+              if (interrupted) throw error;
+              log(`  perf, ${system.id}: no profile (${message(error)})`);
+            }
+          }
         }
       } finally {
         await Promise.all(running.map((r) => r.stop()));
@@ -165,7 +186,7 @@ export async function runThroughputBench(options: ThroughputOptions, io: Through
       }
     }
     load.after = loadavg()[0] ?? 0;
-    const run: ThroughputRun = { options, results, setups, load, durationMs: performance.now() - started };
+    const run: ThroughputRun = { options, results, setups, profiles, load, durationMs: performance.now() - started };
     const written = writeThroughputReport(run, options.out);
     log(`done in ${seconds(performance.now() - started)}; written: ${written}.{json,md,svg}`);
     return run;

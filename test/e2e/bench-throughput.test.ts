@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { perfAvailable } from '../../bench/throughput/profile.js';
 import { run } from '../../lb/datapath/topology.js';
 import { repoRoot } from '../support/paths.js';
 import { runNode } from '../support/run-node.js';
@@ -64,7 +65,8 @@ test('xlb bench throughput --quick, two systems, tiny rounds: a well-formed repo
   const resultsBefore = existsSync(RESULTS) ? statSync(RESULTS).mtimeMs : undefined;
   const before = leftovers();
   try {
-    const result = await runNode(CLI, ['bench', 'throughput', '--quick', '--services', '1,20', '--systems', 'xlb-dsr,iptables', ...TINY, '--out', out], { timeoutMs: 100_000 });
+    const perf = perfAvailable() ? ['--perf'] : [];
+    const result = await runNode(CLI, ['bench', 'throughput', '--quick', '--services', '1,20', '--systems', 'xlb-dsr,iptables', ...TINY, ...perf, '--out', out], { timeoutMs: 100_000 });
     assert.equal(result.code, 0, result.err);
     assert.match(result.err, /case 6\/6/, 'progress names the cases');
     assert.match(result.err, /round 2\/2 Mpps: generator [\d.]+ {2}xlb-dsr [\d.]+ {2}iptables [\d.]+/);
@@ -97,6 +99,7 @@ test('xlb bench throughput --quick, two systems, tiny rounds: a well-formed repo
     assert.match(markdown, /## Goals/);
     assert.match(markdown, /IPVS: not measured/);
     assert.match(markdown, /\*\*20 services\*\*/);
+    if (perf.length > 0) assert.match(markdown, /## Where the time goes[^]*\| xlb DSR \| \d+ \| \d+ \| [^\n]*bpf: xdp_lb \d+/, 'perf: xdp_lb among xlb DSR\'s symbols');
     const svg = readFileSync(join(out, 'throughput.svg'), 'utf8');
     assert.match(svg, /^<svg /);
     assert.match(svg, /<polyline [^>]*stroke="#2ca02c"/, 'a line for xlb DSR');
