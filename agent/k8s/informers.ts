@@ -277,7 +277,7 @@ export class Informers {
     await Promise.all(this.reflectors.map((r) => r.stop()));
   }
 
-  /** connected when every watch is; disconnected when any failed last; connecting before that. */
+  /** connected when every service watch is; disconnected when any failed last; connecting before that. */
   connection(): ConnectionState {
     return this.overall;
   }
@@ -303,7 +303,9 @@ export class Informers {
   }
 
   private updateState(): void {
-    const states = this.reflectors.map((r) => r.state);
+    // What services are made of: a Pod watch refused (an older ClusterRole without pods) only costs
+    // pod devices named from Kubernetes, and is logged; it does not make the apiserver "disconnected".
+    const states = this.serviceReflectors.map((r) => r.state);
     const failed = states.filter((s) => s.connection === 'disconnected');
     const connection: ApiServerConnection =
       failed.length > 0 ? 'disconnected' : states.every((s) => s.connection === 'connected') ? 'connected' : 'connecting';
