@@ -36,6 +36,8 @@ export interface SocketConnectOptions {
   udpBatch?: number;
   tcpBatch?: number;
   log?: (line: string) => void;
+  /** Ends the measurement: the running C process is killed, everything is taken down. */
+  signal?: AbortSignal;
 }
 
 const CLUSTER_IP = { v4: '198.18.20.10', v6: '2001:db8:20::10' };
@@ -70,10 +72,12 @@ function buildPeer(): string {
 async function collect(child: ChildProcess, what: string): Promise<string> {
   let out = '';
   let err = '';
+  let failure: Error | undefined; // not started, or killed by options.signal ('close' follows either way)
+  child.once('error', (error) => (failure = error));
   child.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (err += chunk.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
-  if (code !== 0) throw new Error(`${what} exited with ${code}: ${err.trim()}`);
+  if (code !== 0) throw new Error(`${what} exited with ${code}: ${failure?.message ?? err.trim()}`);
   return out;
 }
 
@@ -155,7 +159,7 @@ export async function measureSocketConnect(options: SocketConnectOptions = {}): 
       const args = ['compare', c.proto, String(c.batch), String(rounds), `/run/netns/${ns}`,
         way('direct', plain.dir, backends, BACKEND_PORT), way('bypass', cgroup.dir, backends, BACKEND_PORT), way('service', cgroup.dir, [CLUSTER_IP[c.family]], SERVICE_PORT)];
       // It enters the namespace and moves itself between the two cgroups of the run's own.
-      const out = await collect(spawn(peer, args, { stdio: ['ignore', 'pipe', 'pipe'] }), `connect-peer ${args.slice(0, 4).join(' ')}`);
+      const out = await collect(spawn(peer, args, { stdio: ['ignore', 'pipe', 'pipe'], signal: options.signal }), `connect-peer ${args.slice(0, 4).join(' ')}`);
       const samples: Samples = { connect: { direct: [], bypass: [], service: [] }, close: { direct: [], bypass: [], service: [] } };
       for (const line of out.trim().split('\n')) {
         const [name, connectNs, closeNs] = line.split(' ');
