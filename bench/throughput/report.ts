@@ -5,6 +5,7 @@
  * throughput.md (tables by service count, the goals, how to read them, what was run) and
  * throughput.svg (Mpps by service count, one line per system, a panel per kind of traffic).
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
@@ -257,6 +258,15 @@ function table(run: ThroughputRun, summaries: readonly Summary[], cell: (s: Summ
   return lines;
 }
 
+/** The checkout the run was made from, "abc1234" or "abc1234-dirty"; undefined outside git. */
+function checkout(): string | undefined {
+  try {
+    return execFileSync('git', ['-C', repoRoot(), 'describe', '--always', '--dirty'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return undefined;
+  }
+}
+
 /** ns/packet figures of bench/results/datapath.json, when that suite has run: what xdp_lb costs alone. */
 function datapathFigures(): Map<string, number> {
   const path = join(repoRoot(), 'bench', 'results', 'datapath.json');
@@ -271,15 +281,21 @@ function datapathFigures(): Map<string, number> {
   return out;
 }
 
-/** The node's own BPF programs in a profile: every bpf: symbol but the generator's, the sink's and xdp_pass. */
+/** Kernel functions only BPF programs call here: map lookups (hash maps are not inlined), the FIB lookup helper. */
+const PROGRAM_HELPERS = /^(lookup_nulls_elem_raw|__htab_map_lookup_elem|htab_map_\w+|bpf_ipv[46]_fib_lookup|fib_table_lookup|fib6_\w+|bpf_xdp_adjust_head)$/;
+
+/**
+ * The node's own BPF programs in a profile, with the helpers they call: every bpf: symbol but the
+ * generator's, the sink's and xdp_pass, and the kernel functions of PROGRAM_HELPERS.
+ */
 function nodePrograms(symbols: readonly SymbolCost[]): SymbolCost[] {
-  return symbols.filter((x) => x.symbol.startsWith('bpf: ') && !/^bpf: (xdp_gen|xdp_sink|tc_sink|xdp_pass)$/.test(x.symbol));
+  return symbols.filter((x) => (x.symbol.startsWith('bpf: ') && !/^bpf: (xdp_gen|xdp_sink|tc_sink|xdp_pass)$/.test(x.symbol)) || PROGRAM_HELPERS.test(x.symbol));
 }
 
 function programText(symbols: readonly SymbolCost[]): string {
   const programs = nodePrograms(symbols);
   const total = programs.reduce((n, x) => n + x.nsPerPacket, 0);
-  return `${total.toFixed(0)} ns (${programs.map((x) => `${x.symbol.slice(5)} ${x.nsPerPacket.toFixed(0)}`).join(', ') || 'none sampled'})`;
+  return `${total.toFixed(0)} ns (${programs.map((x) => `${x.symbol.replace(/^bpf: /, '')} ${x.nsPerPacket.toFixed(0)}`).join(', ') || 'none sampled'})`;
 }
 
 /**
@@ -318,7 +334,7 @@ function whyMissed(run: ThroughputRun, summaries: readonly Summary[], missed: re
     if (xlb.loss > 0.01) text += ` ${(xlb.loss * 100).toFixed(1)}% of xlb's frames were not forwarded.`;
     const mine = profileOf(worst.system, worst.case);
     const ceiling = profileOf('xdp-forwarder', worst.case);
-    if (mine) text += ` perf: xlb's programs ${programText(mine)}${ceiling ? ` vs the forwarder's ${programText(ceiling)}` : ''}; the rest of the node's path (veth receive, redirect, transmit) is the same code for both.`;
+    if (mine) text += ` perf: xlb's programs and the helpers they call ${programText(mine)}${ceiling ? ` vs the forwarder's ${programText(ceiling)}` : ''}; the rest of the node's path (veth receive, redirect, transmit) is the same code for both.`;
     lines.push(text);
   }
   const datapath = datapathFigures();
@@ -346,7 +362,7 @@ function whereTimeGoes(run: ThroughputRun): string[] {
   const cases: TrafficCase[] = [];
   for (const p of run.profiles) if (!cases.some((c) => sameCase(c, p.case))) cases.push(p.case);
   for (const c of cases) {
-    lines.push(`**${caseLabel(c)}** (${count(c.services)} service${c.services === 1 ? '' : 's'})`, '', '| system | in all | node programs | top symbols |', '| --- | ---: | ---: | --- |');
+    lines.push(`**${caseLabel(c)}** (${count(c.services)} service${c.services === 1 ? '' : 's'})`, '', '| system | in all | node programs (+ map, FIB helpers) | top symbols |', '| --- | ---: | ---: | --- |');
     for (const p of run.profiles.filter((x) => sameCase(x.case, c))) {
       const programs = nodePrograms(p.symbols).reduce((n, x) => n + x.nsPerPacket, 0);
       lines.push(`| ${SYSTEM_LABELS[p.system]} | ${p.pipelineNs.toFixed(0)} | ${programs.toFixed(0)} | ${p.symbols.slice(0, 8).map((x) => `${x.symbol} ${x.nsPerPacket.toFixed(0)}`).join(' · ')} |`);
@@ -354,6 +370,11 @@ function whereTimeGoes(run: ThroughputRun): string[] {
     lines.push('');
   }
   return lines;
+}
+
+function checkoutText(): string {
+  const at = checkout();
+  return at === undefined ? '' : ` · checkout ${at}`;
 }
 
 export function renderMarkdown(run: ThroughputRun, summaries: readonly Summary[], date: string): string {
@@ -366,7 +387,7 @@ export function renderMarkdown(run: ThroughputRun, summaries: readonly Summary[]
     '# Benchmark: throughput (live, through a node in network namespaces)',
     '',
     `${date} · ${cpu.length} × ${cpu[0]?.model ?? 'unknown'} · Linux ${release()} · Node ${process.version} · 1-min load ${run.load.before.toFixed(1)} before, ` +
-      `${run.load.after.toFixed(1)} after · run took ${(run.durationMs / 1000).toFixed(0)} s${o.quick ? ' · --quick' : ''}`,
+      `${run.load.after.toFixed(1)} after · run took ${(run.durationMs / 1000).toFixed(0)} s${o.quick ? ' · --quick' : ''}${checkoutText()}`,
     '',
     `${o.rounds} rounds of ≤ ${count(o.packets)} frames (≤ ${o.seconds} s) per system and case, the systems taking turns in every round; medians. ` +
       `64-byte TCP frames (IPv4); established flows: ACK+PSH with 10 bytes of data cycling through a fixed set of flows (picked up ` +
@@ -376,7 +397,8 @@ export function renderMarkdown(run: ThroughputRun, summaries: readonly Summary[]
       'the sink\'s receive work runs in the softirq of the generator\'s call, which the kernel times (leaving out time the call was ' +
       'preempted — this 2-core machine is shared). **Mpps** is packets forwarded per second of that time; **node ns/packet** takes away ' +
       'what the generator and a sink cost alone (the reference row: the node drops every frame on arrival), so it is the node\'s CPU ' +
-      'time per packet (= ms per million packets). Compare systems as ratios within this run, not with another machine.',
+      'time per packet (= ms per million packets). Compare systems as ratios within this run, not with another machine. ' +
+      'Wall-clock rates (lower: other work on this machine took the CPU between calls) are in throughput.json (wallMpps).',
     '',
     '## Forwarded Mpps (loss)',
     '',
