@@ -177,8 +177,11 @@ static __always_inline __u32 lb_select_slot(const struct lb_service *svc, const 
 	__u16 *table;
 	__u32 index;
 
+	/* Without a table (algorithm random, or a ClusterIP: east-west), the flow's hash picks: as good as
+	 * random over flows, and the same flow (a retransmitted SYN, the datagrams of one UDP socket, whose
+	 * cookie stands in for its port at the socket layer) gets the same backend again. */
 	if (!(svc->flags & XLB_SVC_F_MAGLEV))
-		return bpf_get_prandom_u32() % svc->backend_count;
+		return hash % svc->backend_count;
 
 	table = lb_maglev_table(svc->id);
 	if (!table || size == 0)
