@@ -18,6 +18,9 @@ import { Agent, request } from 'node:http';
 import { connect, isIPv6 } from 'node:net';
 import { parseArgs } from 'node:util';
 
+// `node --test dist/test/` runs every file there, this one too, without arguments: nothing to do then.
+if (process.argv.length <= 2) process.exit(0);
+
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
