@@ -117,9 +117,10 @@ interface RunResult {
   cpuUs: number;
 }
 
-const WORKLOAD_TEXT: Record<Workload, { name: string; unit: string }> = {
-  pingpong: { name: '1-byte TCP ping-pong over one connection', unit: 'round trips/s' },
-  crr: { name: 'connect + 1-byte request/response + close', unit: 'connections/s' },
+/** `short` names figures (the report's SVG gives names ~70 characters); `name` goes in their parameters. */
+const WORKLOAD_TEXT: Record<Workload, { short: string; name: string; unit: string }> = {
+  pingpong: { short: 'ping-pong', name: '1-byte TCP ping-pong over one connection', unit: 'round trips/s' },
+  crr: { short: 'connect+req+close', name: 'connect + 1-byte request/response + close', unit: 'connections/s' },
 };
 
 function ways(): Way[] {
@@ -394,10 +395,11 @@ export async function measureRoundTrips(options: RoundTripOptions = {}): Promise
      * Two figures: `valueId`'s median rate beside `peerId`'s, and the same per CPU-second of the client
      * and the servers (the cost, whatever else the machine ran); ratios above 1: the value is faster.
      */
-    const compare = (c: { name: string; valueId: string; peer: string; peerId: string; workload: Workload; goal?: boolean }): void => {
+    const compare = (c: { who: string; scope?: string; versus: string; valueId: string; peer: string; peerId: string; workload: Workload; goal?: boolean }): void => {
       const v = stats(c.valueId);
       const p = stats(c.peerId);
-      const { unit, name: workload } = WORKLOAD_TEXT[c.workload];
+      const { unit, name: workload, short } = WORKLOAD_TEXT[c.workload];
+      const name = (perCpu: boolean): string => `${c.who} → ClusterIP${c.scope ?? ''} ${short}${perCpu ? ' per CPU-s' : ''}: ${c.versus}`;
       const paired = (pick: (r: RunResult, peer: RunResult) => number): number =>
         Number(median(v.runs.flatMap((r, i) => { const peer = p.runs[i]; return peer ? [pick(r, peer)] : []; })).toFixed(3));
       const params = {
@@ -408,28 +410,28 @@ export async function measureRoundTrips(options: RoundTripOptions = {}): Promise
       const wallRatio = v.rate / p.rate;
       const cpuRatio = p.cpuUs / v.cpuUs;
       figures.push({
-        name: c.name, value: Math.round(v.rate), unit, peer: c.peer, peerValue: Math.round(p.rate), ratio: wallRatio,
+        name: name(false), value: Math.round(v.rate), unit, peer: c.peer, peerValue: Math.round(p.rate), ratio: wallRatio,
         params: { ...params, pairedRatioMedian: paired((r, peer) => r.rate / peer.rate), ...(c.goal ? { goal: goal(wallRatio) } : {}) },
       });
       figures.push({
-        name: `${c.name}, per CPU-second of client and servers`, value: Math.round(1e6 / v.cpuUs), unit: unit.replace('/s', '/CPU-s'), peer: c.peer, peerValue: Math.round(1e6 / p.cpuUs), ratio: cpuRatio,
-        params: { ...params, method: '1 / (CPU time of client + servers per transaction), medians of the rounds', pairedRatioMedian: paired((r, peer) => peer.cpuUs / r.cpuUs), ...(c.goal ? { goal: goal(cpuRatio) } : {}) },
+        name: name(true), value: Math.round(1e6 / v.cpuUs), unit: unit.replace('/s', '/CPU-s'), peer: c.peer, peerValue: Math.round(1e6 / p.cpuUs), ratio: cpuRatio,
+        params: { ...params, method: 'per CPU-second of client and servers: 1 / (their CPU time per transaction), medians of the rounds', pairedRatioMedian: paired((r, peer) => peer.cpuUs / r.cpuUs), ...(c.goal ? { goal: goal(cpuRatio) } : {}) },
       });
     };
-    const text = WORKLOAD_TEXT;
     const middleText = `in the middle of ${cluster.length} services`;
     const firstText = 'the service first in KUBE-SERVICES';
+    const scope = ` (${formatNumber(cluster.length)} services)`;
     for (const workload of ['pingpong', 'crr'] as const) {
-      compare({ name: `pod → ClusterIP, ${text[workload].name}: xlb tc_pod vs kube-proxy iptables`, valueId: `xlb-pod-${workload}`, peer: `kube-proxy iptables rules, ${firstText}`, peerId: `iptables-pod-${workload}`, workload, goal: workload === 'crr' });
+      compare({ who: 'pod', versus: 'tc_pod vs iptables', valueId: `xlb-pod-${workload}`, peer: `kube-proxy iptables rules, ${firstText}`, peerId: `iptables-pod-${workload}`, workload, goal: workload === 'crr' });
     }
-    compare({ name: `pod → ClusterIP ${middleText}, ${text.crr.name}: xlb tc_pod vs kube-proxy iptables`, valueId: 'xlb-pod-crr-middle', peer: `kube-proxy iptables rules, the service ${middleText}`, peerId: 'iptables-pod-crr-middle', workload: 'crr', goal: true });
+    compare({ who: 'pod', scope, versus: 'tc_pod vs iptables', valueId: 'xlb-pod-crr-middle', peer: `kube-proxy iptables rules, the service ${middleText}`, peerId: 'iptables-pod-crr-middle', workload: 'crr', goal: true });
     for (const workload of ['pingpong', 'crr'] as const) {
-      compare({ name: `pod → ClusterIP through tc_pod vs pod → backends straight, ${text[workload].name}`, valueId: `xlb-pod-${workload}`, peer: 'pod → the backends\' addresses, no service (tc_pod attached, passing)', peerId: `xlb-pod-${workload}-direct`, workload });
+      compare({ who: 'pod', versus: 'tc_pod vs no service', valueId: `xlb-pod-${workload}`, peer: 'pod → the backends\' addresses straight (tc_pod attached, passing)', peerId: `xlb-pod-${workload}-direct`, workload });
     }
     for (const workload of ['pingpong', 'crr'] as const) {
-      compare({ name: `node process → ClusterIP, ${text[workload].name}: xlb socket-LB vs kube-proxy iptables`, valueId: `xlb-node-${workload}`, peer: `kube-proxy iptables rules (OUTPUT), ${firstText}`, peerId: `iptables-node-${workload}`, workload });
+      compare({ who: 'node process', versus: 'socket-LB vs iptables', valueId: `xlb-node-${workload}`, peer: `kube-proxy iptables rules (OUTPUT), ${firstText}`, peerId: `iptables-node-${workload}`, workload });
     }
-    compare({ name: `node process → ClusterIP ${middleText}, ${text.crr.name}: xlb socket-LB vs kube-proxy iptables`, valueId: 'xlb-node-crr-middle', peer: `kube-proxy iptables rules (OUTPUT), the service ${middleText}`, peerId: 'iptables-node-crr-middle', workload: 'crr' });
+    compare({ who: 'node process', scope, versus: 'socket-LB vs iptables', valueId: 'xlb-node-crr-middle', peer: `kube-proxy iptables rules (OUTPUT), the service ${middleText}`, peerId: 'iptables-node-crr-middle', workload: 'crr' });
     return figures;
   } finally {
     for (const server of servers) server.kill('SIGTERM');
