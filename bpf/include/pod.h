@@ -26,6 +26,7 @@
 #include "common.h"
 #include "config.h"
 #include "conntrack.h"
+#include "flow.h"
 #include "lb.h"
 #include "maps.h"
 #include "nat.h"
@@ -103,17 +104,10 @@ static __always_inline int pod_claim_reply(const struct xlb_tuple *flow, struct 
 static __always_inline int pod_open_flow(const struct lb_service *svc, const struct xlb_pkt *pkt, const struct xlb_config *cfg,
 					 struct ct_entry *ct, struct ct_ref *flow_ref, __u32 generation, __u64 now)
 {
-	if (!lb_source_allowed(svc, &pkt->tuple))
-		return -XLB_DROP_SOURCE_RANGE;
-	__builtin_memset(ct, 0, sizeof(*ct));
-	if (!lb_select_backend(svc, &pkt->tuple, now, generation, &ct->slot))
-		/* internalTrafficPolicy Local without a backend on this node: dropped, as kube-proxy does */
-		return svc->flags & XLB_SVC_F_LOCAL ? -XLB_DROP_NO_BACKEND : -XLB_REJECT_NO_BACKEND;
-	ct->last_seen = now;
-	ct->service_id = svc->id;
-	/* TCP lives briefly until its backend answers (the reply entry sees it), as every tracked flow */
-	if (pkt->tuple.proto == IPPROTO_TCP)
-		ct->flags = ct_open_flags(pkt, 0);
+	int err = flow_start(svc, pkt, ct, generation, now, 0);
+
+	if (err)
+		return err;
 	if (pod_is_hairpin(&ct->slot.backend, &pkt->tuple))
 		return pod_translate_source(ct, &pkt->tuple.daddr);
 	return pod_claim_reply(&pkt->tuple, ct, cfg, now, flow_ref);

@@ -14,6 +14,7 @@
 #include "conntrack.h"
 #include "dsr_encap.h"
 #include "dsr_guard.h"
+#include "flow.h"
 #include "forward.h"
 #include "frag.h"
 #include "icmp.h"
@@ -82,18 +83,12 @@ static __always_inline int open_flow(const struct lb_service *svc, const struct 
 				     const struct xlb_config *cfg, struct ct_entry *ct, struct ct_ref *ref, __u32 generation,
 				     __u64 now)
 {
-	if (!lb_source_allowed(svc, &pkt->tuple))
-		return -XLB_DROP_SOURCE_RANGE;
-	__builtin_memset(ct, 0, sizeof(*ct));
-	if (!lb_select_backend(svc, &pkt->tuple, now, generation, &ct->slot))
-		/* externalTrafficPolicy Local without a backend on this node: dropped, as kube-proxy does */
-		return svc->flags & XLB_SVC_F_LOCAL ? -XLB_DROP_NO_BACKEND : -XLB_REJECT_NO_BACKEND;
-	ct->last_seen = now;
-	ct->service_id = svc->id;
-	/* TCP lives briefly until its handshake ends or its backend answers, a flow picked up mid-stream too */
-	if (pkt->tuple.proto == IPPROTO_TCP)
-		ct->flags = ct_open_flags(pkt, uses_dsr(svc, pkt->tuple.proto));
-	if (uses_dsr(svc, pkt->tuple.proto)) {
+	int dsr = uses_dsr(svc, pkt->tuple.proto);
+	int err = flow_start(svc, pkt, ct, generation, now, dsr);
+
+	if (err)
+		return err;
+	if (dsr) {
 		ct->flags |= XLB_CT_F_DSR;
 		return 0;
 	}
