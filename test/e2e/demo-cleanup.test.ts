@@ -17,64 +17,18 @@ import { run } from '../../lb/datapath/topology.js';
 import { repoRoot } from '../support/paths.js';
 import { runNode, type NodeRun } from '../support/run-node.js';
 import { waitFor } from '../support/wait.js';
+import { alive, mountsUnder, namespaces, pidsIn, processesNaming, removeRun, runDir } from '../support/demo-runs.js';
 
 const CLI = join(repoRoot, 'dist', 'agent', 'cli', 'main.js');
 const KEPT_STATE = '/run/xlb-demo/state.json';
 const SETUP_LOCK = '/run/xlb-demo.lock';
 const SETUP_TIMEOUT_MS = 60_000;
 
-const runDir = (id: string): string => `/run/xlb-demo-${id}`;
 const runLock = (id: string): string => `${runDir(id)}/demo.lock`;
 
 /** `xlb ARGS` to completion. */
 function xlb(...args: string[]): Promise<NodeRun> {
   return runNode(CLI, args);
-}
-
-function namespaces(): string[] {
-  return run('ip', ['netns', 'list'])
-    .split('\n')
-    .map((l) => l.split(' ')[0] ?? '')
-    .filter((ns) => ns !== '');
-}
-
-function pidsIn(ns: string): number[] {
-  return run('ip', ['netns', 'pids', ns], { allowFailure: true })
-    .split('\n')
-    .filter((l) => /^\d+$/.test(l.trim()))
-    .map(Number);
-}
-
-/** Alive and not a zombie (a killed demo's agents are reparented to a pid 1 that may not reap them). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
-  } catch {
-    return false;
-  }
-}
-
-/** Live processes whose command line names `text` (the agents name their run dir), this one aside. */
-function processesNaming(text: string): number[] {
-  return readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid)
-    .filter((d) => {
-      try {
-        return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text);
-      } catch {
-        return false;
-      }
-    })
-    .map(Number)
-    .filter(alive);
-}
-
-function mountsUnder(prefix: string): string[] {
-  return readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[1] ?? '')
-    .filter((m) => m.startsWith(prefix));
 }
 
 /**
@@ -95,29 +49,6 @@ async function demoLeftovers(): Promise<{ netns: string[]; mounts: string[]; dir
   } finally {
     setup?.release();
   }
-}
-
-/** What the test itself removes in `finally`, whatever the code under test did: everything named by `id`. */
-function removeRun(id: string): void {
-  for (const ns of namespaces().filter((n) => n.endsWith(`-${id}`) && n.startsWith('xlb-demo-'))) {
-    for (const pid of pidsIn(ns)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-    run('ip', ['netns', 'delete', ns], { allowFailure: true });
-  }
-  for (const pid of processesNaming(runDir(id))) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-  for (const mount of mountsUnder(`${runDir(id)}/`)) run('umount', ['-l', mount], { allowFailure: true });
-  rmSync(runDir(id), { recursive: true, force: true });
 }
 
 test('a demo killed with SIGKILL: --cleanup stops its agents and removes its namespaces, bpffs and run dir', { timeout: SETUP_TIMEOUT_MS + 60_000 }, async () => {

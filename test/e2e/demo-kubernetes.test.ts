@@ -9,67 +9,20 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { kubeApiServerRecipe } from '../../agent/lab/kube-apiserver.js';
-import { run } from '../../lb/datapath/topology.js';
 import { repoRoot } from '../support/paths.js';
 import { runNode } from '../support/run-node.js';
 import { waitFor } from '../support/wait.js';
+import { alive, mountsUnder, namespaces, pidsIn, processesNaming, removeRun, runDir } from '../support/demo-runs.js';
 
 const CLI = join(repoRoot, 'dist', 'agent', 'cli', 'main.js');
 const DEMO_TIMEOUT_MS = 150_000;
 const SETUP_TIMEOUT_MS = 90_000;
 
-const runDir = (id: string): string => `/run/xlb-demo-${id}`;
 const runIdIn = (output: string): string | undefined => /RUN=\/run\/xlb-demo-([a-z0-9]+)/.exec(output)?.[1];
-
-function namespaces(): string[] {
-  return run('ip', ['netns', 'list'])
-    .split('\n')
-    .map((l) => l.split(' ')[0] ?? '')
-    .filter((ns) => ns !== '');
-}
-
-function pidsIn(ns: string): number[] {
-  return run('ip', ['netns', 'pids', ns], { allowFailure: true })
-    .split('\n')
-    .filter((l) => /^\d+$/.test(l.trim()))
-    .map(Number);
-}
-
-/** Alive and not a zombie. */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
-  } catch {
-    return false;
-  }
-}
-
-/** Live processes whose command line names `text` (agents, relays, etcd and the apiserver name their run dir). */
-function processesNaming(text: string): number[] {
-  return readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid)
-    .filter((d) => {
-      try {
-        return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text);
-      } catch {
-        return false;
-      }
-    })
-    .map(Number)
-    .filter(alive);
-}
-
-function mountsUnder(prefix: string): string[] {
-  return readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[1] ?? '')
-    .filter((m) => m.startsWith(prefix));
-}
 
 /** Everything of run `id` that may be left: namespaces, mounts, the run dir, processes naming it. */
 function leftovers(id: string): { netns: string[]; mounts: string[]; dir: boolean; processes: number[] } {
@@ -82,25 +35,6 @@ function leftovers(id: string): { netns: string[]; mounts: string[]; dir: boolea
 }
 
 const NOTHING = { netns: [], mounts: [], dir: false, processes: [] };
-
-/** What the test removes in `finally`, whatever the code under test did. */
-function removeRun(id: string): void {
-  for (const ns of namespaces().filter((n) => n.startsWith('xlb-demo-') && n.endsWith(`-${id}`))) {
-    for (const pid of pidsIn(ns)) kill(pid);
-    run('ip', ['netns', 'delete', ns], { allowFailure: true });
-  }
-  for (const pid of processesNaming(`${runDir(id)}/`)) kill(pid);
-  for (const mount of mountsUnder(`${runDir(id)}/`)) run('umount', ['-l', mount], { allowFailure: true });
-  rmSync(runDir(id), { recursive: true, force: true });
-}
-
-function kill(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // gone
-  }
-}
 
 /** The pids the demo printed for etcd and kube-apiserver. */
 function apiServerPids(output: string): number[] {
