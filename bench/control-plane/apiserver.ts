@@ -9,17 +9,13 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Registry } from 'prom-client';
-import { DEFAULT_SNAT_PORTS } from '../../agent/flags.js';
 import { startKubernetes, type KubernetesSink, type KubernetesWatcher } from '../../agent/k8s/syncer.js';
 import { memoryLogger } from '../../agent/log.js';
-import { createNodeDatapath } from '../../agent/node-datapath.js';
 import { ServiceStore } from '../../agent/store.js';
 import type { ServiceDatapath } from '../../agent/datapath.js';
-import { DEFAULT_CONNTRACK_ENTRIES } from '../../lb/datapath/lb-datapath.js';
-import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { ENDPOINT_SLICE_API, KubeApiServer, endpointSlice, kubeApiServerRecipe, service, type EndpointSlice } from '../../test/support/kube.js';
 import { NODE_NAME, PORT_NAME, PodAddresses, SERVICE_PORT, TARGET_PORT, replaceEndpoint, type BenchService } from './objects.js';
-import { CAPACITY, MAGLEV_TABLE_SIZE } from './xlb-worker.js';
+import { benchDatapath } from './xlb-worker.js';
 
 const APPLY_TIMEOUT_MS = 30_000;
 /** Objects are created this many at a time. */
@@ -100,22 +96,7 @@ export async function apiserverEndpointChanges(options: {
       versions.set(s.name, created.metadata.resourceVersion ?? '');
     });
 
-    datapath = createNodeDatapath({
-      devices: [],
-      xdp: 'off',
-      mode: 'snat',
-      maglevTableSize: MAGLEV_TABLE_SIZE,
-      maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED),
-      bpffs: options.pinDir,
-      nodeAddresses: [],
-      nodeName: NODE_NAME,
-      conntrackEntries: DEFAULT_CONNTRACK_ENTRIES,
-      snatPorts: { ...DEFAULT_SNAT_PORTS },
-      nodeSetup: false,
-      dsrServiceRanges: [],
-      capacity: CAPACITY,
-      log: () => undefined,
-    });
+    datapath = benchDatapath(options.pinDir);
     const agentLog = memoryLogger();
     const store = new ServiceStore({ datapath, stateFile: options.stateFile, log: agentLog });
     await store.start(new Map());

@@ -16,6 +16,7 @@ import { CpuProfiler } from './profiler.js';
 import { createNodeDatapath } from '../../agent/node-datapath.js';
 import { DEFAULT_SNAT_PORTS } from '../../agent/flags.js';
 import { ServiceStore } from '../../agent/store.js';
+import type { ServiceDatapath } from '../../agent/datapath.js';
 import { memoryLogger } from '../../agent/log.js';
 import { DEFAULT_CONNTRACK_ENTRIES } from '../../lb/datapath/lb-datapath.js';
 import { kubernetesServices, parseEndpointSlice, parseService, servicesOf, type Problem, type ServiceSpec } from '../../lb/k8s/index.js';
@@ -25,6 +26,26 @@ import { NODE_NAME, PodAddresses, benchCluster, endpointSliceObject, replaceEndp
 
 export const MAGLEV_TABLE_SIZE = 16381;
 export const CAPACITY = { services: 65536, backends: 262144 };
+
+/** The agent's real datapath as the bench runs it: nothing attached, the maps pinned in `pinDir`. */
+export function benchDatapath(pinDir: string): ServiceDatapath {
+  return createNodeDatapath({
+    devices: [],
+    xdp: 'off',
+    mode: 'snat',
+    maglevTableSize: MAGLEV_TABLE_SIZE,
+    maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED),
+    bpffs: pinDir,
+    nodeAddresses: [],
+    nodeName: NODE_NAME,
+    conntrackEntries: DEFAULT_CONNTRACK_ENTRIES,
+    snatPorts: { ...DEFAULT_SNAT_PORTS },
+    nodeSetup: false,
+    dsrServiceRanges: [],
+    capacity: CAPACITY,
+    log: () => undefined,
+  });
+}
 
 export interface XlbWorkerResult {
   services: number;
@@ -81,22 +102,7 @@ async function main(): Promise<void> {
   const sliceObjects = cluster.map(endpointSliceObject);
 
   const agentLog = memoryLogger();
-  const datapath = createNodeDatapath({
-    devices: [],
-    xdp: 'off',
-    mode: 'snat',
-    maglevTableSize: MAGLEV_TABLE_SIZE,
-    maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED),
-    bpffs: pinDir,
-    nodeAddresses: [],
-    nodeName: NODE_NAME,
-    conntrackEntries: DEFAULT_CONNTRACK_ENTRIES,
-    snatPorts: { ...DEFAULT_SNAT_PORTS },
-    nodeSetup: false,
-    dsrServiceRanges: [],
-    capacity: CAPACITY,
-    log: () => undefined,
-  });
+  const datapath = benchDatapath(pinDir);
   try {
     const store = new ServiceStore({ datapath, stateFile, log: agentLog });
     await store.start(new Map());
