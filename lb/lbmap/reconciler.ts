@@ -106,6 +106,8 @@ class PinnedState {
 
 export class LbReconciler {
   private readonly applied = new Map<string, AppliedService>();
+  /** Service id → name of every applied service: events name their service without a walk over all. */
+  private readonly nameById = new Map<number, string>();
   /** Frontend text → the service holding it. */
   private readonly frontendOwner = new Map<string, string>();
   /** xlb_lb_be entries of the backends some service lists, by key hex. */
@@ -128,8 +130,7 @@ export class LbReconciler {
 
   /** The name of the service with this numeric id (events, monitor). */
   nameOf(serviceId: number): string | undefined {
-    for (const [name, applied] of this.applied) if (applied.state.id === serviceId) return name;
-    return undefined;
+    return this.nameById.get(serviceId);
   }
 
   /** Whether the maps still hold entries found at start-up that no service claimed. */
@@ -299,10 +300,12 @@ export class LbReconciler {
   private remember(name: string, applied: AppliedService | undefined): void {
     const before = this.applied.get(name);
     for (const text of before?.frontends ?? []) if (this.frontendOwner.get(text) === name) this.frontendOwner.delete(text);
+    if (before) this.nameById.delete(before.state.id);
     if (!applied) {
       this.applied.delete(name);
       return;
     }
+    this.nameById.set(applied.state.id, name);
     const { maglev } = applied.state;
     // The table's bytes are the writer's; what identifies it is enough from now on.
     if (maglev) applied.state.maglev = { key: maglev.key, value: EMPTY, digest: maglev.digest ?? '' };

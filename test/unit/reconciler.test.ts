@@ -137,7 +137,10 @@ describe('incremental reconciler', () => {
     const reconciler = new LbReconciler(node, ids, new MaglevTableCache());
     run(reconciler, maps, new Map([['a', service(1, [5])], ['b', service(2, [5, 6])]]));
     const shared = ids.backendId('198.18.2.5:8080/TCP');
+    const idOfA = ids.serviceId('a') ?? 0;
+    assert.equal(reconciler.nameOf(idOfA), 'a', 'events name their service');
     run(reconciler, maps, new Map([['a', undefined]]));
+    assert.equal(reconciler.nameOf(idOfA), undefined);
     assert.equal(ids.backendId('198.18.2.5:8080/TCP'), shared);
     assert.equal(maps.be.size, 2);
     // Moving it from one changed service to another in one change keeps it too.
