@@ -301,6 +301,8 @@ export const XlbEvent = defineStruct('xlb_event', {
   ifindex: u32,
   serviceId: u32,
   backendId: u32,
+  srcIdentity: u32,
+  dstIdentity: u32,
   type: u8,
   reason: u8,
   direction: u8,

@@ -51,6 +51,12 @@ export const Reason = {
   DROP_DSR_UNTRUSTED: 45,
   /** Socket-LB: the socket's reverse entry could not be stored, so its connect() / sendmsg() was refused. */
   DROP_SOCK_REVNAT: 46,
+  /** A pod's new connection out that no network policy of the pod allows (tc_pod). */
+  DROP_POLICY_EGRESS: 47,
+  /** A new connection to a pod that no network policy of the pod allows (tc_pod). */
+  DROP_POLICY_INGRESS: 48,
+  /** EDT: a pod's packet that would depart later than the horizon past now, over its egress bandwidth. */
+  DROP_EDT_HORIZON: 49,
 } as const;
 
 export type ReasonName = keyof typeof Reason;

@@ -105,6 +105,9 @@ enum xlb_reason {
 	XLB_DROP_DSR_SPOOFED = 44, /* a packet to a service already carrying DSR information: only the LB adds it */
 	XLB_DROP_DSR_UNTRUSTED = 45, /* backend side: a DSR option naming a service address outside --dsr-service-ranges */
 	XLB_DROP_SOCK_REVNAT = 46, /* socket-LB: the socket's reverse entry could not be stored; connect() / sendmsg() refused */
+	XLB_DROP_POLICY_EGRESS = 47,  /* tc_pod: a pod's new connection out that no network policy of the pod allows */
+	XLB_DROP_POLICY_INGRESS = 48, /* tc_pod: a new connection to a pod that no network policy of the pod allows */
+	XLB_DROP_EDT_HORIZON = 49, /* EDT: a pod's packet would leave later than the horizon past now (over its egress rate) */
 	XLB_REASON_MAX = 64,
 };
 

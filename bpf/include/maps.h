@@ -292,6 +292,8 @@ struct xlb_event {
 	__u32 ifindex;
 	__u32 service_id;
 	__u32 backend_id;
+	__u32 src_identity; /* policy drops: the security identities of the source and destination, else 0 */
+	__u32 dst_identity;
 	__u8 type;         /* enum xlb_event_type */
 	__u8 reason;       /* enum xlb_reason */
 	__u8 direction;    /* enum xlb_direction */

@@ -50,6 +50,8 @@ static __always_inline void xlb_emit(__u8 type, int reason, int direction, const
 	event->ifindex = ifindex;
 	event->service_id = service_id;
 	event->backend_id = backend_id;
+	event->src_identity = 0;
+	event->dst_identity = 0;
 	event->type = type;
 	event->reason = reason;
 	event->direction = direction;
