@@ -82,19 +82,6 @@ static __always_inline int icmp_parse_quote(void *data, void *data_end, const st
 	return 0;
 }
 
-/* The flow tuple seen from the other side. */
-static __always_inline void tuple_reverse(const struct xlb_tuple *in, struct xlb_tuple *out)
-{
-	out->saddr = in->daddr;
-	out->daddr = in->saddr;
-	out->sport = in->dport;
-	out->dport = in->sport;
-	out->proto = in->proto;
-	out->family = in->family;
-	out->kind = XLB_TUPLE_FLOW;
-	out->pad = 0;
-}
-
 /*
  * Rewrite the outer destination and the quoted source/destination, keeping the outer IPv4 header,
  * the quoted IPv4 header and the ICMP checksum (with ICMPv6's pseudo-header) right.

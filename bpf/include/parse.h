@@ -73,6 +73,19 @@ struct xlb_tuple {
 	__u8 pad;
 };
 
+/* The flow tuple seen from the other side. */
+static __always_inline void tuple_reverse(const struct xlb_tuple *in, struct xlb_tuple *out)
+{
+	out->saddr = in->daddr;
+	out->daddr = in->saddr;
+	out->sport = in->dport;
+	out->dport = in->sport;
+	out->proto = in->proto;
+	out->family = in->family;
+	out->kind = XLB_TUPLE_FLOW;
+	out->pad = 0;
+}
+
 enum xlb_frag {
 	XLB_FRAG_NONE = 0,
 	XLB_FRAG_FIRST,  /* carries the L4 header; later fragments follow its decision */

@@ -135,4 +135,33 @@ static __always_inline int pod_reply_lookup(const struct xlb_pkt *pkt, const str
 	return ref->busy ? -1 : 0;
 }
 
+/*
+ * A pod's TCP SYN straight to a backend (no service) on the very tuple a service flow of its used towards
+ * that backend: the reply entry of that flow, keyed backend → pod:port, would turn the new connection's
+ * SYN-ACK into a reply from the service. A backend cannot hold two connections on one tuple, so the old
+ * flow is over (the pod's kernel reuses a port per destination, and to the pod the service was another
+ * one): both halves of it go now. Only the DNAT shape is concerned — a flow whose source was translated
+ * expects its replies on another port.
+ */
+static __always_inline void pod_forget_replaced(const struct xlb_pkt *pkt, const struct xlb_config *cfg, struct xlb_tuple *key)
+{
+	struct ct_bucket *bucket, *flow_bucket;
+	union ct_value *value;
+	struct ct_ref ref;
+	__u32 flow_way;
+
+	if (pkt->tuple.proto != IPPROTO_TCP || (pkt->tcp_flags & (XLB_TCP_SYN | XLB_TCP_ACK)) != XLB_TCP_SYN)
+		return;
+	tuple_reverse(&pkt->tuple, key);
+	key->kind = XLB_TUPLE_SNAT_REPLY;
+	value = ct_lookup_reply(key, cfg->ct_seed, xlb_now(), &ref, &bucket);
+	if (!value || !bucket || value->reverse.client_port != pkt->tuple.sport ||
+	    !xlb_addr_equal(&value->reverse.client, &pkt->tuple.saddr))
+		return;
+	flow_bucket = ct_peer_of(bucket, ref.index, ref.way, &flow_way);
+	if (flow_bucket)
+		ct_expire_now(flow_bucket, flow_way);
+	ct_expire_now(bucket, ref.way);
+}
+
 #endif

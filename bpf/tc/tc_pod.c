@@ -382,6 +382,17 @@ XLB_SUBPROG int pod_icmp_error_path(struct __sk_buff *skb, struct xlb_pkt *pkt, 
 	return 0;
 }
 
+/* A direct connection of the pod taking the tuple of a service flow that is over (pod_forget_replaced). */
+XLB_SUBPROG int pod_direct_syn_path(const struct xlb_pkt *pkt)
+{
+	struct xlb_config *cfg = xlb_get_config();
+	struct xlb_tuple *key = xlb_key_scratch_get();
+
+	if (pkt && cfg && key)
+		pod_forget_replaced(pkt, cfg, key);
+	return 0;
+}
+
 static __always_inline int pod_sampled(const struct xlb_config *cfg)
 {
 	return cfg->event_sample == 1 || (cfg->event_sample > 1 && bpf_get_prandom_u32() % cfg->event_sample == 0);
@@ -440,6 +451,8 @@ static __always_inline int tc_pod_from_pod(struct __sk_buff *skb)
 	} else if (lb_port_in_use(pkt.tuple.dport)) {
 		pod_service_path(skb, &pkt, cfg, flow, &ref, &v);
 	}
+	if (v.reason == XLB_PASS_NOT_SERVICE && (pkt.tcp_flags & XLB_TCP_SYN))
+		pod_direct_syn_path(&pkt);
 	if (v.reason == XLB_REJECT_NO_BACKEND) {
 		err = xlb_icmp_skb_reject(skb, &pkt, &v.action);
 		if (err)

@@ -10,7 +10,7 @@ import { TempBpffs } from '../../lb/datapath/bpffs.js';
 import { CONNTRACK_MAPS, ctWays } from '../../lb/datapath/conntrack.js';
 import { LbDatapath } from '../../lb/datapath/lb-datapath.js';
 import { LbMapWriter } from '../../lb/datapath/lb-writer.js';
-import { CtEntry, CtFlag, NatReverse, TupleKind, XlbTuple } from '../../lb/layouts.js';
+import { CT_WAYS, CtBucket, CtEntry, CtFlag, CtWay, NatReverse, TupleKind, XlbTuple } from '../../lb/layouts.js';
 import { desiredLbState } from '../../lb/lbmap/desired.js';
 import { IdAllocator } from '../../lb/lbmap/ids.js';
 import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
@@ -147,6 +147,19 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
   const replyEntryOf = (src: string, sport: number, dst: string, dport: number): ReturnType<typeof NatReverse.decode> | undefined => {
     const way = ways().find((w) => w.key.kind === TupleKind.SnatReply && w.key.saddr === src && w.key.sport === sport && w.key.daddr === dst && w.key.dport === dport);
     return way ? NatReverse.decode(way.value) : undefined;
+  };
+  /** The expiry of the way holding this key (0: expired now), or undefined when none does. */
+  const expiryOf = (kind: number, src: string, sport: number, dst: string, dport: number): number | undefined => {
+    for (const [, bucket] of lb.map(CONNTRACK_MAPS.table).entries()) {
+      for (let way = 0; way < CT_WAYS; way++) {
+        const key = XlbTuple.decode(bucket.subarray(CtBucket.offsetOf('way') + way * CtWay.size));
+        const held = bucket.readUInt32LE(CtBucket.offsetOf('tag') + 4 * way) !== 0;
+        if (held && key.kind === kind && key.saddr === src && key.sport === sport && key.daddr === dst && key.dport === dport) {
+          return bucket.readUInt32LE(CtBucket.offsetOf('expires') + 4 * way);
+        }
+      }
+    }
+    return undefined;
   };
   const validChecksums = (r: Run): void => assert.deepEqual(checksumErrors(r.out), []);
 
@@ -309,6 +322,31 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       assert.deepEqual([again.parsed.ip.src, again.parsed.ip.l4?.sport, again.parsed.ip.dst], [f.pod, 40008, backend], 'the port stays');
       assert.equal(replyEntryOf(backend, 8080, f.pod, 40008)?.service, f.vip);
       assert.equal((flowOf(f.pod, 40008, f.vip, 86)?.flags ?? 0) & (CtFlag.Closing | CtFlag.Snat), 0);
+    });
+
+    test(`${f.name} a direct connection taking a closed service flow's tuple gets its replies untranslated`, () => {
+      const syn = fromPod(f.pod, f.vip, { proto: 'tcp', sport: 40030, dport: 80, flags: TCP_FLAGS.SYN });
+      const backend = syn.parsed.ip.dst;
+      toPod(backend, f.pod, { proto: 'tcp', sport: 8080, dport: 40030, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK });
+      fromPod(f.pod, f.vip, { proto: 'tcp', sport: 40030, dport: 80, flags: TCP_FLAGS.FIN | TCP_FLAGS.ACK });
+      assert.equal(replyEntryOf(backend, 8080, f.pod, 40030)?.service, f.vip, 'the closing flow still has its reply entry');
+      // The pod's kernel reuses port 40030 towards the backend itself: a connection of its own, no service.
+      const direct = fromPod(f.pod, backend, { proto: 'tcp', sport: 40030, dport: 8080, flags: TCP_FLAGS.SYN });
+      assert.equal(direct.verdict, TC_ACT_OK);
+      assert.deepEqual([direct.parsed.ip.dst, direct.parsed.ip.l4?.dport], [backend, 8080], 'untouched');
+      const synAck = buildFrame({ eth: { src: HOST_MAC, dst: POD_MAC }, ip: { src: backend, dst: f.pod }, l4: { proto: 'tcp', sport: 8080, dport: 40030, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK } });
+      const answer = run('tc_pod_egress', synAck);
+      assert.equal(answer.verdict, TC_ACT_OK);
+      assert.equal(answer.out.toString('hex'), synAck.toString('hex'), 'the backend answers as itself, not as the service');
+      assert.equal(expiryOf(TupleKind.SnatReply, backend, 8080, f.pod, 40030), 0, 'the old flow is gone: its reply entry...');
+      assert.equal(expiryOf(TupleKind.Flow, f.pod, 40030, f.vip, 80), 0, '...and its flow entry, expired now');
+      // A SYN to another backend port, or a later segment on the tuple, leaves service flows alone.
+      const live = fromPod(f.pod, f.vip, { proto: 'tcp', sport: 40031, dport: 80, flags: TCP_FLAGS.SYN });
+      const liveBackend = live.parsed.ip.dst;
+      fromPod(f.pod, liveBackend, { proto: 'tcp', sport: 40031, dport: 9999, flags: TCP_FLAGS.SYN });
+      fromPod(f.pod, liveBackend, { proto: 'tcp', sport: 40031, dport: 8080, flags: TCP_FLAGS.ACK });
+      assert.notEqual(expiryOf(TupleKind.SnatReply, liveBackend, 8080, f.pod, 40031) ?? 0, 0);
+      assert.notEqual(expiryOf(TupleKind.Flow, f.pod, 40031, f.vip, 80) ?? 0, 0);
     });
 
     test(`${f.name} ICMP errors about a pod's flows reach it quoting what it sent; others pass untouched`, () => {
