@@ -20,7 +20,6 @@
  * it made — namespaces, cgroups, bpffs, processes — in `finally`; Ctrl-C stops the running part and
  * lets it do so (the tc part's kernel loops are synchronous: it is noticed when they end, seconds later).
  */
-import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,28 +32,6 @@ import { writeBenchReport, type BenchFigure } from './lib/report.js';
 
 const log = (message: string): void => void process.stderr.write(`[bench east-west] ${message}\n`);
 const load = (): string => (loadavg()[0] ?? 0).toFixed(1);
-
-/**
- * `fn` with this process's main thread held on one CPU. The tc harness (bpf/test/tc_pod_bench.c) numbers
- * its new flows with a per-CPU counter, and PROG_TEST_RUN lets the thread migrate between runs of its
- * loop when the CPU is wanted elsewhere (often, on this shared machine): the other CPU's counter then
- * repeats flows still in conntrack, and tc.ts rightly refuses a "new flow" figure that were partly
- * established ones. Held on one CPU, the counter only goes up.
- */
-async function onOneCpu<T>(fn: () => Promise<T>): Promise<T> {
-  const pid = String(process.pid);
-  const mask = /affinity mask: ([0-9a-f]+)/.exec(execFileSync('taskset', ['-p', pid], { encoding: 'utf8' }))?.[1];
-  if (mask === undefined) throw new Error('taskset -p: no affinity mask in its output');
-  const allowed = BigInt(`0x${mask}`);
-  let cpu = 0;
-  while (((allowed >> BigInt(cpu)) & 1n) === 0n) cpu++;
-  execFileSync('taskset', ['-p', '-c', String(cpu), pid], { stdio: 'ignore' });
-  try {
-    return await fn();
-  } finally {
-    execFileSync('taskset', ['-p', mask, pid], { stdio: 'ignore' });
-  }
-}
 
 async function main(abort: AbortController): Promise<void> {
   const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, out: { type: 'string' } } });
@@ -87,7 +64,7 @@ async function main(abort: AbortController): Promise<void> {
     measureSocketConnect({ rounds: quick ? 30 : 150, signal: abort.signal, log: (line) => log(`socket-LB: ${line}`) }),
   );
   await part('tc_pod under PROG_TEST_RUN', () =>
-    onOneCpu(() => measureTcTranslation({ repeat: quick ? 200_000 : 1_000_000, rounds: quick ? 3 : 5, log: (line) => log(`tc_pod: ${line}`) })),
+    measureTcTranslation({ repeat: quick ? 200_000 : 1_000_000, rounds: quick ? 3 : 5, log: (line) => log(`tc_pod: ${line}`) }),
   );
   await part('request/response pod → ClusterIP', () =>
     measureRoundTrips({ rounds: quick ? 4 : 20, seconds: quick ? 0.2 : 0.4, signal: abort.signal, log: (line) => log(`rr: ${line}`) }),

@@ -24,8 +24,9 @@ struct {
 	__type(value, struct xlb_tc_bench_frame);
 } xlb_tcb_tmpl SEC(".maps");
 
+/* One counter for every CPU (not per CPU): a run that migrates mid-loop must not repeat flows still in conntrack. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -44,7 +45,7 @@ static __always_inline int tcb_restore(struct __sk_buff *skb, int new_flow)
 		return -1;
 	if (!new_flow)
 		return 0;
-	flow = (*seq)++;
+	flow = __sync_fetch_and_add(seq, 1);
 	port = bpf_htons(1024 + flow % 64000);
 	host = bpf_htons(flow / 64000);
 	if (bpf_skb_store_bytes(skb, tmpl->sport_offset & 0x7f, &port, 2, 0) ||
