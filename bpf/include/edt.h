@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The EDT bandwidth manager: a pod's egress rate enforced by Earliest Departure Time. Each packet of a
+ * rate-limited pod is given the time it may leave (skb->tstamp) so that the pod's packets leave at
+ * its rate; the fq qdisc on the egress device holds each packet until then. A packet that would have
+ * to wait longer than the horizon is dropped instead: the pod sends faster than its rate for longer
+ * than the horizon allows, and a queue of seconds helps nobody.
+ *
+ * Pods are told apart by the device their packets came into the node by (skb->ingress_ifindex: the
+ * host side of the pod's veth), which a forwarded packet keeps up to the node's egress device.
+ */
+#ifndef XLB_EDT_H
+#define XLB_EDT_H
+
+#include <linux/pkt_cls.h>
+#include "common.h"
+#include "metrics.h"
+
+#define XLB_NSEC_PER_SEC 1000000000ULL
+/* What the agent's --edt-horizon defaults to, and what the datapath uses before the agent says. */
+#define XLB_EDT_DEFAULT_HORIZON_NS (2 * XLB_NSEC_PER_SEC)
+#define XLB_EDT_MAX_PODS 65536
+
+/* One pod's egress rate and where its schedule stands. */
+struct edt_rate {
+	__u64 rate;   /* bytes per second the pod may send; 0 = no limit */
+	__u64 t_last; /* departure time (bpf_ktime_get_ns) given to the pod's latest packet */
+	struct bpf_spin_lock lock; /* the schedule is one per pod, advanced by every CPU its packets run on */
+	__u32 pad;
+};
+
+struct edt_config {
+	__u64 horizon_ns; /* a packet departing this far past now or later is dropped */
+};
+
+/* ifindex of the pod's host-side device → its rate. The agent writes rate and a zero t_last. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XLB_EDT_MAX_PODS);
+	__type(key, __u32);
+	__type(value, struct edt_rate);
+} xlb_edt SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct edt_config);
+} xlb_edt_config SEC(".maps");
+
+static __always_inline __u64 edt_horizon(void)
+{
+	__u32 zero = 0;
+	struct edt_config *config = bpf_map_lookup_elem(&xlb_edt_config, &zero);
+
+	return config && config->horizon_ns ? config->horizon_ns : XLB_EDT_DEFAULT_HORIZON_NS;
+}
+
+/*
+ * Advance the pod's schedule by a packet of `len` bytes sent at `t` (its own departure time, or now):
+ * the time its rate takes to send the packet. 0 with *departure 0 when the packet may leave at once
+ * (the pod is under its rate); 0 with the departure time, now the pod's latest, when it must wait;
+ * -XLB_DROP_EDT_HORIZON when it would leave `horizon` or more past now. len × 1e9 stays far below 2^64
+ * for any skb (len < 2^32), so the delay is exact to the nanosecond, rounded down.
+ */
+static __always_inline int edt_schedule(struct edt_rate *info, __u64 len, __u64 t, __u64 now, __u64 horizon,
+					__u64 *departure)
+{
+	__u64 rate = info->rate;
+	__u64 delay, next;
+	int ret = 0;
+
+	*departure = 0;
+	if (rate == 0)
+		return 0;
+	delay = len * XLB_NSEC_PER_SEC / rate;
+	bpf_spin_lock(&info->lock);
+	next = info->t_last + delay;
+	if (next <= t) {
+		info->t_last = t;
+	} else if (next - now >= horizon) {
+		ret = -XLB_DROP_EDT_HORIZON;
+	} else {
+		info->t_last = next;
+		*departure = next;
+	}
+	bpf_spin_unlock(&info->lock);
+	return ret;
+}
+
+/*
+ * Give a packet leaving by a node device its departure time, when the pod it came from has a rate:
+ * TC_ACT_OK, or TC_ACT_SHOT past the horizon (counted as edt_horizon, egress). The time is written as
+ * a monotonic delivery time, which fq paces by and which stays with the packet across a veth (a plain
+ * write of skb->tstamp at egress leaves it a receive time, cleared when it changes namespace).
+ */
+static __always_inline int edt_sched_departure(struct __sk_buff *skb)
+{
+	__u32 pod = skb->ingress_ifindex;
+	struct edt_rate *info = bpf_map_lookup_elem(&xlb_edt, &pod);
+	__u64 now, t, departure;
+
+	if (!info)
+		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
+	t = skb->tstamp > now ? skb->tstamp : now;
+	if (edt_schedule(info, skb->len, t, now, edt_horizon(), &departure) < 0) {
+		xlb_count(XLB_DROP_EDT_HORIZON, XLB_DIR_EGRESS, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (departure)
+		bpf_skb_set_tstamp(skb, departure, BPF_SKB_TSTAMP_DELIVERY_MONO);
+	return TC_ACT_OK;
+}
+
+XLB_BTF_TYPE(edt_config);
+
+#endif
