@@ -14,8 +14,17 @@ const REPEAT_MS = 10 * 60_000;
 const MAX_IN_FLIGHT = 16;
 const COMPONENT = 'xlb-agent';
 
+/** What an event may be about: the objects services are made of, and those network policy reads. */
+export type EventObject = Omit<ObjectRef, 'kind'> & { kind: ObjectRef['kind'] | 'Pod' | 'NetworkPolicy' };
+
 /** The apiVersion an Event's involvedObject names. */
-const API_VERSIONS: Record<ObjectRef['kind'], string> = { Service: 'v1', Node: 'v1', EndpointSlice: 'discovery.k8s.io/v1' };
+const API_VERSIONS: Record<EventObject['kind'], string> = {
+  Service: 'v1',
+  Node: 'v1',
+  EndpointSlice: 'discovery.k8s.io/v1',
+  Pod: 'v1',
+  NetworkPolicy: 'networking.k8s.io/v1',
+};
 
 export type EventReason = 'InvalidField' | 'ServiceRefused';
 
@@ -34,7 +43,7 @@ export class EventRecorder {
   ) {}
 
   /** Posts a Warning event on `object` (deduplicated; see the file comment). */
-  warn(object: ObjectRef, reason: EventReason, message: string): void {
+  warn(object: EventObject, reason: EventReason, message: string): void {
     const key = `${object.kind}/${object.namespace ?? ''}/${object.name}\n${reason}\n${message}`;
     const now = this.now();
     const last = this.sent.get(key);

@@ -1,6 +1,8 @@
 /**
  * The watches of Kubernetes mode — every Service, every EndpointSlice, this node's Node, and (when
- * asked: the pod datapath, agent/k8s/pods.ts) this node's Pods — each a list-then-watch loop (client-go's reflector) that never gives up:
+ * asked: the pod datapath, agent/k8s/pods.ts) this node's Pods; with network policy (agent/k8s/policy.ts)
+ * every Pod and Node of the cluster, every Namespace and NetworkPolicy — each a list-then-watch loop
+ * (client-go's reflector) that never gives up:
  *
  * - A list (in pages of LIST_PAGE) hands the sink every object there is: the sink compares it with
  *   what it holds, so objects deleted while the watch was down are removed (tracker.ts). Then a
@@ -26,9 +28,9 @@ import type { ApiServerConnection } from '../kubernetes-status.js';
 import type { Logger } from '../log.js';
 import { KubeRequestError, type KubeClient, type WatchEvent } from './rest.js';
 
-export type ResourceKind = 'Service' | 'EndpointSlice' | 'Node' | 'Pod';
+export type ResourceKind = 'Service' | 'EndpointSlice' | 'Node' | 'Pod' | 'Namespace' | 'NetworkPolicy';
 export type EventType = 'add' | 'update' | 'delete';
-export const RESOURCE_KINDS: readonly ResourceKind[] = ['Service', 'EndpointSlice', 'Node', 'Pod'];
+export const RESOURCE_KINDS: readonly ResourceKind[] = ['Service', 'EndpointSlice', 'Node', 'Pod', 'Namespace', 'NetworkPolicy'];
 
 /** Where the objects go (the change tracker). */
 export interface ResourceSink {
@@ -245,6 +247,14 @@ export interface InformersOptions {
   onSynced?: () => void;
   /** Watch this node's Pods too (spec.nodeName=nodeName); they do not hold back onSynced. */
   pods?: boolean;
+  /**
+   * Watch what network policy is computed from: every Pod and every Node of the cluster (identities
+   * and the ipcache need every pod's and node's addresses; the sink picks this node's out), every
+   * Namespace and NetworkPolicy. They do not hold back onSynced; onPolicySynced follows their lists.
+   */
+  policy?: boolean;
+  /** Pods, Nodes, Namespaces and NetworkPolicies have all listed once (policy only). */
+  onPolicySynced?: () => void;
 }
 
 /** The reflectors, and the connection state they add up to. */
@@ -252,20 +262,32 @@ export class Informers {
   private readonly reflectors: Reflector[];
   /** The reflectors of what services are made of: the first sync waits for their lists. */
   private readonly serviceReflectors: Reflector[];
+  /** The reflectors network policy is computed from: its first computation waits for their lists. */
+  private readonly policyReflectors: Reflector[] = [];
   private overall: ConnectionState = { connection: 'connecting', since: new Date() };
   private sliceVersion: 'v1' | 'v1beta1' | undefined;
 
   constructor(private readonly options: InformersOptions) {
     const { client, sink, log, nodeName } = options;
     const common = { client, sink, log, backoff: options.backoff ?? BACKOFF, watchSeconds: options.watchSeconds ?? WATCH_SECONDS, onState: () => this.updateState(), onListed: () => this.checkSynced() };
+    const policy = options.policy === true;
+    const node = new Reflector({ ...common, kind: 'Node', resolvePath: async () => '/api/v1/nodes', ...(policy ? {} : { fieldSelector: `metadata.name=${nodeName}` }) });
     this.reflectors = [
       new Reflector({ ...common, kind: 'Service', resolvePath: async () => '/api/v1/services', labelSelector: NOT_HEADLESS }),
       new Reflector({ ...common, kind: 'EndpointSlice', resolvePath: (signal) => this.endpointSlicePath(signal), labelSelector: NOT_HEADLESS }),
-      new Reflector({ ...common, kind: 'Node', resolvePath: async () => '/api/v1/nodes', fieldSelector: `metadata.name=${nodeName}` }),
+      node,
     ];
     this.serviceReflectors = [...this.reflectors];
-    if (options.pods) {
-      this.reflectors.push(new Reflector({ ...common, kind: 'Pod', resolvePath: async () => '/api/v1/pods', fieldSelector: `spec.nodeName=${nodeName}` }));
+    if (options.pods || policy) {
+      const pods = new Reflector({ ...common, kind: 'Pod', resolvePath: async () => '/api/v1/pods', ...(policy ? {} : { fieldSelector: `spec.nodeName=${nodeName}` }) });
+      this.reflectors.push(pods);
+      if (policy) this.policyReflectors.push(pods, node);
+    }
+    if (policy) {
+      const namespaces = new Reflector({ ...common, kind: 'Namespace', resolvePath: async () => '/api/v1/namespaces' });
+      const policies = new Reflector({ ...common, kind: 'NetworkPolicy', resolvePath: async () => '/apis/networking.k8s.io/v1/networkpolicies' });
+      this.reflectors.push(namespaces, policies);
+      this.policyReflectors.push(namespaces, policies);
     }
   }
 
@@ -298,13 +320,20 @@ export class Informers {
     return this.sliceVersion;
   }
 
+  /** Every watch network policy is computed from has listed once (false without policy). */
+  get policySynced(): boolean {
+    return this.policyReflectors.length > 0 && this.policyReflectors.every((r) => r.listedOnce);
+  }
+
   private checkSynced(): void {
     if (this.synced) this.options.onSynced?.();
+    if (this.policySynced) this.options.onPolicySynced?.();
   }
 
   private updateState(): void {
-    // What services are made of: a Pod watch refused (an older ClusterRole without pods) only costs
-    // pod devices named from Kubernetes, and is logged; it does not make the apiserver "disconnected".
+    // What services are made of: a Pod, Namespace or NetworkPolicy watch refused (an older ClusterRole
+    // without them) only costs pod devices named from Kubernetes and network policy, and is logged; it
+    // does not make the apiserver "disconnected".
     const states = this.serviceReflectors.map((r) => r.state);
     const failed = states.filter((s) => s.connection === 'disconnected');
     const connection: ApiServerConnection =

@@ -68,3 +68,32 @@ export class KubernetesMetrics {
     this.problemCount.set(count);
   }
 }
+
+/** Network policy's metrics (agent/k8s/policy.ts), in the same registry. */
+export class PolicyMetrics {
+  private readonly endpoints: Gauge;
+  private readonly identities: Gauge;
+  private readonly syncDuration: Histogram;
+  private readonly problemCount: Gauge;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.endpoints = new Gauge({ name: 'xlb_policy_endpoints', help: "Pods of this node whose policy is written to the datapath (their device's ifindex known)", registers });
+    this.identities = new Gauge({ name: 'xlb_policy_identities', help: 'Security identities allocated (reserved, label and CIDR ones)', registers });
+    this.syncDuration = new Histogram({
+      name: 'xlb_policy_sync_duration_seconds',
+      help: 'One network policy sync: recomputing what changed and writing it to the ipcache and the endpoints\' policy maps',
+      buckets: SYNC_BUCKETS,
+      registers,
+    });
+    this.problemCount = new Gauge({ name: 'xlb_policy_problems', help: 'Malformed NetworkPolicies now (each logged and reported as an event; not applied)', registers });
+    for (const gauge of [this.endpoints, this.identities, this.problemCount]) gauge.set(0);
+  }
+
+  sync(seconds: number, endpoints: number, identities: number, problems: number): void {
+    this.syncDuration.observe(seconds);
+    this.endpoints.set(endpoints);
+    this.identities.set(identities);
+    this.problemCount.set(problems);
+  }
+}

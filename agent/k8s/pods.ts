@@ -3,16 +3,20 @@
  * datapath (PodDatapath.setNamed): whatever the CNI names its veths, the route to a pod's IP says
  * which device is the pod's. Apart from the service change tracker: Pods never change services.
  *
- * - The Pod watch (informers.ts, fieldSelector spec.nodeName=<node>) feeds list() and event(); a
- *   Pod counts when it is not hostNetwork and has status.podIPs (or status.podIP).
+ * - The Pod watch (informers.ts: spec.nodeName=<node>, or every Pod when network policy watches
+ *   them all, then nodeName picks this node's) feeds list() and event(); a Pod counts when it is not
+ *   hostNetwork and has status.podIPs (or status.podIP).
  * - A change schedules a recompute, coalesced as syncs are: one runs at a time, and the changes that
  *   arrive meanwhile make one more. Each looks up the route of every pod address (`ip -j route get`,
- *   routeDevice) and hands the sorted device list to onDevices when it differs from the last one.
+ *   routeDevice) and hands the sorted device list to onDevices when it differs from the last one,
+ *   and each pod's device (namespace/name → device) to onPods when that differs: network policy and
+ *   the bandwidth manager key a pod's state by its device, and must not look routes up again.
  * - A device found is kept per pod (its uid) and address, so a change of one Pod costs one lookup;
  *   lo, the node's own devices (--device) and failed lookups are not kept: a pod's route that is
  *   not there yet (the default route through the node's device) is asked again at the next change.
  */
 import { execFile } from 'node:child_process';
+import { isHostNetwork, podIPs } from '../../lb/k8s/pod.js';
 import type { EventType } from './informers.js';
 
 /** The device `address` is routed through on this node, or undefined when there is no route. */
@@ -39,8 +43,7 @@ export function routeDevice(address: string, timeoutMs = ROUTE_LOOKUP_TIMEOUT_MS
 
 interface PodObject {
   metadata?: { namespace?: unknown; name?: unknown; uid?: unknown };
-  spec?: { hostNetwork?: unknown };
-  status?: { podIP?: unknown; podIPs?: { ip?: unknown }[] };
+  spec?: { nodeName?: unknown };
 }
 
 /** namespace/name/uid: a Pod recreated under the same name is another pod. */
@@ -50,13 +53,14 @@ function podKey(pod: unknown): string | undefined {
   return `${meta.namespace}/${meta.name}/${typeof meta.uid === 'string' ? meta.uid : ''}`;
 }
 
+/** "namespace/name" of a pod key: how onPods names pods. */
+function podName(key: string): string {
+  return key.split('/').slice(0, 2).join('/');
+}
+
 /** The addresses of a Pod whose traffic goes through a device of its own: none for hostNetwork. */
 export function podAddresses(pod: unknown): string[] {
-  const { spec, status } = (pod ?? {}) as PodObject;
-  if (spec?.hostNetwork === true) return [];
-  const listed = Array.isArray(status?.podIPs) ? status.podIPs.map((p) => p.ip).filter((ip): ip is string => typeof ip === 'string' && ip !== '') : [];
-  if (listed.length > 0) return [...new Set(listed)];
-  return typeof status?.podIP === 'string' && status.podIP !== '' ? [status.podIP] : [];
+  return isHostNetwork(pod) ? [] : podIPs(pod);
 }
 
 /** A device that is no pod's: loopback and the node's own (--device). */
@@ -67,6 +71,10 @@ export function isPodDevice(device: string, nodeDevices: ReadonlySet<string>): b
 export interface PodDeviceTrackerOptions {
   /** The whole list of pod devices, sorted, each time it changes. */
   onDevices: (devices: string[]) => void;
+  /** Each pod's device ("namespace/name" → device; pods without one left out), each time it changes. */
+  onPods?: (devices: ReadonlyMap<string, string>) => void;
+  /** Only Pods with this spec.nodeName count (the watch may deliver every node's); absent: every Pod delivered. */
+  nodeName?: string;
   /** The node's devices (--device): never a pod's. */
   nodeDevices?: readonly string[];
   /** Default routeDevice (tests inject their own). */
@@ -82,6 +90,7 @@ export class PodDeviceTracker {
   private readonly nodeDevices: ReadonlySet<string>;
   private readonly lookup: RouteLookup;
   private last: string[] | undefined;
+  private lastByPod = new Map<string, string>();
   private dirty = false;
   private running: Promise<void> | undefined;
   private stopped = false;
@@ -97,7 +106,7 @@ export class PodDeviceTracker {
     const listed = new Set<string>();
     for (const item of items) {
       const key = podKey(item);
-      if (key === undefined) continue;
+      if (key === undefined || !this.onThisNode(item)) continue;
       listed.add(key);
       const change = this.set(key, item);
       if (change !== 'unchanged') counts[change] += 1;
@@ -116,7 +125,8 @@ export class PodDeviceTracker {
   event(type: EventType, object: unknown): void {
     const key = podKey(object);
     if (key === undefined) return;
-    if (type === 'delete') this.delete(key);
+    // A Pod bound to another node is not ours (nor is it one we hold: nodeName never changes once set).
+    if (type === 'delete' || !this.onThisNode(object)) this.delete(key);
     else this.set(key, object);
     this.schedule();
   }
@@ -124,6 +134,15 @@ export class PodDeviceTracker {
   /** The pod devices last handed to onDevices. */
   devices(): string[] {
     return [...(this.last ?? [])];
+  }
+
+  /** Each pod's device ("namespace/name" → device) as last handed to onPods. */
+  podDevices(): ReadonlyMap<string, string> {
+    return new Map(this.lastByPod);
+  }
+
+  private onThisNode(pod: unknown): boolean {
+    return this.options.nodeName === undefined || (pod as PodObject | undefined)?.spec?.nodeName === this.options.nodeName;
   }
 
   /** Waits for a recompute under way; none starts after. */
@@ -159,31 +178,43 @@ export class PodDeviceTracker {
   private async recomputeWhileDirty(): Promise<void> {
     while (this.dirty && !this.stopped) {
       this.dirty = false;
-      const devices = await this.recompute();
+      const byPod = await this.recompute();
       if (this.stopped) return;
+      const devices = [...new Set(byPod.values())].sort();
       if (this.last === undefined || devices.join(',') !== this.last.join(',')) {
         this.last = devices;
-        try {
-          this.options.onDevices([...devices]);
-        } catch (error) {
-          this.options.log.warn(`kubernetes: pod devices ${devices.join(', ') || 'none'}: ${error instanceof Error ? error.message : String(error)}`);
-        }
+        this.hand('pod devices', devices.join(', ') || 'none', () => this.options.onDevices([...devices]));
+      }
+      if (!sameEntries(byPod, this.lastByPod)) {
+        this.lastByPod = byPod;
+        const { onPods } = this.options;
+        if (onPods) this.hand('pods\' devices', `${byPod.size} pod(s)`, () => onPods(new Map(byPod)));
       }
     }
   }
 
-  private async recompute(): Promise<string[]> {
+  /** A callback's failure is logged: the tracker goes on. */
+  private hand(what: string, detail: string, call: () => void): void {
+    try {
+      call();
+    } catch (error) {
+      this.options.log.warn(`kubernetes: ${what} ${detail}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+
+  /** "namespace/name" → the device of its first address routed through one. */
+  private async recompute(): Promise<Map<string, string>> {
     const pods = [...this.pods];
     const results = await Promise.all(
       pods.flatMap(([key, addresses]) =>
-        addresses.map(async (address) => {
+        addresses.map(async (address): Promise<[string, string] | undefined> => {
           const known = this.found.get(key)?.get(address);
-          if (known !== undefined) return known;
+          if (known !== undefined) return [podName(key), known];
           let device: string | undefined;
           try {
             device = await this.lookup(address);
           } catch (error) {
-            this.options.log.warn(`kubernetes: pod ${key.split('/').slice(0, 2).join('/')}: ${error instanceof Error ? error.message : String(error)}`);
+            this.options.log.warn(`kubernetes: pod ${podName(key)}: ${error instanceof Error ? error.message : String(error)}`);
             return undefined;
           }
           if (device === undefined || !isPodDevice(device, this.nodeDevices)) return undefined;
@@ -193,10 +224,18 @@ export class PodDeviceTracker {
             if (!byAddress) this.found.set(key, (byAddress = new Map()));
             byAddress.set(address, device);
           }
-          return device;
+          return [podName(key), device];
         }),
       ),
     );
-    return [...new Set(results.filter((d): d is string => d !== undefined))].sort();
+    const byPod = new Map<string, string>();
+    for (const found of results) if (found && !byPod.has(found[0])) byPod.set(found[0], found[1]);
+    return byPod;
   }
+}
+
+function sameEntries(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [key, value] of a) if (b.get(key) !== value) return false;
+  return true;
 }
