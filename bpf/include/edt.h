@@ -89,8 +89,9 @@ static __always_inline int edt_schedule(struct edt_rate *info, __u64 len, __u64 
 }
 
 /*
- * Give a packet leaving by a node device its departure time, when the pod it came from has a rate:
- * TC_ACT_OK, or TC_ACT_SHOT past the horizon (counted as edt_horizon, egress). The time is written as
+ * Give a packet leaving by a node device its departure time, when the pod it came from has a rate;
+ * TC_ACT_SHOT past the horizon (counted as edt_horizon, egress). Otherwise TC_ACT_UNSPEC: no verdict,
+ * so the tc filters after this one (tc_dsr_egress, which rewrites DSR replies) still see the packet. The time is written as
  * a monotonic delivery time, which fq paces by and which stays with the packet across a veth (a plain
  * write of skb->tstamp at egress leaves it a receive time, cleared when it changes namespace).
  */
@@ -101,7 +102,7 @@ static __always_inline int edt_sched_departure(struct __sk_buff *skb)
 	__u64 now, t, departure;
 
 	if (!info)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	now = bpf_ktime_get_ns();
 	t = skb->tstamp > now ? skb->tstamp : now;
 	if (edt_schedule(info, skb->len, t, now, edt_horizon(), &departure) < 0) {
@@ -110,7 +111,7 @@ static __always_inline int edt_sched_departure(struct __sk_buff *skb)
 	}
 	if (departure)
 		bpf_skb_set_tstamp(skb, departure, BPF_SKB_TSTAMP_DELIVERY_MONO);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 XLB_BTF_TYPE(edt_config);
