@@ -12,7 +12,11 @@ export type { IdSpaceUse } from '../lb/lbmap/ids.js';
 
 export interface ApplyResult { written: number; deleted: number; durationMs: number }
 export interface MapPressure { map: string; entries: number; maxEntries: number }
-export interface DatapathEvent { type: 'drop' | 'new-flow' | 'reject'; reason: number; direction: number; timestamp: bigint; family: 4 | 6; proto: number; saddr: string; daddr: string; sport: number; dport: number; ifindex: number; serviceId: number; backendId: number }
+export interface DatapathEvent {
+  type: 'drop' | 'new-flow' | 'reject'; reason: number; direction: number; timestamp: bigint; family: 4 | 6; proto: number; saddr: string; daddr: string; sport: number; dport: number; ifindex: number; serviceId: number; backendId: number;
+  /** Policy drops: the security identities of the source and destination (absent or 0 otherwise). */
+  srcIdentity?: number; dstIdentity?: number;
+}
 export interface DatapathStatus {
   devices: { name: string; mode: string }[];
   maglevTableSize: number;

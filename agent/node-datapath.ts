@@ -219,6 +219,7 @@ class NodeDatapath implements ServiceDatapath {
       ifindex: e.ifindex,
       serviceId: e.serviceId,
       backendId: e.backendId,
+      ...(e.srcIdentity !== 0 || e.dstIdentity !== 0 ? { srcIdentity: e.srcIdentity, dstIdentity: e.dstIdentity } : {}),
     };
     for (const subscriber of this.subscribers) subscriber(event);
   }

@@ -1,7 +1,9 @@
 /**
  * GET /v1/monitor: the datapath's events as they happen, one JSON object per line (NDJSON), until the
  * client disconnects. Each line is the DatapathEvent with `timestamp` (ns, bigint) as a decimal
- * string, plus `reasonLabel` ("source_range") and `service` (its id, when the datapath knows it).
+ * string, plus `reasonLabel` ("source_range"), `service` (its id, when the datapath knows it) and,
+ * for policy drops, `srcLabels` / `dstLabels` (the labels of the source's and destination's security
+ * identities, when Kubernetes mode's policy knows them).
  *
  * Bounds, so that clients cannot make the agent hold much memory:
  * - at most MAX_MONITOR_STREAMS streams are open at once (MonitorStreams); one more is answered 503;
@@ -41,6 +43,10 @@ export const monitorEventSchema = {
     serviceId: { type: 'integer' },
     service: { type: 'string', description: 'the service id, when known' },
     backendId: { type: 'integer' },
+    srcIdentity: { type: 'integer', description: 'policy drops: the source\'s security identity (xlb identity list)' },
+    dstIdentity: { type: 'integer', description: 'policy drops: the destination\'s security identity' },
+    srcLabels: { type: 'object', additionalProperties: { type: 'string' }, description: 'the labels of srcIdentity, when known' },
+    dstLabels: { type: 'object', additionalProperties: { type: 'string' }, description: 'the labels of dstIdentity, when known' },
   },
 } as const;
 
@@ -84,10 +90,17 @@ export class MonitorStreams {
   }
 }
 
-export function monitorLine(event: DatapathEvent, datapath: Pick<ServiceDatapath, 'serviceName'>): string {
+/** The labels of a security identity (Kubernetes mode's policy), undefined when not known. */
+export type IdentityLabels = (identity: number) => Record<string, string> | undefined;
+
+export function monitorLine(event: DatapathEvent, datapath: Pick<ServiceDatapath, 'serviceName'>, identityLabels?: IdentityLabels): string {
   const service = datapath.serviceName(event.serviceId);
   const line: Record<string, unknown> = { ...event, timestamp: event.timestamp.toString(), reasonLabel: reasonLabel(event.reason) };
   if (service !== undefined) line.service = service;
+  const srcLabels = event.srcIdentity ? identityLabels?.(event.srcIdentity) : undefined;
+  const dstLabels = event.dstIdentity ? identityLabels?.(event.dstIdentity) : undefined;
+  if (srcLabels) line.srcLabels = srcLabels;
+  if (dstLabels) line.dstLabels = dstLabels;
   return `${JSON.stringify(line)}\n`;
 }
 
@@ -99,9 +112,11 @@ export interface MonitorRoutesOptions {
   onStreamEnd?: (seconds: number) => void;
   /** Called with the events a stream dropped because its client was not taking them. */
   onDropped?: (count: number) => void;
+  /** Kubernetes mode: the labels of policy drops' identities. */
+  identityLabels?: IdentityLabels;
 }
 
-export const monitorRoutes: FastifyPluginAsync<MonitorRoutesOptions> = async (app, { datapath, streams, onStreamEnd, onDropped }) => {
+export const monitorRoutes: FastifyPluginAsync<MonitorRoutesOptions> = async (app, { datapath, streams, onStreamEnd, onDropped, identityLabels }) => {
   const mine = new Set<ServerResponse>();
   app.addHook('preClose', async () => {
     for (const stream of mine) stream.end();
@@ -149,7 +164,7 @@ export const monitorRoutes: FastifyPluginAsync<MonitorRoutesOptions> = async (ap
       const unsubscribe = datapath.subscribe((event) => {
         if (wanted !== undefined && event.type !== wanted) return;
         if (res.writableLength >= streams.maxBufferedBytes) return drop();
-        const text = `${lost > 0 ? `${JSON.stringify({ type: 'lost', count: lost })}\n` : ''}${monitorLine(event, datapath)}`;
+        const text = `${lost > 0 ? `${JSON.stringify({ type: 'lost', count: lost })}\n` : ''}${monitorLine(event, datapath, identityLabels)}`;
         if (res.writableLength + Buffer.byteLength(text) > streams.maxBufferedBytes) return drop();
         lost = 0;
         res.write(text);

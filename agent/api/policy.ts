@@ -59,6 +59,8 @@ export interface PolicySource {
   identities(): IdentityView[];
   /** The pod's policy, or why there is none on this node (no such pod, another node's, hostNetwork). */
   endpoint(namespace: string, pod: string): EndpointPolicyView | { missing: string };
+  /** An identity's labels (monitor events of policy drops), undefined when not known. */
+  identityLabels(id: number): Record<string, string> | undefined;
 }
 
 const labelsSchema = { type: 'object', additionalProperties: { type: 'string' } } as const;

@@ -26,6 +26,7 @@ import type { KubernetesStatusSource } from '../kubernetes-status.js';
 import { DatapathApplyError, FrontendConflictError, ReadOnlyServiceError, type ServiceStore } from '../store.js';
 import { metricsRoutes } from './metrics.js';
 import { MonitorStreams, monitorRoutes } from './monitor.js';
+import { policyRoutes, type PolicySource } from './policy.js';
 import { collectRoutes, errorBody, openApiRoutes, type CollectedRoute, type ErrorBody } from './openapi.js';
 import { MAX_SERVICE_ID_PATH_LENGTH, servicesRoutes } from './services.js';
 import { statusRoutes } from './status.js';
@@ -47,6 +48,8 @@ export interface ApiServerOptions {
   monitor?: MonitorStreams;
   /** Kubernetes mode: the watcher's status, shown as /v1/status `kubernetes`. */
   kubernetes?: KubernetesStatusSource;
+  /** Kubernetes mode: network policy (/v1/identities, /v1/policy, labels in monitor events); absent: 409. */
+  policy?: PolicySource;
 }
 
 type SchemaError = NonNullable<FastifyError['validation']>[number];
@@ -160,7 +163,7 @@ export function bearerMatches(header: string | undefined, expected: Buffer): boo
 }
 
 export async function buildApiServer(options: ApiServerOptions): Promise<FastifyInstance> {
-  const { store, datapath, metrics, log } = options;
+  const { store, datapath, metrics, log, policy } = options;
   const app = Fastify({
     logger: false,
     bodyLimit: BODY_LIMIT,
@@ -252,7 +255,9 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     streams: monitor,
     onStreamEnd: (seconds) => metrics.observeRequest('GET', '/v1/monitor', 200, seconds),
     onDropped: (count) => metrics.monitorDropped(count),
+    ...(policy ? { identityLabels: (id: number) => policy.identityLabels(id) } : {}),
   });
+  await app.register(policyRoutes, policy ? { policy } : {});
   await app.register(openApiRoutes, { routes, version: options.version });
   return app;
 }

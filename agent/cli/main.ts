@@ -6,10 +6,11 @@ import { demoCommand } from './demo.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, type CliCommand, type CliIO } from './command.js';
 import { maglevCommand } from './maglev.js';
 import { monitorCommand } from './monitor.js';
+import { identityCommand, policyCommand } from './policy.js';
 import { serviceCommand } from './service.js';
 import { statusCommand } from './status.js';
 
-const commands: CliCommand[] = [maglevCommand, bpfCommand, serviceCommand, statusCommand, monitorCommand, demoCommand, benchCommand];
+const commands: CliCommand[] = [maglevCommand, bpfCommand, serviceCommand, statusCommand, monitorCommand, policyCommand, identityCommand, demoCommand, benchCommand];
 
 const io: CliIO = {
   out: (text) => void process.stdout.write(text),

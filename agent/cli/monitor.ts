@@ -2,11 +2,13 @@
  * `xlb monitor`: the datapath's events, live, one line each, as `cilium monitor` prints them:
  *   xx drop (source_range) 198.18.0.9:41000 -> 198.18.0.10:80 tcp service web
  *   -> new-flow (new_flow) 198.18.0.9:41001 -> 198.18.0.10:80 tcp service web backend 2
+ *   xx drop (policy_ingress) 198.18.60.2:41000 -> 198.18.61.2:8080 tcp identity 256 (app=client) -> 257 (app=server)
  * --json prints the agent's NDJSON lines unchanged. Runs until Ctrl-C (exit 0) or the agent stops (1).
  */
 import { EXIT_FAILURE, EXIT_OK, UsageError, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { API_SOCKET_USAGE, apiSocketPath, apiStream } from './api-client.js';
 import { hostPort } from '../../lb/codec.js';
+import { labelsText } from './policy.js';
 
 const TYPES = ['drop', 'new-flow', 'reject'] as const;
 
@@ -25,6 +27,12 @@ function endpoint(address: unknown, port: unknown, withPort: boolean): string {
   return withPort ? hostPort(String(address), String(port)) : String(address);
 }
 
+/** "256 (app=client, tier=front)": a security identity and its labels, when the agent sent them. */
+function identityText(id: unknown, labels: unknown): string {
+  if (typeof labels !== 'object' || labels === null || Array.isArray(labels)) return String(id ?? 0);
+  return `${String(id)} (${labelsText(labels as Record<string, string>)})`;
+}
+
 /** One event (a line of GET /v1/monitor) as text. */
 export function formatMonitorEvent(event: Record<string, unknown>): string {
   const type = String(event.type);
@@ -37,6 +45,9 @@ export function formatMonitorEvent(event: Record<string, unknown>): string {
   if (typeof event.service === 'string') line += ` service ${event.service}`;
   else if (typeof event.serviceId === 'number' && event.serviceId !== 0) line += ` service #${event.serviceId}`;
   if (type === 'new-flow' && typeof event.backendId === 'number' && event.backendId !== 0) line += ` backend ${event.backendId}`;
+  if (typeof event.srcIdentity === 'number' || typeof event.dstIdentity === 'number') {
+    line += ` identity ${identityText(event.srcIdentity, event.srcLabels)} -> ${identityText(event.dstIdentity, event.dstLabels)}`;
+  }
   if (event.direction === 1) line += ' egress';
   return line;
 }
