@@ -55,7 +55,8 @@ describe('deploy/kubernetes/xlb.yaml', () => {
     const role = manifests.find((m) => m.kind === 'ClusterRole');
     const allows = (group: string, resource: string, verb: string): boolean =>
       (role?.rules ?? []).some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb));
-    for (const [group, resource] of [['', 'services'], ['', 'nodes'], ['', 'pods'], ['discovery.k8s.io', 'endpointslices']] as const) {
+    const watched = [['', 'services'], ['', 'nodes'], ['', 'pods'], ['', 'namespaces'], ['discovery.k8s.io', 'endpointslices'], ['networking.k8s.io', 'networkpolicies']] as const;
+    for (const [group, resource] of watched) {
       for (const verb of ['list', 'watch']) assert.ok(allows(group, resource, verb), `${verb} ${group}/${resource}`);
     }
     assert.ok(allows('', 'events', 'create'), 'create events');
