@@ -37,9 +37,11 @@ static __always_inline void xlb_count(int reason, int direction, __u32 bytes)
 	}
 }
 
-/* Best effort: a full ring buffer loses the event, never the packet. */
-static __always_inline void xlb_emit(__u8 type, int reason, int direction, const struct xlb_tuple *tuple,
-				     __u32 ifindex, __u32 service_id, __u32 backend_id)
+/* Best effort: a full ring buffer loses the event, never the packet. The identities are the security
+ * identities of the source and destination a policy decided on (policy.h), else 0. */
+static __always_inline void xlb_emit_identities(__u8 type, int reason, int direction, const struct xlb_tuple *tuple,
+						__u32 ifindex, __u32 service_id, __u32 backend_id, __u32 src_identity,
+						__u32 dst_identity)
 {
 	struct xlb_event *event = bpf_ringbuf_reserve(&xlb_events, sizeof(*event), 0);
 
@@ -50,13 +52,19 @@ static __always_inline void xlb_emit(__u8 type, int reason, int direction, const
 	event->ifindex = ifindex;
 	event->service_id = service_id;
 	event->backend_id = backend_id;
-	event->src_identity = 0;
-	event->dst_identity = 0;
+	event->src_identity = src_identity;
+	event->dst_identity = dst_identity;
 	event->type = type;
 	event->reason = reason;
 	event->direction = direction;
 	event->pad = 0;
 	bpf_ringbuf_submit(event, 0);
+}
+
+static __always_inline void xlb_emit(__u8 type, int reason, int direction, const struct xlb_tuple *tuple,
+				     __u32 ifindex, __u32 service_id, __u32 backend_id)
+{
+	xlb_emit_identities(type, reason, direction, tuple, ifindex, service_id, backend_id, 0, 0);
 }
 
 #endif

@@ -8,11 +8,12 @@
  * From the pod (tc_pod_ingress), top down:
  *   parse → (later fragment: ports from its first) → a reply the pod sends to a translated source
  *   (hairpin)? turn it back → port some frontend uses? → conntrack (an established flow has its backend)
- *   → else service lookup, source ranges, backend selection, reply entry (or a claimed source port) →
- *   translate → new conntrack entry → on to the stack, which routes it (or, hairpin, straight back into
- *   the pod). A service without backends is answered with port unreachable (icmp_skb.h).
+ *   → else service lookup, source ranges, backend selection, reply entry → the pod's egress policy for
+ *   that backend → (a claimed source port) → translate → new conntrack entry → on to the stack, which
+ *   routes it (or, hairpin, straight back into the pod). A service without backends is answered with
+ *   port unreachable (icmp_skb.h). Anything else the pod sends: its egress policy (policy.h).
  * To the pod (tc_pod_egress): a reply of one of its flows? Its source becomes the service again. An ICMP
- * error about one of its flows? Its quote becomes what the pod sent.
+ * error about one of its flows? Its quote becomes what the pod sent. Anything else: its ingress policy.
  *
  * Why the stack routes a translated packet (TC_ACT_OK) instead of a FIB lookup and bpf_redirect_neigh:
  * a pod's packet to a backend goes where any of its packets to that address would go — through the
@@ -39,6 +40,7 @@
 #include "nat.h"
 #include "parse.h"
 #include "pod.h"
+#include "policy.h"
 #include "skb_nat.h"
 
 /* Global functions: the verifier checks each path once, on its own (see xdp_lb.c). */
@@ -50,6 +52,7 @@ struct pod_verdict {
 	int reason;
 	__u32 service_id;
 	__u32 backend_id;
+	struct policy_parties parties; /* a policy drop's identities */
 };
 
 static __always_inline void pod_drop(struct pod_verdict *v, int reason)
@@ -159,6 +162,34 @@ XLB_SUBPROG int pod_claim_source(const struct xlb_pkt *pkt, struct ct_ref *ref)
 	return nat_claim_port(&pkt->tuple, &scratch->value.entry, cfg, xlb_now(), ref);
 }
 
+/*
+ * The pod's egress policy for its new service flow, now that the backend is chosen (in the scratch
+ * entry): 0, or a negative drop reason. Decided before a source port is claimed and the flow stored;
+ * a denied flow's reply entry, already stored, goes again with it (pod_commit_path).
+ */
+XLB_SUBPROG int pod_policy_service_path(const struct xlb_pkt *pkt, __u32 ifindex, struct pod_verdict *v)
+{
+	const struct policy_endpoint *ep = policy_endpoint_of(ifindex);
+	struct ct_way *scratch = xlb_ct_scratch_get();
+	const struct lb_backend *backend;
+
+	if (!pkt || !v || !scratch || !ep)
+		return 0;
+	backend = &scratch->value.entry.slot.backend;
+	return policy_check_service_flow(ep, ifindex, &pkt->tuple, backend, pod_is_hairpin(backend, &pkt->tuple), &v->parties);
+}
+
+/* A new flow just stored (in the scratch entry, its key the flow as it arrived): a hairpin's packets, which
+ * come back to the pod, are tracked by its policy (policy_track_hairpin). */
+XLB_SUBPROG int pod_policy_hairpin_path(const struct xlb_pkt *pkt, __u32 ifindex)
+{
+	struct ct_way *scratch = xlb_ct_scratch_get();
+
+	if (pkt && scratch && pod_is_hairpin(&scratch->value.entry.slot.backend, &scratch->key))
+		policy_track_hairpin(ifindex, &scratch->key, &scratch->value.entry, pkt);
+	return 0;
+}
+
 /* err: the claim's outcome, 0 or a negative drop reason (then the reply entry goes again). */
 XLB_SUBPROG int pod_commit_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct ct_ref *ref, struct pod_verdict *v, int err)
 {
@@ -238,7 +269,7 @@ static __always_inline void pod_service_path(struct __sk_buff *skb, struct xlb_p
 {
 	struct ct_bucket *bucket;
 	union ct_value *value;
-	int err;
+	int opened, err;
 
 	*flow = pkt->tuple; /* also a new flow's key */
 	value = ct_lookup_flow(&pkt->tuple, cfg->ct_seed, xlb_now(), ref, &bucket);
@@ -250,12 +281,15 @@ static __always_inline void pod_service_path(struct __sk_buff *skb, struct xlb_p
 		pod_drop(v, XLB_DROP_CT_BUSY);
 		return;
 	}
-	err = pod_open_path(pkt, ref, v);
-	if (err < 0)
+	opened = pod_open_path(pkt, ref, v);
+	if (opened < 0)
 		return;
-	if (err == XLB_POD_CLAIM_SOURCE)
+	err = pod_policy_service_path(pkt, skb->ifindex, v);
+	if (!err && opened == XLB_POD_CLAIM_SOURCE)
 		err = pod_claim_source(pkt, ref);
 	pod_commit_path(skb, pkt, ref, v, err);
+	if (v->reason == XLB_FWD_NEW_FLOW)
+		pod_policy_hairpin_path(pkt, skb->ifindex);
 }
 
 /* The start of the packet an ICMP error quotes: its IP header and the first 8 bytes of its L4 header. */
@@ -393,6 +427,32 @@ XLB_SUBPROG int pod_direct_syn_path(const struct xlb_pkt *pkt)
 	return 0;
 }
 
+/* A packet of the endpoint on `ifindex` outside tc_pod's own flows: its connection tracked, or decided. */
+XLB_SUBPROG int pod_policy_path(const struct xlb_pkt *pkt, const struct policy_endpoint *ep, __u32 ifindex, int from_pod,
+				struct pod_verdict *v)
+{
+	int err;
+
+	if (!pkt || !ep || !v)
+		return 0;
+	err = policy_check(ep, ifindex, pkt, from_pod, &v->parties);
+	if (err)
+		pod_drop(v, -err);
+	return 0;
+}
+
+/* A device without an endpoint has no policy: one lookup, and nothing else. *flow: what a drop reports. */
+static __always_inline void pod_policy(struct __sk_buff *skb, const struct xlb_pkt *pkt, struct xlb_tuple *flow, int from_pod,
+				       struct pod_verdict *v)
+{
+	const struct policy_endpoint *ep = policy_endpoint_of(skb->ifindex);
+
+	if (!ep)
+		return;
+	*flow = pkt->tuple;
+	pod_policy_path(pkt, ep, skb->ifindex, from_pod, v);
+}
+
 static __always_inline int pod_sampled(const struct xlb_config *cfg)
 {
 	return cfg->event_sample == 1 || (cfg->event_sample > 1 && bpf_get_prandom_u32() % cfg->event_sample == 0);
@@ -407,7 +467,8 @@ static __always_inline int pod_verdict(struct __sk_buff *skb, const struct xlb_c
 		return TC_ACT_OK;
 	xlb_count(v->reason, direction, len);
 	if (xlb_is_drop(v->reason))
-		xlb_emit(XLB_EVENT_DROP, v->reason, direction, flow, skb->ifindex, v->service_id, v->backend_id);
+		xlb_emit_identities(XLB_EVENT_DROP, v->reason, direction, flow, skb->ifindex, v->service_id, v->backend_id,
+				    v->parties.src_identity, v->parties.dst_identity);
 	else if (v->reason == XLB_REJECT_NO_BACKEND)
 		xlb_emit(XLB_EVENT_REJECT, v->reason, direction, flow, skb->ifindex, v->service_id, 0);
 	else if (v->reason == XLB_FWD_NEW_FLOW && pod_sampled(cfg))
@@ -451,6 +512,8 @@ static __always_inline int tc_pod_from_pod(struct __sk_buff *skb)
 	} else if (lb_port_in_use(pkt.tuple.dport)) {
 		pod_service_path(skb, &pkt, cfg, flow, &ref, &v);
 	}
+	if (v.reason == XLB_PASS_NOT_SERVICE)
+		pod_policy(skb, &pkt, flow, 1, &v);
 	if (v.reason == XLB_PASS_NOT_SERVICE && (pkt.tcp_flags & XLB_TCP_SYN))
 		pod_direct_syn_path(&pkt);
 	if (v.reason == XLB_REJECT_NO_BACKEND) {
@@ -461,7 +524,7 @@ static __always_inline int tc_pod_from_pod(struct __sk_buff *skb)
 	return pod_verdict(skb, cfg, flow, &v, XLB_DIR_INGRESS, len);
 }
 
-/* What is sent to a pod (tc egress on the host side of its veth): replies of its flows. */
+/* What is sent to a pod (tc egress on the host side of its veth): replies of its flows, and its ingress policy. */
 static __always_inline int tc_pod_to_pod(struct __sk_buff *skb)
 {
 	struct pod_verdict v = { .action = TC_ACT_OK, .reason = XLB_PASS_NOT_SERVICE };
@@ -480,8 +543,10 @@ static __always_inline int tc_pod_to_pod(struct __sk_buff *skb)
 		return pod_verdict(skb, cfg, key, &v, XLB_DIR_EGRESS, len);
 	}
 	err = pod_reply_lookup(&pkt, cfg, 0, key, &ref);
-	if (!err)
-		return TC_ACT_OK;
+	if (!err) {
+		pod_policy(skb, &pkt, key, 0, &v);
+		return pod_verdict(skb, cfg, key, &v, XLB_DIR_EGRESS, len);
+	}
 	*key = pkt.tuple;
 	if (err > 0)
 		pod_reply_path(skb, &pkt, &ref, 0, &v);
