@@ -36,8 +36,6 @@ export const EDT_PROGRAM = 'tc_edt_egress';
  * would never run: tc_dsr_egress's TC_ACT_OK ends the chain.) A restarted agent replaces both in place.
  */
 export const EDT_TC_FILTER: TcFilter = { handle: 2, priority: 1 };
-/** The agent's --edt-horizon default, as the datapath's (XLB_EDT_DEFAULT_HORIZON_NS). */
-export const DEFAULT_EDT_HORIZON_NS = 2_000_000_000;
 const ENODEV = 19;
 
 export interface EdtDatapathOptions {

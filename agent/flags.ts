@@ -116,6 +116,10 @@ export interface AgentFlags {
   cgroupRoot?: string;
   /** --pod-devices: patterns of pods' host-side devices (`lxc+` a prefix); empty: no per-packet pod datapath. */
   podDevices: string[];
+  /** The EDT bandwidth manager on the devices (default), or not loaded at all (--no-bandwidth-manager). */
+  bandwidthManager: boolean;
+  /** --edt-horizon: a pod's packet that would depart this far past now or later is dropped. */
+  edtHorizonNs: number;
 }
 
 export interface LbCapacity {
@@ -185,6 +189,12 @@ Runs the load balancer on this node: loads the XDP/tc datapath, serves the servi
                              the host side of pods' veths (lxc+ : every device named lxc…; eth1 : that
                              one): tc_pod translates service traffic per packet there, for sockets the
                              socket-level load balancing does not see; attached as devices come and go
+  --edt-horizon DURATION     the bandwidth manager drops a rate-limited pod's packet that would leave
+                             this long after now or later (default 2s; e.g. 500ms, 1.5s; 1ms to 60s)
+  --no-bandwidth-manager     no EDT bandwidth manager: pods' egress bandwidth (the annotation
+                             kubernetes.io/egress-bandwidth, standalone PUT /v1/bandwidth/DEVICE) is not
+                             enforced. By default tc_edt_egress is on the devices and, unless
+                             --no-node-setup, fq is made their root qdisc (pacing needs it)
   --bpf-lb-service-map-max N service frontends (and services) the maps hold (default ${DEFAULT_SERVICE_MAP_MAX})
   --bpf-lb-backend-map-max N backends, and backend slots over all services (default ${DEFAULT_BACKEND_MAP_MAX})
   --dsr-service-ranges CIDR[,CIDR]
@@ -228,6 +238,8 @@ function parseCommandLine(argv: string[]) {
       'cgroup-root': { type: 'string' },
       'no-socket-lb': { type: 'boolean' },
       'pod-devices': { type: 'string', multiple: true },
+      'edt-horizon': { type: 'string' },
+      'no-bandwidth-manager': { type: 'boolean' },
       device: { type: 'string', multiple: true },
       mode: { type: 'string' },
       xdp: { type: 'string' },
@@ -304,7 +316,12 @@ export function parseAgentFlags(argv: string[]): AgentCommandLine {
     },
     socketLb: values['no-socket-lb'] !== true,
     podDevices: parsePodDevices(values['pod-devices'] ?? []),
+    bandwidthManager: values['no-bandwidth-manager'] !== true,
+    edtHorizonNs: parseEdtHorizon(values['edt-horizon']),
   };
+  if (values['no-bandwidth-manager'] === true && values['edt-horizon'] !== undefined) {
+    throw new FlagError('--edt-horizon: the bandwidth manager is off (--no-bandwidth-manager)');
+  }
   if (values['cgroup-root'] !== undefined) {
     if (values['no-socket-lb'] === true) throw new FlagError('--cgroup-root: socket-level load balancing is off (--no-socket-lb)');
     flags.cgroupRoot = path('--cgroup-root', values['cgroup-root']);
@@ -377,6 +394,22 @@ function parsePodDevices(texts: readonly string[]): string[] {
     }
   }
   return [...new Set(patterns)];
+}
+
+/** The EDT horizon's default (the datapath's too: XLB_EDT_DEFAULT_HORIZON_NS) and range, in nanoseconds. */
+export const DEFAULT_EDT_HORIZON_NS = 2_000_000_000;
+const EDT_HORIZON_RANGE_NS = { min: 1_000_000, max: 60_000_000_000 };
+const DURATION_UNITS_NS: Record<string, number> = { ms: 1e6, s: 1e9 };
+
+/** "2s", "500ms", "1.5s" → nanoseconds. */
+function parseEdtHorizon(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_EDT_HORIZON_NS;
+  const match = /^(\d+(?:\.\d+)?)(ms|s)$/.exec(text);
+  const ns = match ? Math.round(Number(match[1]) * (DURATION_UNITS_NS[match[2] ?? ''] ?? 0)) : NaN;
+  if (!(ns >= EDT_HORIZON_RANGE_NS.min && ns <= EDT_HORIZON_RANGE_NS.max)) {
+    throw new FlagError(`--edt-horizon: ${JSON.stringify(text)} is not a duration from 1ms to 60s (e.g. 2s, 500ms)`);
+  }
+  return ns;
 }
 
 function parseNodeName(text: string): string {

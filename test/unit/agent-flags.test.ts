@@ -87,6 +87,8 @@ test('every flag is parsed', () => {
     capacity: { services: 65536, backends: 262144 },
     socketLb: true,
     podDevices: [],
+    bandwidthManager: true,
+    edtHorizonNs: 2_000_000_000,
   });
   assert.equal(f.flags.maglevSeed.murmur, 0);
 });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { parseAgentFlags } from '../../agent/flags.js';
 import { formatBandwidth, parseBandwidth } from '../../lb/bandwidth.js';
 
 test('Kubernetes quantities of bits per second become bytes per second', () => {
@@ -49,4 +50,20 @@ test('rates read back as bandwidth', () => {
   assert.equal(formatBandwidth(187_500), '1.5 Mbit/s');
   assert.equal(formatBandwidth(125), '1 kbit/s');
   assert.equal(formatBandwidth(125_000_000), '1 Gbit/s');
+});
+
+test('xlb-agent --edt-horizon and --no-bandwidth-manager', () => {
+  const flags = (...extra: string[]) => {
+    const parsed = parseAgentFlags(['--standalone', '--device', 'eth0', ...extra]);
+    assert.equal(parsed.help, false);
+    return parsed.help ? undefined : parsed.flags;
+  };
+  assert.deepEqual([flags()?.bandwidthManager, flags()?.edtHorizonNs], [true, 2_000_000_000]);
+  assert.equal(flags('--edt-horizon', '500ms')?.edtHorizonNs, 500_000_000);
+  assert.equal(flags('--edt-horizon', '1.5s')?.edtHorizonNs, 1_500_000_000);
+  assert.equal(flags('--no-bandwidth-manager')?.bandwidthManager, false);
+  for (const bad of ['2', '0s', '0.5ms', '61s', 'fast', '1m']) {
+    assert.throws(() => flags('--edt-horizon', bad), new RegExp(`--edt-horizon: ${JSON.stringify(bad)} is not a duration from 1ms to 60s`), bad);
+  }
+  assert.throws(() => flags('--no-bandwidth-manager', '--edt-horizon', '1s'), /--edt-horizon: the bandwidth manager is off \(--no-bandwidth-manager\)/);
 });
