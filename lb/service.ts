@@ -27,17 +27,14 @@ import { AF_INET, AF_INET6, decodeXlbAddr, encodeXlbAddr, isAmbiguousIpv6 } from
 
 export type { L4Protocol } from './maglev/backend-key.js';
 
-/** The types a user writes: the API, the config file and the CLI accept these. */
-export const SERVICE_TYPES = ['LoadBalancer', 'ExternalIP', 'NodePort'] as const;
 /**
- * Every type the model carries. ClusterIP is a Kubernetes service's cluster address: it gets map
- * entries like a LoadBalancer frontend (the east-west datapath that serves pods is its own concern)
- * and its traffic policy is internalTrafficPolicy, where the other types have externalTrafficPolicy.
- * Only Kubernetes makes ClusterIP services (validateService's `clusterIP` option), until the east-west
- * datapath serves them; the API and the config file refuse the type.
+ * The types a user writes: the API, the config file and the CLI accept these. ClusterIP is a cluster
+ * address: it gets map entries like a LoadBalancer frontend, and pods (tc_pod on --pod-devices) and the
+ * node's processes (socket-LB) reach it. Its traffic policy is internalTrafficPolicy, where the other
+ * types have externalTrafficPolicy; only Kubernetes sets internalTrafficPolicy for now (not in PUT bodies).
  */
-export const MODEL_SERVICE_TYPES = [...SERVICE_TYPES, 'ClusterIP'] as const;
-export type ServiceType = (typeof MODEL_SERVICE_TYPES)[number];
+export const SERVICE_TYPES = ['LoadBalancer', 'ExternalIP', 'NodePort', 'ClusterIP'] as const;
+export type ServiceType = (typeof SERVICE_TYPES)[number];
 
 export const MODES = ['snat', 'dsr', 'hybrid'] as const;
 export type Mode = (typeof MODES)[number];
@@ -111,7 +108,7 @@ export class ServiceValidationError extends Error {
 export interface ValidateOptions {
   /** Fill in `mode` with this when the input has none (the agent's --mode); otherwise leave it absent. */
   defaultMode?: Mode;
-  /** Accept type ClusterIP (services made from Kubernetes objects; see MODEL_SERVICE_TYPES). */
+  /** @deprecated No effect: every caller accepts type ClusterIP now that tc_pod and socket-LB serve it. */
   clusterIP?: boolean;
 }
 
@@ -357,8 +354,7 @@ export function validateService(input: unknown, path = '', options: ValidateOpti
   }
   checkKnown(issues, '', input, SERVICE_FIELDS);
 
-  const types = options.clusterIP === true ? MODEL_SERVICE_TYPES : SERVICE_TYPES;
-  const type = input.type === undefined ? 'LoadBalancer' : oneOf<ServiceType>(issues, 'type', input.type, types);
+  const type = input.type === undefined ? 'LoadBalancer' : oneOf<ServiceType>(issues, 'type', input.type, SERVICE_TYPES);
   const mode = input.mode === undefined ? options.defaultMode : oneOf(issues, 'mode', input.mode, MODES);
   const algorithm = input.algorithm === undefined ? 'maglev' : oneOf(issues, 'algorithm', input.algorithm, ALGORITHMS);
   const sessionAffinity = validateAffinity(issues, input.sessionAffinity);

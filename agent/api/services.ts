@@ -20,7 +20,6 @@ import {
   BACKEND_STATES,
   MAX_AFFINITY_TIMEOUT_SECONDS,
   MAX_BACKENDS,
-  MODEL_SERVICE_TYPES,
   MODES,
   SERVICE_TYPES,
   TRAFFIC_POLICIES,
@@ -69,11 +68,11 @@ const externalTrafficPolicySchema = {
   description: 'default Cluster; Local: new flows only to backends on this node (none: dropped). Not for a ClusterIP service',
 } as const;
 
-/** What the API and the config file take: neither ClusterIP nor, with it, internalTrafficPolicy (only Kubernetes makes those). */
+/** What the API and the config file take: every type, but not internalTrafficPolicy (only Kubernetes sets it, for now). */
 function serviceProperties(frontend: object, backend: object) {
   return {
     frontend,
-    type: { type: 'string', enum: [...SERVICE_TYPES], description: 'default LoadBalancer' },
+    type: { type: 'string', enum: [...SERVICE_TYPES], description: 'default LoadBalancer; ClusterIP: a cluster address, for pods and the node\'s processes' },
     mode: { type: 'string', enum: [...MODES], description: "absent: the agent's --mode applies" },
     algorithm: { type: 'string', enum: [...ALGORITHMS], description: 'default maglev' },
     sessionAffinity: sessionAffinitySchema,
@@ -84,15 +83,15 @@ function serviceProperties(frontend: object, backend: object) {
 }
 
 /**
- * What the agent serves, Kubernetes' services included: type ClusterIP too, and its policy,
- * internalTrafficPolicy. Every member serviceToJSON (lb/service.ts) can write must be here, in its
- * order: the serializer drops members its schema does not name.
+ * What the agent serves, Kubernetes' services included: internalTrafficPolicy too. Every member
+ * serviceToJSON (lb/service.ts) can write must be here, in its order: the serializer drops members its
+ * schema does not name.
  */
 function servedServiceProperties(frontend: object, backend: object) {
-  const { frontend: _frontend, type: _type, mode, algorithm, sessionAffinity, externalTrafficPolicy, ...rest } = serviceProperties(frontend, backend);
+  const { frontend: _frontend, type, mode, algorithm, sessionAffinity, externalTrafficPolicy, ...rest } = serviceProperties(frontend, backend);
   return {
     frontend,
-    type: { type: 'string', enum: [...MODEL_SERVICE_TYPES], description: 'ClusterIP: a Kubernetes service\'s cluster address (only Kubernetes makes these)' },
+    type,
     mode,
     algorithm,
     sessionAffinity,

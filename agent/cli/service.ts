@@ -43,7 +43,8 @@ xlb service delete ID [--json]
 
   --frontend ADDR:PORT/PROTO   198.18.0.10:80/TCP, [2001:db8::10]:53/UDP; PROTO TCP, UDP or SCTP;
                                NodePort: :30080/TCP (or 0.0.0.0 / [::])
-  --type T                     LoadBalancer (default), ExternalIP or NodePort
+  --type T                     LoadBalancer (default), ExternalIP, NodePort or ClusterIP (for pods
+                               and the node's processes: --pod-devices, socket-LB)
   --mode M                     snat, dsr or hybrid (default: the agent's --mode)
   --algorithm A                maglev (default) or random
   --affinity-timeout S         ClientIP session affinity for S seconds (default: none)

@@ -31,7 +31,7 @@ import { run } from '../../lb/datapath/topology.js';
 import { KubeApiServer, buildKubeApiServer, etcdBinary, kubeApiServerRecipe } from '../lab/kube-apiserver.js';
 import { LabProcesses } from '../lab/processes.js';
 import { LoopbackRelay } from '../lab/relay.js';
-import { Lab, type LabHost } from '../lab/topology.js';
+import { LAB_POD_DEVICE_PATTERN, Lab, type LabHost } from '../lab/topology.js';
 import { AgentProcess } from './agent-process.js';
 import { NAMESPACE_NAME, RUN_DIR_NAME, hostProcessesFile, paths, runDir, runLock } from './paths.js';
 import type { Output } from './report.js';
@@ -185,7 +185,7 @@ export class DemoCluster {
         dir: this.dir,
         bpffs: this.bpffs,
         ...(apiServer === undefined
-          ? {}
+          ? { extraArgs: spec.name === 'lb' && lab.pod ? ['--pod-devices', LAB_POD_DEVICE_PATTERN] : [] }
           : { kubernetes: { kubeconfig: this.kube.kubeconfig, apiServer }, extraArgs: ['--node-name', spec.name] }),
       });
       this.nodes.push({ name: spec.name, host: spec.host, agent });
@@ -195,7 +195,7 @@ export class DemoCluster {
     this.out.line(
       this.kubernetes
         ? `    backend nodes: the same with --xdp off and their own --node-name (tc programs only: the DSR receive side)`
-        : `    backend nodes: the same with --xdp off (tc programs only: the DSR receive side)`,
+        : `    backend nodes: the same with --xdp off, no --pod-devices (tc programs only: the DSR receive side)`,
     );
     const pending = new Set(this.nodes.map((n) => n.name));
     await this.out.during(
@@ -277,7 +277,8 @@ export class DemoCluster {
    * leftover of a run that died. The dir is ours only once mkdir made it (an id taken: not removed).
    */
   private createLab(): void {
-    this.labValue = Lab.create('demo', 3, (what) => this.out.line(`  ${what}`));
+    // The pod is the standalone demo's: the Kubernetes one writes no Pods, so no agent would be told of it.
+    this.labValue = Lab.create('demo', { pod: !this.kubernetes, progress: (what) => this.out.line(`  ${what}`) });
     const { id, namespaces } = this.labValue.topology;
     const roles = namespaces.map((ns) => ns.replace(`xlb-demo-`, '').replace(`-${id}`, ''));
     this.out.line(`  network namespaces xlb-demo-{${roles.join(',')}}-${id}`);

@@ -15,6 +15,7 @@ import { MonitorProcess, xlb } from './xlb-cli.js';
 export const VIP4 = '198.18.10.10';
 export const VIP6 = '2001:db8:10::10';
 export const RESTRICTED_VIP = '198.18.10.20';
+export const CLUSTER_IP = '198.18.10.30';
 /** Excludes the lab client, 198.18.0.100. */
 export const ALLOWED_RANGE = '198.18.0.0/28';
 
@@ -23,6 +24,7 @@ const UDP_REQUESTS = 30;
 const HELD_REQUESTS = 30;
 const HELD_INTERVAL_MS = 100;
 const FRESH_REQUESTS = 30;
+const POD_REQUESTS = 30;
 /** Requests from the denied client: each must go unanswered. */
 const DENIED_REQUESTS = 3;
 /** Nothing will answer: a short wait per request keeps the step quick (SYN retransmits come at 1 s). */
@@ -87,8 +89,8 @@ export const dsrReplies = (c: Counters): number => c.get('DSR_REPLY', 'EGRESS');
  * One exchange before a batch: the lab client gives each request 2 s, one after the other, so a
  * broken path would otherwise cost minutes before the step could say so.
  */
-export async function probe(ctx: DemoContext, kind: 'http' | 'udp', target: string): Promise<void> {
-  const report = await ctx.cluster.processes.client(kind, target, 1);
+export async function probe(ctx: DemoContext, kind: 'http' | 'udp', target: string, fromNs?: string): Promise<void> {
+  const report = await ctx.cluster.processes.client(kind, target, 1, undefined, fromNs);
   if (report.answered !== 1) throw new Error(`the first ${kind === 'http' ? 'HTTP request' : 'datagram'} to ${target} got no answer (${report.errors[0] ?? 'no error'})`);
 }
 
@@ -276,11 +278,67 @@ const sourceRangeStep: DemoStep = {
   },
 };
 
+/** "198.18.20.2" from the "address:port" a backend saw (an IPv4 client of a dual-stack socket is ::ffff:-mapped). */
+function seenAddress(seen: string): string {
+  return seen.slice(0, seen.lastIndexOf(':')).replace(/^::ffff:/, '');
+}
+
+const clusterIpStep: DemoStep = {
+  name: 'ClusterIP from a pod',
+  expected: `${POD_REQUESTS}/${POD_REQUESTS} answered, 3 backends, seen from the pod`,
+  title:
+    `A ClusterIP service, called from a pod on the LB node (east-west). tc_pod, on the host side of the pod's\n` +
+    'veth (--pod-devices), sends each new connection to a backend and gives the replies the service address\n' +
+    'back; nothing is source-NATed, so the backends see the pod\'s own address.',
+  async run(ctx) {
+    const { cluster, out } = ctx;
+    const pod = cluster.lab.pod;
+    if (!pod) throw new Error('the lab has no pod');
+    const names = cluster.backends.map((b) => b.name);
+    const target = `${CLUSTER_IP}:80`;
+    await xlbOnLb(ctx, ['service', 'add', 'cluster4', '--frontend', `${target}/TCP`, '--type', 'ClusterIP', ...backendArgs(ctx, 'v4', 8080)]);
+    await probe(ctx, 'http', target, pod.ns);
+    const before = await snapshot(ctx);
+    out.line(`  ${POD_REQUESTS} HTTP requests from the pod (${pod.v4}, default route via the LB node) to http://${CLUSTER_IP}/, each on a new TCP connection:`);
+    const report = await out.during(() => 'requests under way', cluster.processes.client('http', target, POD_REQUESTS, undefined, pod.ns));
+    const delta = since(await snapshot(ctx), before);
+    const newFlows = delta.lb.get('FWD_NEW_FLOW', 'INGRESS');
+    const replies = delta.lb.get('FWD_REPLY', 'EGRESS');
+    const sources = new Map<string, number>();
+    for (const seen of report.seenFrom) sources.set(seenAddress(seen), (sources.get(seenAddress(seen)) ?? 0) + 1);
+    const fromPod = sources.get(pod.v4) ?? 0;
+    const sourcesText = [...sources].map(([address, n]) => `${address} ${n}`).join(' · ') || 'none';
+
+    out.table(['backend', 'answered', 'share'], shareRows(report.byBackend, names));
+    out.line(`  the source address the backends saw: ${sourcesText}`);
+    out.table(['node', 'counter', 'packets'], [
+      ['LB', `pod's new connections sent to a backend by tc_pod on ${pod.hostDevice} (FWD_NEW_FLOW)`, newFlows],
+      ['LB', 'replies given the service address back on their way into the pod (FWD_REPLY, egress)', replies],
+    ]);
+    const checks = [
+      check(report.answered === POD_REQUESTS, `${POD_REQUESTS}/${POD_REQUESTS} answered`, answeredText(report)),
+      check(everyBackendServed(report, names), 'every backend answered some', shares(report.byBackend, names)),
+      check(fromPod === POD_REQUESTS && sources.size === 1, `every request seen from the pod's ${pod.v4}`, sourcesText),
+      check(newFlows >= POD_REQUESTS, `≥ ${POD_REQUESTS} new flows by tc_pod`, `${newFlows}`),
+      check(replies >= POD_REQUESTS, `≥ ${POD_REQUESTS} replies translated back`, `${replies}`),
+    ];
+    const seen = `${report.answered}/${report.sent}; ${shares(report.byBackend, names)}; from ${sourcesText}`;
+    return stepResult(this.name, { expected: this.expected, seen }, checks, {
+      requests: report.sent,
+      answered: report.answered,
+      byBackend: report.byBackend,
+      seenFromPod: fromPod,
+      podNewFlows: newFlows,
+      podReplies: replies,
+    });
+  },
+};
+
 const EXCERPT = /^xlb_(services|datapath_packets_total|drop_count_total|bpf_map_entries\{map_name="xlb_(ct|lb_svc|lb_be)"\})/;
 
 const inspectStep: DemoStep = {
   name: 'metrics and maps',
-  expected: 'xlb_* metrics; lb list shows the 4 services',
+  expected: 'xlb_* metrics; lb list shows the 5 services',
   title: 'What an operator sees: an excerpt of /metrics, and the datapath\'s maps through `xlb bpf lb list` / `ct list`.',
   async run(ctx) {
     const { cluster, out } = ctx;
@@ -306,8 +364,9 @@ const inspectStep: DemoStep = {
       [`[${VIP6}]:80/TCP`]: 3,
       [`${VIP4}:53/UDP`]: 3,
       [`${RESTRICTED_VIP}:80/TCP`]: 3,
+      [`${CLUSTER_IP}:80/TCP`]: 3,
     };
-    const listMatches = Object.entries(expectedBackends).every(([f, n]) => backendsByFrontend[f] === n) && list.length === 4;
+    const listMatches = Object.entries(expectedBackends).every(([f, n]) => backendsByFrontend[f] === n) && list.length === Object.keys(expectedBackends).length;
     const restricted = list.find((e) => e.frontend === `${RESTRICTED_VIP}:80/TCP`);
     const checks = [
       check(lines.some((l) => l.startsWith('xlb_datapath_packets_total')), 'xlb_datapath_packets_total in /metrics', `${lines.length} non-zero xlb_* lines`),
@@ -326,7 +385,7 @@ const inspectStep: DemoStep = {
   },
 };
 
-export const STEPS: DemoStep[] = [dsrStep('v4'), dsrStep('v6'), snatStep, maglevStep, sourceRangeStep, inspectStep];
+export const STEPS: DemoStep[] = [dsrStep('v4'), dsrStep('v6'), snatStep, maglevStep, sourceRangeStep, clusterIpStep, inspectStep];
 
 /**
  * What a backend's removal did, as both demos judge it: a connection held across the removal stays on

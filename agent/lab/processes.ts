@@ -66,9 +66,9 @@ export class LabProcesses {
     });
   }
 
-  /** N exchanges from the client namespace, each given `timeoutMs`; resolves with the client's report. */
-  client(kind: 'http' | 'udp', target: string, count: number, timeoutMs = 2000): Promise<ClientReport> {
-    const child = this.spawnIn(this.lab.client.ns, CLIENT, [kind, '--target', target, '--count', String(count), '--timeout-ms', String(timeoutMs)]);
+  /** N exchanges from the client namespace (or `fromNs`), each given `timeoutMs`; resolves with the client's report. */
+  client(kind: 'http' | 'udp', target: string, count: number, timeoutMs = 2000, fromNs = this.lab.client.ns): Promise<ClientReport> {
+    const child = this.spawnIn(fromNs, CLIENT, [kind, '--target', target, '--count', String(count), '--timeout-ms', String(timeoutMs)]);
     return new Promise((resolve, reject) => {
       let stdout = '';
       let stderr = '';

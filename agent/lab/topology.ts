@@ -1,10 +1,12 @@
 /**
  * The lab: a client, a load-balancer node and three backend nodes on one L2 segment (a bridge in its
  * own namespace), every address from 198.18.0.0/15 and 2001:db8::/32. The client reaches the VIP ranges
- * through the LB node; backends answer the client directly, which is what DSR needs.
+ * through the LB node; backends answer the client directly, which is what DSR needs. With `pod`, a pod
+ * on the LB node too (agent/lab/pod.ts), its pod range routed to the LB node as a CNI routes every
+ * node's pod range.
  *
  *   client 198.18.0.100 ─┐
- *   lb     198.18.0.2   ─┤ br0 (namespace "sw")
+ *   lb     198.18.0.2   ─┤ br0 (namespace "sw")     pod 198.18.20.2 ── xlbpod0 (on lb)
  *   b1..b3 198.18.0.11.. ─┘
  */
 import { inNetns } from '../../lb/datapath/netns.js';
@@ -12,6 +14,7 @@ import { BpfObject } from '../../lb/datapath/object.js';
 import { bpfObjectPath } from '../../lb/datapath/objects.js';
 import { Topology } from '../../lb/datapath/topology.js';
 import { attachXdp } from '../../lb/datapath/xdp.js';
+import { attachPod, type LabPod } from './pod.js';
 
 export interface LabHost {
   ns: string;
@@ -23,11 +26,24 @@ export interface LabHost {
 
 export const LAB_VIP_V4_RANGE = '198.18.10.0/24';
 export const LAB_VIP_V6_RANGE = '2001:db8:10::/64';
+/** The LB node's pods' range; the host side of each pod's veth is named LAB_POD_DEVICE_PATTERN. */
+export const LAB_POD_V4_RANGE = '198.18.20.0/24';
+export const LAB_POD_V6_RANGE = '2001:db8:20::/64';
+export const LAB_POD_DEVICE_PATTERN = 'xlbpod+';
+
+export interface LabOptions {
+  backendCount?: number;
+  /** a pod on the LB node */
+  pod?: boolean;
+  progress?: (step: string) => void;
+}
 
 export class Lab {
   readonly client: LabHost;
   readonly lb: LabHost;
   readonly backends: LabHost[];
+  /** the LB node's pod, when the lab has one */
+  pod: LabPod | undefined;
   private readonly switchNs: string;
 
   private constructor(
@@ -44,7 +60,8 @@ export class Lab {
   }
 
   /** Build the lab; on any failure everything created so far is removed before the error propagates. */
-  static create(tag: string, backendCount = 3, progress: (step: string) => void = () => undefined): Lab {
+  static create(tag: string, options: LabOptions = {}): Lab {
+    const { backendCount = 3, progress = () => undefined } = options;
     const topology = new Topology(tag);
     try {
       progress('creating network namespaces and the switch');
@@ -71,6 +88,10 @@ export class Lab {
       progress('routing the VIP ranges to the LB node');
       const lab = new Lab(topology, hosts, sw);
       lab.configure();
+      if (options.pod === true) {
+        progress('plugging a pod into the LB node, as a CNI would');
+        lab.addPod();
+      }
       return lab;
     } catch (error) {
       topology.destroy();
@@ -95,6 +116,21 @@ export class Lab {
       inNetns(this.switchNs, () => attachXdp('p-lb', pass.program('xdp_pass'), { mode: 'native' }));
     } finally {
       pass.close();
+    }
+  }
+
+  /** The LB node's pod, and the routes to its range a CNI gives the other nodes. */
+  private addPod(): void {
+    this.pod = attachPod(this.topology, this.lb.ns, {
+      role: 'pod',
+      hostDevice: LAB_POD_DEVICE_PATTERN.replace('+', '0'),
+      v4: '198.18.20.2',
+      v6: '2001:db8:20::2',
+      gateway: { v4: '198.18.20.1', v6: '2001:db8:20::1' },
+    });
+    for (const b of this.backends) {
+      this.topology.exec(b.ns, 'ip', ['route', 'add', LAB_POD_V4_RANGE, 'via', this.lb.v4]);
+      this.topology.exec(b.ns, 'ip', ['-6', 'route', 'add', LAB_POD_V6_RANGE, 'via', this.lb.v6]);
     }
   }
 

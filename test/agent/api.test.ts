@@ -449,7 +449,7 @@ test('invalid input answers 400 naming every field, and changes nothing', () =>
       { what: 'typo in a backend field', body: web(8080, { backends: [{ address: '198.18.1.2', port: 8080, weigth: 3 }] }), fields: ['backends[0].weigth'] },
       { what: 'unknown service field', body: web(8080, { colour: 'red' }), fields: ['colour'] },
       { what: 'weight and state out of range', body: web(8080, { backends: [{ address: '198.18.1.2', port: 8080, weight: 70000, state: 'gone' }] }), fields: ['backends[0].weight', 'backends[0].state'] },
-      { what: 'mode, type, algorithm', body: web(8080, { mode: 'fast', type: 'ClusterIP', algorithm: 'rr' }), fields: ['type', 'mode', 'algorithm'] },
+      { what: 'mode, type, algorithm', body: web(8080, { mode: 'fast', type: 'Headless', algorithm: 'rr' }), fields: ['type', 'mode', 'algorithm'] },
       { what: 'affinity timeout', body: web(8080, { sessionAffinity: { type: 'ClientIP', timeoutSeconds: 0 } }), fields: ['sessionAffinity.timeoutSeconds'] },
       { what: 'bad address', body: { frontend: { address: '198.18.0.300', port: 80, protocol: 'TCP' }, backends: [] }, fields: ['frontend.address'] },
       { what: 'mixed families, CIDR with host bits', body: web(8080, { backends: [{ address: '2001:db8::1:2', port: 80 }], sourceRanges: ['198.18.0.1/24'] }), fields: ['backends[0].address', 'sourceRanges[0]'] },
@@ -865,13 +865,13 @@ test('GET /v1/openapi.json documents every route with its schemas', () =>
     assert.ok(doc.components.schemas.Error && doc.components.schemas.NormalizedService && doc.components.schemas.MonitorEvent);
     assert.deepEqual(doc.paths['/v1/monitor']?.get?.parameters?.map((p) => [p.name, p.in]), [['type', 'query']]);
 
-    // Kubernetes: the origin, ClusterIP and internalTrafficPolicy in answers (not in PUT bodies), ids, status.
+    // Kubernetes: the origin and internalTrafficPolicy in answers (not in PUT bodies), ids, status.
     const schemas = doc.components.schemas as Record<string, { properties?: Record<string, { enum?: string[]; description?: string; properties?: Record<string, unknown>; items?: { properties?: Record<string, unknown> } }> }>;
     assert.deepEqual(schemas.ServiceEntry?.properties?.origin?.enum, ['config', 'api', 'kubernetes']);
     assert.match(schemas.ServiceEntry?.properties?.origin?.description ?? '', /kubernetes: from the apiserver \(read-only/);
     assert.deepEqual(schemas.ServiceChange?.properties?.origin?.enum, ['config', 'api', 'kubernetes']);
     assert.deepEqual(schemas.NormalizedService?.properties?.type?.enum, ['LoadBalancer', 'ExternalIP', 'NodePort', 'ClusterIP']);
-    assert.deepEqual(schemas.Service?.properties?.type?.enum, ['LoadBalancer', 'ExternalIP', 'NodePort']);
+    assert.deepEqual(schemas.Service?.properties?.type?.enum, ['LoadBalancer', 'ExternalIP', 'NodePort', 'ClusterIP']);
     // Every member serviceToJSON can write, at every level, is named by the answer's schema (the serializer drops the rest).
     const fullest = [
       K8S.clusterV4.service,

@@ -60,7 +60,7 @@ describe('validateService', () => {
     assert.deepEqual(fields({ ...minimal, backends: [{ address: '198.18.1.2', port: 8080, node: 7 }] }), ['backends[0].node']);
   });
 
-  test('ClusterIP (from Kubernetes only): a host address like a LoadBalancer; internalTrafficPolicy is its policy, externalTrafficPolicy is not', () => {
+  test('ClusterIP: a host address like a LoadBalancer; internalTrafficPolicy is its policy, externalTrafficPolicy is not', () => {
     const k8s = { clusterIP: true };
     const cluster = validateService({ ...minimal, type: 'ClusterIP', internalTrafficPolicy: 'Local' }, '', k8s);
     assert.deepEqual(Object.keys(cluster), ['frontend', 'type', 'algorithm', 'sessionAffinity', 'internalTrafficPolicy', 'sourceRanges', 'backends']);
@@ -74,8 +74,9 @@ describe('validateService', () => {
     assert.deepEqual(k8sFields({ ...minimal, type: 'NodePort', frontend: { port: 30080, protocol: 'TCP' }, internalTrafficPolicy: 'Local' }), ['internalTrafficPolicy']);
     assert.deepEqual(k8sFields({ ...minimal, type: 'ClusterIP', internalTrafficPolicy: 'local' }), ['internalTrafficPolicy']);
     assert.deepEqual(k8sFields({ ...minimal, type: 'ClusterIP', frontend: { address: '0.0.0.0', port: 80, protocol: 'TCP' } }), ['frontend.address']);
-    // The API and the config file do not make ClusterIP services (only Kubernetes does, for now).
-    assert.match(issues({ ...minimal, type: 'ClusterIP' })[0]?.message ?? '', /"ClusterIP" is not one of LoadBalancer, ExternalIP, NodePort/);
+    // The API and the config file make ClusterIP services too.
+    assert.equal(validateService({ ...minimal, type: 'ClusterIP' }).type, 'ClusterIP');
+    assert.match(issues({ ...minimal, type: 'Headless' })[0]?.message ?? '', /"Headless" is not one of LoadBalancer, ExternalIP, NodePort, ClusterIP/);
   });
 
   test('parseHostAddress: the frontend and backend address rules, outside a service', () => {
