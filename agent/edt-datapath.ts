@@ -63,6 +63,8 @@ export interface EdtStatus {
   /** One per device without fq, naming it and why. */
   warnings: string[];
   horizonNs: number;
+  /** The rates in force, by the pod's host-side device (its name when it is still there). */
+  rates: { ifindex: number; device?: string; bytesPerSecond: number }[];
 }
 
 /** The root qdisc of `device` (its kind, e.g. "noqueue", "fq"), as `tc -j qdisc show` tells. */
@@ -144,7 +146,12 @@ export class EdtDatapath {
   }
 
   status(): EdtStatus {
-    return { devices: this.deviceStatus.map((d) => ({ ...d })), warnings: [...this.warnings], horizonNs: this.horizonNs };
+    const names = new Map(listDevices().map((d) => [d.index, d.name]));
+    const rates = [...this.rates()].sort(([a], [b]) => a - b).map(([ifindex, bytesPerSecond]) => {
+      const device = names.get(ifindex);
+      return device === undefined ? { ifindex, bytesPerSecond } : { ifindex, device, bytesPerSecond };
+    });
+    return { devices: this.deviceStatus.map((d) => ({ ...d })), warnings: [...this.warnings], horizonNs: this.horizonNs, rates };
   }
 
   /** Close our handles: the program stays attached and the rates pinned, enforced while the agent restarts. */

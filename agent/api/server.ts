@@ -30,6 +30,9 @@ import { policyRoutes, type PolicySource } from './policy.js';
 import { collectRoutes, errorBody, openApiRoutes, type CollectedRoute, type ErrorBody } from './openapi.js';
 import { MAX_SERVICE_ID_PATH_LENGTH, servicesRoutes } from './services.js';
 import { statusRoutes } from './status.js';
+import { bandwidthRoutes } from './bandwidth.js';
+import type { BandwidthSettings } from '../bandwidth.js';
+import type { EdtStatus } from '../edt-datapath.js';
 
 /** A service with 65535 backends is about 5 MB of JSON. */
 const BODY_LIMIT = 16 * 1024 * 1024;
@@ -50,6 +53,10 @@ export interface ApiServerOptions {
   kubernetes?: KubernetesStatusSource;
   /** Kubernetes mode: network policy (/v1/identities, /v1/policy, labels in monitor events); absent: 409. */
   policy?: PolicySource;
+  /** The EDT bandwidth manager's status, shown as /v1/status `bandwidth`. */
+  edt?: { status(): EdtStatus };
+  /** Standalone mode's pod bandwidth limits: /v1/bandwidth. */
+  bandwidth?: BandwidthSettings;
 }
 
 type SchemaError = NonNullable<FastifyError['validation']>[number];
@@ -245,7 +252,8 @@ export async function buildApiServer(options: ApiServerOptions): Promise<Fastify
     return reply.code(404).send(errorBody(`no route ${request.method} ${path} (see GET /v1/openapi.json)`));
   });
   await app.register(servicesRoutes, { store });
-  await app.register(statusRoutes, { store, datapath, version: options.version, startedAt: options.startedAt, kubernetes: options.kubernetes });
+  await app.register(statusRoutes, { store, datapath, version: options.version, startedAt: options.startedAt, kubernetes: options.kubernetes, bandwidth: options.edt });
+  if (options.bandwidth) await app.register(bandwidthRoutes, { bandwidth: options.bandwidth });
   await app.register(metricsRoutes, { metrics });
   const monitor = options.monitor ?? new MonitorStreams();
   const untrack = metrics.trackMonitor(monitor);

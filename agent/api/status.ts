@@ -6,6 +6,7 @@ import { L4_PROTOCOLS, type L4Protocol } from '../../lb/maglev/index.js';
 import type { ServiceDatapath } from '../datapath.js';
 import type { KubernetesStatusSource } from '../kubernetes-status.js';
 import type { ServiceOrigin, ServiceStore } from '../store.js';
+import type { EdtStatus } from '../edt-datapath.js';
 import { errorResponses } from './openapi.js';
 
 const fullSchema = {
@@ -63,6 +64,38 @@ export const kubernetesStatusSchema = {
   },
 } as const;
 
+/** EdtStatus (agent/edt-datapath.ts): the EDT bandwidth manager, when loaded. */
+export const bandwidthStatusSchema = {
+  title: 'BandwidthStatus',
+  type: 'object',
+  additionalProperties: false,
+  required: ['devices', 'warnings', 'horizonNs', 'rates'],
+  properties: {
+    devices: {
+      type: 'array',
+      description: 'the devices tc_edt_egress is on',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'fq'],
+        properties: { name: { type: 'string' }, fq: { type: 'boolean', description: 'fq is the root qdisc: without it departure times are set but not enforced' } },
+      },
+    },
+    warnings: { type: 'array', items: { type: 'string' }, description: 'one per device without fq, naming it and why' },
+    horizonNs: { type: 'integer', description: 'packets that would depart this far past now or later are dropped (edt_horizon)' },
+    rates: {
+      type: 'array',
+      description: 'the egress rates in force, by pod device',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['ifindex', 'bytesPerSecond'],
+        properties: { ifindex: { type: 'integer' }, device: { type: 'string', description: 'absent when the device is gone' }, bytesPerSecond: { type: 'integer' } },
+      },
+    },
+  },
+} as const;
+
 export const statusSchema = {
   title: 'Status',
   type: 'object',
@@ -80,6 +113,7 @@ export const statusSchema = {
       description: 'services served, by origin',
     },
     kubernetes: { ...kubernetesStatusSchema, description: 'Kubernetes mode only: the connection to the apiserver and the last sync' },
+    bandwidth: { ...bandwidthStatusSchema, description: 'the EDT bandwidth manager (absent with --no-bandwidth-manager)' },
     datapath: {
       type: 'object',
       additionalProperties: false,
@@ -177,9 +211,11 @@ export interface StatusRoutesOptions {
   startedAt: number;
   /** Kubernetes mode: its status is /v1/status `kubernetes`. */
   kubernetes?: KubernetesStatusSource;
+  /** The EDT bandwidth manager: its status is /v1/status `bandwidth`. */
+  bandwidth?: { status(): EdtStatus };
 }
 
-export const statusRoutes: FastifyPluginAsync<StatusRoutesOptions> = async (app, { store, datapath, version, startedAt, kubernetes }) => {
+export const statusRoutes: FastifyPluginAsync<StatusRoutesOptions> = async (app, { store, datapath, version, startedAt, kubernetes, bandwidth }) => {
   app.get(
     '/v1/status',
     {
@@ -200,6 +236,7 @@ export const statusRoutes: FastifyPluginAsync<StatusRoutesOptions> = async (app,
         revision: store.revision,
         services,
         ...(kubernetes ? { kubernetes: kubernetes.status() } : {}),
+        ...(bandwidth ? { bandwidth: bandwidth.status() } : {}),
         datapath: datapath.status(),
         ids: datapath.idSpaces().map((s) => ({ ...s, full: s.used >= s.capacity || s.table === refused })),
         maps: datapath.mapPressure().map((m) => ({ ...m, full: (m.maxEntries > 0 && m.entries >= m.maxEntries) || m.map === refused })),
