@@ -25,6 +25,8 @@ import { AgentLock, AgentRunningError } from './node-lock.js';
 import { ServiceStore, loadConfigFile } from './store.js';
 import type { KubernetesWatcher } from './k8s/syncer.js';
 import type { PodDatapath } from './pod-datapath.js';
+import type { EdtDatapath } from './edt-datapath.js';
+import type { BandwidthSettings } from './bandwidth.js';
 import { nodePortAddresses } from '../lb/k8s/node.js';
 
 const EXIT_OK = 0;
@@ -144,6 +146,24 @@ async function startPodDatapath(flags: AgentFlags, log: Logger, teardown: Teardo
   return pods;
 }
 
+/**
+ * The EDT bandwidth manager on the devices, after the node datapath (tc_edt_egress must come after
+ * tc_dsr_egress: edt-datapath.ts); fq is installed where node setup is allowed, else warned about.
+ */
+async function startBandwidthManager(flags: AgentFlags, log: Logger): Promise<EdtDatapath> {
+  const { EdtDatapath } = await import('./edt-datapath.js');
+  return EdtDatapath.load({ pinDir: flags.bpffs, devices: flags.devices, horizonNs: flags.edtHorizonNs, nodeSetup: flags.nodeSetup, log: (l) => log.info(l), warn: (l) => log.warn(l) });
+}
+
+/** Standalone mode: the pods' bandwidth limits of PUT /v1/bandwidth, kept beside the state file. */
+async function startBandwidthSettings(flags: AgentFlags, edt: EdtDatapath, log: Logger, teardown: Teardown): Promise<BandwidthSettings> {
+  const { BandwidthSettings, bandwidthFileOf } = await import('./bandwidth.js');
+  const settings = new BandwidthSettings({ edt, podDevices: flags.podDevices, file: bandwidthFileOf(flags.stateFile), log });
+  teardown.add('waiting for pending bandwidth changes', () => settings.idle());
+  await settings.start();
+  return settings;
+}
+
 async function run(flags: AgentFlags, log: Logger): Promise<number> {
   const startedAt = Date.now();
   let stopping = false;
@@ -189,6 +209,9 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
     checkNotStopping();
     if (flags.socketLb) await startSocketLb(flags, log, teardown);
     const pods = flags.podDevices.length > 0 || flags.kubernetes ? await startPodDatapath(flags, log, teardown) : undefined;
+    const edt = flags.bandwidthManager ? await startBandwidthManager(flags, log) : undefined;
+    if (edt) teardown.add('closing the bandwidth manager', async () => edt.close());
+    const bandwidth = edt && !flags.kubernetes ? await startBandwidthSettings(flags, edt, log, teardown) : undefined;
 
     const store = new ServiceStore({ datapath, stateFile: flags.stateFile, log });
     const metrics = new AgentMetrics({ datapath, store });
@@ -227,6 +250,8 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
       startedAt,
       monitor: new MonitorStreams(),
       ...(kubernetes ? { kubernetes } : {}),
+      ...(edt ? { edt } : {}),
+      ...(bandwidth ? { bandwidth } : {}),
     };
     const unix = await buildApiServer(common);
     checkNotStopping();
@@ -286,6 +311,8 @@ async function cleanup(flags: AgentFlags, log: Logger): Promise<number> {
     for (const line of SocketLb.detachAll({ pinDir: flags.bpffs, ...(cgroupRoot ? { cgroupRoot } : {}) })) log.info(`detached ${line}`);
     const { PodDatapath } = await import('./pod-datapath.js');
     for (const line of PodDatapath.cleanup()) log.info(`detached ${line}`);
+    const { EdtDatapath } = await import('./edt-datapath.js');
+    for (const line of EdtDatapath.cleanup()) log.info(`detached ${line}`);
     const pins = removePins(flags.bpffs);
     log.info(`removed ${pins} pinned map(s) and ${flags.bpffs}`);
     await rm(flags.apiSocket, { force: true });
