@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** `xlb`: the command-line interface. Each subcommand lives in its own module. */
+import { bandwidthCommand } from './bandwidth.js';
 import { benchCommand } from './bench.js';
 import { bpfCommand } from './bpf.js';
 import { demoCommand } from './demo.js';
@@ -10,7 +11,7 @@ import { identityCommand, policyCommand } from './policy.js';
 import { serviceCommand } from './service.js';
 import { statusCommand } from './status.js';
 
-const commands: CliCommand[] = [maglevCommand, bpfCommand, serviceCommand, statusCommand, monitorCommand, policyCommand, identityCommand, demoCommand, benchCommand];
+const commands: CliCommand[] = [maglevCommand, bpfCommand, serviceCommand, statusCommand, bandwidthCommand, monitorCommand, policyCommand, identityCommand, demoCommand, benchCommand];
 
 const io: CliIO = {
   out: (text) => void process.stdout.write(text),

@@ -3,6 +3,8 @@
  * and in Kubernetes mode its connection to the apiserver.
  */
 import type { KubernetesStatus } from '../kubernetes-status.js';
+import type { EdtStatus } from '../edt-datapath.js';
+import { formatBandwidth } from '../../lb/bandwidth.js';
 import { EXIT_OK, parseCliArgs, type CliCommand, type CliIO } from './command.js';
 import { API_SOCKET_USAGE, apiCall, apiSocketPath } from './api-client.js';
 import { formatTable } from './table.js';
@@ -22,6 +24,8 @@ interface Status {
   services: { total: number; config: number; api: number; kubernetes?: number };
   /** Kubernetes mode only. */
   kubernetes?: KubernetesStatus;
+  /** The EDT bandwidth manager; absent with --no-bandwidth-manager (and from older agents). */
+  bandwidth?: EdtStatus;
   datapath: {
     devices: { name: string; mode: string }[];
     maglevTableSize: number;
@@ -88,6 +92,19 @@ export function kubernetesText(k: KubernetesStatus, now = Date.now()): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** The bandwidth section: where tc_edt_egress is, whether fq paces there, the rates in force. */
+export function bandwidthText(b: EdtStatus): string {
+  const rates = b.rates.map((r) => `${r.device ?? `ifindex ${r.ifindex} (gone)`} ${formatBandwidth(r.bytesPerSecond)}`);
+  const lines = [
+    'bandwidth:',
+    `  devices:         ${b.devices.map((d) => `${d.name} (fq ${d.fq ? 'yes' : 'no'})`).join(', ') || 'none'}`,
+    `  horizon:         ${b.horizonNs / 1e6} ms`,
+    `  rates:           ${rates.join(', ') || 'none'}`,
+    ...b.warnings.map((w) => `WARNING: ${w}`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
 function servicesText(status: Status): string {
   const { total, config, api, kubernetes } = status.services;
   const kube = status.kubernetes !== undefined || (kubernetes ?? 0) > 0 ? `, ${kubernetes ?? 0} from Kubernetes` : '';
@@ -104,6 +121,7 @@ function statusText(status: Status): string {
     `services:          ${servicesText(status)}`,
     '',
     ...(status.kubernetes === undefined ? [] : [kubernetesText(status.kubernetes)]),
+    ...(status.bandwidth === undefined ? [] : [bandwidthText(status.bandwidth)]),
   ];
   // Id spaces first: they are tables too, and the first to run out when services are many.
   const tables = [
