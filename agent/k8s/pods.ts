@@ -90,7 +90,7 @@ export class PodDeviceTracker {
   private readonly nodeDevices: ReadonlySet<string>;
   private readonly lookup: RouteLookup;
   private last: string[] | undefined;
-  private lastByPod = new Map<string, string>();
+  private lastByKey = new Map<string, string>();
   private dirty = false;
   private running: Promise<void> | undefined;
   private stopped = false;
@@ -136,10 +136,6 @@ export class PodDeviceTracker {
     return [...(this.last ?? [])];
   }
 
-  /** Each pod's device ("namespace/name" → device) as last handed to onPods. */
-  podDevices(): ReadonlyMap<string, string> {
-    return new Map(this.lastByPod);
-  }
 
   private onThisNode(pod: unknown): boolean {
     return this.options.nodeName === undefined || (pod as PodObject | undefined)?.spec?.nodeName === this.options.nodeName;
@@ -178,17 +174,19 @@ export class PodDeviceTracker {
   private async recomputeWhileDirty(): Promise<void> {
     while (this.dirty && !this.stopped) {
       this.dirty = false;
-      const byPod = await this.recompute();
+      const byKey = await this.recompute();
       if (this.stopped) return;
-      const devices = [...new Set(byPod.values())].sort();
+      const devices = [...new Set(byKey.values())].sort();
       if (this.last === undefined || devices.join(',') !== this.last.join(',')) {
         this.last = devices;
         this.hand('pod devices', devices.join(', ') || 'none', () => this.options.onDevices([...devices]));
       }
-      if (!sameEntries(byPod, this.lastByPod)) {
-        this.lastByPod = byPod;
+      // By pod key: a pod recreated under its name has a device of the same name but another ifindex.
+      if (!sameEntries(byKey, this.lastByKey)) {
+        this.lastByKey = byKey;
+        const byPod = new Map([...byKey].map(([key, device]) => [podName(key), device]));
         const { onPods } = this.options;
-        if (onPods) this.hand('pods\' devices', `${byPod.size} pod(s)`, () => onPods(new Map(byPod)));
+        if (onPods) this.hand('pods\' devices', `${byPod.size} pod(s)`, () => onPods(byPod));
       }
     }
   }
@@ -202,14 +200,14 @@ export class PodDeviceTracker {
     }
   }
 
-  /** "namespace/name" → the device of its first address routed through one. */
+  /** Pod key → the device of its first address routed through one. */
   private async recompute(): Promise<Map<string, string>> {
     const pods = [...this.pods];
     const results = await Promise.all(
       pods.flatMap(([key, addresses]) =>
         addresses.map(async (address): Promise<[string, string] | undefined> => {
           const known = this.found.get(key)?.get(address);
-          if (known !== undefined) return [podName(key), known];
+          if (known !== undefined) return [key, known];
           let device: string | undefined;
           try {
             device = await this.lookup(address);
@@ -224,13 +222,13 @@ export class PodDeviceTracker {
             if (!byAddress) this.found.set(key, (byAddress = new Map()));
             byAddress.set(address, device);
           }
-          return [podName(key), device];
+          return [key, device];
         }),
       ),
     );
-    const byPod = new Map<string, string>();
-    for (const found of results) if (found && !byPod.has(found[0])) byPod.set(found[0], found[1]);
-    return byPod;
+    const byKey = new Map<string, string>();
+    for (const found of results) if (found && !byKey.has(found[0])) byKey.set(found[0], found[1]);
+    return byKey;
   }
 }
 

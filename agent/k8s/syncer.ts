@@ -1,7 +1,9 @@
 /**
  * Kubernetes mode, assembled: the watches (informers.ts) feed the change tracker (tracker.ts); syncs
  * hand what changed to the store (ServiceStore.syncKubernetes), which applies it to the datapath;
- * health servers (health.ts), metrics (metrics.ts) and the status follow.
+ * health servers (health.ts), metrics (metrics.ts) and the status follow. With the pod datapath,
+ * this node's Pods' devices (pods.ts), and with `policy` network policy and pods' egress bandwidth
+ * (policy.ts: Pods, Nodes, Namespaces and NetworkPolicies → the policy maps and EDT rates).
  *
  * How agent/main.ts uses it, once the store has started:
  *
@@ -33,9 +35,10 @@ import type { KubernetesSyncResult } from '../store.js';
 import { kubeConnection, type Connection } from './connection.js';
 import { HEALTH_TIMEOUT_MS, NodeHealthServer, ProxierHealth, ServiceHealthServers } from './health.js';
 import { Informers, type BackoffOptions, type EventType, type ResourceKind } from './informers.js';
-import { KubernetesMetrics } from './metrics.js';
+import { KubernetesMetrics, PolicyMetrics } from './metrics.js';
 import { EventRecorder } from './events.js';
 import { PodDeviceTracker, type RouteLookup } from './pods.js';
+import { POLICY_KINDS, PolicySync, type PolicySyncOptions } from './policy.js';
 import { KubeClient } from './rest.js';
 import { ChangeTracker, type Flush, type RetryOptions } from './tracker.js';
 
@@ -70,7 +73,12 @@ export interface KubernetesWatcherOptions {
   nodeDevices?: readonly string[];
   /** How a pod address's device is found (default `ip -j route get`; tests inject their own). */
   podRouteLookup?: RouteLookup;
+  /** Enforce network policy and pods' egress bandwidth (policy.ts); needs onPodDevices (the pods' devices). */
+  policy?: PolicyWiring;
 }
+
+/** What network policy writes to, and how it finds a device's ifindex. */
+export type PolicyWiring = Pick<PolicySyncOptions, 'maps' | 'bandwidth' | 'ifindexOf' | 'retry'>;
 
 function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -81,6 +89,8 @@ export class KubernetesWatcher implements KubernetesStatusSource {
   private readonly events: EventRecorder;
   private readonly informers: Informers;
   private readonly pods: PodDeviceTracker | undefined;
+  /** Network policy and bandwidth (policy.ts), when asked for. */
+  readonly policy: PolicySync | undefined;
   private readonly metrics: KubernetesMetrics;
   private readonly health: ProxierHealth;
   private readonly serviceHealth: ServiceHealthServers;
@@ -114,25 +124,35 @@ export class KubernetesWatcher implements KubernetesStatusSource {
       log: this.log,
     });
     const { onPodDevices } = options;
+    const client = new KubeClient(options.connection);
+    this.events = new EventRecorder(client, options.nodeName, this.log);
+    const policy = onPodDevices ? options.policy : undefined;
+    if (options.policy && !policy) this.log.warn('kubernetes: network policy needs the pod datapath (the pods\' devices): not enforced');
+    this.policy = policy
+      ? new PolicySync({ ...policy, nodeName: options.nodeName, events: this.events, metrics: new PolicyMetrics(options.registry), log: this.log })
+      : undefined;
     this.pods = onPodDevices
       ? new PodDeviceTracker({
           onDevices: (devices) => {
             this.log.info(`kubernetes: pod devices: ${devices.join(', ') || 'none'}`);
             onPodDevices(devices);
           },
+          ...(this.policy ? { onPods: (devices: ReadonlyMap<string, string>) => this.policy?.setPodDevices(devices) } : {}),
+          // With policy the Pod watch delivers every node's Pods.
+          nodeName: options.nodeName,
           ...(options.nodeDevices ? { nodeDevices: options.nodeDevices } : {}),
           ...(options.podRouteLookup ? { lookup: options.podRouteLookup } : {}),
           log: this.log,
         })
       : undefined;
-    const client = new KubeClient(options.connection);
-    this.events = new EventRecorder(client, options.nodeName, this.log);
     this.informers = new Informers({
       client,
       nodeName: options.nodeName,
       sink: { list: (kind, items) => this.listed(kind, items), event: (kind, type, object) => this.received(kind, type, object) },
       log: this.log,
       pods: this.pods !== undefined,
+      policy: this.policy !== undefined,
+      onPolicySynced: () => this.policy?.start(),
       ...(options.backoff ? { backoff: options.backoff } : {}),
       ...(options.watchSeconds !== undefined ? { watchSeconds: options.watchSeconds } : {}),
       onConnection: (state) => this.metrics.connected(state.connection === 'connected'),
@@ -172,6 +192,7 @@ export class KubernetesWatcher implements KubernetesStatusSource {
     clearTimeout(this.retryTimer);
     await this.informers.stop();
     await this.pods?.stop();
+    this.policy?.stop();
     await this.running;
     await this.serviceHealth.close();
     await this.nodeHealth?.close();
@@ -212,21 +233,28 @@ export class KubernetesWatcher implements KubernetesStatusSource {
   // ---- what the watches deliver ----
 
   private listed(kind: ResourceKind, items: unknown[]): void {
+    // Policy holds every Pod and Node the watches deliver: its counts are the changes received.
+    const policyCounts = POLICY_KINDS.includes(kind) ? this.policy?.list(kind, items) : undefined;
+    let counts = policyCounts;
     if (kind === 'Pod') {
-      const counts = this.pods?.list(items);
-      if (counts) for (const type of ['add', 'update', 'delete'] as const) this.metrics.event(kind, type, counts[type]);
-      return;
+      const podCounts = this.pods?.list(items);
+      counts ??= podCounts;
+    } else if (kind === 'Service' || kind === 'EndpointSlice' || kind === 'Node') {
+      const serviceCounts = this.tracker.list(kind, items);
+      counts ??= serviceCounts;
+      this.changed();
     }
-    const counts = this.tracker.list(kind, items);
-    for (const type of ['add', 'update', 'delete'] as const) this.metrics.event(kind, type, counts[type]);
-    this.changed();
+    if (counts) for (const type of ['add', 'update', 'delete'] as const) this.metrics.event(kind, type, counts[type]);
   }
 
   private received(kind: ResourceKind, type: EventType, object: unknown): void {
     this.metrics.event(kind, type);
-    if (kind === 'Pod') return this.pods?.event(type, object);
-    this.tracker.event(kind, type, object);
-    this.changed();
+    if (POLICY_KINDS.includes(kind)) this.policy?.event(kind, type, object);
+    if (kind === 'Pod') this.pods?.event(type, object);
+    else if (kind === 'Service' || kind === 'EndpointSlice' || kind === 'Node') {
+      this.tracker.event(kind, type, object);
+      this.changed();
+    }
   }
 
   private changed(): void {
@@ -354,6 +382,8 @@ export interface StartKubernetesOptions {
   onPodDevices?: (devices: string[]) => void;
   /** --device: never a pod's device. */
   nodeDevices?: readonly string[];
+  /** Network policy and egress bandwidth (policy.ts): their maps; needs onPodDevices. */
+  policy?: PolicyWiring;
   /** Overrides for tests: watch backoff and length, refused-service retry, health timeout, health check addresses, pod route lookup. */
   tuning?: Pick<KubernetesWatcherOptions, 'backoff' | 'watchSeconds' | 'retry' | 'healthTimeoutMs' | 'healthCheckAddresses' | 'podRouteLookup'>;
 }
@@ -381,6 +411,7 @@ export async function startKubernetes(options: StartKubernetesOptions): Promise<
     ...(tuning?.healthTimeoutMs !== undefined ? { healthTimeoutMs: tuning.healthTimeoutMs } : {}),
     ...(options.onPodDevices ? { onPodDevices: options.onPodDevices } : {}),
     ...(options.nodeDevices ? { nodeDevices: options.nodeDevices } : {}),
+    ...(options.policy ? { policy: options.policy } : {}),
     ...(tuning?.podRouteLookup ? { podRouteLookup: tuning.podRouteLookup } : {}),
   });
   await watcher.start();
