@@ -26,7 +26,8 @@ xlb demo --cleanup
 Builds a small network in namespaces (a client, an LB node, three backend nodes; addresses from
 198.18.0.0/15 and 2001:db8::/32), runs xlb-agent on every node and shows, with real traffic: DSR over
 IPv4 and IPv6, a UDP service with SNAT, Maglev keeping a connection while a backend is removed, a
-source-range-restricted VIP, and the metrics and maps behind it all. Needs root.
+source-range-restricted VIP, a pod on the LB node calling a ClusterIP service, and the metrics and
+maps behind it all. Needs root.
 
 With --kubernetes the services come from a real kube-apiserver 1.20 (with etcd, on the host's
 127.0.0.1): Services and EndpointSlices written to it, every agent in Kubernetes mode; LoadBalancer
@@ -55,7 +56,8 @@ sends real traffic.`;
 
 const DIAGRAM = `    client    198.18.0.100    ──┐
     LB node   198.18.0.2      ──┤ a switch   the client reaches the VIPs (198.18.10.0/24, 2001:db8:10::/64)
-    b1 b2 b3  198.18.0.11-13  ──┘            through the LB node; each backend runs HTTP :8080 and UDP echo :5353`;
+    b1 b2 b3  198.18.0.11-13  ──┘            through the LB node; each backend runs HTTP :8080 and UDP echo :5353
+    pod       198.18.20.2     ── a veth to the LB node (xlbpod0), its default route; the pod range is routed to the LB node`;
 
 const KUBERNETES_DIAGRAM = `    kube-apiserver + etcd   https://127.0.0.1:PORT on the host; each node reaches it through a relay
     client    198.18.0.100    ──┐
@@ -214,6 +216,7 @@ function explore(out: Output, dir: string, cluster: DemoCluster): void {
       `${xlb} bpf ct list --bpffs ${cluster.lb.agent.bpffs}`,
       `ip netns exec ${client} curl -s http://198.18.10.10/`,
       `ip netns exec ${client} curl -s 'http://[2001:db8:10::10]/'`,
+      ...(cluster.lab.pod ? [`ip netns exec ${cluster.lab.pod.ns} curl -s http://198.18.10.30/`] : []),
       `less ${dir}/lb.log`,
       `${xlb} demo --cleanup`,
     ].join('\n'),

@@ -7,6 +7,8 @@
  * a service without backends refused, the pod reaching itself through a service (hairpin), and devices
  * that come and go.
  *
+ * Each of the four is plugged into the node as a CNI plugs a pod (agent/lab/pod.ts, as the demo's pod):
+ *
  *   pod  eth0 198.18.40.2 ── lxc-pod 198.18.40.1   node   bk1 198.18.41.1 ── eth0 198.18.41.2  b1
  *                                                          bk2 198.18.42.1 ── eth0 198.18.42.2  b2
  *                                                          bk3 198.18.43.1 ── eth0 198.18.43.2  b3
@@ -17,6 +19,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import type { ServiceDatapath } from '../../agent/datapath.js';
+import { attachPod } from '../../agent/lab/pod.js';
 import type { ClientReport, HeldAnswer } from '../../agent/lab/processes.js';
 import { createNodeDatapath } from '../../agent/node-datapath.js';
 import { PodDatapath } from '../../agent/pod-datapath.js';
@@ -122,28 +125,11 @@ describe('ClusterIP services from a pod, through tc_pod on its veth', () => {
 
   before(async () => {
     nodeNs = topology.namespace('node');
-    podNs = topology.namespace('pod');
-    // The pod's network as a CNI sets it up: a veth to the node, the node's end its gateway, and
-    // forwarding on the node (pod-to-pod traffic needs it without xlb). Nothing else for xlb.
-    topology.veth({ ns: podNs, name: 'eth0' }, { ns: nodeNs, name: 'lxc-pod' });
-    topology.address(podNs, 'eth0', `${POD.v4}/24`);
-    topology.address(podNs, 'eth0', `${POD.v6}/64`);
-    topology.address(nodeNs, 'lxc-pod', `${POD.gw4}/24`);
-    topology.address(nodeNs, 'lxc-pod', `${POD.gw6}/64`);
-    topology.exec(podNs, 'ip', ['route', 'add', 'default', 'via', POD.gw4]);
-    topology.exec(podNs, 'ip', ['-6', 'route', 'add', 'default', 'via', POD.gw6]);
-    topology.exec(nodeNs, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
-    for (const b of BACKENDS) {
-      const ns = topology.namespace(b.name);
-      topology.veth({ ns, name: 'eth0' }, { ns: nodeNs, name: b.dev });
-      topology.address(ns, 'eth0', `${b.v4}/24`);
-      topology.address(ns, 'eth0', `${b.v6}/64`);
-      topology.address(nodeNs, b.dev, `${b.gw4}/24`);
-      topology.address(nodeNs, b.dev, `${b.gw6}/64`);
-      topology.exec(ns, 'ip', ['route', 'add', 'default', 'via', b.gw4]);
-      topology.exec(ns, 'ip', ['-6', 'route', 'add', 'default', 'via', b.gw6]);
-      await startServer(ns, b.name, b.v4, b.v6);
-    }
+    // The network as a CNI sets it up (forwarding on the node's ends included). Nothing else for xlb.
+    const plug = (role: string, hostDevice: string, p: { v4: string; v6: string; gw4: string; gw6: string }): string =>
+      attachPod(topology, nodeNs, { role, hostDevice, v4: p.v4, v6: p.v6, gateway: { v4: p.gw4, v6: p.gw6 } }).ns;
+    podNs = plug('pod', 'lxc-pod', POD);
+    for (const b of BACKENDS) await startServer(plug(b.name, b.dev, b), b.name, b.v4, b.v6);
     await startServer(podNs, 'pod', POD.v4, POD.v6); // the pod serves too: its own backend for hairpin
 
     bpffs = TempBpffs.mount('cip');

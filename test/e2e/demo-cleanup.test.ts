@@ -65,14 +65,16 @@ test('a demo killed with SIGKILL: --cleanup stops its agents and removes its nam
     assert.ok(id !== undefined && demo.exitCode === null, `the demo runs and names its run dir:\n${out}`);
     const ours = namespaces().filter((ns) => ns.startsWith('xlb-demo-') && ns.endsWith(`-${id}`));
     const pids = ours.flatMap(pidsIn);
-    assert.equal(ours.length, 6, ours.join(' '));
+    // sw, client, lb, b1-b3 and the pod on the LB node
+    assert.equal(ours.length, 7, ours.join(' '));
+    assert.ok(ours.includes(`xlb-demo-pod-${id}`), ours.join(' '));
     assert.ok(pids.length >= 7, `4 agents and 3 servers in the run's namespaces: ${pids.join(' ')}`);
 
     demo.kill('SIGKILL');
     await exited;
     // What a hard kill leaves: the agents run on, the namespaces and the bpffs stay.
     assert.ok(pids.some(alive), 'the agents outlive the killed demo');
-    assert.equal(namespaces().filter((ns) => ns.endsWith(`-${id}`)).length, 6);
+    assert.equal(namespaces().filter((ns) => ns.endsWith(`-${id}`)).length, 7);
     assert.deepEqual(mountsUnder(runDir(id)), [`${runDir(id)}/bpffs`]);
 
     const cleanup = await xlb('demo', '--cleanup');
@@ -80,7 +82,7 @@ test('a demo killed with SIGKILL: --cleanup stops its agents and removes its nam
     assert.equal(cleanup.code, 0, context);
     assert.match(cleanup.out, new RegExp(`^demo run ${id} \\(its demo ended without cleaning up\\):$`, 'm'), context);
     assert.match(cleanup.out, /^ {2}stopped \d+ processes in its namespaces/m, context);
-    assert.match(cleanup.out, new RegExp(`^ {2}deleted 6 network namespaces: .*xlb-demo-lb-${id}`, 'm'), context);
+    assert.match(cleanup.out, new RegExp(`^ {2}deleted 7 network namespaces: .*xlb-demo-lb-${id}.*xlb-demo-pod-${id}`, 'm'), context);
     assert.match(cleanup.out, new RegExp(`^ {2}unmounted ${runDir(id)}/bpffs \\(bpf\\)$`, 'm'), context);
     assert.match(cleanup.out, new RegExp(`^ {2}removed ${runDir(id)}$`, 'm'), context);
     assert.doesNotMatch(cleanup.out, /nothing to clean up/, context);

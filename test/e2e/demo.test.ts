@@ -1,6 +1,6 @@
 /**
  * `xlb demo --json` as a real process, exactly as a user runs it: every step's figures, then that
- * nothing it made is left (network namespaces, the bpffs mount, the temp dir).
+ * nothing it made is left (network namespaces, the pod's included, the bpffs mount, the temp dir).
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -58,12 +58,12 @@ test('xlb demo --json: every step holds, and nothing is left behind', { timeout:
   }
   for (const step of steps) assert.ok(step.ok, `step ${step.name}: expected ${step.expected}; saw ${step.seen}\n${context}`);
   assert.equal(code, 0, context);
-  assert.equal(steps.length, 6, context);
-  const [dsr4, dsr6, snat, maglev, ranges, inspect] = steps.map((s) => s.figures);
-  assert.ok(dsr4 && dsr6 && snat && maglev && ranges && inspect);
+  assert.equal(steps.length, 7, context);
+  const [dsr4, dsr6, snat, maglev, ranges, clusterIp, inspect] = steps.map((s) => s.figures);
+  assert.ok(dsr4 && dsr6 && snat && maglev && ranges && clusterIp && inspect);
 
-  // 1-3: every request answered, each backend got a share.
-  for (const figures of [dsr4, dsr6, snat]) {
+  // 1-3 and 6: every request answered, each backend got a share.
+  for (const figures of [dsr4, dsr6, snat, clusterIp]) {
     assert.equal(num(figures, 'answered'), num(figures, 'requests'));
     const byBackend = counts(figures, 'byBackend');
     assert.deepEqual(Object.keys(byBackend).sort(), ['b1', 'b2', 'b3']);
@@ -92,18 +92,25 @@ test('xlb demo --json: every step holds, and nothing is left behind', { timeout:
   assert.ok(num(ranges, 'monitorDropEvents') > 0);
   assert.ok(num(ranges, 'dropSourceRange') >= num(ranges, 'requests'));
 
-  // 6: /metrics and `xlb bpf lb list` / `ct list` show the services and flows.
+  // 6: the pod reached the ClusterIP through tc_pod, and the backends saw the pod's own address (no SNAT).
+  assert.equal(num(clusterIp, 'seenFromPod'), num(clusterIp, 'requests'));
+  assert.ok(num(clusterIp, 'podNewFlows') >= num(clusterIp, 'requests'));
+  assert.ok(num(clusterIp, 'podReplies') >= num(clusterIp, 'requests'));
+
+  // 7: /metrics and `xlb bpf lb list` / `ct list` show the services and flows.
   assert.ok(num(inspect, 'metricsLines') > 0);
-  assert.equal(num(inspect, 'lbListServices'), 4);
+  assert.equal(num(inspect, 'lbListServices'), 5);
   assert.deepEqual(counts(inspect, 'lbListBackends'), {
     '198.18.10.10:53/UDP': 3,
     '198.18.10.10:80/TCP': 2,
     '198.18.10.20:80/TCP': 3,
+    '198.18.10.30:80/TCP': 3,
     '[2001:db8:10::10]:80/TCP': 3,
   });
   assert.ok(num(inspect, 'ctEntries') > 0);
 
   const runId = /RUN=\/run\/xlb-demo-([a-z0-9]+)/.exec(err)?.[1];
   assert.ok(runId, `the demo names its run directory\n${context}`);
-  assert.deepEqual(leftovers(runId), { netns: [], mounts: [], dirs: [] }, 'the demo removed its namespaces, bpffs mount and temp dir');
+  assert.match(err, new RegExp(`network namespaces xlb-demo-\\{[a-z0-9,]*\\bpod\\b[a-z0-9,]*\\}-${runId}`), 'the lab had a pod namespace');
+  assert.deepEqual(leftovers(runId), { netns: [], mounts: [], dirs: [] }, 'the demo removed its namespaces (the pod\'s too), bpffs mount and temp dir');
 });
