@@ -173,10 +173,15 @@ XLB_SUBPROG int pod_policy_service_path(const struct xlb_pkt *pkt, __u32 ifindex
 	struct ct_way *scratch = xlb_ct_scratch_get();
 	const struct lb_backend *backend;
 
+	int err;
+
 	if (!pkt || !v || !scratch || !ep)
 		return 0;
 	backend = &scratch->value.entry.slot.backend;
-	return policy_check_service_flow(ep, ifindex, &pkt->tuple, backend, pod_is_hairpin(backend, &pkt->tuple), &v->parties);
+	err = policy_check_service_flow(ep, ifindex, &pkt->tuple, backend, pod_is_hairpin(backend, &pkt->tuple), &v->parties);
+	if (err)
+		v->backend_id = scratch->value.entry.slot.backend_id; /* the drop names the backend refused */
+	return err;
 }
 
 /* A new flow just stored (in the scratch entry, its key the flow as it arrived): a hairpin's packets, which

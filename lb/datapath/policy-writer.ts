@@ -1,0 +1,261 @@
+/**
+ * The identity policy's one impure step: what the policy computation (lb/policy) decided, written to
+ * tc_pod's policy maps (bpf/include/policy.h) — the ipcache, and per endpoint (the pod's host-side
+ * device, by ifindex) its identity, the directions it enforces and its allow entries.
+ *
+ * Order, so the datapath never enforces what is not written yet:
+ * - setEndpoint: new allow entries first, then the endpoint entry (enforcement starts with its allow
+ *   entries in place), then the stale allow entries go;
+ * - deleteEndpoint: the endpoint entry first (its device has no policy from then on), then its entries.
+ * The writer keeps a mirror of what the maps hold, read back when it opens, so a restarted agent
+ * rewrites only differences, and a write the kernel refused is retried by the next call (the mirror
+ * holds only what was written). Connections already tracked (xlb_policy_ct) keep going: a change applies
+ * to new connections.
+ */
+import { parseCidr } from '../service.js';
+import { AF_INET, AF_INET6 } from '../layouts.js';
+import {
+  IPCACHE_FAMILY_BITS,
+  ipcacheCidr,
+  POLICY_ANY_PROTO_BITS,
+  POLICY_MAPS,
+  POLICY_PROTO_BITS,
+  PolicyDirectionCode,
+  PolicyEndpoint,
+  PolicyEndpointFlag,
+  PolicyIpcacheKey,
+  PolicyIpcacheValue,
+  PolicyKey,
+} from '../layouts-policy.js';
+import type { EndpointPolicy, IpcacheEntry, PolicyDirection, PolicyProtocol, PolicyRule } from '../policy/types.js';
+import { BpfError } from './errors.js';
+import type { BpfMap } from './map.js';
+import type { BpfObject } from './object.js';
+
+/** What an endpoint is written with, and what endpoints() reads back. */
+export type PolicyEndpointState = { identity: number } & EndpointPolicy;
+
+/** A write the kernel refused: which map, what was being written, and the errno. */
+export class PolicyWriteError extends Error {
+  override name = 'PolicyWriteError';
+
+  constructor(
+    message: string,
+    readonly map: string,
+    /** The kernel's errno (e.g. 7 for E2BIG), when the failure came from the kernel. */
+    readonly errno: number | undefined,
+    options: { cause: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+const ALLOW = Buffer.from([1]);
+const PROTOCOLS: readonly PolicyProtocol[] = [0, 6, 17, 132];
+const MAX_U32 = 0xffffffff;
+
+interface WrittenEndpoint {
+  identity: number;
+  flags: number;
+}
+
+export class PolicyMapWriter {
+  /** What the maps hold: cidr → identity; ifindex → endpoint; ifindex → allow entries by key (hex). */
+  private readonly ipcacheMirror: Map<string, number>;
+  private readonly endpointMirror = new Map<number, WrittenEndpoint>();
+  private readonly rulesMirror = new Map<number, Map<string, PolicyRule>>();
+
+  private constructor(
+    private readonly ipcacheMap: BpfMap,
+    private readonly endpointMap: BpfMap,
+    private readonly policyMap: BpfMap,
+  ) {
+    this.ipcacheMirror = this.ipcache();
+    for (const [key, value] of endpointMap.entries()) this.endpointMirror.set(key.readUInt32LE(0), PolicyEndpoint.decode(value));
+    for (const key of policyMap.keys()) {
+      const { ifindex, rule } = ruleOfKey(key);
+      this.rulesOf(ifindex).set(key.toString('hex'), rule);
+    }
+  }
+
+  /** Over tc_pod's loaded object (PodDatapath.object), its maps as they are. */
+  static open(object: BpfObject): PolicyMapWriter {
+    return new PolicyMapWriter(object.map(POLICY_MAPS.ipcache), object.map(POLICY_MAPS.endpoint), object.map(POLICY_MAPS.policy));
+  }
+
+  /** Add or change ipcache entries (canonical or not: "198.18.0.5/32"). */
+  setIpcache(entries: IpcacheEntry[]): void {
+    const keyed = entries.map((entry) => {
+      checkIdentity(entry.identity, `ipcache entry ${entry.cidr}: identity`, 1);
+      return { ...ipcacheKey(entry.cidr), identity: entry.identity };
+    });
+    for (const { cidr, key, identity } of keyed) {
+      if (this.ipcacheMirror.get(cidr) === identity) continue;
+      this.write(this.ipcacheMap, `ipcache entry ${cidr} → identity ${identity}`, () => this.ipcacheMap.update(key, PolicyIpcacheValue.encode({ identity })));
+      this.ipcacheMirror.set(cidr, identity);
+    }
+  }
+
+  deleteIpcache(cidrs: string[]): void {
+    for (const { cidr, key } of cidrs.map(ipcacheKey)) {
+      if (!this.ipcacheMirror.has(cidr)) continue;
+      this.write(this.ipcacheMap, `deletion of ipcache entry ${cidr}`, () => this.ipcacheMap.delete(key));
+      this.ipcacheMirror.delete(cidr);
+    }
+  }
+
+  /** Enforce `endpoint` on the device `ifindex`, writing only what differs from what is there. */
+  setEndpoint(ifindex: number, endpoint: PolicyEndpointState): void {
+    checkIfindex(ifindex);
+    checkIdentity(endpoint.identity, `endpoint of ifindex ${ifindex}: identity`, 1);
+    const wanted = new Map<string, { key: Buffer; rule: PolicyRule }>();
+    endpoint.rules.forEach((rule, i) => {
+      const key = policyKey(ifindex, rule, `endpoint of ifindex ${ifindex}: rules[${i}]`);
+      wanted.set(key.toString('hex'), { key, rule: ruleOfKey(key).rule });
+    });
+    const flags = (endpoint.ingressEnforced ? PolicyEndpointFlag.Ingress : 0) | (endpoint.egressEnforced ? PolicyEndpointFlag.Egress : 0);
+    const subject = `endpoint of ifindex ${ifindex} (identity ${endpoint.identity})`;
+    const written = this.rulesOf(ifindex);
+    for (const [hex, { key, rule }] of wanted) {
+      if (written.has(hex)) continue;
+      this.write(this.policyMap, `an allow entry of the ${subject}`, () => this.policyMap.update(key, ALLOW));
+      written.set(hex, rule);
+    }
+    const current = this.endpointMirror.get(ifindex);
+    if (current?.identity !== endpoint.identity || current.flags !== flags) {
+      const value = PolicyEndpoint.encode({ identity: endpoint.identity, flags });
+      this.write(this.endpointMap, `the ${subject}`, () => this.endpointMap.update(endpointKey(ifindex), value));
+      this.endpointMirror.set(ifindex, { identity: endpoint.identity, flags });
+    }
+    this.deleteRules(ifindex, (hex) => !wanted.has(hex));
+  }
+
+  /** No policy on the device `ifindex` any more (its pod is gone). */
+  deleteEndpoint(ifindex: number): void {
+    checkIfindex(ifindex);
+    if (this.endpointMirror.has(ifindex)) {
+      this.write(this.endpointMap, `deletion of the endpoint of ifindex ${ifindex}`, () => this.endpointMap.delete(endpointKey(ifindex)));
+      this.endpointMirror.delete(ifindex);
+    }
+    this.deleteRules(ifindex, () => true);
+    this.rulesMirror.delete(ifindex);
+  }
+
+  /** Remove the endpoints of every device not in `keep` (left by an earlier agent); their ifindexes. */
+  prune(keep: Set<number>): number[] {
+    const stale = [...new Set([...this.endpointMirror.keys(), ...this.rulesMirror.keys()])].filter((ifindex) => !keep.has(ifindex));
+    for (const ifindex of stale) this.deleteEndpoint(ifindex);
+    return stale;
+  }
+
+  /** The endpoints as the maps hold them, read back. */
+  endpoints(): Map<number, PolicyEndpointState> {
+    const rules = new Map<number, PolicyRule[]>();
+    for (const key of this.policyMap.keys()) {
+      const { ifindex, rule } = ruleOfKey(key);
+      rules.set(ifindex, [...(rules.get(ifindex) ?? []), rule]);
+    }
+    const out = new Map<number, PolicyEndpointState>();
+    for (const [key, value] of this.endpointMap.entries()) {
+      const ifindex = key.readUInt32LE(0);
+      const { identity, flags } = PolicyEndpoint.decode(value);
+      out.set(ifindex, {
+        identity,
+        ingressEnforced: (flags & PolicyEndpointFlag.Ingress) !== 0,
+        egressEnforced: (flags & PolicyEndpointFlag.Egress) !== 0,
+        rules: rules.get(ifindex) ?? [],
+      });
+    }
+    return out;
+  }
+
+  /** The ipcache as the map holds it, read back: cidr → identity. */
+  ipcache(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [key, value] of this.ipcacheMap.entries()) out.set(ipcacheCidr(PolicyIpcacheKey.decode(key)), PolicyIpcacheValue.decode(value).identity);
+    return out;
+  }
+
+  private rulesOf(ifindex: number): Map<string, PolicyRule> {
+    let rules = this.rulesMirror.get(ifindex);
+    if (!rules) {
+      rules = new Map();
+      this.rulesMirror.set(ifindex, rules);
+    }
+    return rules;
+  }
+
+  private deleteRules(ifindex: number, stale: (hex: string) => boolean): void {
+    const written = this.rulesOf(ifindex);
+    for (const hex of [...written.keys()].filter(stale)) {
+      this.write(this.policyMap, `deletion of an allow entry of the endpoint of ifindex ${ifindex}`, () => this.policyMap.delete(Buffer.from(hex, 'hex')));
+      written.delete(hex);
+    }
+  }
+
+  private write(map: BpfMap, what: string, operation: () => void): void {
+    try {
+      operation();
+    } catch (error) {
+      const errno = error instanceof BpfError ? error.errno : undefined;
+      const cause = error instanceof Error ? error.message : String(error);
+      throw new PolicyWriteError(`writing ${what} to map ${map.name} failed: ${cause}`, map.name, errno, { cause: error });
+    }
+  }
+}
+
+function endpointKey(ifindex: number): Buffer {
+  const key = Buffer.alloc(4);
+  key.writeUInt32LE(ifindex);
+  return key;
+}
+
+function ipcacheKey(text: string): { cidr: string; key: Buffer } {
+  const cidr = parseCidr(text);
+  if (typeof cidr === 'string') throw new Error(`ipcache entry: ${cidr}`);
+  const key = PolicyIpcacheKey.encode({
+    prefixlen: IPCACHE_FAMILY_BITS + cidr.prefix,
+    family: cidr.family === 4 ? AF_INET : AF_INET6,
+    addr: cidr.network,
+  });
+  return { cidr: cidr.text, key };
+}
+
+/**
+ * An allow entry's LPM key: any protocol stops before the protocol; otherwise the protocol and the
+ * first portPrefixLen bits of the port (the rest zeroed, so one entry has one key).
+ */
+function policyKey(ifindex: number, rule: PolicyRule, what: string): Buffer {
+  checkIdentity(rule.identity, `${what}.identity`, 0);
+  if (!(rule.direction in PolicyDirectionCode)) throw new Error(`${what}.direction: ${JSON.stringify(rule.direction)} is not ingress or egress`);
+  if (!PROTOCOLS.includes(rule.protocol)) throw new Error(`${what}.protocol: ${JSON.stringify(rule.protocol)} is not one of ${PROTOCOLS.join(', ')}`);
+  if (!Number.isInteger(rule.port) || rule.port < 0 || rule.port > 0xffff) throw new Error(`${what}.port: ${rule.port} is not a port (0-65535)`);
+  if (!Number.isInteger(rule.portPrefixLen) || rule.portPrefixLen < 0 || rule.portPrefixLen > 16) {
+    throw new Error(`${what}.portPrefixLen: ${rule.portPrefixLen} is not a prefix length of a port (0-16)`);
+  }
+  const base = { ifindex, identity: rule.identity, direction: PolicyDirectionCode[rule.direction] };
+  if (rule.protocol === 0) return PolicyKey.encode({ ...base, prefixlen: POLICY_ANY_PROTO_BITS, proto: 0, dport: 0 });
+  const mask = (0xffff << (16 - rule.portPrefixLen)) & 0xffff;
+  return PolicyKey.encode({ ...base, prefixlen: POLICY_PROTO_BITS + rule.portPrefixLen, proto: rule.protocol, dport: rule.port & mask });
+}
+
+function ruleOfKey(key: Buffer): { ifindex: number; rule: PolicyRule } {
+  const { prefixlen, ifindex, identity, direction, proto, dport } = PolicyKey.decode(key);
+  const anyProtocol = prefixlen < POLICY_PROTO_BITS;
+  const rule: PolicyRule = {
+    direction: (direction === PolicyDirectionCode.egress ? 'egress' : 'ingress') satisfies PolicyDirection,
+    identity,
+    protocol: anyProtocol ? 0 : (proto as PolicyProtocol),
+    port: anyProtocol ? 0 : dport,
+    portPrefixLen: anyProtocol ? 0 : prefixlen - POLICY_PROTO_BITS,
+  };
+  return { ifindex, rule };
+}
+
+function checkIfindex(ifindex: number): void {
+  if (!Number.isInteger(ifindex) || ifindex < 1 || ifindex > MAX_U32) throw new Error(`ifindex ${ifindex} is not a device index (1-${MAX_U32})`);
+}
+
+function checkIdentity(identity: number, what: string, min: number): void {
+  if (!Number.isInteger(identity) || identity < min || identity > MAX_U32) throw new Error(`${what}: ${identity} is not an identity (${min}-${MAX_U32})`);
+}
