@@ -23,7 +23,7 @@ import { createLogger, type Logger } from './log.js';
 import { AgentMetrics } from './metrics.js';
 import { AgentLock, AgentRunningError } from './node-lock.js';
 import { ServiceStore, loadConfigFile } from './store.js';
-import type { KubernetesWatcher } from './k8s/syncer.js';
+import type { KubernetesWatcher, PolicyWiring } from './k8s/syncer.js';
 import type { PodDatapath } from './pod-datapath.js';
 import type { EdtDatapath } from './edt-datapath.js';
 import type { BandwidthSettings } from './bandwidth.js';
@@ -155,6 +155,23 @@ async function startBandwidthManager(flags: AgentFlags, log: Logger): Promise<Ed
   return EdtDatapath.load({ pinDir: flags.bpffs, devices: flags.devices, horizonNs: flags.edtHorizonNs, nodeSetup: flags.nodeSetup, log: (l) => log.info(l), warn: (l) => log.warn(l) });
 }
 
+/**
+ * Kubernetes mode's network policy writes tc_pod's policy maps (through its loaded object), and pods'
+ * egress-bandwidth annotations go to the bandwidth manager, both at the ifindex of each pod's device.
+ */
+async function policyWiring(pods: PodDatapath, edt: EdtDatapath | undefined): Promise<PolicyWiring> {
+  const { PolicyMapWriter } = await import('../lb/datapath/policy-writer.js');
+  const { ifindexOf } = await import('../lb/datapath/netif.js');
+  const known = (device: string): number | undefined => {
+    try {
+      return ifindexOf(device);
+    } catch {
+      return undefined; // gone since pods.ts found it: written once it is found again
+    }
+  };
+  return { maps: PolicyMapWriter.open(pods.object), ...(edt ? { bandwidth: edt } : {}), ifindexOf: known };
+}
+
 /** Standalone mode: the pods' bandwidth limits of PUT /v1/bandwidth, kept beside the state file. */
 async function startBandwidthSettings(flags: AgentFlags, edt: EdtDatapath, log: Logger, teardown: Teardown): Promise<BandwidthSettings> {
   const { BandwidthSettings, bandwidthFileOf } = await import('./bandwidth.js');
@@ -224,7 +241,7 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
     if (flags.kubernetes) {
       const { startKubernetes } = await import('./k8s/syncer.js');
       kubernetes = await startKubernetes({ flags: flags.kubernetes, nodeName: flags.nodeName, store, registry: metrics.registry, log, nodeAddresses: nodePortAddressList,
-        nodeDevices: flags.devices, ...(pods ? { onPodDevices: (d: string[]) => pods.setNamed(d) } : {}) });
+        nodeDevices: flags.devices, ...(pods ? { onPodDevices: (d: string[]) => pods.setNamed(d), policy: await policyWiring(pods, edt) } : {}) });
       const watcher = kubernetes;
       teardown.add('stopping the Kubernetes watcher', () => watcher.stop());
       // The pinned maps' leftovers go once the cluster's services are all listed and applied; until
@@ -250,6 +267,7 @@ async function run(flags: AgentFlags, log: Logger): Promise<number> {
       startedAt,
       monitor: new MonitorStreams(),
       ...(kubernetes ? { kubernetes } : {}),
+      ...(kubernetes?.policy ? { policy: kubernetes.policy } : {}),
       ...(edt ? { edt } : {}),
       ...(bandwidth ? { bandwidth } : {}),
     };
