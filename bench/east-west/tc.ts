@@ -61,6 +61,16 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? 0;
 }
 
+/**
+ * The median of each measurement over `rounds` rounds, the measurements taking turns within a round
+ * (the machine is shared: alternating spreads its noise over all of them alike). Each returns ns/packet,
+ * e.g. a program's BPF_PROG_TEST_RUN duration.
+ */
+export function medianOfRounds(measurements: readonly (() => number)[], rounds: number): number[] {
+  const samples = Array.from({ length: rounds }, () => measurements.map((measure) => measure()));
+  return measurements.map((_, i) => median(samples.map((round) => round[i] ?? 0)));
+}
+
 /** A TCP frame of FRAME_LEN bytes. */
 function frame(f: Family, src: string, dst: string, sport: number, dport: number, flags: number, toPod = false): Buffer {
   const payload = Buffer.alloc(FRAME_LEN - 14 - f.l3 - 20);
@@ -110,8 +120,8 @@ export async function measureTcTranslation(options: TcTranslationOptions = {}): 
     };
     /** Rounds of `program` (through the harness) alternating with the harness alone and tc_pass. */
     const compare = (program: string, harness: string | undefined, data: Buffer): { value: number; harness: number; pass: number } => {
-      const samples = Array.from({ length: rounds }, () => [time(program, data), harness ? time(harness, data) : 0, time('tc_pass', data)] as const);
-      return { value: median(samples.map(([v]) => v)), harness: median(samples.map(([, h]) => h)), pass: median(samples.map(([, , p]) => p)) };
+      const [value = 0, harnessValue = 0, pass = 0] = medianOfRounds([() => time(program, data), () => (harness ? time(harness, data) : 0), () => time('tc_pass', data)], rounds);
+      return { value, harness: harnessValue, pass };
     };
 
     const figures: BenchFigure[] = [];
