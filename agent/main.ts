@@ -169,7 +169,8 @@ async function policyWiring(pods: PodDatapath, edt: EdtDatapath | undefined): Pr
       return undefined; // gone since pods.ts found it: written once it is found again
     }
   };
-  return { maps: PolicyMapWriter.open(pods.object), ...(edt ? { bandwidth: edt } : {}), ifindexOf: known };
+  const localAddresses = (): string[] => Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((a) => a.address));
+  return { maps: PolicyMapWriter.open(pods.object), ...(edt ? { bandwidth: edt } : {}), ifindexOf: known, localAddresses };
 }
 
 /** Standalone mode: the pods' bandwidth limits of PUT /v1/bandwidth, kept beside the state file. */

@@ -67,8 +67,13 @@ export interface PolicySyncOptions {
   events: Pick<EventRecorder, 'warn'>;
   metrics: PolicyMetrics;
   log: Logger;
-  /** A device's ifindex, or undefined when there is none by that name (default if_nametoindex). */
+  /** A device's ifindex, or undefined when there is none by that name. */
   ifindexOf: (device: string) => number | undefined;
+  /**
+   * Every address of this node's interfaces: all are the Host identity, not only its Node's (the
+   * gateway addresses on pods' devices and their link-local ones send probes and neighbour discovery).
+   */
+  localAddresses?: () => string[];
   retry?: { initialMs: number; maxMs: number };
 }
 
@@ -108,6 +113,9 @@ export class PolicySync implements PolicySource {
   private readonly nodes = new Map<string, string>();
   private readonly policies = new Map<string, HeldPolicy>();
   private problemCount = 0;
+  /** This node's addresses from its Node object, and the Host addresses last given to the engine. */
+  private nodeAddresses: string[] = [];
+  private hostAddresses: string | undefined;
 
   /** Local endpoints as computed, and the ifindex each was written at. */
   private readonly desired = new Map<string, LocalEndpoint>();
@@ -212,7 +220,9 @@ export class PolicySync implements PolicySource {
       case 'Node': {
         const info = nodeInfo(object, []);
         if (!info) return 'unchanged';
-        return this.setIfChanged(this.nodes, key, info.addresses.join(','), () => this.engine.upsertNode(info.name, info.addresses));
+        return this.setIfChanged(this.nodes, key, info.addresses.join(','), () =>
+          key === this.options.nodeName ? this.setHostAddresses(info.addresses) : this.engine.upsertNode(info.name, info.addresses),
+        );
       }
       case 'NetworkPolicy':
         return this.setPolicy(key, object);
@@ -239,6 +249,17 @@ export class PolicySync implements PolicySource {
     this.pods.set(key, { info, text });
     this.engine.upsertPod(info);
     return held ? 'update' : 'add';
+  }
+
+  /** This node's addresses: its Node's (`fromNode`, when given) and its interfaces' now, all Host. */
+  private setHostAddresses(fromNode?: string[]): void {
+    if (fromNode) this.nodeAddresses = fromNode;
+    const addresses = [...new Set([...this.nodeAddresses, ...(this.options.localAddresses?.() ?? [])])].sort();
+    const text = addresses.join(',');
+    if (text === this.hostAddresses) return;
+    this.hostAddresses = text;
+    if (addresses.length > 0) this.engine.upsertNode(this.options.nodeName, addresses);
+    else this.engine.deleteNode(this.options.nodeName);
   }
 
   private setBandwidth(key: string, annotation: string | undefined): void {
@@ -294,7 +315,9 @@ export class PolicySync implements PolicySource {
         if (this.namespaces.delete(key)) this.engine.deleteNamespace(key);
         return;
       case 'Node':
-        if (this.nodes.delete(key)) this.engine.deleteNode(key);
+        if (!this.nodes.delete(key)) return;
+        if (key === this.options.nodeName) this.setHostAddresses([]);
+        else this.engine.deleteNode(key);
         return;
       case 'NetworkPolicy': {
         const held = this.policies.get(key);
@@ -328,6 +351,8 @@ export class PolicySync implements PolicySource {
 
   private sync(): void {
     const started = performance.now();
+    // A pod's device and its gateway address come and go with the pod: the interfaces are read anew.
+    this.setHostAddresses();
     const delta = this.engine.flush();
     if (delta.ipcacheSet.length > 0 || delta.ipcacheDeleted.length > 0 || delta.endpointsSet.length > 0 || delta.endpointsDeleted.length > 0) {
       this.identityCache = undefined;

@@ -78,7 +78,7 @@ export interface KubernetesWatcherOptions {
 }
 
 /** What network policy writes to, and how it finds a device's ifindex. */
-export type PolicyWiring = Pick<PolicySyncOptions, 'maps' | 'bandwidth' | 'ifindexOf' | 'retry'>;
+export type PolicyWiring = Pick<PolicySyncOptions, 'maps' | 'bandwidth' | 'ifindexOf' | 'localAddresses' | 'retry'>;
 
 function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);

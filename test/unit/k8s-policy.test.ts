@@ -112,6 +112,7 @@ function harness(options: { bandwidth?: boolean } = {}) {
     metrics: new PolicyMetrics(registry),
     log,
     ifindexOf: (device) => IFINDEX[device],
+    localAddresses: () => ['198.18.81.1', 'fe80::1', '198.18.70.1'],
     retry: { initialMs: 20, maxMs: 40 },
   });
   return { sync, maps, rates, rateCalls, events, log, registry };
@@ -148,6 +149,8 @@ describe('PolicySync', () => {
     assert.equal(maps.entries.get('198.18.73.2/32'), client.id);
     assert.equal(maps.entries.get('198.18.72.2/32'), server.id);
     assert.equal(maps.entries.get('198.18.70.1/32'), ReservedIdentity.Host);
+    assert.equal(maps.entries.get('198.18.81.1/32'), ReservedIdentity.Host, "the node's interfaces' addresses are Host too");
+    assert.equal(maps.entries.get('fe80::1/128'), ReservedIdentity.Host);
     assert.equal(maps.entries.get('198.18.70.2/32'), ReservedIdentity.RemoteNode);
     assert.equal(maps.endpoints.size, 0, 'no device known yet');
 
