@@ -268,27 +268,48 @@ static __always_inline void policy_ct_create(const struct policy_ct_key *key, __
 	bpf_map_update_elem(&xlb_policy_ct, key, &entry, BPF_ANY);
 }
 
-/* What a decision was about, for the drop's event: the identities of the connection's source and
- * destination (the pod's own is its endpoint's). */
+/* A drop's connection, for its event: the identities of its source and destination (the pod's own is its
+ * endpoint's). */
 struct policy_parties {
 	__u32 src_identity;
 	__u32 dst_identity;
 };
 
-static __always_inline void policy_parties_of(const struct policy_endpoint *ep, __u32 peer, int from_pod,
-					      struct policy_parties *parties)
+/* The parties of this CPU's last policy drop, read when its event is made: off the stack, which tc_pod's
+ * paths have none of to spare. */
+XLB_SCRATCH(xlb_policy_drop, struct policy_parties)
+
+static __always_inline void policy_record_drop(const struct policy_endpoint *ep, __u32 peer, int from_pod)
 {
+	struct policy_parties *parties = xlb_policy_drop_get();
+
+	if (!parties)
+		return;
 	parties->src_identity = from_pod ? ep->identity : peer;
 	parties->dst_identity = from_pod ? peer : ep->identity;
+}
+
+static __always_inline int policy_is_drop(int reason)
+{
+	return reason == XLB_DROP_POLICY_EGRESS || reason == XLB_DROP_POLICY_INGRESS;
+}
+
+/* The identities a drop's event carries: a policy drop's parties, else none (0, 0). */
+static __always_inline void policy_drop_identities(int reason, __u32 *src_identity, __u32 *dst_identity)
+{
+	struct policy_parties *parties = policy_is_drop(reason) ? xlb_policy_drop_get() : NULL;
+
+	*src_identity = parties ? parties->src_identity : 0;
+	*dst_identity = parties ? parties->dst_identity : 0;
 }
 
 /*
  * A packet of an endpoint outside tc_pod's own flows (from_pod: leaving the pod, after any translation;
  * else on its way in, as on the wire): a tracked connection's passes; a new connection is decided and,
- * allowed, tracked. 0, or a negative drop reason with the parties filled in.
+ * allowed, tracked. 0, or a negative drop reason (its parties recorded).
  */
 static __always_inline int policy_check(const struct policy_endpoint *ep, __u32 ifindex, const struct xlb_pkt *pkt,
-					int from_pod, struct policy_parties *parties)
+					int from_pod)
 {
 	__u8 direction = from_pod ? XLB_POLICY_EGRESS : XLB_POLICY_INGRESS;
 	const union xlb_addr *peer_addr = from_pod ? &pkt->tuple.daddr : &pkt->tuple.saddr;
@@ -307,7 +328,7 @@ static __always_inline int policy_check(const struct policy_endpoint *ep, __u32 
 	peer = policy_identity_of(peer_addr, pkt->tuple.family);
 	err = policy_decide(ep, ifindex, direction, peer, pkt->tuple.proto, pkt->tuple.dport);
 	if (err) {
-		policy_parties_of(ep, peer, from_pod, parties);
+		policy_record_drop(ep, peer, from_pod);
 		return err;
 	}
 	policy_ct_create(&key, direction, pkt, now);
@@ -320,7 +341,7 @@ static __always_inline int policy_check(const struct policy_endpoint *ep, __u32 
  * of the pod and into it: both directions decide, the peer being the pod's own identity.
  */
 static __always_inline int policy_check_service_flow(const struct policy_endpoint *ep, __u32 ifindex, const struct xlb_tuple *flow,
-						     const struct lb_backend *backend, int hairpin, struct policy_parties *parties)
+						     const struct lb_backend *backend, int hairpin)
 {
 	__u32 peer = hairpin ? ep->identity : policy_identity_of(&backend->addr, flow->family);
 	int err = policy_decide(ep, ifindex, XLB_POLICY_EGRESS, peer, flow->proto, backend->port);
@@ -328,7 +349,7 @@ static __always_inline int policy_check_service_flow(const struct policy_endpoin
 	if (!err && hairpin)
 		err = policy_decide(ep, ifindex, XLB_POLICY_INGRESS, peer, flow->proto, backend->port);
 	if (err)
-		policy_parties_of(ep, peer, 1, parties);
+		policy_record_drop(ep, peer, 1);
 	return err;
 }
 

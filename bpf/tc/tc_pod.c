@@ -52,7 +52,6 @@ struct pod_verdict {
 	int reason;
 	__u32 service_id;
 	__u32 backend_id;
-	struct policy_parties parties; /* a policy drop's identities */
 };
 
 static __always_inline void pod_drop(struct pod_verdict *v, int reason)
@@ -172,13 +171,12 @@ XLB_SUBPROG int pod_policy_service_path(const struct xlb_pkt *pkt, __u32 ifindex
 	const struct policy_endpoint *ep = policy_endpoint_of(ifindex);
 	struct ct_way *scratch = xlb_ct_scratch_get();
 	const struct lb_backend *backend;
-
 	int err;
 
 	if (!pkt || !v || !scratch || !ep)
 		return 0;
 	backend = &scratch->value.entry.slot.backend;
-	err = policy_check_service_flow(ep, ifindex, &pkt->tuple, backend, pod_is_hairpin(backend, &pkt->tuple), &v->parties);
+	err = policy_check_service_flow(ep, ifindex, &pkt->tuple, backend, pod_is_hairpin(backend, &pkt->tuple));
 	if (err)
 		v->backend_id = scratch->value.entry.slot.backend_id; /* the drop names the backend refused */
 	return err;
@@ -440,7 +438,7 @@ XLB_SUBPROG int pod_policy_path(const struct xlb_pkt *pkt, const struct policy_e
 
 	if (!pkt || !ep || !v)
 		return 0;
-	err = policy_check(ep, ifindex, pkt, from_pod, &v->parties);
+	err = policy_check(ep, ifindex, pkt, from_pod);
 	if (err)
 		pod_drop(v, -err);
 	return 0;
@@ -468,13 +466,16 @@ static __always_inline int pod_sampled(const struct xlb_config *cfg)
 static __always_inline int pod_verdict(struct __sk_buff *skb, const struct xlb_config *cfg, const struct xlb_tuple *flow,
 				       struct pod_verdict *v, int direction, __u32 len)
 {
+	__u32 src_identity, dst_identity;
+
 	if (v->reason == XLB_PASS_NOT_SERVICE)
 		return TC_ACT_OK;
 	xlb_count(v->reason, direction, len);
-	if (xlb_is_drop(v->reason))
+	if (xlb_is_drop(v->reason)) {
+		policy_drop_identities(v->reason, &src_identity, &dst_identity);
 		xlb_emit_identities(XLB_EVENT_DROP, v->reason, direction, flow, skb->ifindex, v->service_id, v->backend_id,
-				    v->parties.src_identity, v->parties.dst_identity);
-	else if (v->reason == XLB_REJECT_NO_BACKEND)
+				    src_identity, dst_identity);
+	} else if (v->reason == XLB_REJECT_NO_BACKEND)
 		xlb_emit(XLB_EVENT_REJECT, v->reason, direction, flow, skb->ifindex, v->service_id, 0);
 	else if (v->reason == XLB_FWD_NEW_FLOW && pod_sampled(cfg))
 		xlb_emit(XLB_EVENT_NEW_FLOW, v->reason, direction, flow, skb->ifindex, v->service_id, v->backend_id);
