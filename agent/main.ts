@@ -138,7 +138,9 @@ async function startPodDatapath(flags: AgentFlags, log: Logger, teardown: Teardo
     maglevSeed: flags.maglevSeed,
     conntrackEntries: flags.conntrackEntries,
     podDevices: flags.podDevices,
+    nodeSetup: flags.nodeSetup,
     log: (l) => log.info(l),
+    warn: (l) => log.warn(l),
   });
   teardown.add('closing the pod datapath', () => pods.close());
   pods.watch();

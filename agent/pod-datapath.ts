@@ -27,7 +27,9 @@ import { lbSharedLoadOptions, type LbDatapathOptions } from '../lb/datapath/lb-d
 import { BpfObject } from '../lb/datapath/object.js';
 import { bpfObjectPath } from '../lb/datapath/objects.js';
 import { detachPodPrograms, listDevices, parsePodDevicePatterns, POD_PROGRAMS, PodDevices, type PodDeviceSync } from '../lb/datapath/pod-devices.js';
+import { enforceSysctls, readSysctl } from '../lb/datapath/sysctl.js';
 import type { MaglevSeed } from '../lb/maglev/index.js';
+import { podDeviceSysctls } from '../lb/node-settings.js';
 import { DEFAULT_BACKEND_MAP_MAX, DEFAULT_SERVICE_MAP_MAX } from './flags.js';
 
 export interface PodDatapathOptions {
@@ -41,6 +43,9 @@ export interface PodDatapathOptions {
   /** --pod-devices patterns: `lxc+` a prefix, `eth1` a name; each may be a comma-separated list. */
   podDevices: readonly string[];
   log: (message: string) => void;
+  /** Set what each pod device needs (forwarding: podDeviceSysctls) and log it; false: only warn (--no-node-setup). */
+  nodeSetup?: boolean;
+  warn?: (message: string) => void;
   /** Attach in this network namespace (tests); default the calling thread's. */
   netns?: string;
 }
@@ -63,7 +68,9 @@ export class PodDatapath {
       options.log(`pinned map replaced, its state lost (the layout changed since it was pinned): ${replaced}`);
     }
     const programs = { ingress: object.program(POD_PROGRAMS.ingress), egress: object.program(POD_PROGRAMS.egress) };
-    const devices = new PodDevices({ patterns, programs, log: options.log, netns: options.netns });
+    const log = { info: options.log, warn: options.warn ?? options.log };
+    const prepare = (device: string): void => void enforceSysctls(podDeviceSysctls(device, readSysctl), options.nodeSetup ?? true, log);
+    const devices = new PodDevices({ patterns, programs, log: options.log, prepare, netns: options.netns });
     options.log(
       patterns.length === 0
         ? 'pod datapath: no --pod-devices patterns; only devices named from Kubernetes get tc_pod'

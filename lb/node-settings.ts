@@ -60,6 +60,25 @@ export function datapathSysctls(devices: readonly string[], read: SysctlReader):
   return settings;
 }
 
+/**
+ * What tc_pod needs on a pod's host-side device: the stack forwards what the pod sends (tc_pod
+ * translates a pod's packets to services, then the node routes them on). IPv4 asks the device the
+ * packet came in by; IPv6 forwards only with all.forwarding on, unless that device has force_forwarding
+ * (Linux 6.17 and later) — set where the kernel has it, as turning all.forwarding on would change every
+ * device of the node.
+ */
+export function podDeviceSysctls(device: string, read: SysctlReader): SysctlSetting[] {
+  const v4 = ['net', 'ipv4', 'conf', device, 'forwarding'];
+  const settings: SysctlSetting[] = [
+    { path: v4, current: read(v4), wanted: '1', effect: `the node does not forward what the pod behind ${device} sends: its IPv4 packets to services and other nodes are dropped` },
+  ];
+  const v6 = ['net', 'ipv6', 'conf', device, 'force_forwarding'];
+  if (read(['net', 'ipv6', 'conf', 'all', 'forwarding']) !== '1') {
+    settings.push({ path: v6, current: read(v6), wanted: '1', effect: `the node does not forward what the pod behind ${device} sends: its IPv6 packets to services and other nodes are dropped` });
+  }
+  return settings;
+}
+
 /** The settings not yet as the datapath needs them (a setting the node lacks is not missing). */
 export function unmetSysctls(settings: readonly SysctlSetting[]): SysctlSetting[] {
   return settings.filter((s) => s.current !== undefined && s.current !== s.wanted);

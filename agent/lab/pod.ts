@@ -47,8 +47,6 @@ export function attachPod(topology: Topology, nodeNs: string, plan: PodPlan): La
     topology.exec(ns, 'ip', [...ip, 'route', 'add', 'default', 'via', plan.gateway[family], 'dev', POD_DEVICE]);
     topology.exec(nodeNs, 'ip', [...ip, 'route', 'add', `${plan[family]}${hostPrefix}`, 'dev', host, 'scope', 'link']);
   }
-  // Packets that come in by the pod's device may be forwarded: IPv4's setting is the input device's;
-  // IPv6 forwards only with all.forwarding, unless the input device has force_forwarding.
-  topology.exec(nodeNs, 'sysctl', ['-qw', `net.ipv4.conf.${host}.forwarding=1`, `net.ipv6.conf.${host}.force_forwarding=1`]);
+  // Forwarding what comes in by the pod's device is the agent's to set (tc_pod's node settings), not the lab's.
   return { ns, dev: POD_DEVICE, v4: plan.v4, v6: plan.v6, hostDevice: host };
 }

@@ -209,6 +209,8 @@ export interface PodDevicesOptions {
   patterns: readonly DevicePattern[];
   programs: { ingress: BpfProgram; egress: BpfProgram };
   log: (message: string) => void;
+  /** Run on each device before tc_pod goes on it, in the devices' namespace (the node settings it needs). */
+  prepare?: (device: string) => void;
   /** Work in this network namespace (tests); default the calling thread's. */
   netns?: string;
 }
@@ -265,6 +267,7 @@ export class PodDevices {
       }
       for (const device of plan.attach) {
         try {
+          this.options.prepare?.(device.name);
           attachTc(device.name, 'ingress', this.options.programs.ingress, POD_TC_FILTER);
           attachTc(device.name, 'egress', this.options.programs.egress, POD_TC_FILTER);
           this.attachedDevices.set(device.index, device.name);

@@ -125,11 +125,14 @@ describe('ClusterIP services from a pod, through tc_pod on its veth', () => {
 
   before(async () => {
     nodeNs = topology.namespace('node');
-    // The network as a CNI sets it up (forwarding on the node's ends included). Nothing else for xlb.
+    // The network as a CNI sets it up: pods on veths with their routes. Forwarding is the agent's (tc_pod's node settings).
     const plug = (role: string, hostDevice: string, p: { v4: string; v6: string; gw4: string; gw6: string }): string =>
       attachPod(topology, nodeNs, { role, hostDevice, v4: p.v4, v6: p.v6, gateway: { v4: p.gw4, v6: p.gw6 } }).ns;
     podNs = plug('pod', 'lxc-pod', POD);
     for (const b of BACKENDS) await startServer(plug(b.name, b.dev, b), b.name, b.v4, b.v6);
+    // The backends' devices are not tc_pod's here (only lxc+ is), so nothing of xlb sets them up: their
+    // replies are forwarded as the CNI that made them would have it. The pod's device is left to the agent.
+    for (const b of BACKENDS) topology.exec(nodeNs, 'sysctl', ['-qw', `net.ipv4.conf.${b.dev}.forwarding=1`, `net.ipv6.conf.${b.dev}.force_forwarding=1`]);
     await startServer(podNs, 'pod', POD.v4, POD.v6); // the pod serves too: its own backend for hairpin
 
     bpffs = TempBpffs.mount('cip');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { enforceSysctls } from '../../lb/datapath/sysctl.js';
-import { datapathSysctls, sysctlName, unmetSysctls, type SysctlReader } from '../../lb/node-settings.js';
+import { datapathSysctls, podDeviceSysctls, sysctlName, unmetSysctls, type SysctlReader } from '../../lb/node-settings.js';
 
 /** A node's /proc/sys as a map from dotted names (device names here hold no dots). */
 function node(values: Record<string, string>): SysctlReader {
@@ -68,4 +68,17 @@ test('a setting the agent cannot write is a warning naming it and its effect; no
   assert.equal(warnings.length, 1);
   assert.match(warnings[0] ?? '', /^setting sysctl net\.xlb-test-no-such-sysctl=1: .*; it stays 0: the test would notice$/);
   assert.deepEqual(reports, [{ sysctl: 'net.xlb-test-no-such-sysctl', value: '0', wanted: '1', effect: 'the test would notice' }]);
+});
+
+test('a pod device: IPv4 forwarding on it, IPv6 by its force_forwarding unless the node forwards IPv6 already', () => {
+  const pod = (values: Record<string, string>): Record<string, string> =>
+    Object.fromEntries(unmetSysctls(podDeviceSysctls('lxc1', node(values))).map((s) => [sysctlName(s.path), s.wanted]));
+  const fresh = { 'net.ipv4.conf.lxc1.forwarding': '0', 'net.ipv6.conf.all.forwarding': '0', 'net.ipv6.conf.lxc1.force_forwarding': '0' };
+  assert.deepEqual(pod(fresh), { 'net.ipv4.conf.lxc1.forwarding': '1', 'net.ipv6.conf.lxc1.force_forwarding': '1' });
+  assert.deepEqual(pod({ ...fresh, 'net.ipv6.conf.all.forwarding': '1' }), { 'net.ipv4.conf.lxc1.forwarding': '1' });
+  // A kernel before 6.17 has no force_forwarding: nothing to set there (all.forwarding is the node's choice).
+  const { ['net.ipv6.conf.lxc1.force_forwarding']: _, ...older } = fresh;
+  assert.deepEqual(pod(older), { 'net.ipv4.conf.lxc1.forwarding': '1' });
+  const effects = podDeviceSysctls('lxc1', node(fresh)).map((s) => s.effect);
+  assert.ok(effects.every((e) => e.includes('lxc1') && e.includes('dropped')), effects.join('\n'));
 });
