@@ -32,7 +32,8 @@ import { Ipcache } from './ipcache.js';
 import { parseNetworkPolicy, policyKey, policyPrefixes, PROTOCOL_NUMBERS, type NetworkPolicySpec, type PeerSpec, type RuleSpec } from './network-policy.js';
 import { isObject } from '../k8s/objects.js';
 import type { PolicyProblem } from './problems.js';
-import { ruleKey, ruleOfKey, sameKeys, sortedUnique } from './rule-keys.js';
+import { ruleKey, ruleOfKey, sameKeys } from './rule-keys.js';
+import { endpointKeys, namedPortKey, policyContribution, type Contribution, type NamedPorts } from './contribution.js';
 import { selectorMatches } from './selector.js';
 import {
   ReservedIdentity,
@@ -42,6 +43,7 @@ import {
   type PodInfo,
   type PolicyDirection,
   type PolicyProtocol,
+  type PolicyRule,
 } from './types.js';
 
 export type { PolicyProblem } from './problems.js';
@@ -103,13 +105,6 @@ interface RuleState {
   cidrIds: Set<number>;
 }
 
-/** What a policy gives each pod it selects, in rule keys. */
-interface Contribution {
-  keys: number[];
-  /** Ingress rules with named ports: resolved against each selected pod's own ports. */
-  namedIngress: { ids: number[]; protocol: PolicyProtocol; name: string }[];
-}
-
 interface PolicyState {
   key: string;
   spec: NetworkPolicySpec;
@@ -124,11 +119,11 @@ interface PolicyState {
 
 interface FlushedEndpoint {
   endpoint: LocalEndpoint;
+  /** endpoint.rules as rule keys, in the same order. */
   keys: Float64Array;
 }
 
 const podKey = (namespace: string, name: string): string => `${namespace}/${name}`;
-const namedPortKey = (protocol: PolicyProtocol, name: string): string => `${protocol}/${name}`;
 const byText = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 export class PolicyEngine {
@@ -140,6 +135,14 @@ export class PolicyEngine {
   private readonly namespaces = new Map<string, Record<string, string>>();
   private readonly nodes = new Map<string, string[]>();
   private readonly policies = new Map<string, PolicyState>();
+  /** The policies of each namespace: the only ones whose podSelector, or peers without namespaceSelector, select its pods. */
+  private readonly policiesByNamespace = new Map<string, Set<PolicyState>>();
+  /** The policies with a namespaceSelector peer: they may select pods of any namespace. */
+  private readonly namespaceSelecting = new Set<PolicyState>();
+  /** Namespace → the policies of other namespaces whose namespaceSelector peers select it (a cache). */
+  private readonly reachers = new Map<string, PolicyState[]>();
+  /** Label identity → the policies with a rule whose peers select it. */
+  private readonly peerOf = new Map<number, Set<PolicyState>>();
 
   private readonly labelIdentities = new LabelIdentities();
   private readonly cidrIdentities = new CidrIdentities();
@@ -222,6 +225,12 @@ export class PolicyEngine {
     const state: PolicyState = { key, spec, specText, prefixes: prefixes.map((p) => p.text), selected: new Set(), rules, contribution: undefined };
     this.policies.set(key, state);
     this.pendingPolicies.add(key);
+    const ofNamespace = this.policiesByNamespace.get(spec.namespace) ?? new Set<PolicyState>();
+    this.policiesByNamespace.set(spec.namespace, ofNamespace.add(state));
+    if (rules.some((r) => r.spec.peers?.some((peer) => peer.kind === 'pods' && peer.namespaceSelector))) {
+      this.namespaceSelecting.add(state);
+      this.reachers.clear();
+    }
     return [];
   }
 
@@ -268,7 +277,7 @@ export class PolicyEngine {
         this.flushed.delete(key);
         continue;
       }
-      const next = this.computeEndpoint(pod, pod.identity, computed);
+      const next = this.computeEndpoint(pod, pod.identity, computed, before);
       if (before && sameEndpoint(before, next)) continue;
       this.flushed.set(key, next);
       endpointsSet.push(next.endpoint);
@@ -328,11 +337,16 @@ export class PolicyEngine {
     if (previousId !== undefined && previousId !== identity?.id && this.labelIdentities.release(previousId, key)) {
       this.identityReleased(previousId, before?.info.namespace ?? '');
     }
+    const previousPorts = previousId === undefined ? [] : before?.info.namedPorts ?? [];
     const ports = identity && info ? info.namedPorts : [];
-    if (previousId !== identity?.id || !sameNamedPorts(before?.info.namedPorts ?? [], ports)) {
-      this.countNamedPorts(previousId === undefined ? [] : before?.info.namedPorts ?? [], -1, previousId);
-      this.countNamedPorts(ports, +1, identity?.id);
+    const portsChanged = !sameNamedPorts(previousPorts, ports);
+    if (portsChanged) {
+      this.countNamedPorts(previousPorts, -1);
+      this.countNamedPorts(ports, +1);
     }
+    // The named ports of the identities the pod left and joined (if it has any).
+    if (previousId !== undefined && previousPorts.length > 0 && (portsChanged || previousId !== identity?.id)) this.namedPortsChanged.add(previousId);
+    if (identity && ports.length > 0 && (portsChanged || previousId !== identity.id)) this.namedPortsChanged.add(identity.id);
 
     this.ipcache.replace('pod', key, before?.cidrs ?? [], cidrs, identity?.id);
     const local = identity !== undefined && info?.nodeName === this.nodeName;
@@ -363,11 +377,8 @@ export class PolicyEngine {
     this.namedPortsCache.delete(id);
   }
 
-  /** A pod's named ports joining (+1) or leaving (-1) identity `id` and the cluster-wide index. */
-  private countNamedPorts(ports: PodInfo['namedPorts'], delta: 1 | -1, id: number | undefined): void {
-    if (id === undefined || ports.length === 0) return;
-    this.namedPortsChanged.add(id);
-    this.namedPortsCache.delete(id);
+  /** A pod's named ports joining (+1) or leaving (-1) the cluster-wide index. */
+  private countNamedPorts(ports: PodInfo['namedPorts'], delta: 1 | -1): void {
     for (const { name, port, protocol } of ports) {
       const key = namedPortKey(PROTOCOL_NUMBERS[protocol], name);
       const counts = this.allNamedPorts.get(key) ?? new Map<number, number>();
@@ -378,6 +389,14 @@ export class PolicyEngine {
       if (counts.size > 0) this.allNamedPorts.set(key, counts);
       else this.allNamedPorts.delete(key);
     }
+  }
+
+  /** Whether identity `id`'s named ports differ from those cached (and the cache is now up to date). */
+  private namedPortsDiffer(id: number): boolean {
+    const cached = this.namedPortsCache.get(id);
+    this.namedPortsCache.delete(id);
+    const now = this.namedPortsOf(id);
+    return !cached || cached.size !== now.size || [...now].some(([key, ports]) => cached.get(key)?.join() !== ports.join());
   }
 
   /** Named port (protocol/name) → the ports the pods of identity `id` give it. */
@@ -413,41 +432,56 @@ export class PolicyEngine {
       this.prefixesChanged = true;
     }
     this.policies.delete(state.key);
+    const ofNamespace = this.policiesByNamespace.get(state.spec.namespace);
+    ofNamespace?.delete(state);
+    if (ofNamespace?.size === 0) this.policiesByNamespace.delete(state.spec.namespace);
+    if (this.namespaceSelecting.delete(state)) this.reachers.clear();
+    for (const rule of state.rules) for (const id of rule.labelIds) this.peerOf.get(id)?.delete(state);
     this.pendingPolicies.delete(state.key);
     this.stalePolicies.delete(state.key);
   }
 
   /** Brings every policy's selections up to date with what changed since the last flush. */
   private updateSelections(): void {
-    const established = [...this.policies.values()].filter((p) => !this.pendingPolicies.has(p.key));
     for (const id of this.releasedIdentities) {
-      for (const policy of established) this.forgetIdentity(policy, id);
+      const selecting = [...(this.selectedBy.get(id) ?? [])].flatMap((key) => this.policies.get(key) ?? []);
+      for (const policy of new Set([...selecting, ...(this.peerOf.get(id) ?? [])])) this.forgetIdentity(policy, id);
       this.selectedBy.delete(id);
+      this.peerOf.delete(id);
     }
     for (const key of this.pendingPolicies) {
       const policy = this.policies.get(key);
       if (policy) this.evaluatePolicy(policy);
     }
-    if (this.prefixesChanged) for (const policy of established) this.updateCidrIds(policy);
-
-    const identities = new Set(this.createdIdentities);
-    for (const namespace of this.changedNamespaces) {
-      for (const id of this.identitiesByNamespace.get(namespace) ?? []) identities.add(id);
+    if (this.prefixesChanged) {
+      for (const policy of this.policies.values()) if (!this.pendingPolicies.has(policy.key)) this.updateCidrIds(policy);
     }
-    for (const id of identities) {
+
+    if (this.changedNamespaces.size > 0) this.reachers.clear();
+    const relabelled = [...this.changedNamespaces].flatMap((namespace) => [...(this.identitiesByNamespace.get(namespace) ?? [])]);
+    for (const id of new Set([...this.createdIdentities, ...relabelled])) {
       const identity = this.labelIdentities.get(id);
-      if (identity) for (const policy of established) this.evaluateIdentity(policy, identity);
+      if (!identity) continue;
+      // A new identity is in no policy's sets yet: only the policies that can select its namespace
+      // need it. One of a re-labelled namespace may leave any namespace-selecting policy.
+      const others = this.createdIdentities.has(id) ? this.reachersOf(identity.namespace) : this.namespaceSelecting;
+      for (const policy of [...(this.policiesByNamespace.get(identity.namespace) ?? []), ...others]) {
+        if (!this.pendingPolicies.has(policy.key)) this.evaluateIdentity(policy, identity);
+      }
     }
 
-    if (this.namedPortsChanged.size > 0 || this.allNamedPortsChanged) {
-      for (const policy of established) {
-        const affected = policy.rules.some(
-          (rule) =>
-            rule.direction === 'egress' &&
-            rule.spec.ports?.some((port) => port.kind === 'named') &&
-            (rule.spec.peers === undefined ? this.allNamedPortsChanged : [...this.namedPortsChanged].some((id) => rule.labelIds.has(id))),
-        );
-        if (affected) this.markStale(policy);
+    // Egress rules naming ports follow the ports of their peers' pods. A new identity was evaluated
+    // above (it made its rules stale if it joined them), a released one was forgotten.
+    for (const id of this.namedPortsChanged) {
+      const identity = this.labelIdentities.get(id);
+      if (!identity || this.createdIdentities.has(id) || !this.namedPortsDiffer(id)) continue;
+      for (const policy of this.peerOf.get(id) ?? []) {
+        if (policy.rules.some((rule) => rule.direction === 'egress' && rule.labelIds.has(id) && namesPorts(rule))) this.markStale(policy);
+      }
+    }
+    if (this.allNamedPortsChanged) {
+      for (const policy of this.policies.values()) {
+        if (policy.rules.some((rule) => rule.direction === 'egress' && !rule.spec.peers && namesPorts(rule))) this.markStale(policy);
       }
     }
 
@@ -458,6 +492,21 @@ export class PolicyEngine {
     this.changedNamespaces.clear();
     this.namedPortsChanged.clear();
     this.allNamedPortsChanged = false;
+  }
+
+  /** The policies of other namespaces that may select pods of `namespace`, by their namespaceSelector peers. */
+  private reachersOf(namespace: string): PolicyState[] {
+    let reachers = this.reachers.get(namespace);
+    if (!reachers) {
+      const labels = this.namespaceLabels(namespace);
+      reachers = [...this.namespaceSelecting].filter(
+        (policy) =>
+          policy.spec.namespace !== namespace &&
+          policy.rules.some((rule) => rule.spec.peers?.some((peer) => peer.kind === 'pods' && peer.namespaceSelector && selectorMatches(peer.namespaceSelector, labels))),
+      );
+      this.reachers.set(namespace, reachers);
+    }
+    return reachers;
   }
 
   /** A new policy's selections, from every identity there is. */
@@ -476,7 +525,7 @@ export class PolicyEngine {
         for (const ns of namespaces) {
           for (const id of this.identitiesByNamespace.get(ns) ?? []) {
             const identity = this.labelIdentities.get(id);
-            if (identity && (!peer.podSelector || selectorMatches(peer.podSelector, identity.labels))) rule.labelIds.add(id);
+            if (identity && (!peer.podSelector || selectorMatches(peer.podSelector, identity.labels))) this.setPeer(policy, rule, id, true);
           }
         }
       }
@@ -493,16 +542,27 @@ export class PolicyEngine {
     for (const rule of policy.rules) {
       if (!rule.spec.peers) continue;
       const member = rule.spec.peers.some((peer) => peerSelects(peer, policy.spec.namespace, identity, namespaceLabels));
-      if (member === rule.labelIds.has(identity.id)) continue;
-      if (member) rule.labelIds.add(identity.id);
-      else rule.labelIds.delete(identity.id);
-      this.markStale(policy);
+      this.setPeer(policy, rule, identity.id, member);
     }
+  }
+
+  /** Whether identity `id` is among the peers of `rule` (of `policy`). */
+  private setPeer(policy: PolicyState, rule: RuleState, id: number, member: boolean): void {
+    if (member === rule.labelIds.has(id)) return;
+    if (member) {
+      rule.labelIds.add(id);
+      const set = this.peerOf.get(id) ?? new Set<PolicyState>();
+      this.peerOf.set(id, set.add(policy));
+    } else {
+      rule.labelIds.delete(id);
+      if (!policy.rules.some((r) => r.labelIds.has(id))) this.peerOf.get(id)?.delete(policy);
+    }
+    this.markStale(policy);
   }
 
   private forgetIdentity(policy: PolicyState, id: number): void {
     this.select(policy, id, false);
-    for (const rule of policy.rules) if (rule.labelIds.delete(id)) this.markStale(policy);
+    for (const rule of policy.rules) this.setPeer(policy, rule, id, false);
   }
 
   private select(policy: PolicyState, id: number, selected: boolean): void {
@@ -548,47 +608,30 @@ export class PolicyEngine {
 
   // ---- endpoints ----------------------------------------------------------------------------
 
-  /** The rule keys a policy gives every pod it selects (named ingress ports apart). */
+  /** The rule keys a policy gives every pod it selects (named ingress ports apart), cached until stale. */
   private contributionOf(policy: PolicyState): Contribution {
-    if (policy.contribution) return policy.contribution;
-    const keys: number[] = [];
-    const namedIngress: Contribution['namedIngress'] = [];
-    for (const rule of policy.rules) {
-      const { direction, spec } = rule;
-      const ids = spec.peers ? [...rule.labelIds, ...rule.cidrIds] : [ReservedIdentity.Any];
-      if (!spec.ports) {
-        for (const id of ids) keys.push(ruleKey(direction, id, 0, 0, 0));
-        continue;
-      }
-      for (const port of spec.ports) {
-        if (port.kind === 'prefixes') {
-          for (const id of ids) for (const p of port.prefixes) keys.push(ruleKey(direction, id, port.protocol, p.port, p.prefixLen));
-        } else if (direction === 'ingress') {
-          if (ids.length > 0) namedIngress.push({ ids, protocol: port.protocol, name: port.name });
-        } else if (!spec.peers) {
-          // Any peer: the ports any pod gives that name (a name no pod defines allows nothing).
-          for (const p of this.allNamedPorts.get(namedPortKey(port.protocol, port.name))?.keys() ?? []) {
-            keys.push(ruleKey(direction, ReservedIdentity.Any, port.protocol, p, 16));
-          }
-        } else {
-          // Each peer identity with the ports its own pods give that name (CIDR peers have none).
-          for (const id of rule.labelIds) {
-            for (const p of this.namedPortsOf(id).get(namedPortKey(port.protocol, port.name)) ?? []) {
-              keys.push(ruleKey(direction, id, port.protocol, p, 16));
-            }
-          }
-        }
-      }
-    }
-    policy.contribution = { keys, namedIngress };
+    policy.contribution ??= policyContribution(
+      policy.rules.map((rule) => ({
+        direction: rule.direction,
+        peers: rule.spec.peers ? [...rule.labelIds, ...rule.cidrIds].sort((a, b) => a - b) : undefined,
+        labelIds: rule.labelIds,
+        ports: rule.spec.ports,
+      })),
+      this.namedPorts,
+    );
     return policy.contribution;
   }
+
+  private readonly namedPorts: NamedPorts = {
+    of: (id, key) => this.namedPortsOf(id).get(key) ?? [],
+    anywhere: (key) => this.allNamedPorts.get(key)?.keys() ?? [],
+  };
 
   /**
    * One local endpoint's policy. `computed` shares the work between the pods of one identity (and the
    * same named ports) within a flush: replicas on one node have the same rules.
    */
-  private computeEndpoint(pod: PodState, identity: number, computed: Map<string, Float64Array>): FlushedEndpoint {
+  private computeEndpoint(pod: PodState, identity: number, computed: Map<string, Float64Array>, before: FlushedEndpoint | undefined): FlushedEndpoint {
     const policies = [...(this.selectedBy.get(identity) ?? [])].flatMap((key) => this.policies.get(key) ?? []);
     const ingressEnforced = policies.some((p) => p.spec.ingress !== undefined);
     const egressEnforced = policies.some((p) => p.spec.egress !== undefined);
@@ -597,24 +640,32 @@ export class PolicyEngine {
     const signature = ownPorts.length === 0 ? String(identity) : `${identity} ${JSON.stringify(ownPorts)}`;
     let keys = computed.get(signature);
     if (!keys) {
-      const all: number[] = [];
-      for (const contribution of contributions) {
-        for (const key of contribution.keys) all.push(key);
-        for (const { ids, protocol, name } of contribution.namedIngress) {
-          for (const own of ownPorts) {
-            if (own.name !== name || PROTOCOL_NUMBERS[own.protocol] !== protocol) continue;
-            for (const id of ids) all.push(ruleKey('ingress', id, protocol, own.port, 16));
-          }
-        }
-      }
-      if (ingressEnforced && this.allowHostIngress) all.push(ruleKey('ingress', ReservedIdentity.Host, 0, 0, 0));
-      keys = sortedUnique(all);
+      const host = ingressEnforced && this.allowHostIngress ? [ruleKey('ingress', ReservedIdentity.Host, 0, 0, 0)] : [];
+      keys = endpointKeys(contributions, ownPorts, host);
       computed.set(signature, keys);
     }
     const { namespace, name, ips } = pod.info;
-    const rules = Array.from(keys, ruleOfKey);
+    const rules = rulesOfKeys(keys, before);
     return { endpoint: { namespace, name, identity, ips, ingressEnforced, egressEnforced, rules }, keys };
   }
+}
+
+/** The rules of sorted `keys`, reusing the objects of the endpoint's previous rules (most stay). */
+function rulesOfKeys(keys: Float64Array, before: FlushedEndpoint | undefined): PolicyRule[] {
+  const rules = new Array<PolicyRule>(keys.length);
+  const previousKeys = before?.keys ?? new Float64Array();
+  const previousRules = before?.endpoint.rules ?? [];
+  let j = 0;
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i] ?? 0;
+    while (j < previousKeys.length && (previousKeys[j] ?? 0) < key) j++;
+    rules[i] = previousKeys[j] === key ? (previousRules[j] ?? ruleOfKey(key)) : ruleOfKey(key);
+  }
+  return rules;
+}
+
+function namesPorts(rule: RuleState): boolean {
+  return rule.spec.ports?.some((port) => port.kind === 'named') ?? false;
 }
 
 function newRule(direction: PolicyDirection, spec: RuleSpec): RuleState {

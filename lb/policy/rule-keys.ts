@@ -26,9 +26,9 @@ export function ruleOfKey(key: number): PolicyRule {
   return { direction, identity, protocol, port, portPrefixLen: prefixLen };
 }
 
-/** The keys sorted, each once. */
-export function sortedUnique(keys: readonly number[]): Float64Array {
-  const sorted = Float64Array.from(keys).sort();
+/** The keys sorted, each once (sorts `keys` in place). */
+export function sortedUnique(keys: Float64Array): Float64Array {
+  const sorted = keys.sort();
   let n = 0;
   for (let i = 0; i < sorted.length; i++) {
     const key = sorted[i] ?? 0;
