@@ -303,35 +303,47 @@ static __always_inline void policy_drop_identities(int reason, __u32 *src_identi
 	*dst_identity = parties ? parties->dst_identity : 0;
 }
 
+/* The key of a packet's connection is built here, off the stack: the lookup sits inline in tc_pod's
+ * programs, whose stack is spoken for. */
+XLB_SCRATCH(xlb_policy_key, struct policy_ct_key)
+
 /*
- * A packet of an endpoint outside tc_pod's own flows (from_pod: leaving the pod, after any translation;
- * else on its way in, as on the wire): a tracked connection's passes; a new connection is decided and,
- * allowed, tracked. 0, or a negative drop reason (its parties recorded).
+ * Whether a packet of an endpoint outside tc_pod's own flows (from_pod: leaving the pod, after any
+ * translation; else on its way in, as on the wire) belongs to a tracked connection, which it pushes
+ * back: all that nearly every packet costs, one hash lookup.
  */
-static __always_inline int policy_check(const struct policy_endpoint *ep, __u32 ifindex, const struct xlb_pkt *pkt,
-					int from_pod)
+static __always_inline int policy_tracked(__u32 ifindex, const struct xlb_pkt *pkt, int from_pod)
+{
+	struct policy_ct_key *key = xlb_policy_key_get();
+	struct policy_ct_entry *entry;
+	__u64 now = xlb_now();
+
+	if (!key)
+		return 0;
+	policy_ct_key_of(key, &pkt->tuple, ifindex, from_pod);
+	entry = policy_ct_find(key, pkt, now);
+	if (!entry)
+		return 0;
+	policy_ct_touch(entry, pkt, now);
+	return 1;
+}
+
+/* A packet that policy_tracked found no connection for opens one: decided and, allowed, tracked. 0, or a
+ * negative drop reason (its parties recorded). */
+static __always_inline int policy_open(const struct policy_endpoint *ep, __u32 ifindex, const struct xlb_pkt *pkt, int from_pod)
 {
 	__u8 direction = from_pod ? XLB_POLICY_EGRESS : XLB_POLICY_INGRESS;
 	const union xlb_addr *peer_addr = from_pod ? &pkt->tuple.daddr : &pkt->tuple.saddr;
-	struct policy_ct_entry *entry;
+	__u32 peer = policy_identity_of(peer_addr, pkt->tuple.family);
+	int err = policy_decide(ep, ifindex, direction, peer, pkt->tuple.proto, pkt->tuple.dport);
 	struct policy_ct_key key;
-	__u64 now = xlb_now();
-	__u32 peer;
-	int err;
 
-	policy_ct_key_of(&key, &pkt->tuple, ifindex, from_pod);
-	entry = policy_ct_find(&key, pkt, now);
-	if (entry) {
-		policy_ct_touch(entry, pkt, now);
-		return 0;
-	}
-	peer = policy_identity_of(peer_addr, pkt->tuple.family);
-	err = policy_decide(ep, ifindex, direction, peer, pkt->tuple.proto, pkt->tuple.dport);
 	if (err) {
 		policy_record_drop(ep, peer, from_pod);
 		return err;
 	}
-	policy_ct_create(&key, direction, pkt, now);
+	policy_ct_key_of(&key, &pkt->tuple, ifindex, from_pod);
+	policy_ct_create(&key, direction, pkt, xlb_now());
 	return 0;
 }
 

@@ -430,7 +430,7 @@ XLB_SUBPROG int pod_direct_syn_path(const struct xlb_pkt *pkt)
 	return 0;
 }
 
-/* A packet of the endpoint on `ifindex` outside tc_pod's own flows: its connection tracked, or decided. */
+/* A packet of the endpoint on `ifindex` outside tc_pod's own flows, of no tracked connection: decided. */
 XLB_SUBPROG int pod_policy_path(const struct xlb_pkt *pkt, const struct policy_endpoint *ep, __u32 ifindex, int from_pod,
 				struct pod_verdict *v)
 {
@@ -438,19 +438,20 @@ XLB_SUBPROG int pod_policy_path(const struct xlb_pkt *pkt, const struct policy_e
 
 	if (!pkt || !ep || !v)
 		return 0;
-	err = policy_check(ep, ifindex, pkt, from_pod);
+	err = policy_open(ep, ifindex, pkt, from_pod);
 	if (err)
 		pod_drop(v, -err);
 	return 0;
 }
 
-/* A device without an endpoint has no policy: one lookup, and nothing else. *flow: what a drop reports. */
+/* A device without an endpoint has no policy: one lookup, and nothing else; a tracked connection's packet
+ * one more. *flow: what a drop reports. */
 static __always_inline void pod_policy(struct __sk_buff *skb, const struct xlb_pkt *pkt, struct xlb_tuple *flow, int from_pod,
 				       struct pod_verdict *v)
 {
 	const struct policy_endpoint *ep = policy_endpoint_of(skb->ifindex);
 
-	if (!ep)
+	if (!ep || policy_tracked(skb->ifindex, pkt, from_pod))
 		return;
 	*flow = pkt->tuple;
 	pod_policy_path(pkt, ep, skb->ifindex, from_pod, v);
