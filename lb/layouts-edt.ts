@@ -2,7 +2,7 @@
  * Codecs of the EDT bandwidth manager's maps (bpf/include/edt.h), checked against tc_edt.o's BTF by
  * test/datapath/edt.test.ts.
  */
-import { defineStruct, pad, u32, u64 } from './codec.js';
+import { defineStruct, u32, u64 } from './codec.js';
 
 /** xlb_edt's key: the ifindex of the pod's host-side device. */
 export function edtKey(ifindex: number): Buffer {
@@ -11,8 +11,8 @@ export function edtKey(ifindex: number): Buffer {
   return key;
 }
 
-/** xlb_edt's value (its key is the pod's host-side ifindex, a __u32). The spin lock is the kernel's: written as zero, never read (a lookup answers it as zero). */
-export const EdtRate = defineStruct('edt_rate', { rate: u64, tLast: u64, lock: pad(4), pad: pad(4) });
+/** xlb_edt's value (its key is the pod's host-side ifindex, a __u32). */
+export const EdtRate = defineStruct('edt_rate', { rate: u64, tLast: u64 });
 
 export const EdtConfig = defineStruct('edt_config', { horizonNs: u64 });
 

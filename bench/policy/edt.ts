@@ -5,7 +5,7 @@
  * it (EdtDatapath, a pinned xlb_edt with rates written by setRate), for the bench suite "policy":
  * - a pod without a rate: one hash lookup, no verdict;
  * - under its rate: the packet passes at once (the rate so high a packet takes no time), the pod's
- *   schedule advanced under its spin lock;
+ *   schedule advanced by compare-and-swap;
  * - over its rate: every packet is given a departure time (800 Mbit/s for 100-byte packets: 1 µs
  *   each, more than a run of the loop takes), written with bpf_skb_set_tstamp. The repeat loop hands
  *   the same skb back, so each run is scheduled after the one before, as a pod's burst is; the rate is

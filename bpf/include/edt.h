@@ -15,6 +15,7 @@
 #include <linux/pkt_cls.h>
 #include "common.h"
 #include "metrics.h"
+#include "seqlock.h"
 
 #define XLB_NSEC_PER_SEC 1000000000ULL
 /* What the agent's --edt-horizon defaults to, and what the datapath uses before the agent says. */
@@ -24,9 +25,7 @@
 /* One pod's egress rate and where its schedule stands. */
 struct edt_rate {
 	__u64 rate;   /* bytes per second the pod may send; 0 = no limit */
-	__u64 t_last; /* departure time (bpf_ktime_get_ns) given to the pod's latest packet */
-	struct bpf_spin_lock lock; /* the schedule is one per pod, advanced by every CPU its packets run on */
-	__u32 pad;
+	__u64 t_last; /* departure time (bpf_ktime_get_ns) given to the pod's latest packet; compare-and-swapped */
 };
 
 struct edt_config {
@@ -56,36 +55,48 @@ static __always_inline __u64 edt_horizon(void)
 	return config && config->horizon_ns ? config->horizon_ns : XLB_EDT_DEFAULT_HORIZON_NS;
 }
 
+/* How often a packet tries to advance its pod's schedule before giving up (other CPUs advancing it meanwhile). */
+#define XLB_EDT_CAS_TRIES 4
+
 /*
  * Advance the pod's schedule by a packet of `len` bytes sent at `t` (its own departure time, or now):
  * the time its rate takes to send the packet. 0 with *departure 0 when the packet may leave at once
  * (the pod is under its rate); 0 with the departure time, now the pod's latest, when it must wait;
  * -XLB_DROP_EDT_HORIZON when it would leave `horizon` or more past now. len × 1e9 stays far below 2^64
  * for any skb (len < 2^32), so the delay is exact to the nanosecond, rounded down.
+ *
+ * The schedule is one per pod, advanced by every CPU its packets run on: t_last moves by compare-and-swap
+ * (a spin lock cost about twice as much per packet). A packet that loses the race XLB_EDT_CAS_TRIES times —
+ * the pod sending from several CPUs at once, far over its rate — is dropped as over the horizon: letting
+ * it leave unscheduled would break the rate.
  */
 static __always_inline int edt_schedule(struct edt_rate *info, __u64 len, __u64 t, __u64 now, __u64 horizon,
 					__u64 *departure)
 {
 	__u64 rate = info->rate;
-	__u64 delay, next;
-	int ret = 0;
+	__u64 delay, last, next;
+	int i;
 
 	*departure = 0;
 	if (rate == 0)
 		return 0;
 	delay = len * XLB_NSEC_PER_SEC / rate;
-	bpf_spin_lock(&info->lock);
-	next = info->t_last + delay;
-	if (next <= t) {
-		info->t_last = t;
-	} else if (next - now >= horizon) {
-		ret = -XLB_DROP_EDT_HORIZON;
-	} else {
-		info->t_last = next;
-		*departure = next;
+	for (i = 0; i < XLB_EDT_CAS_TRIES; i++) {
+		last = XLB_READ_ONCE(info->t_last);
+		next = last + delay;
+		if (next <= t) {
+			if (__sync_val_compare_and_swap(&info->t_last, last, t) == last)
+				return 0;
+			continue;
+		}
+		if (next - now >= horizon)
+			return -XLB_DROP_EDT_HORIZON;
+		if (__sync_val_compare_and_swap(&info->t_last, last, next) == last) {
+			*departure = next;
+			return 0;
+		}
 	}
-	bpf_spin_unlock(&info->lock);
-	return ret;
+	return -XLB_DROP_EDT_HORIZON;
 }
 
 /*
