@@ -21,8 +21,8 @@
  * endpoint enforces that direction — the allow entries, with the packet's protocol and destination port
  * (protocols without ports: port 0, matched only by entries of any protocol). Allowed: tracked; denied:
  * dropped (XLB_DROP_POLICY_EGRESS / _INGRESS, an event with both identities). Always allowed, as Cilium
- * does: connections from the Host identity to the pod (kubelet's probes), and ICMP errors (tc_pod handles
- * those apart, as part of the flow they quote). Tracked connections cost one hash lookup, and a write at
+ * does: connections from the Host identity to the pod (kubelet's probes), ICMP errors (tc_pod handles
+ * those apart, as part of the flow they quote) and IPv6's neighbour discovery and MLD. Tracked connections cost one hash lookup, and a write at
  * most once per coarse second. A policy change therefore applies to new connections only, at once.
  *
  * The flows tc_pod translates itself (a pod's service flows, their replies, hairpins) are tracked by
@@ -162,6 +162,16 @@ static __always_inline __u32 policy_identity_of(const union xlb_addr *addr, __u8
 	struct policy_ipcache_value *value = bpf_map_lookup_elem(&xlb_ipcache, &key);
 
 	return value ? value->identity : XLB_IDENTITY_WORLD;
+}
+
+/* IPv6's link-local control messages — multicast listener queries and reports, router and neighbour
+ * discovery: what IPv4 does with ARP, which is not IP and never reaches a policy. Always allowed, never
+ * tracked, or a pod under an ingress policy would lose its neighbours. */
+static __always_inline int policy_is_link_control(const struct xlb_pkt *pkt)
+{
+	__u8 type = pkt->icmp_type;
+
+	return pkt->tuple.proto == IPPROTO_ICMPV6 && ((type >= 130 && type <= 137) || type == 143);
 }
 
 static __always_inline int policy_has_ports(__u8 proto)
@@ -334,10 +344,14 @@ static __always_inline int policy_open(const struct policy_endpoint *ep, __u32 i
 {
 	__u8 direction = from_pod ? XLB_POLICY_EGRESS : XLB_POLICY_INGRESS;
 	const union xlb_addr *peer_addr = from_pod ? &pkt->tuple.daddr : &pkt->tuple.saddr;
-	__u32 peer = policy_identity_of(peer_addr, pkt->tuple.family);
-	int err = policy_decide(ep, ifindex, direction, peer, pkt->tuple.proto, pkt->tuple.dport);
 	struct policy_ct_key key;
+	__u32 peer;
+	int err;
 
+	if (policy_is_link_control(pkt))
+		return 0;
+	peer = policy_identity_of(peer_addr, pkt->tuple.family);
+	err = policy_decide(ep, ifindex, direction, peer, pkt->tuple.proto, pkt->tuple.dport);
 	if (err) {
 		policy_record_drop(ep, peer, from_pod);
 		return err;

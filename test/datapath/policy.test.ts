@@ -353,6 +353,12 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
       const unreachable = f.name === 'IPv4' ? { type: 3, code: 1 } : { type: 1, code: 3 };
       const quote = buildIp({ src: f.pod, dst: f.other }, udp(52021, 53));
       assert.equal(toPod(f.world, f.pod, { proto: 'icmp', ...unreachable, quote }).verdict, TC_ACT_OK, 'an ICMP error');
+      if (f.name === 'IPv6') {
+        // Neighbour solicitation and advertisement: IPv6's ARP, never a policy's business, never tracked.
+        assert.equal(toPod(f.world, f.pod, { proto: 'icmp', type: 135, payload: Buffer.alloc(20) }).verdict, TC_ACT_OK);
+        assert.equal(fromPod(f.pod, f.world, { proto: 'icmp', type: 136, payload: Buffer.alloc(20) }).verdict, TC_ACT_OK);
+        assert.equal(connections().length, 1, 'only the probe’s connection is tracked');
+      }
       // UDP lives 60 s past its last packet.
       endpoint({ ingressEnforced: true, rules: [rule('ingress', ID.client, 17, 53)] });
       assert.equal(toPod(f.client, f.pod, udp(52022, 53)).verdict, TC_ACT_OK);
