@@ -13,7 +13,8 @@
  * time out and UDP goes unanswered, counted (xlb_drop_count_total policy_ingress) and reported (a
  * monitor event with both identities and their labels); a policy allowing the client's labels on
  * TCP 8080: that port answers the client, over IPv4 and IPv6, not the other port, UDP, or the other
- * pod; `xlb policy get` and `xlb identity list` show it; both policies deleted: allowed again.
+ * pod; `xlb policy get` and `xlb identity list` show it; both policies deleted: allowed again. A pod's
+ * kubernetes.io/egress-bandwidth annotation sets its device's rate in the bandwidth manager.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -285,6 +286,32 @@ describe('network policy in Kubernetes mode: a real apiserver, the real agent, p
     const missing = cli('policy', 'get', `${NS}/nobody`);
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, new RegExp(`404: no pod ${NS}/nobody`));
+  });
+
+  test("kubernetes.io/egress-bandwidth on a pod sets its device's rate; a bad value is a Warning event on the Pod and changes nothing; removed: no limit", async () => {
+    const podPath = `/api/v1/namespaces/${NS}/pods/client`;
+    const annotate = (value: string | undefined): Promise<Pod> =>
+      rest().update<Pod>(podPath, (p) => {
+        const annotations = { ...(p.metadata.annotations ?? {}) };
+        if (value === undefined) delete annotations['kubernetes.io/egress-bandwidth'];
+        else annotations['kubernetes.io/egress-bandwidth'] = value;
+        return { ...p, metadata: { ...p.metadata, annotations } };
+      });
+    const clientRate = async (): Promise<number | undefined> => {
+      const response = await apiRequest(socket(), 'GET', '/v1/status');
+      const rates = (response.body as { bandwidth?: { rates: { device?: string; bytesPerSecond: number }[] } }).bandwidth?.rates ?? [];
+      return rates.find((r) => r.device === PODS.client.hostDevice)?.bytesPerSecond;
+    };
+    await annotate('10M');
+    await waitUntil(async () => (await clientRate()) === 1_250_000, CONVERGE_MS, 'the client limited to 10 Mbit/s');
+    await annotate('fast');
+    await waitUntil(async () => {
+      const events = await rest().request<{ items: { involvedObject: { kind: string; name: string }; reason: string; type: string; message: string }[] }>('GET', `/api/v1/namespaces/${NS}/events`);
+      return events.items.some((e) => e.involvedObject.kind === 'Pod' && e.involvedObject.name === 'client' && e.type === 'Warning' && /egress-bandwidth.*"fast"/.test(e.message));
+    }, CONVERGE_MS, 'a Warning event on the client Pod');
+    assert.equal(await clientRate(), 1_250_000, 'the rate stays as it was');
+    await annotate(undefined);
+    await waitUntil(async () => (await clientRate()) === undefined, CONVERGE_MS, 'no limit once the annotation is gone');
   });
 
   test('both policies deleted: everything is answered again', async () => {
