@@ -22,8 +22,12 @@
  * (protocols without ports: port 0, matched only by entries of any protocol). Allowed: tracked; denied:
  * dropped (XLB_DROP_POLICY_EGRESS / _INGRESS, an event with both identities). Always allowed, as Cilium
  * does: connections from the Host identity to the pod (kubelet's probes), ICMP errors (tc_pod handles
- * those apart, as part of the flow they quote) and IPv6's neighbour discovery and MLD. Tracked connections cost one hash lookup, and a write at
- * most once per coarse second. A policy change therefore applies to new connections only, at once.
+ * those apart, as part of the flow they quote) and IPv6's neighbour discovery and MLD. Tracked
+ * connections cost one hash lookup, and a write at most once per coarse second. A policy change
+ * therefore applies to new connections only, at once.
+ *
+ * A hairpin (a pod reaching itself through a service) is a connection out of the pod and into it: both
+ * its egress and its ingress must allow it, the peer being its own identity.
  *
  * The flows tc_pod translates itself (a pod's service flows, their replies, hairpins) are tracked by
  * tc_pod's own conntrack: their policy is decided when that entry is made, and their later packets and
