@@ -29,19 +29,8 @@ import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { counterIndex, Direction, Reason } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
 import { buildFrame, TCP_FLAGS } from '../../test/support/packet.js';
-import { formatNumber } from '../lib/report.js';
+import { formatNumber, type BenchFigure } from '../lib/report.js';
 import { medianOfRounds } from '../east-west/tc.js';
-
-export interface PolicyBenchFigure {
-  name: string;
-  value: number;
-  unit: string;
-  parameters: Record<string, string | number>;
-  /** What `value` was compared with in the same run, its value, and value / peerValue. */
-  peer?: string;
-  peerValue?: number;
-  ratio?: number;
-}
 
 export interface PolicyBenchOptions {
   progress?: (message: string) => void;
@@ -98,7 +87,7 @@ const ENDPOINT: PolicyEndpointState = {
   ],
 };
 
-export async function benchPolicyDatapath(options: PolicyBenchOptions = {}): Promise<PolicyBenchFigure[]> {
+export async function benchPolicyDatapath(options: PolicyBenchOptions = {}): Promise<BenchFigure[]> {
   const repeat = options.repeat ?? (options.quick ? 100_000 : 1_000_000);
   const rounds = options.rounds ?? (options.quick ? 3 : 5);
   const progress = options.progress ?? (() => undefined);
@@ -156,7 +145,7 @@ export async function benchPolicyDatapath(options: PolicyBenchOptions = {}): Pro
       /** The verdict a single run gives with the policy, checked before timing. */
       verdict: number;
     }
-    const figures: PolicyBenchFigure[] = [];
+    const figures: BenchFigure[] = [];
     for (const f of families) {
       const established = frame(f, f.pod, f.peer, 40000, PORT.allowed, TCP_FLAGS.ACK);
       const cases: Case[] = [
@@ -191,7 +180,7 @@ export async function benchPolicyDatapath(options: PolicyBenchOptions = {}): Pro
           peer: PEER,
           peerValue: pass,
           ratio: withIt / pass,
-          parameters: {
+          params: {
             method: `median of ${rounds} x repeat ${repeat} (BPF_PROG_TEST_RUN)${c.harness ? ', a flow of its own each run from a template (harness subtracted)' : ''}`,
             family: f.name,
             frameBytes: FRAME_LEN,
@@ -214,7 +203,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const figures = await benchPolicyDatapath({ quick: process.argv.includes('--quick'), progress: (line) => process.stdout.write(`[policy datapath] ${line}\n`) });
   process.stdout.write('\n| figure | ns/packet | without an endpoint | policy | tc_pass |\n|---|---|---|---|---|\n');
   for (const f of figures) {
-    const p = f.parameters;
+    const p = f.params;
     process.stdout.write(`| ${f.name} | ${formatNumber(f.value)} | ${formatNumber(Number(p.withoutEndpointNs))} | ${formatNumber(Number(p.policyNs))} | ${formatNumber(f.peerValue ?? 0)} |\n`);
   }
 }

@@ -21,17 +21,7 @@ import { bpfObjectPath } from '../../lb/datapath/objects.js';
 import type { BpfProgram } from '../../lb/datapath/program.js';
 import { counterIndex, Direction, Reason } from '../../lb/reasons.js';
 import { medianOfRounds } from '../east-west/tc.js';
-
-export interface EdtBenchFigure {
-  name: string;
-  value: number;
-  unit: string;
-  parameters: Record<string, string | number>;
-  /** What `value` was compared with in the same run, its value, and value / peerValue. */
-  peer?: string;
-  peerValue?: number;
-  ratio?: number;
-}
+import type { BenchFigure } from '../lib/report.js';
 
 export interface EdtBenchOptions {
   progress?: (message: string) => void;
@@ -61,7 +51,7 @@ function context(ifindex: number): Buffer {
   return ctx;
 }
 
-export async function benchEdtDatapath(options: EdtBenchOptions = {}): Promise<EdtBenchFigure[]> {
+export async function benchEdtDatapath(options: EdtBenchOptions = {}): Promise<BenchFigure[]> {
   const repeat = options.repeat ?? (options.quick ? 100_000 : 1_000_000);
   const rounds = options.rounds ?? (options.quick ? 3 : 5);
   const progress = options.progress ?? (() => undefined);
@@ -90,7 +80,7 @@ export async function benchEdtDatapath(options: EdtBenchOptions = {}): Promise<E
       { name: 'tc_edt_egress, pod under its rate (passes at once)', ifindex: POD.under, departs: false, before: () => undefined },
       { name: 'tc_edt_egress, pod over its rate (departure time set)', ifindex: POD.over, departs: true, before: () => datapath.setRate(POD.over, OVER_RATE) },
     ];
-    const figures: EdtBenchFigure[] = [];
+    const figures: BenchFigure[] = [];
     const dropsBefore = drops();
     for (const c of cases) {
       let departure = 0n;
@@ -110,7 +100,7 @@ export async function benchEdtDatapath(options: EdtBenchOptions = {}): Promise<E
         peer: PEER,
         peerValue,
         ratio: value / peerValue,
-        parameters: { method: `median of ${rounds} x repeat ${repeat} (BPF_PROG_TEST_RUN)`, frameBytes: FRAME_BYTES, overPassThroughNs: value - peerValue },
+        params: { method: `median of ${rounds} x repeat ${repeat} (BPF_PROG_TEST_RUN)`, frameBytes: FRAME_BYTES, overPassThroughNs: value - peerValue },
       });
     }
     if (drops() !== dropsBefore) throw new Error(`${drops() - dropsBefore} packets were dropped past the horizon: the over-rate case measured drops too`);
