@@ -13,7 +13,8 @@
  * time out and UDP goes unanswered, counted (xlb_drop_count_total policy_ingress) and reported (a
  * monitor event with both identities and their labels); a policy allowing the client's labels on
  * TCP 8080: that port answers the client, over IPv4 and IPv6, not the other port, UDP, or the other
- * pod; `xlb policy get` and `xlb identity list` show it; both policies deleted: allowed again. A pod's
+ * pod; `xlb policy get` and `xlb identity list` show it; a default-deny egress policy on the client with
+ * one allowed destination port (neighbour discovery anew); all deleted: allowed again. A pod's
  * kubernetes.io/egress-bandwidth annotation sets its device's rate in the bandwidth manager.
  */
 import assert from 'node:assert/strict';
@@ -312,6 +313,29 @@ describe('network policy in Kubernetes mode: a real apiserver, the real agent, p
     assert.equal(await clientRate(), 1_250_000, 'the rate stays as it was');
     await annotate(undefined);
     await waitUntil(async () => (await clientRate()) === undefined, CONVERGE_MS, 'no limit once the annotation is gone');
+  });
+
+  test("default-deny egress on the client, then egress to the server's labels on TCP 8080: only that is answered", async () => {
+    await rest().request('POST', policiesPath, {
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'NetworkPolicy',
+      metadata: { name: 'client-out', namespace: NS },
+      spec: {
+        podSelector: { matchLabels: { app: 'client' } },
+        policyTypes: ['Egress'],
+        egress: [{ to: [{ podSelector: { matchLabels: { app: 'server' } } }], ports: [{ protocol: 'TCP', port: PORTS.http }] }],
+      },
+    });
+    await waitPolicy('client', 'egress enforced', (v) => v.egress.enforced);
+    await answered('client', 'http', target(PODS.server.v4, PORTS.http));
+    // Neighbour discovery to the gateway anew (the cache of earlier steps would hide it).
+    topology.exec(pods.client.ns, 'ip', ['neigh', 'flush', 'dev', pods.client.dev]);
+    topology.exec(pods.client.ns, 'ip', ['-6', 'neigh', 'flush', 'dev', pods.client.dev]);
+    await answered('client', 'http', target(PODS.server.v4, PORTS.http));
+    await answered('client', 'http', target(PODS.server.v6, PORTS.http));
+    await unanswered('client', 'udp', target(PODS.server.v4, PORTS.udpAlt));
+    await rest().request('DELETE', `${policiesPath}/client-out`);
+    await waitPolicy('client', 'egress no longer enforced', (v) => !v.egress.enforced);
   });
 
   test('both policies deleted: everything is answered again', async () => {
