@@ -132,6 +132,8 @@ export function generateCluster(size: ClusterSize): GeneratedCluster {
           { to: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'kube-system' } }, podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } } }], ports: [{ protocol: 'UDP', port: 53 }, { protocol: 'TCP', port: 53 }] },
           { to: [{ podSelector: { matchLabels: { tier: 'back' } } }], ports: [{ protocol: 'TCP', port: 'http' }, { protocol: 'TCP', port: 'grpc' }] },
           { to: [{ ipBlock: { cidr: `198.19.${block}.0/24`, except: [`198.19.${block}.128/25`] } }], ports: [{ protocol: 'TCP', port: 443 }] },
+          // Any peer on the port any pod names grpc.
+          { ports: [{ protocol: 'TCP', port: 'grpc' }] },
         ],
         policyTypes: ['Egress'],
       }));
