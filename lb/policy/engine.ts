@@ -29,11 +29,12 @@
 import { hostCidr, isWholeFamily, prefixContains } from './cidr.js';
 import { CidrIdentities, LabelIdentities, type LabelIdentity } from './identities.js';
 import { Ipcache } from './ipcache.js';
-import { parseNetworkPolicy, policyKey, policyPrefixes, PROTOCOL_NUMBERS, type NetworkPolicySpec, type PeerSpec, type RuleSpec } from './network-policy.js';
+import { parseNetworkPolicy, policyKey, policyPrefixes, type NetworkPolicySpec, type PeerSpec, type RuleSpec } from './network-policy.js';
 import { isObject } from '../k8s/objects.js';
 import type { PolicyProblem } from './problems.js';
 import { ruleKey, ruleOfKey, sameKeys } from './rule-keys.js';
-import { endpointKeys, namedPortKey, policyContribution, type Contribution, type NamedPorts } from './contribution.js';
+import { endpointKeys, policyContribution, type Contribution } from './contribution.js';
+import { NamedPortIndex } from './named-ports.js';
 import { selectorMatches } from './selector.js';
 import {
   ReservedIdentity,
@@ -42,7 +43,6 @@ import {
   type NamespaceInfo,
   type PodInfo,
   type PolicyDirection,
-  type PolicyProtocol,
   type PolicyRule,
 } from './types.js';
 
@@ -152,10 +152,9 @@ export class PolicyEngine {
   private readonly selectedBy = new Map<number, Set<string>>();
   /** Label identity → keys of the local pods that have it. */
   private readonly localByIdentity = new Map<number, Set<string>>();
-  /** Label identity → named port (protocol/name) → the ports its pods give that name. */
-  private readonly namedPortsCache = new Map<number, Map<string, number[]>>();
-  /** Named port (protocol/name) → port → how many pods with an identity give it that name. */
-  private readonly allNamedPorts = new Map<string, Map<number, number>>();
+  private readonly namedPorts = new NamedPortIndex((id) =>
+    [...(this.labelIdentities.get(id)?.pods ?? [])].map((key) => this.pods.get(key)?.info.namedPorts ?? []),
+  );
 
   private readonly flushed = new Map<string, FlushedEndpoint>();
 
@@ -341,8 +340,8 @@ export class PolicyEngine {
     const ports = identity && info ? info.namedPorts : [];
     const portsChanged = !sameNamedPorts(previousPorts, ports);
     if (portsChanged) {
-      this.countNamedPorts(previousPorts, -1);
-      this.countNamedPorts(ports, +1);
+      if (this.namedPorts.count(previousPorts, -1)) this.allNamedPortsChanged = true;
+      if (this.namedPorts.count(ports, +1)) this.allNamedPortsChanged = true;
     }
     // The named ports of the identities the pod left and joined (if it has any).
     if (previousId !== undefined && previousPorts.length > 0 && (portsChanged || previousId !== identity?.id)) this.namedPortsChanged.add(previousId);
@@ -374,45 +373,7 @@ export class PolicyEngine {
     set?.delete(id);
     if (set?.size === 0) this.identitiesByNamespace.delete(namespace);
     this.localByIdentity.delete(id);
-    this.namedPortsCache.delete(id);
-  }
-
-  /** A pod's named ports joining (+1) or leaving (-1) the cluster-wide index. */
-  private countNamedPorts(ports: PodInfo['namedPorts'], delta: 1 | -1): void {
-    for (const { name, port, protocol } of ports) {
-      const key = namedPortKey(PROTOCOL_NUMBERS[protocol], name);
-      const counts = this.allNamedPorts.get(key) ?? new Map<number, number>();
-      const count = (counts.get(port) ?? 0) + delta;
-      if (count > 0) counts.set(port, count);
-      else counts.delete(port);
-      if (count === 0 || (count === 1 && delta > 0)) this.allNamedPortsChanged = true;
-      if (counts.size > 0) this.allNamedPorts.set(key, counts);
-      else this.allNamedPorts.delete(key);
-    }
-  }
-
-  /** Whether identity `id`'s named ports differ from those cached (and the cache is now up to date). */
-  private namedPortsDiffer(id: number): boolean {
-    const cached = this.namedPortsCache.get(id);
-    this.namedPortsCache.delete(id);
-    const now = this.namedPortsOf(id);
-    return !cached || cached.size !== now.size || [...now].some(([key, ports]) => cached.get(key)?.join() !== ports.join());
-  }
-
-  /** Named port (protocol/name) → the ports the pods of identity `id` give it. */
-  private namedPortsOf(id: number): Map<string, number[]> {
-    const cached = this.namedPortsCache.get(id);
-    if (cached) return cached;
-    const sets = new Map<string, Set<number>>();
-    for (const key of this.labelIdentities.get(id)?.pods ?? []) {
-      for (const { name, port, protocol } of this.pods.get(key)?.info.namedPorts ?? []) {
-        const portKey = namedPortKey(PROTOCOL_NUMBERS[protocol], name);
-        sets.set(portKey, (sets.get(portKey) ?? new Set()).add(port));
-      }
-    }
-    const out = new Map([...sets].map(([key, ports]) => [key, [...ports]]));
-    this.namedPortsCache.set(id, out);
-    return out;
+    this.namedPorts.forget(id);
   }
 
   private namespaceLabels(namespace: string): Record<string, string> {
@@ -474,7 +435,7 @@ export class PolicyEngine {
     // above (it made its rules stale if it joined them), a released one was forgotten.
     for (const id of this.namedPortsChanged) {
       const identity = this.labelIdentities.get(id);
-      if (!identity || this.createdIdentities.has(id) || !this.namedPortsDiffer(id)) continue;
+      if (!identity || this.createdIdentities.has(id) || !this.namedPorts.changed(id)) continue;
       for (const policy of this.peerOf.get(id) ?? []) {
         if (policy.rules.some((rule) => rule.direction === 'egress' && rule.labelIds.has(id) && namesPorts(rule))) this.markStale(policy);
       }
@@ -621,11 +582,6 @@ export class PolicyEngine {
     );
     return policy.contribution;
   }
-
-  private readonly namedPorts: NamedPorts = {
-    of: (id, key) => this.namedPortsOf(id).get(key) ?? [],
-    anywhere: (key) => this.allNamedPorts.get(key)?.keys() ?? [],
-  };
 
   /**
    * One local endpoint's policy. `computed` shares the work between the pods of one identity (and the

@@ -11,6 +11,7 @@
  * - A peer with podSelector and namespaceSelector selects pods matching both (not either); podSelector
  *   alone means the policy's namespace.
  */
+import { isObject } from '../k8s/objects.js';
 import { type PolicyProtocol } from './types.js';
 import { isWholeFamily, parsePrefix, prefixContains, type CidrPrefix } from './cidr.js';
 import { portRangePrefixes, type PortPrefix } from './ports.js';
@@ -53,8 +54,8 @@ export function policyKey(namespace: string, name: string): string {
 
 /** The NetworkPolicy, or its problems (at least one) when it must not be applied. */
 export function parseNetworkPolicy(value: unknown): { policy: NetworkPolicySpec } | { problems: PolicyProblem[] } {
-  const top = value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
-  const metadata = top?.metadata !== null && typeof top?.metadata === 'object' ? (top.metadata as Record<string, unknown>) : undefined;
+  const top = isObject(value) ? value : undefined;
+  const metadata = isObject(top?.metadata) ? top.metadata : undefined;
   const namespace = typeof metadata?.namespace === 'string' ? metadata.namespace : '';
   const name = typeof metadata?.name === 'string' ? metadata.name : '';
   const reader = new PolicyReader(namespace, name);
