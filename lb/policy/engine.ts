@@ -574,7 +574,7 @@ export class PolicyEngine {
     policy.contribution ??= policyContribution(
       policy.rules.map((rule) => ({
         direction: rule.direction,
-        peers: rule.spec.peers ? [...rule.labelIds, ...rule.cidrIds].sort((a, b) => a - b) : undefined,
+        peers: rule.spec.peers ? [...rule.labelIds, ...rule.cidrIds] : undefined,
         labelIds: rule.labelIds,
         ports: rule.spec.ports,
       })),
