@@ -23,17 +23,7 @@ import { PolicyEngine } from '../../lb/policy/engine.js';
 import type { PodInfo } from '../../lb/policy/types.js';
 import { generateCluster, type GeneratedCluster } from '../../test/support/policy-cluster.js';
 import { mulberry32 } from '../../test/support/prng.js';
-
-export interface PolicyComputeFigure {
-  name: string;
-  value: number;
-  unit: string;
-  parameters: Record<string, unknown>;
-  /** What `value` was compared with in the same run, its value, and value / peerValue. */
-  peer?: string;
-  peerValue?: number;
-  ratio?: number;
-}
+import type { BenchFigure } from '../lib/report.js';
 
 export interface PolicyComputeOptions {
   pods: number;
@@ -77,7 +67,7 @@ function relabelled(pod: PodInfo): PodInfo {
   return { ...pod, labels };
 }
 
-export async function benchPolicyCompute(options: PolicyComputeOptions): Promise<PolicyComputeFigure[]> {
+export async function benchPolicyCompute(options: PolicyComputeOptions): Promise<BenchFigure[]> {
   const progress = options.progress ?? (() => {});
   const cluster = generateCluster({ pods: options.pods, policies: options.policies });
   const parameters = {
@@ -158,23 +148,23 @@ export async function benchPolicyCompute(options: PolicyComputeOptions): Promise
 
   const peer = 'full recompute after the change';
   return [
-    { name: 'policy compute: full', value: full, unit: 'ms', parameters: { ...parameters, ...sizes, rounds, goalMs: 1000 } },
-    { name: 'policy compute: full, every pod local', value: fullAllLocal, unit: 'ms', parameters: { ...parameters, localPods: parameters.pods, ...allLocalSize, rounds: allLocalTimes.length, goalMs: 1000 } },
+    { name: 'policy compute: full', value: full, unit: 'ms', params: { ...parameters, ...sizes, rounds, goalMs: 1000 } },
+    { name: 'policy compute: full, every pod local', value: fullAllLocal, unit: 'ms', params: { ...parameters, localPods: parameters.pods, ...allLocalSize, rounds: allLocalTimes.length, goalMs: 1000 } },
     {
       name: 'policy compute: label change p50',
       value: p50,
       unit: 'ms',
-      parameters: { ...parameters, changes: options.changes, meanEndpointsChanged: endpointsChanged / Math.max(1, options.changes) },
+      params: { ...parameters, changes: options.changes, meanEndpointsChanged: endpointsChanged / Math.max(1, options.changes) },
       peer,
       peerValue: naive,
       ratio: p50 / naive,
     },
-    { name: 'policy compute: label change p99', value: p99, unit: 'ms', parameters: { ...parameters, changes: options.changes, goalMs: 20 }, peer, peerValue: naive, ratio: p99 / naive },
+    { name: 'policy compute: label change p99', value: p99, unit: 'ms', params: { ...parameters, changes: options.changes, goalMs: 20 }, peer, peerValue: naive, ratio: p99 / naive },
     {
       name: 'policy compute: RSS held',
       value: (after.rss - before.rss) / MiB,
       unit: 'MiB',
-      parameters: { ...parameters, heapMiB: Math.round(((after.heapUsed - before.heapUsed) / MiB) * 10) / 10, collected: collect !== undefined },
+      params: { ...parameters, heapMiB: Math.round(((after.heapUsed - before.heapUsed) / MiB) * 10) / 10, collected: String(collect !== undefined) },
     },
   ];
 }
@@ -194,5 +184,5 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     const peer = f.peer === undefined ? '' : `  (${f.peer}: ${f.peerValue?.toFixed(2)} ${f.unit}, ratio ${f.ratio?.toFixed(4)})`;
     process.stdout.write(`${f.name.padEnd(36)} ${f.value.toFixed(2).padStart(10)} ${f.unit}${peer}\n`);
   }
-  process.stdout.write(`${JSON.stringify(figures[0]?.parameters)}\n`);
+  process.stdout.write(`${JSON.stringify(figures[0]?.params)}\n`);
 }
