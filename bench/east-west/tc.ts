@@ -22,18 +22,10 @@
  * it prints its figures as a table and JSON, and writes no result files.
  */
 import { pathToFileURL } from 'node:url';
-import { TempBpffs } from '../../lb/datapath/bpffs.js';
-import { LbDatapath, lbSharedLoadOptions } from '../../lb/datapath/lb-datapath.js';
-import { LbMapWriter } from '../../lb/datapath/lb-writer.js';
-import { BpfObject } from '../../lb/datapath/object.js';
-import { bpfObjectPath } from '../../lb/datapath/objects.js';
-import { desiredLbState } from '../../lb/lbmap/desired.js';
-import { IdAllocator } from '../../lb/lbmap/ids.js';
-import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
-import { Reason, counterIndex, Direction } from '../../lb/reasons.js';
-import { validateService, type Service } from '../../lb/service.js';
-import { buildFrame, TCP_FLAGS, parseFrame } from '../../test/support/packet.js';
+import { Reason, Direction } from '../../lb/reasons.js';
+import { parseFrame, TCP_FLAGS } from '../../test/support/packet.js';
 import { formatNumber, type BenchFigure } from '../lib/report.js';
+import { CONNTRACK_ENTRIES, families, FRAME_LEN, frame, MAGLEV_SIZE, TcPodHarness } from './tc-harness.js';
 
 export interface TcTranslationOptions {
   /** Runs per round in the kernel's loop (default 1e6). */
@@ -42,19 +34,6 @@ export interface TcTranslationOptions {
   rounds?: number;
   log?: (line: string) => void;
 }
-
-/** bpf/test/tc_pod_bench.c: XLB_TC_BENCH_FRAME_LEN, and its template's layout (offsets, then the bytes). */
-const FRAME_LEN = 96;
-const MAGLEV_SIZE = 16381;
-const CONNTRACK_ENTRIES = 262144;
-const NAT_PORTS = { min: 20000, max: 29999 };
-const POD_MAC = '02:00:00:00:20:02';
-const HOST_MAC = '02:00:00:00:20:01';
-const families = [
-  { name: 'IPv4', pod: '198.18.20.2', vip: '198.18.30.10', other: '198.18.30.99', node: '198.18.0.2', backends: ['198.18.21.11', '198.18.21.12', '198.18.21.13'], l3: 20, saddrLow: 14 + 12 + 2 },
-  { name: 'IPv6', pod: '2001:db8:20::2', vip: '2001:db8:30::10', other: '2001:db8:30::99', node: '2001:db8::2', backends: ['2001:db8:21::11', '2001:db8:21::12', '2001:db8:21::13'], l3: 40, saddrLow: 14 + 8 + 14 },
-] as const;
-type Family = (typeof families)[number];
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -71,56 +50,15 @@ export function medianOfRounds(measurements: readonly (() => number)[], rounds: 
   return measurements.map((_, i) => median(samples.map((round) => round[i] ?? 0)));
 }
 
-/** A TCP frame of FRAME_LEN bytes. */
-function frame(f: Family, src: string, dst: string, sport: number, dport: number, flags: number, toPod = false): Buffer {
-  const payload = Buffer.alloc(FRAME_LEN - 14 - f.l3 - 20);
-  const eth = toPod ? { src: HOST_MAC, dst: POD_MAC } : { src: POD_MAC, dst: HOST_MAC };
-  return buildFrame({ eth, ip: { src, dst }, l4: { proto: 'tcp', sport, dport, flags, payload } });
-}
-
-function services(): Map<string, Service> {
-  const all = new Map<string, Service>();
-  for (const f of families) {
-    const id = `web-${f.name.toLowerCase()}`;
-    all.set(id, validateService({ type: 'ClusterIP', frontend: { address: f.vip, port: 80, protocol: 'TCP' }, backends: f.backends.map((address) => ({ address, port: 8080 })) }, id, { defaultMode: 'snat', clusterIP: true }));
-  }
-  return all;
-}
-
 export async function measureTcTranslation(options: TcTranslationOptions = {}): Promise<BenchFigure[]> {
   const repeat = options.repeat ?? 1_000_000;
   const rounds = options.rounds ?? 5;
   const log = options.log ?? (() => undefined);
-  const bpffs = TempBpffs.mount('ew-tc');
-  let lb: LbDatapath | undefined;
-  let bench: BpfObject | undefined;
+  const tc = TcPodHarness.load('ew-tc', repeat);
   try {
-    const shared = { maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), conntrackEntries: CONNTRACK_ENTRIES };
-    const pinDir = `${bpffs.dir}/node`;
-    lb = LbDatapath.load({ ...shared, pinDir });
-    lb.configure({ nodeV4: families[0].node, nodeV6: families[1].node, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 0 });
-    bench = BpfObject.load(bpfObjectPath('test/tc_pod_bench.o'), { pinDir, ...lbSharedLoadOptions(shared) });
-    if (bench.replacedPins.length > 0) throw new Error(`the harness replaced pinned maps: ${bench.replacedPins.join('; ')}`);
-    const desired = desiredLbState(services(), { addresses: [families[0].node, families[1].node], maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), defaultMode: 'snat' }, new IdAllocator());
-    LbMapWriter.fromObject(lb.object).reconcile(desired);
-    const loaded = bench;
-    const datapath = lb;
-    const time = (program: string, data: Buffer): number => loaded.program(program).testRun({ data, repeat }).duration;
-    const setTemplate = (template: Buffer, f: Family): void => {
-      const value = Buffer.alloc(8 + FRAME_LEN);
-      value.writeUInt32LE(14 + f.l3, 0);
-      value.writeUInt32LE(f.saddrLow, 4);
-      template.copy(value, 8);
-      loaded.map('xlb_tcb_tmpl').update(Buffer.alloc(4), value);
-    };
-    const counter = (reason: number, direction: number): bigint => {
-      const key = Buffer.alloc(4);
-      key.writeUInt32LE(counterIndex(reason, direction));
-      return datapath.map('xlb_metrics').sumPerCpuU64(key)[0] ?? 0n;
-    };
     /** Rounds of `program` (through the harness) alternating with the harness alone and tc_pass. */
     const compare = (program: string, harness: string | undefined, data: Buffer): { value: number; harness: number; pass: number } => {
-      const [value = 0, harnessValue = 0, pass = 0] = medianOfRounds([() => time(program, data), () => (harness ? time(harness, data) : 0), () => time('tc_pass', data)], rounds);
+      const [value = 0, harnessValue = 0, pass = 0] = medianOfRounds([() => tc.time(program, data), () => (harness ? tc.time(harness, data) : 0), () => tc.time('tc_pass', data)], rounds);
       return { value, harness: harnessValue, pass };
     };
 
@@ -133,40 +71,38 @@ export async function measureTcTranslation(options: TcTranslationOptions = {}): 
         figures.push({ name: `tc_pod ${name}, ${f.name}`, value, unit: 'ns/packet', peer: 'tc_pass (pass-through tc program)', peerValue: m.pass, ratio: value / m.pass, params: { ...params, ...extra } });
       };
 
-      datapath.conntrack.flush();
+      tc.lb.conntrack.flush();
       const syn = frame(f, f.pod, f.vip, 1024, 80, TCP_FLAGS.SYN);
-      setTemplate(syn, f);
-      const newFlows = counter(Reason.FWD_NEW_FLOW, Direction.INGRESS);
+      tc.setTemplate(syn, f);
+      const newFlows = tc.counter(Reason.FWD_NEW_FLOW, Direction.INGRESS);
       push('new flow (service, backend, reply entry, DNAT, flow entry)', compare('tc_pod_new_flows', 'tc_template_only', syn), {
         method: `${params.method}, a new flow each run from a template (harness subtracted); past ${CONNTRACK_ENTRIES} entries each evicts old ones`,
       });
-      const opened = Number(counter(Reason.FWD_NEW_FLOW, Direction.INGRESS) - newFlows);
+      const opened = Number(tc.counter(Reason.FWD_NEW_FLOW, Direction.INGRESS) - newFlows);
       if (opened < rounds * repeat) throw new Error(`only ${opened} of ${rounds * repeat} runs opened a flow: the harness is not measuring new flows`);
 
-      datapath.conntrack.flush();
+      tc.lb.conntrack.flush();
       const ack = frame(f, f.pod, f.vip, 1024, 80, TCP_FLAGS.ACK);
-      setTemplate(ack, f);
-      const first = loaded.program('tc_pod_ingress').testRun({ data: ack });
+      tc.setTemplate(ack, f);
+      const first = tc.bench.program('tc_pod_ingress').testRun({ data: ack });
       const backend = parseFrame(first.data).ip.dst;
       push('established flow (conntrack hit, DNAT)', compare('tc_pod_same_flow', 'tc_template_same_only', ack), {
         method: `${params.method}, the template's one flow each run (harness subtracted)`,
       });
       const reply = frame(f, backend, f.pod, 8080, 1024, TCP_FLAGS.ACK, true);
-      setTemplate(reply, f);
-      const replies = counter(Reason.FWD_REPLY, Direction.EGRESS);
+      tc.setTemplate(reply, f);
+      const replies = tc.counter(Reason.FWD_REPLY, Direction.EGRESS);
       push('reply to the pod (reply entry hit, source back to the service)', compare('tc_pod_same_reply', 'tc_template_same_only', reply), {
         method: `${params.method}, one flow's reply each run (harness subtracted)`,
       });
-      if (counter(Reason.FWD_REPLY, Direction.EGRESS) - replies < BigInt(rounds * repeat)) throw new Error('the reply runs did not all translate');
+      if (tc.counter(Reason.FWD_REPLY, Direction.EGRESS) - replies < BigInt(rounds * repeat)) throw new Error('the reply runs did not all translate');
 
       const other = frame(f, f.pod, f.other, 40000, 22, TCP_FLAGS.ACK);
       push('packet not for a service (port without frontends)', compare('tc_pod_ingress', undefined, other), { method: `${params.method}, the packet passes untouched (no harness)` });
     }
     return figures;
   } finally {
-    bench?.close();
-    lb?.close();
-    bpffs.remove();
+    tc.close();
   }
 }
 

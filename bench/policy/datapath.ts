@@ -17,20 +17,12 @@
  *   node dist/bench/policy/datapath.js [--quick]
  */
 import { pathToFileURL } from 'node:url';
-import { TempBpffs } from '../../lb/datapath/bpffs.js';
-import { LbDatapath, lbSharedLoadOptions } from '../../lb/datapath/lb-datapath.js';
-import { LbMapWriter } from '../../lb/datapath/lb-writer.js';
-import { BpfObject } from '../../lb/datapath/object.js';
-import { bpfObjectPath } from '../../lb/datapath/objects.js';
 import { PolicyMapWriter, type PolicyEndpointState } from '../../lb/datapath/policy-writer.js';
-import { desiredLbState } from '../../lb/lbmap/desired.js';
-import { IdAllocator } from '../../lb/lbmap/ids.js';
-import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
-import { counterIndex, Direction, Reason } from '../../lb/reasons.js';
-import { validateService, type Service } from '../../lb/service.js';
-import { buildFrame, TCP_FLAGS } from '../../test/support/packet.js';
-import { formatNumber, type BenchFigure } from '../lib/report.js';
+import { Direction, Reason } from '../../lb/reasons.js';
+import { TCP_FLAGS } from '../../test/support/packet.js';
 import { medianOfRounds } from '../east-west/tc.js';
+import { families, FRAME_LEN, frame, TcPodHarness } from '../east-west/tc-harness.js';
+import { formatNumber, type BenchFigure } from '../lib/report.js';
 
 export interface PolicyBenchOptions {
   progress?: (message: string) => void;
@@ -42,40 +34,11 @@ export interface PolicyBenchOptions {
   rounds?: number;
 }
 
-/** bpf/test/tc_pod_bench.c: XLB_TC_BENCH_FRAME_LEN, and its template's layout (offsets, then the bytes). */
-const FRAME_LEN = 96;
-const MAGLEV_SIZE = 16381;
-const CONNTRACK_ENTRIES = 262144;
-const NAT_PORTS = { min: 20000, max: 29999 };
-const POD_MAC = '02:00:00:00:20:02';
-const HOST_MAC = '02:00:00:00:20:01';
 /** The device a test run's skb is on (the loopback). */
 const DEVICE = 1;
 const PEER = 'tc_pass (pass-through tc program)';
 const ID = { pod: 256, peer: 257, backends: 258 } as const;
 const PORT = { allowed: 8080, denied: 9090 } as const;
-const families = [
-  { name: 'IPv4', bits: 32, pod: '198.18.20.2', vip: '198.18.30.10', peer: '198.18.40.2', node: '198.18.0.2', backends: ['198.18.21.11', '198.18.21.12', '198.18.21.13'], l3: 20, saddrLow: 14 + 12 + 2 },
-  { name: 'IPv6', bits: 128, pod: '2001:db8:20::2', vip: '2001:db8:30::10', peer: '2001:db8:40::2', node: '2001:db8::2', backends: ['2001:db8:21::11', '2001:db8:21::12', '2001:db8:21::13'], l3: 40, saddrLow: 14 + 8 + 14 },
-] as const;
-type Family = (typeof families)[number];
-
-/** A TCP frame of FRAME_LEN bytes, from the pod or (toPod) to it. */
-function frame(f: Family, src: string, dst: string, sport: number, dport: number, flags: number, toPod = false): Buffer {
-  const payload = Buffer.alloc(FRAME_LEN - 14 - f.l3 - 20);
-  const eth = toPod ? { src: HOST_MAC, dst: POD_MAC } : { src: POD_MAC, dst: HOST_MAC };
-  return buildFrame({ eth, ip: { src, dst }, l4: { proto: 'tcp', sport, dport, flags, payload } });
-}
-
-function services(): Map<string, Service> {
-  const all = new Map<string, Service>();
-  for (const f of families) {
-    const id = `web-${f.name.toLowerCase()}`;
-    all.set(id, validateService({ type: 'ClusterIP', frontend: { address: f.vip, port: 80, protocol: 'TCP' }, backends: f.backends.map((address) => ({ address, port: 8080 })) }, id, { defaultMode: 'snat', clusterIP: true }));
-  }
-  return all;
-}
-
 /** The pod's endpoint: egress enforced, allowing its peer and the service's backends on port 8080. */
 const ENDPOINT: PolicyEndpointState = {
   identity: ID.pod,
@@ -91,19 +54,9 @@ export async function benchPolicyDatapath(options: PolicyBenchOptions = {}): Pro
   const repeat = options.repeat ?? (options.quick ? 100_000 : 1_000_000);
   const rounds = options.rounds ?? (options.quick ? 3 : 5);
   const progress = options.progress ?? (() => undefined);
-  const bpffs = TempBpffs.mount('policy-bench');
-  let lb: LbDatapath | undefined;
-  let bench: BpfObject | undefined;
+  const tc = TcPodHarness.load('policy-bench', repeat);
   try {
-    const shared = { maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), conntrackEntries: CONNTRACK_ENTRIES };
-    const pinDir = `${bpffs.dir}/node`;
-    lb = LbDatapath.load({ ...shared, pinDir });
-    lb.configure({ nodeV4: families[0].node, nodeV6: families[1].node, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 0 });
-    bench = BpfObject.load(bpfObjectPath('test/tc_pod_bench.o'), { pinDir, ...lbSharedLoadOptions(shared) });
-    if (bench.replacedPins.length > 0) throw new Error(`the harness replaced pinned maps: ${bench.replacedPins.join('; ')}`);
-    const desired = desiredLbState(services(), { addresses: [families[0].node, families[1].node], maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), defaultMode: 'snat' }, new IdAllocator());
-    LbMapWriter.fromObject(lb.object).reconcile(desired);
-    const writer = PolicyMapWriter.open(bench);
+    const writer = PolicyMapWriter.open(tc.bench);
     writer.setIpcache(
       families.flatMap((f) => [
         { cidr: `${f.pod}/${f.bits}`, identity: ID.pod },
@@ -111,22 +64,6 @@ export async function benchPolicyDatapath(options: PolicyBenchOptions = {}): Pro
         ...f.backends.map((b) => ({ cidr: `${b}/${f.bits}`, identity: ID.backends })),
       ]),
     );
-    const loaded = bench;
-    const datapath = lb;
-    const time = (program: string, data: Buffer): number => loaded.program(program).testRun({ data, repeat }).duration;
-    const verdictOf = (program: string, data: Buffer): number => loaded.program(program).testRun({ data }).retval;
-    const setTemplate = (template: Buffer, f: Family): void => {
-      const value = Buffer.alloc(8 + FRAME_LEN);
-      value.writeUInt32LE(14 + f.l3, 0);
-      value.writeUInt32LE(f.saddrLow, 4);
-      template.copy(value, 8);
-      loaded.map('xlb_tcb_tmpl').update(Buffer.alloc(4), value);
-    };
-    const counter = (reason: number, direction: number): bigint => {
-      const key = Buffer.alloc(4);
-      key.writeUInt32LE(counterIndex(reason, direction));
-      return datapath.map('xlb_metrics').sumPerCpuU64(key)[0] ?? 0n;
-    };
     const withPolicy = (measure: () => number) => (): number => {
       writer.setEndpoint(DEVICE, ENDPOINT);
       return measure();
@@ -156,19 +93,19 @@ export async function benchPolicyDatapath(options: PolicyBenchOptions = {}): Pro
         { name: 'new service flow (egress decided for the backend chosen)', program: 'tc_pod_new_flows', harness: 'tc_template_only', data: frame(f, f.pod, f.vip, 1024, 80, TCP_FLAGS.SYN), verdict: 0 },
       ];
       for (const c of cases) {
-        datapath.conntrack.flush();
+        tc.lb.conntrack.flush();
         writer.setEndpoint(DEVICE, ENDPOINT);
-        setTemplate(c.data, f);
-        verdictOf('tc_pod_ingress', established); // the connection the established cases find
-        const verdict = verdictOf(c.program, c.data);
+        tc.setTemplate(c.data, f);
+        tc.verdictOf('tc_pod_ingress', established); // the connection the established cases find
+        const verdict = tc.verdictOf(c.program, c.data);
         if (verdict !== c.verdict) throw new Error(`${f.name} ${c.name}: verdict ${verdict}, the case expects ${c.verdict}`);
-        const drops = counter(Reason.DROP_POLICY_EGRESS, Direction.INGRESS);
-        const measure = (): number => time(c.program, c.data);
+        const drops = tc.counter(Reason.DROP_POLICY_EGRESS, Direction.INGRESS);
+        const measure = (): number => tc.time(c.program, c.data);
         const [value = 0, noPolicy = 0, harness = 0, pass = 0] = medianOfRounds(
-          [withPolicy(measure), withoutPolicy(measure), () => (c.harness ? time(c.harness, c.data) : 0), () => time('tc_pass', c.data)],
+          [withPolicy(measure), withoutPolicy(measure), () => (c.harness ? tc.time(c.harness, c.data) : 0), () => tc.time('tc_pass', c.data)],
           rounds,
         );
-        const dropped = counter(Reason.DROP_POLICY_EGRESS, Direction.INGRESS) - drops;
+        const dropped = tc.counter(Reason.DROP_POLICY_EGRESS, Direction.INGRESS) - drops;
         if ((dropped === BigInt(rounds * repeat)) !== (c.verdict === 2)) throw new Error(`${f.name} ${c.name}: ${dropped} of ${rounds * repeat} runs dropped by policy`);
         const withIt = value - harness;
         const withoutIt = noPolicy - harness;
@@ -193,9 +130,7 @@ export async function benchPolicyDatapath(options: PolicyBenchOptions = {}): Pro
     }
     return figures;
   } finally {
-    bench?.close();
-    lb?.close();
-    bpffs.remove();
+    tc.close();
   }
 }
 
