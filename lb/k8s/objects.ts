@@ -7,7 +7,7 @@
 
 /** The object a problem is about, as a Kubernetes event's involvedObject names it. */
 export interface ObjectRef {
-  kind: 'Service' | 'EndpointSlice' | 'Node';
+  kind: 'Service' | 'EndpointSlice' | 'Node' | 'NetworkPolicy';
   /** Absent for Nodes (cluster-scoped) and for objects too malformed to have one. */
   namespace?: string;
   name: string;

@@ -64,7 +64,7 @@ export function parseNetworkPolicy(value: unknown): { policy: NetworkPolicySpec 
   const spec = reader.object(top?.spec, 'spec');
   if (!spec) {
     if (top?.spec === undefined || top.spec === null) reader.problem('spec', 'required');
-    return { problems: reader.problems };
+    return { problems: reader.policyProblems };
   }
 
   const podSelector = parseSelector(spec.podSelector, 'spec.podSelector', reader) ?? EVERYTHING;
@@ -73,7 +73,7 @@ export function parseNetworkPolicy(value: unknown): { policy: NetworkPolicySpec 
   const types = reader.list(spec.policyTypes, 'spec.policyTypes').map((t, i) => reader.oneOf(t, item('spec.policyTypes', i), ['Ingress', 'Egress'] as const));
   const hasEgressRules = Array.isArray(spec.egress) && spec.egress.length > 0;
   const policyTypes = types.length > 0 ? types : ['Ingress', ...(hasEgressRules ? ['Egress'] : [])];
-  if (reader.problems.length > 0) return { problems: reader.problems };
+  if (reader.policyProblems.length > 0) return { problems: reader.policyProblems };
   return {
     policy: {
       namespace,

@@ -3,7 +3,7 @@
  * it is read and a malformed one becomes a PolicyProblem naming its path in the object
  * ("spec.ingress[0].from[1].ipBlock.except[0]"). The engine applies a policy only when it has none.
  */
-import { isObject, member } from '../k8s/objects.js';
+import { member, ObjectReader } from '../k8s/objects.js';
 
 export interface PolicyProblem {
   namespace: string;
@@ -20,68 +20,21 @@ export function item(path: string, index: number): string {
   return `${path}[${index}]`;
 }
 
-function show(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'a list';
-  if (typeof value === 'object') return 'an object';
-  return JSON.stringify(value) ?? String(value);
-}
-
-/** Collects the problems of one policy object. Absent (undefined or null) is never a problem here. */
-export class PolicyReader {
-  readonly problems: PolicyProblem[] = [];
+/**
+ * Reads the fields of one NetworkPolicy: the Kubernetes object reader (lb/k8s/objects.ts), its problems
+ * kept as PolicyProblems. Absent (undefined or null) is never a problem here.
+ */
+export class PolicyReader extends ObjectReader {
+  readonly policyProblems: PolicyProblem[] = [];
 
   constructor(
     readonly namespace: string,
     readonly name: string,
-  ) {}
-
-  problem(field: string, message: string): void {
-    this.problems.push({ namespace: this.namespace, name: this.name, field, message });
+  ) {
+    super({ kind: 'NetworkPolicy', namespace, name }, []);
   }
 
-  object(value: unknown, field: string): Record<string, unknown> | undefined {
-    if (value === undefined || value === null) return undefined;
-    if (isObject(value)) return value;
-    this.problem(field, `${show(value)} is not an object`);
-    return undefined;
-  }
-
-  list(value: unknown, field: string): unknown[] {
-    if (value === undefined || value === null) return [];
-    if (Array.isArray(value)) return value;
-    this.problem(field, `${show(value)} is not a list`);
-    return [];
-  }
-
-  string(value: unknown, field: string): string | undefined {
-    if (value === undefined || value === null) return undefined;
-    if (typeof value === 'string') return value;
-    this.problem(field, `${show(value)} is not a string`);
-    return undefined;
-  }
-
-  integer(value: unknown, field: string, min: number, max: number): number | undefined {
-    if (value === undefined || value === null) return undefined;
-    if (typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max) return value;
-    this.problem(field, `${show(value)} is not an integer in ${min}..${max}`);
-    return undefined;
-  }
-
-  oneOf<T extends string>(value: unknown, field: string, allowed: readonly T[]): T | undefined {
-    if (value === undefined || value === null) return undefined;
-    if (typeof value === 'string' && (allowed as readonly string[]).includes(value)) return value as T;
-    this.problem(field, `${show(value)} is not one of ${allowed.join(', ')}`);
-    return undefined;
-  }
-
-  /** A string → string map (matchLabels); a malformed entry is a problem. */
-  stringMap(value: unknown, field: string): Record<string, string> {
-    const out: Record<string, string> = {};
-    for (const [key, v] of Object.entries(this.object(value, field) ?? {})) {
-      const text = this.string(v, member(field, key));
-      if (text !== undefined) out[key] = text;
-    }
-    return out;
+  override problem(field: string, message: string): void {
+    this.policyProblems.push({ namespace: this.namespace, name: this.name, field, message });
   }
 }

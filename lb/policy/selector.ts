@@ -46,9 +46,9 @@ export function selectorMatches(selector: LabelSelector, labels: Readonly<Record
 export function parseSelector(value: unknown, field: string, reader: PolicyReader): LabelSelector | undefined {
   const object = reader.object(value, field);
   if (!object) return undefined;
-  const before = reader.problems.length;
+  const before = reader.policyProblems.length;
   const requirements: Requirement[] = [];
-  for (const [key, text] of Object.entries(reader.stringMap(object.matchLabels, member(field, 'matchLabels')))) {
+  for (const [key, text] of reader.stringMap(object.matchLabels, member(field, 'matchLabels'))) {
     requirements.push({ key, operator: 'In', values: new Set([text]) });
   }
   const expressionsField = member(field, 'matchExpressions');
@@ -72,6 +72,6 @@ export function parseSelector(value: unknown, field: string, reader: PolicyReade
     }
     if (key && operator) requirements.push({ key, operator, values: new Set(values) });
   });
-  if (reader.problems.length > before) return undefined;
+  if (reader.policyProblems.length > before) return undefined;
   return { requirements };
 }
