@@ -100,7 +100,8 @@ export function bandwidthText(b: EdtStatus): string {
     `  devices:         ${b.devices.map((d) => `${d.name} (fq ${d.fq ? 'yes' : 'no'})`).join(', ') || 'none'}`,
     `  horizon:         ${b.horizonNs / 1e6} ms`,
     `  rates:           ${rates.join(', ') || 'none'}`,
-    ...b.warnings.map((w) => `WARNING: ${w}`),
+    // Without fq the departure times only matter once a pod has a rate: then it is a warning.
+    ...(b.rates.length > 0 ? b.warnings.map((w) => `WARNING: ${w}`) : b.warnings.map((w) => `  note:            ${w}`)),
   ];
   return `${lines.join('\n')}\n`;
 }
