@@ -26,7 +26,8 @@ import { portRangePrefixes } from '../../lb/policy/ports.js';
 import { ReservedIdentity, type PolicyRule } from '../../lb/policy/types.js';
 import { counterIndex, Direction, Reason } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
-import { TCP_FLAGS, buildFrame, buildIp, parseFrame, type L4Spec, type ParsedFrame } from '../support/packet.js';
+import { TCP_FLAGS, buildFrame, buildIp, type L4Spec } from '../support/packet.js';
+import { runFrame, type RunResult } from '../support/lb-harness.js';
 
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
@@ -71,12 +72,6 @@ const families = [
   },
 ] as const;
 type Family = (typeof families)[number];
-
-interface Run {
-  verdict: number;
-  out: Buffer;
-  parsed: ParsedFrame;
-}
 
 function servicesFor(f: Family): [string, Service][] {
   const key = f.name === 'IPv4' ? '4' : '6';
@@ -148,24 +143,13 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
     events.length = 0;
   });
 
-  const run = (program: 'tc_pod_ingress' | 'tc_pod_egress', frame: Buffer): Run => {
-    const result = pods.object.program(program).testRun({ data: frame });
-    let parsed: ParsedFrame | undefined;
-    return {
-      verdict: result.retval,
-      out: result.data,
-      get parsed(): ParsedFrame {
-        parsed ??= parseFrame(result.data);
-        return parsed;
-      },
-    };
-  };
+  const run = (program: 'tc_pod_ingress' | 'tc_pod_egress', frame: Buffer): RunResult => runFrame(pods.object.program(program), frame);
   const frameFromPod = (src: string, dst: string, l4: L4Spec): Buffer => buildFrame({ eth: { src: POD_MAC, dst: HOST_MAC }, ip: { src, dst }, l4 });
   const frameToPod = (src: string, dst: string, l4: L4Spec): Buffer => buildFrame({ eth: { src: HOST_MAC, dst: POD_MAC }, ip: { src, dst }, l4 });
   /** What the pod sends (its egress), through tc_pod_ingress. */
-  const fromPod = (src: string, dst: string, l4: L4Spec): Run => run('tc_pod_ingress', frameFromPod(src, dst, l4));
+  const fromPod = (src: string, dst: string, l4: L4Spec): RunResult => run('tc_pod_ingress', frameFromPod(src, dst, l4));
   /** What is sent to the pod (its ingress), through tc_pod_egress. */
-  const toPod = (src: string, dst: string, l4: L4Spec): Run => run('tc_pod_egress', frameToPod(src, dst, l4));
+  const toPod = (src: string, dst: string, l4: L4Spec): RunResult => run('tc_pod_egress', frameToPod(src, dst, l4));
   const counter = (reason: number, direction: number): bigint => {
     const key = Buffer.alloc(4);
     key.writeUInt32LE(counterIndex(reason, direction));
@@ -226,7 +210,7 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
         ['tc_pod_ingress', frameFromPod(f.pod, f.other, udp(50001, 53))],
       ] as const) {
         const out = run(program, frame);
-        assert.equal(out.verdict, TC_ACT_OK);
+        assert.equal(out.retval, TC_ACT_OK);
         assert.equal(out.out.toString('hex'), frame.toString('hex'));
       }
       assert.deepEqual(lb.counters(), before);
@@ -237,12 +221,12 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
       endpoint({ ingressEnforced: true, rules: [rule('ingress', ID.client, 6, 8080)] });
       const drops = policyDrops();
       const allowed = toPod(f.client, f.pod, tcp(50010, 8080));
-      assert.equal(allowed.verdict, TC_ACT_OK);
+      assert.equal(allowed.retval, TC_ACT_OK);
       assert.equal(connectionOf(8080, f.client, 50010)?.opened, PolicyDirectionCode.ingress, 'tracked, seen from the pod');
-      assert.equal(toPod(f.client, f.pod, tcp(50011, 9090)).verdict, TC_ACT_SHOT, 'another port');
-      assert.equal(toPod(f.other, f.pod, tcp(50012, 8080)).verdict, TC_ACT_SHOT, 'another identity');
-      assert.equal(toPod(f.client, f.pod, udp(50013, 8080)).verdict, TC_ACT_SHOT, 'another protocol');
-      assert.equal(toPod(f.world, f.pod, tcp(50014, 8080)).verdict, TC_ACT_SHOT, 'an address the ipcache does not know (World)');
+      assert.equal(toPod(f.client, f.pod, tcp(50011, 9090)).retval, TC_ACT_SHOT, 'another port');
+      assert.equal(toPod(f.other, f.pod, tcp(50012, 8080)).retval, TC_ACT_SHOT, 'another identity');
+      assert.equal(toPod(f.client, f.pod, udp(50013, 8080)).retval, TC_ACT_SHOT, 'another protocol');
+      assert.equal(toPod(f.world, f.pod, tcp(50014, 8080)).retval, TC_ACT_SHOT, 'an address the ipcache does not know (World)');
       assert.equal(policyDrops().ingress - drops.ingress, 4n);
       const reported = dropEvents();
       assert.deepEqual(
@@ -256,17 +240,17 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
       );
       assert.equal(connectionOf(9090, f.client, 50011), undefined, 'denied connections are not tracked');
       // Egress is not enforced: the pod opens what it likes.
-      assert.equal(fromPod(f.pod, f.other, tcp(50015, 443)).verdict, TC_ACT_OK);
+      assert.equal(fromPod(f.pod, f.other, tcp(50015, 443)).retval, TC_ACT_OK);
     });
 
     test(`${f.name} an any-identity rule and an any-protocol rule`, () => {
       endpoint({ ingressEnforced: true, rules: [rule('ingress', ReservedIdentity.Any, 17, 53), rule('ingress', ID.other, 0)] });
-      assert.equal(toPod(f.world, f.pod, udp(50020, 53)).verdict, TC_ACT_OK, 'any identity, UDP 53');
-      assert.equal(toPod(f.client, f.pod, udp(50021, 53)).verdict, TC_ACT_OK);
-      assert.equal(toPod(f.client, f.pod, tcp(50022, 53)).verdict, TC_ACT_SHOT, 'not TCP 53');
+      assert.equal(toPod(f.world, f.pod, udp(50020, 53)).retval, TC_ACT_OK, 'any identity, UDP 53');
+      assert.equal(toPod(f.client, f.pod, udp(50021, 53)).retval, TC_ACT_OK);
+      assert.equal(toPod(f.client, f.pod, tcp(50022, 53)).retval, TC_ACT_SHOT, 'not TCP 53');
       const echo: L4Spec = { proto: 'icmp', type: f.name === 'IPv4' ? 8 : 128, id: 7, seq: 1 };
-      for (const l4 of [tcp(50023, 1), udp(50024, 65535), echo]) assert.equal(toPod(f.other, f.pod, l4).verdict, TC_ACT_OK, `any protocol: ${l4.proto}`);
-      assert.equal(toPod(f.client, f.pod, echo).verdict, TC_ACT_SHOT, 'ICMP matches only rules of any protocol');
+      for (const l4 of [tcp(50023, 1), udp(50024, 65535), echo]) assert.equal(toPod(f.other, f.pod, l4).retval, TC_ACT_OK, `any protocol: ${l4.proto}`);
+      assert.equal(toPod(f.client, f.pod, echo).retval, TC_ACT_SHOT, 'ICMP matches only rules of any protocol');
     });
 
     test(`${f.name} a port range as prefixes: both edges in, both neighbours out`, () => {
@@ -274,17 +258,17 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
       assert.ok(prefixes.length > 1, 'the range needs several prefixes');
       endpoint({ ingressEnforced: true, rules: prefixes.map((p) => rule('ingress', ID.client, 6, p.port, p.prefixLen)) });
       for (const [port, verdict] of [[7989, TC_ACT_SHOT], [7990, TC_ACT_OK], [8000, TC_ACT_OK], [8010, TC_ACT_OK], [8011, TC_ACT_SHOT]] as const) {
-        assert.equal(toPod(f.client, f.pod, tcp(50030, port)).verdict, verdict, `port ${port}`);
+        assert.equal(toPod(f.client, f.pod, tcp(50030, port)).retval, verdict, `port ${port}`);
       }
     });
 
     test(`${f.name} CIDR identities from the ipcache: the longest prefix wins`, () => {
       endpoint({ ingressEnforced: true, rules: [rule('ingress', ID.cidr, 6, 8080)] });
-      assert.equal(toPod(f.inCidr, f.pod, tcp(50040, 8080)).verdict, TC_ACT_OK, `${f.inCidr} is in ${f.cidr}`);
-      assert.equal(toPod(f.inNarrow, f.pod, tcp(50041, 8080)).verdict, TC_ACT_SHOT, `${f.inNarrow} is ${f.cidrNarrow}'s`);
+      assert.equal(toPod(f.inCidr, f.pod, tcp(50040, 8080)).retval, TC_ACT_OK, `${f.inCidr} is in ${f.cidr}`);
+      assert.equal(toPod(f.inNarrow, f.pod, tcp(50041, 8080)).retval, TC_ACT_SHOT, `${f.inNarrow} is ${f.cidrNarrow}'s`);
       assert.deepEqual(dropEvents().map((e) => e.srcIdentity), [ID.cidrNarrow]);
       endpoint({ ingressEnforced: true, rules: [rule('ingress', ID.cidr, 6, 8080), rule('ingress', ID.cidrNarrow, 6, 8080)] });
-      assert.equal(toPod(f.inNarrow, f.pod, tcp(50042, 8080)).verdict, TC_ACT_OK);
+      assert.equal(toPod(f.inNarrow, f.pod, tcp(50042, 8080)).retval, TC_ACT_OK);
     });
 
     test(`${f.name} egress to a service is decided for the backend chosen, before its state is kept`, () => {
@@ -293,12 +277,12 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
       const seen = new Map<string, number>();
       for (let sport = 51000; sport < 51030; sport++) {
         const out = fromPod(f.pod, f.vip, tcp(sport, 80));
-        if (out.verdict === TC_ACT_OK) {
+        if (out.retval === TC_ACT_OK) {
           assert.equal(out.parsed.ip.dst, f.backends[0], 'only backend A is allowed');
           assert.ok(flowKept(sport, f, 80), 'its flow is kept');
           seen.set('allowed', (seen.get('allowed') ?? 0) + 1);
         } else {
-          assert.equal(out.verdict, TC_ACT_SHOT);
+          assert.equal(out.retval, TC_ACT_SHOT);
           assert.equal(flowKept(sport, f, 80), false, 'no flow entry');
           const replies = f.backends.flatMap((b) => tcPodEntries(TupleKind.SnatReply, b, 8080, f.pod, sport));
           assert.deepEqual(replies.filter((r) => r.live), [], 'the reply entry stored for it is released');
@@ -319,75 +303,75 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
     test(`${f.name} replies of allowed connections pass while the other direction denies everything`, () => {
       // Egress allows client:8080 only, ingress enforced without a rule.
       endpoint({ ingressEnforced: true, egressEnforced: true, rules: [rule('egress', ID.client, 6, 8080)] });
-      assert.equal(fromPod(f.pod, f.client, tcp(52000, 8080)).verdict, TC_ACT_OK);
-      assert.equal(toPod(f.client, f.pod, tcp(8080, 52000, TCP_FLAGS.SYN | TCP_FLAGS.ACK)).verdict, TC_ACT_OK, 'the reply');
-      assert.equal(fromPod(f.pod, f.client, tcp(52000, 8080, TCP_FLAGS.ACK)).verdict, TC_ACT_OK);
-      assert.equal(toPod(f.client, f.pod, tcp(8080, 52001)).verdict, TC_ACT_SHOT, 'but not a connection of the client’s');
+      assert.equal(fromPod(f.pod, f.client, tcp(52000, 8080)).retval, TC_ACT_OK);
+      assert.equal(toPod(f.client, f.pod, tcp(8080, 52000, TCP_FLAGS.SYN | TCP_FLAGS.ACK)).retval, TC_ACT_OK, 'the reply');
+      assert.equal(fromPod(f.pod, f.client, tcp(52000, 8080, TCP_FLAGS.ACK)).retval, TC_ACT_OK);
+      assert.equal(toPod(f.client, f.pod, tcp(8080, 52001)).retval, TC_ACT_SHOT, 'but not a connection of the client’s');
       // The other way round: ingress allows the client to 8080, egress allows nothing.
       endpoint({ ingressEnforced: true, egressEnforced: true, rules: [rule('ingress', ID.client, 6, 8080)] });
-      assert.equal(toPod(f.client, f.pod, tcp(52002, 8080)).verdict, TC_ACT_OK);
-      assert.equal(fromPod(f.pod, f.client, tcp(8080, 52002, TCP_FLAGS.SYN | TCP_FLAGS.ACK)).verdict, TC_ACT_OK, 'the pod answers');
-      assert.equal(fromPod(f.pod, f.client, tcp(8080, 52003)).verdict, TC_ACT_SHOT, 'it opens nothing');
+      assert.equal(toPod(f.client, f.pod, tcp(52002, 8080)).retval, TC_ACT_OK);
+      assert.equal(fromPod(f.pod, f.client, tcp(8080, 52002, TCP_FLAGS.SYN | TCP_FLAGS.ACK)).retval, TC_ACT_OK, 'the pod answers');
+      assert.equal(fromPod(f.pod, f.client, tcp(8080, 52003)).retval, TC_ACT_SHOT, 'it opens nothing');
       // A service flow's replies come back translated by tc_pod's own conntrack.
       endpoint({ ingressEnforced: true, egressEnforced: true, rules: [rule('egress', ReservedIdentity.Any, 6, 8080)] });
       const syn = fromPod(f.pod, f.vip, tcp(52004, 80));
-      assert.equal(syn.verdict, TC_ACT_OK);
+      assert.equal(syn.retval, TC_ACT_OK);
       const synAck = toPod(syn.parsed.ip.dst, f.pod, tcp(8080, 52004, TCP_FLAGS.SYN | TCP_FLAGS.ACK));
-      assert.equal(synAck.verdict, TC_ACT_OK);
+      assert.equal(synAck.retval, TC_ACT_OK);
       assert.deepEqual([synAck.parsed.ip.src, synAck.parsed.ip.l4?.sport], [f.vip, 80]);
     });
 
     test(`${f.name} connections opened before a direction was enforced keep their replies`, () => {
       endpoint({});
-      assert.equal(fromPod(f.pod, f.other, udp(52010, 9000)).verdict, TC_ACT_OK);
+      assert.equal(fromPod(f.pod, f.other, udp(52010, 9000)).retval, TC_ACT_OK);
       assert.equal(connectionOf(52010, f.other, 9000)?.opened, PolicyDirectionCode.egress, 'tracked though nothing is enforced');
       endpoint({ ingressEnforced: true, egressEnforced: true });
-      assert.equal(toPod(f.other, f.pod, udp(9000, 52010)).verdict, TC_ACT_OK);
-      assert.equal(fromPod(f.pod, f.other, udp(52010, 9000)).verdict, TC_ACT_OK);
-      assert.equal(fromPod(f.pod, f.other, udp(52011, 9000)).verdict, TC_ACT_SHOT);
+      assert.equal(toPod(f.other, f.pod, udp(9000, 52010)).retval, TC_ACT_OK);
+      assert.equal(fromPod(f.pod, f.other, udp(52010, 9000)).retval, TC_ACT_OK);
+      assert.equal(fromPod(f.pod, f.other, udp(52011, 9000)).retval, TC_ACT_SHOT);
     });
 
     test(`${f.name} the Host and ICMP errors always pass; a connection ends with its lifetime`, () => {
       endpoint({ ingressEnforced: true, egressEnforced: true });
-      assert.equal(toPod(f.node, f.pod, tcp(52020, 8080)).verdict, TC_ACT_OK, 'kubelet probes from the node');
+      assert.equal(toPod(f.node, f.pod, tcp(52020, 8080)).retval, TC_ACT_OK, 'kubelet probes from the node');
       const unreachable = f.name === 'IPv4' ? { type: 3, code: 1 } : { type: 1, code: 3 };
       const quote = buildIp({ src: f.pod, dst: f.other }, udp(52021, 53));
-      assert.equal(toPod(f.world, f.pod, { proto: 'icmp', ...unreachable, quote }).verdict, TC_ACT_OK, 'an ICMP error');
+      assert.equal(toPod(f.world, f.pod, { proto: 'icmp', ...unreachable, quote }).retval, TC_ACT_OK, 'an ICMP error');
       if (f.name === 'IPv6') {
         // Neighbour solicitation and advertisement: IPv6's ARP, never a policy's business, never tracked.
-        assert.equal(toPod(f.world, f.pod, { proto: 'icmp', type: 135, payload: Buffer.alloc(20) }).verdict, TC_ACT_OK);
-        assert.equal(fromPod(f.pod, f.world, { proto: 'icmp', type: 136, payload: Buffer.alloc(20) }).verdict, TC_ACT_OK);
+        assert.equal(toPod(f.world, f.pod, { proto: 'icmp', type: 135, payload: Buffer.alloc(20) }).retval, TC_ACT_OK);
+        assert.equal(fromPod(f.pod, f.world, { proto: 'icmp', type: 136, payload: Buffer.alloc(20) }).retval, TC_ACT_OK);
         assert.equal(connections().length, 1, 'only the probe’s connection is tracked');
       }
       // UDP lives 60 s past its last packet.
       endpoint({ ingressEnforced: true, rules: [rule('ingress', ID.client, 17, 53)] });
-      assert.equal(toPod(f.client, f.pod, udp(52022, 53)).verdict, TC_ACT_OK);
+      assert.equal(toPod(f.client, f.pod, udp(52022, 53)).retval, TC_ACT_OK);
       endpoint({ ingressEnforced: true });
       setClock(30);
-      assert.equal(toPod(f.client, f.pod, udp(52022, 53)).verdict, TC_ACT_OK, 'alive at 30 s, pushed back');
+      assert.equal(toPod(f.client, f.pod, udp(52022, 53)).retval, TC_ACT_OK, 'alive at 30 s, pushed back');
       setClock(85);
-      assert.equal(toPod(f.client, f.pod, udp(52022, 53)).verdict, TC_ACT_OK, 'alive 55 s after its last packet');
+      assert.equal(toPod(f.client, f.pod, udp(52022, 53)).retval, TC_ACT_OK, 'alive 55 s after its last packet');
       setClock(160);
-      assert.equal(toPod(f.client, f.pod, udp(52022, 53)).verdict, TC_ACT_SHOT, 'gone 75 s after it: decided again, denied');
+      assert.equal(toPod(f.client, f.pod, udp(52022, 53)).retval, TC_ACT_SHOT, 'gone 75 s after it: decided again, denied');
     });
 
     test(`${f.name} a removed rule denies new connections at once; established ones go on until they close`, () => {
       endpoint({ ingressEnforced: true, rules: [rule('ingress', ID.client, 6, 8080)] });
-      assert.equal(toPod(f.client, f.pod, tcp(52030, 8080)).verdict, TC_ACT_OK);
+      assert.equal(toPod(f.client, f.pod, tcp(52030, 8080)).retval, TC_ACT_OK);
       endpoint({ ingressEnforced: true, rules: [] });
       assert.deepEqual(writer.endpoints().get(DEVICE)?.rules, []);
-      assert.equal(toPod(f.client, f.pod, tcp(52031, 8080)).verdict, TC_ACT_SHOT, 'a new connection');
-      assert.equal(toPod(f.client, f.pod, tcp(52030, 8080, TCP_FLAGS.ACK)).verdict, TC_ACT_OK, 'the established one');
-      assert.equal(toPod(f.client, f.pod, tcp(52030, 8080, TCP_FLAGS.FIN | TCP_FLAGS.ACK)).verdict, TC_ACT_OK);
+      assert.equal(toPod(f.client, f.pod, tcp(52031, 8080)).retval, TC_ACT_SHOT, 'a new connection');
+      assert.equal(toPod(f.client, f.pod, tcp(52030, 8080, TCP_FLAGS.ACK)).retval, TC_ACT_OK, 'the established one');
+      assert.equal(toPod(f.client, f.pod, tcp(52030, 8080, TCP_FLAGS.FIN | TCP_FLAGS.ACK)).retval, TC_ACT_OK);
       assert.equal((connectionOf(8080, f.client, 52030)?.flags ?? 0) & PolicyCtFlag.Closing, PolicyCtFlag.Closing);
-      assert.equal(toPod(f.client, f.pod, tcp(52030, 8080)).verdict, TC_ACT_SHOT, 'a SYN on the closing tuple is a new connection');
+      assert.equal(toPod(f.client, f.pod, tcp(52030, 8080)).retval, TC_ACT_SHOT, 'a SYN on the closing tuple is a new connection');
     });
 
     test(`${f.name} a hairpin through a service needs the pod's egress and its ingress`, () => {
       endpoint({ ingressEnforced: true, egressEnforced: true, rules: [rule('egress', ID.pod, 6, 8080)] });
       const drops = policyDrops();
       const ingressHalf = counter(Reason.DROP_POLICY_INGRESS, Direction.INGRESS);
-      assert.equal(fromPod(f.pod, f.vip, tcp(52040, 81)).verdict, TC_ACT_SHOT, 'its ingress allows nothing');
+      assert.equal(fromPod(f.pod, f.vip, tcp(52040, 81)).retval, TC_ACT_SHOT, 'its ingress allows nothing');
       assert.equal(policyDrops().egress, drops.egress);
       assert.equal(counter(Reason.DROP_POLICY_INGRESS, Direction.INGRESS) - ingressHalf, 1n, 'the ingress half refused it (counted where it was decided)');
       assert.deepEqual(dropEvents().map((e) => [e.srcIdentity, e.dstIdentity]), [[ID.pod, ID.pod]]);
@@ -395,13 +379,13 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
 
       endpoint({ ingressEnforced: true, egressEnforced: true, rules: [rule('egress', ID.pod, 6, 8080), rule('ingress', ID.pod, 6, 8080)] });
       const syn = fromPod(f.pod, f.vip, tcp(52041, 81));
-      assert.equal(syn.verdict, TC_ACT_REDIRECT, 'back into the pod');
+      assert.equal(syn.retval, TC_ACT_REDIRECT, 'back into the pod');
       const natPort = syn.parsed.ip.l4?.sport ?? 0;
       // Redirected into the pod, it passes tc_pod_egress from the service address: tracked, not decided again.
-      assert.equal(run('tc_pod_egress', syn.out).verdict, TC_ACT_OK);
+      assert.equal(run('tc_pod_egress', syn.out).retval, TC_ACT_OK);
       const answer = fromPod(f.pod, f.vip, tcp(8080, natPort, TCP_FLAGS.SYN | TCP_FLAGS.ACK));
-      assert.equal(answer.verdict, TC_ACT_REDIRECT);
-      assert.equal(run('tc_pod_egress', answer.out).verdict, TC_ACT_OK);
+      assert.equal(answer.retval, TC_ACT_REDIRECT);
+      assert.equal(run('tc_pod_egress', answer.out).retval, TC_ACT_OK);
       assert.deepEqual(dropEvents(), []);
     });
   }

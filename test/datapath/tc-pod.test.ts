@@ -16,7 +16,8 @@ import { IdAllocator } from '../../lb/lbmap/ids.js';
 import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { counterIndex, Direction, Reason } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
-import { IPPROTO, TCP_FLAGS, buildFrame, buildIp, checksumErrors, parseFrame, type FrameSpec, type L4Spec, type ParsedFrame } from '../support/packet.js';
+import { IPPROTO, TCP_FLAGS, buildFrame, buildIp, checksumErrors, type FrameSpec, type L4Spec } from '../support/packet.js';
+import { runFrame, type RunResult } from '../support/lb-harness.js';
 
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
@@ -47,12 +48,6 @@ const families = [
 type Family = (typeof families)[number];
 /** A second service address for the clash case, per family. */
 const VIP_B = { IPv4: '198.18.30.11', IPv6: '2001:db8:30::11' } as const;
-
-interface Run {
-  verdict: number;
-  out: Buffer;
-  parsed: ParsedFrame;
-}
 
 function servicesFor(f: Family): Record<string, unknown> {
   const key = f.name === 'IPv4' ? '4' : '6';
@@ -116,23 +111,12 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
     bpffs?.remove();
   });
 
-  const run = (program: 'tc_pod_ingress' | 'tc_pod_egress', frame: Buffer): Run => {
-    const result = pods.object.program(program).testRun({ data: frame });
-    let parsed: ParsedFrame | undefined;
-    return {
-      verdict: result.retval,
-      out: result.data,
-      get parsed(): ParsedFrame {
-        parsed ??= parseFrame(result.data);
-        return parsed;
-      },
-    };
-  };
+  const run = (program: 'tc_pod_ingress' | 'tc_pod_egress', frame: Buffer): RunResult => runFrame(pods.object.program(program), frame);
   /** A frame the pod sends (to its gateway's MAC), through tc_pod_ingress. */
-  const fromPod = (src: string, dst: string, l4: L4Spec, ip: Partial<FrameSpec['ip']> = {}): Run =>
+  const fromPod = (src: string, dst: string, l4: L4Spec, ip: Partial<FrameSpec['ip']> = {}): RunResult =>
     run('tc_pod_ingress', buildFrame({ eth: { src: POD_MAC, dst: HOST_MAC }, ip: { ...ip, src, dst }, l4 }));
   /** A frame the node sends to the pod, through tc_pod_egress. */
-  const toPod = (src: string, dst: string, l4: L4Spec): Run => run('tc_pod_egress', buildFrame({ eth: { src: HOST_MAC, dst: POD_MAC }, ip: { src, dst }, l4 }));
+  const toPod = (src: string, dst: string, l4: L4Spec): RunResult => run('tc_pod_egress', buildFrame({ eth: { src: HOST_MAC, dst: POD_MAC }, ip: { src, dst }, l4 }));
   const counter = (reason: number, direction: number = Direction.INGRESS): bigint => {
     const key = Buffer.alloc(4);
     key.writeUInt32LE(counterIndex(reason, direction));
@@ -161,13 +145,13 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
     }
     return undefined;
   };
-  const validChecksums = (r: Run): void => assert.deepEqual(checksumErrors(r.out), []);
+  const validChecksums = (r: RunResult): void => assert.deepEqual(checksumErrors(r.out), []);
 
   for (const f of families) {
     test(`${f.name} TCP: the SYN goes to a backend (DNAT only), later packets to the same one, replies come from the service`, () => {
       const newFlows = counter(Reason.FWD_NEW_FLOW);
       const syn = fromPod(f.pod, f.vip, { proto: 'tcp', sport: 40001, dport: 80, flags: TCP_FLAGS.SYN, seq: 7, mss: 1460 }, { ttl: 64 });
-      assert.equal(syn.verdict, TC_ACT_OK, 'on to the stack, which routes it');
+      assert.equal(syn.retval, TC_ACT_OK, 'on to the stack, which routes it');
       validChecksums(syn);
       const backend = syn.parsed.ip.dst;
       assert.ok((f.backends as readonly string[]).includes(backend), backend);
@@ -185,7 +169,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       assert.equal(reverse?.servicePort, 80);
 
       const synAck = toPod(backend, f.pod, { proto: 'tcp', sport: 8080, dport: 40001, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK, seq: 100, ack: 8 });
-      assert.equal(synAck.verdict, TC_ACT_OK);
+      assert.equal(synAck.retval, TC_ACT_OK);
       validChecksums(synAck);
       assert.deepEqual([synAck.parsed.ip.src, synAck.parsed.ip.l4?.sport, synAck.parsed.ip.dst, synAck.parsed.ip.l4?.dport], [f.vip, 80, f.pod, 40001]);
       assert.equal(counter(Reason.FWD_REPLY, Direction.EGRESS) > 0n, true);
@@ -193,7 +177,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       const established = counter(Reason.FWD_ESTABLISHED);
       for (let i = 0; i < 5; i++) {
         const ack = fromPod(f.pod, f.vip, { proto: 'tcp', sport: 40001, dport: 80, flags: TCP_FLAGS.ACK, seq: 8 + i, payload: Buffer.from(`GET /${i}`) });
-        assert.equal(ack.verdict, TC_ACT_OK);
+        assert.equal(ack.retval, TC_ACT_OK);
         validChecksums(ack);
         assert.equal(ack.parsed.ip.dst, backend);
       }
@@ -205,12 +189,12 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       const seen = new Set<string>();
       for (let sport = 41000; sport < 41060; sport++) {
         const out = fromPod(f.pod, f.vip, { proto: 'udp', sport, dport: 53, payload: Buffer.from('query') });
-        assert.equal(out.verdict, TC_ACT_OK);
+        assert.equal(out.retval, TC_ACT_OK);
         validChecksums(out);
         assert.equal(out.parsed.ip.l4?.dport, 5353);
         seen.add(out.parsed.ip.dst);
         const answer = toPod(out.parsed.ip.dst, f.pod, { proto: 'udp', sport: 5353, dport: sport, payload: Buffer.from('answer') });
-        assert.equal(answer.verdict, TC_ACT_OK);
+        assert.equal(answer.retval, TC_ACT_OK);
         validChecksums(answer);
         assert.deepEqual([answer.parsed.ip.src, answer.parsed.ip.l4?.sport, answer.parsed.ip.dst, answer.parsed.ip.l4?.dport], [f.vip, 53, f.pod, sport]);
       }
@@ -220,7 +204,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
     test(`${f.name} hairpin: a pod reaching itself through a service gets the service as the source, both ways`, () => {
       const hairpins = counter(Reason.POD_HAIRPIN);
       const syn = fromPod(f.pod, f.vip, { proto: 'tcp', sport: 40002, dport: 81, flags: TCP_FLAGS.SYN, mss: 1460 });
-      assert.equal(syn.verdict, TC_ACT_REDIRECT, 'straight back into the pod');
+      assert.equal(syn.retval, TC_ACT_REDIRECT, 'straight back into the pod');
       validChecksums(syn);
       const natPort = syn.parsed.ip.l4?.sport ?? 0;
       assert.equal(syn.parsed.ip.src, f.vip, 'from the service address');
@@ -232,17 +216,17 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
 
       // The pod's server answers service:port, which its routes send out to the host.
       const synAck = fromPod(f.pod, f.vip, { proto: 'tcp', sport: 8080, dport: natPort, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK });
-      assert.equal(synAck.verdict, TC_ACT_REDIRECT);
+      assert.equal(synAck.retval, TC_ACT_REDIRECT);
       validChecksums(synAck);
       assert.deepEqual([synAck.parsed.ip.src, synAck.parsed.ip.l4?.sport, synAck.parsed.ip.dst, synAck.parsed.ip.l4?.dport], [f.vip, 81, f.pod, 40002]);
       assert.deepEqual([synAck.parsed.eth.dst, synAck.parsed.eth.src], [POD_MAC, HOST_MAC]);
 
       const ack = fromPod(f.pod, f.vip, { proto: 'tcp', sport: 40002, dport: 81, flags: TCP_FLAGS.ACK });
-      assert.equal(ack.verdict, TC_ACT_REDIRECT);
+      assert.equal(ack.retval, TC_ACT_REDIRECT);
       assert.deepEqual([ack.parsed.ip.src, ack.parsed.ip.l4?.sport], [f.vip, natPort], 'later packets keep the port');
 
       const udp = fromPod(f.pod, f.vip, { proto: 'udp', sport: 40003, dport: 81, payload: Buffer.from('self') });
-      assert.equal(udp.verdict, TC_ACT_REDIRECT);
+      assert.equal(udp.retval, TC_ACT_REDIRECT);
       validChecksums(udp);
       assert.deepEqual([udp.parsed.ip.src, udp.parsed.ip.dst, udp.parsed.ip.l4?.dport], [f.vip, f.pod, 5353]);
     });
@@ -255,7 +239,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       ] as const) {
         const sent = buildIp({ src: f.pod, dst: f.vip }, l4);
         const answer = fromPod(f.pod, f.vip, l4);
-        assert.equal(answer.verdict, TC_ACT_REDIRECT, 'back to the pod');
+        assert.equal(answer.retval, TC_ACT_REDIRECT, 'back to the pod');
         validChecksums(answer);
         const { ip } = answer.parsed;
         assert.deepEqual([answer.parsed.eth.dst, answer.parsed.eth.src], [POD_MAC, HOST_MAC]);
@@ -274,7 +258,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
         const seen = new Set<string>();
         for (let sport = 43000; sport < 43020; sport++) {
           const out = fromPod(f.pod, f.vip, { proto: 'udp', sport, dport: port, payload: Buffer.from('q') });
-          assert.equal(out.verdict, TC_ACT_OK);
+          assert.equal(out.retval, TC_ACT_OK);
           seen.add(out.parsed.ip.dst);
         }
         assert.equal(seen.size, 1, `port ${port}: ${[...seen].join(', ')}`);
@@ -285,7 +269,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
     test(`${f.name} internalTrafficPolicy Local without a backend on this node: dropped, counted`, () => {
       const drops = counter(Reason.DROP_NO_BACKEND);
       const out = fromPod(f.pod, f.vip, { proto: 'tcp', sport: 40006, dport: 83, flags: TCP_FLAGS.SYN });
-      assert.equal(out.verdict, TC_ACT_SHOT);
+      assert.equal(out.retval, TC_ACT_SHOT);
       assert.equal(counter(Reason.DROP_NO_BACKEND) - drops, 1n);
     });
 
@@ -293,7 +277,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       const first = fromPod(f.pod, f.vip, { proto: 'udp', sport: 40007, dport: 54, payload: Buffer.from('a') });
       const second = fromPod(f.pod, VIP_B[f.name], { proto: 'udp', sport: 40007, dport: 54, payload: Buffer.from('b') });
       for (const out of [first, second]) {
-        assert.equal(out.verdict, TC_ACT_OK);
+        assert.equal(out.retval, TC_ACT_OK);
         validChecksums(out);
         assert.deepEqual([out.parsed.ip.src, out.parsed.ip.dst, out.parsed.ip.l4?.dport], [f.pod, f.backends[0], 5353]);
       }
@@ -302,7 +286,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       assert.ok(natPort >= NAT_PORTS.min && natPort <= NAT_PORTS.max, `the second one leaves from port ${natPort}`);
       for (const [dport, service] of [[40007, f.vip], [natPort, VIP_B[f.name]]] as const) {
         const answer = toPod(f.backends[0], f.pod, { proto: 'udp', sport: 5353, dport, payload: Buffer.from('answer') });
-        assert.equal(answer.verdict, TC_ACT_OK);
+        assert.equal(answer.retval, TC_ACT_OK);
         validChecksums(answer);
         assert.deepEqual([answer.parsed.ip.src, answer.parsed.ip.l4?.sport, answer.parsed.ip.dst, answer.parsed.ip.l4?.dport], [service, 54, f.pod, 40007]);
       }
@@ -317,7 +301,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       assert.notEqual((flowOf(f.pod, 40008, f.vip, 86)?.flags ?? 0) & CtFlag.Closing, 0);
       const newFlows = counter(Reason.FWD_NEW_FLOW);
       const again = fromPod(f.pod, f.vip, { proto: 'tcp', sport: 40008, dport: 86, flags: TCP_FLAGS.SYN });
-      assert.equal(again.verdict, TC_ACT_OK);
+      assert.equal(again.retval, TC_ACT_OK);
       assert.equal(counter(Reason.FWD_NEW_FLOW) - newFlows, 1n, 'a new flow');
       assert.deepEqual([again.parsed.ip.src, again.parsed.ip.l4?.sport, again.parsed.ip.dst], [f.pod, 40008, backend], 'the port stays');
       assert.equal(replyEntryOf(backend, 8080, f.pod, 40008)?.service, f.vip);
@@ -332,11 +316,11 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       assert.equal(replyEntryOf(backend, 8080, f.pod, 40030)?.service, f.vip, 'the closing flow still has its reply entry');
       // The pod's kernel reuses port 40030 towards the backend itself: a connection of its own, no service.
       const direct = fromPod(f.pod, backend, { proto: 'tcp', sport: 40030, dport: 8080, flags: TCP_FLAGS.SYN });
-      assert.equal(direct.verdict, TC_ACT_OK);
+      assert.equal(direct.retval, TC_ACT_OK);
       assert.deepEqual([direct.parsed.ip.dst, direct.parsed.ip.l4?.dport], [backend, 8080], 'untouched');
       const synAck = buildFrame({ eth: { src: HOST_MAC, dst: POD_MAC }, ip: { src: backend, dst: f.pod }, l4: { proto: 'tcp', sport: 8080, dport: 40030, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK } });
       const answer = run('tc_pod_egress', synAck);
-      assert.equal(answer.verdict, TC_ACT_OK);
+      assert.equal(answer.retval, TC_ACT_OK);
       assert.equal(answer.out.toString('hex'), synAck.toString('hex'), 'the backend answers as itself, not as the service');
       assert.equal(expiryOf(TupleKind.SnatReply, backend, 8080, f.pod, 40030), 0, 'the old flow is gone: its reply entry...');
       assert.equal(expiryOf(TupleKind.Flow, f.pod, 40030, f.vip, 80), 0, '...and its flow entry, expired now');
@@ -358,7 +342,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       const translated = buildIp({ src: f.pod, dst: backend }, { proto: 'udp', sport: 40020, dport: 5353, payload: Buffer.from('query') });
       const unreachable = f.name === 'IPv4' ? { type: 3, code: 3 } : { type: 1, code: 4 };
       const fromBackend = toPod(backend, f.pod, { proto: 'icmp', ...unreachable, quote: translated });
-      assert.equal(fromBackend.verdict, TC_ACT_OK);
+      assert.equal(fromBackend.retval, TC_ACT_OK);
       validChecksums(fromBackend);
       assert.deepEqual([fromBackend.parsed.ip.src, fromBackend.parsed.ip.dst], [f.vip, f.pod], 'from the service: the backend sent it');
       const quoted = fromBackend.parsed.ip.l4?.inner;
@@ -368,7 +352,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       const sent = buildIp({ src: f.pod, dst: syn.parsed.ip.dst }, { proto: 'tcp', sport: 40021, dport: 8080, flags: TCP_FLAGS.SYN, seq: 99 });
       const tooBig = f.name === 'IPv4' ? { type: 3, code: 4, mtu: 1400 } : { type: 2, code: 0, mtu: 1400 };
       const fromRouter = toPod(router, f.pod, { proto: 'icmp', ...tooBig, quote: sent.subarray(0, (f.name === 'IPv4' ? 20 : 40) + 8) });
-      assert.equal(fromRouter.verdict, TC_ACT_OK);
+      assert.equal(fromRouter.retval, TC_ACT_OK);
       validChecksums(fromRouter);
       assert.deepEqual([fromRouter.parsed.ip.src, fromRouter.parsed.ip.dst], [router, f.pod]);
       const inner = fromRouter.parsed.ip.l4?.inner;
@@ -377,7 +361,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
       // About a flow that is none of ours: as it came.
       const unrelated = buildFrame({ eth: { src: HOST_MAC, dst: POD_MAC }, ip: { src: router, dst: f.pod }, l4: { proto: 'icmp', ...unreachable, quote: buildIp({ src: f.pod, dst: f.other }, { proto: 'udp', sport: 40022, dport: 53 }) } });
       const passed = run('tc_pod_egress', unrelated);
-      assert.equal(passed.verdict, TC_ACT_OK);
+      assert.equal(passed.retval, TC_ACT_OK);
       assert.equal(passed.out.toString('hex'), unrelated.toString('hex'));
     });
 
@@ -388,12 +372,12 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
         buildFrame({ eth: { src: POD_MAC, dst: HOST_MAC }, ip: { src: f.pod, dst: f.backends[1] }, l4: { proto: 'udp', sport: 40010, dport: 25000, payload: Buffer.from('p') } }),
       ]) {
         const out = run('tc_pod_ingress', frame);
-        assert.equal(out.verdict, TC_ACT_OK);
+        assert.equal(out.retval, TC_ACT_OK);
         assert.equal(out.out.toString('hex'), frame.toString('hex'));
       }
       const inbound = buildFrame({ eth: { src: HOST_MAC, dst: POD_MAC }, ip: { src: f.other, dst: f.pod }, l4: { proto: 'tcp', sport: 80, dport: 40009, flags: TCP_FLAGS.ACK } });
       const out = run('tc_pod_egress', inbound);
-      assert.equal(out.verdict, TC_ACT_OK);
+      assert.equal(out.retval, TC_ACT_OK);
       assert.equal(out.out.toString('hex'), inbound.toString('hex'));
       assert.deepEqual(lb.counters(), before);
     });
@@ -402,7 +386,7 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
   test('IPv4 UDP without a checksum keeps none; a fragmented datagram is translated whole', () => {
     const [f] = families;
     const plain = fromPod(f.pod, f.vip, { proto: 'udp', sport: 42000, dport: 53, payload: Buffer.from('q'), noChecksum: true });
-    assert.equal(plain.verdict, TC_ACT_OK);
+    assert.equal(plain.retval, TC_ACT_OK);
     assert.equal(plain.parsed.ip.l4?.checksum, 0);
 
     const payload = Buffer.alloc(64, 7);
@@ -410,8 +394,8 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
     const l4 = whole.subarray(20); // UDP header + payload: 72 bytes, split after 40
     const first = fromPod(f.pod, f.vip, { proto: 'raw', protocol: IPPROTO.UDP, payload: l4.subarray(0, 40) }, { id: 77, moreFragments: true });
     const later = fromPod(f.pod, f.vip, { proto: 'raw', protocol: IPPROTO.UDP, payload: l4.subarray(40) }, { id: 77, fragmentOffset: 40 });
-    assert.equal(first.verdict, TC_ACT_OK);
-    assert.equal(later.verdict, TC_ACT_OK);
+    assert.equal(first.retval, TC_ACT_OK);
+    assert.equal(later.retval, TC_ACT_OK);
     const backend = first.parsed.ip.dst;
     assert.ok((f.backends as readonly string[]).includes(backend));
     assert.equal(later.parsed.ip.dst, backend, 'the later fragment follows its first');

@@ -40,6 +40,20 @@ export interface RunResult {
   readonly parsed: ParsedFrame;
 }
 
+/** One BPF_PROG_TEST_RUN of `program` on `frame` (with `ctx`, an xdp_md or __sk_buff, when given). */
+export function runFrame(program: BpfProgram, frame: Buffer, ctx?: Buffer): RunResult {
+  const result = program.testRun({ data: frame, ...(ctx ? { ctx } : {}) });
+  let parsed: ParsedFrame | undefined;
+  return {
+    retval: result.retval,
+    out: result.data,
+    get parsed(): ParsedFrame {
+      parsed ??= parseFrame(result.data);
+      return parsed;
+    },
+  };
+}
+
 export class LbHarness {
   readonly lb: LbDatapath;
   readonly writer: LbMapWriter;
@@ -103,16 +117,7 @@ export class LbHarness {
 
   run(frame: Buffer): RunResult {
     const ctx = this.context(frame);
-    const result = inNetns(this.ns, () => this.lb.object.program('xdp_lb').testRun({ data: frame, ctx }));
-    let parsed: ParsedFrame | undefined;
-    return {
-      retval: result.retval,
-      out: result.data,
-      get parsed(): ParsedFrame {
-        parsed ??= parseFrame(result.data);
-        return parsed;
-      },
-    };
+    return inNetns(this.ns, () => runFrame(this.lb.object.program('xdp_lb'), frame, ctx));
   }
 
   counter(reason: number, direction: number = Direction.INGRESS): bigint {
