@@ -24,9 +24,13 @@
  * Incremental: each policy caches the identities its podSelector selects and those each rule's peers
  * select, and the rules it gives every pod it selects. A pod, namespace or policy change re-evaluates
  * only the new, released or re-labelled identities (or the changed policy), and recomputes only the
- * endpoints selected by a policy whose cache changed.
+ * endpoints selected by a policy whose cache changed. *
+ * Restarts: given the ipcache an earlier agent left (`identityHints`), the engine gives label sets and
+ * prefixes the numbers they had there (identities.ts). Pods given before the first flush are then
+ * acquired at that flush, all at once and in a fixed order, so which set takes a hinted number
+ * depends on the cluster, not on the order its objects arrived in.
  */
-import { hostCidr, isWholeFamily, prefixContains } from './cidr.js';
+import { hostCidr, isWholeFamily, parsePrefix, prefixContains } from './cidr.js';
 import { CidrIdentities, LabelIdentities, type LabelIdentity } from './identities.js';
 import { Ipcache } from './ipcache.js';
 import { parseNetworkPolicy, policyKey, policyPrefixes, type NetworkPolicySpec, type PeerSpec, type RuleSpec } from './network-policy.js';
@@ -53,6 +57,12 @@ export interface PolicyEngineOptions {
   nodeName: string;
   /** Allow ingress from Host to every ingress-enforced endpoint (default true; see the file comment). */
   allowHostIngress?: boolean;
+  /**
+   * The ipcache an earlier agent left (cidr → identity, as read back from the pinned map): an address's
+   * label identity is the number its pod's label set prefers, a prefix's CIDR identity the number of
+   * that prefix. Taken until the first flush; numbers out of their kind's range are ignored.
+   */
+  identityHints?: ReadonlyMap<string, number>;
 }
 
 export interface LocalEndpoint extends EndpointPolicy {
@@ -158,6 +168,10 @@ export class PolicyEngine {
 
   private readonly flushed = new Map<string, FlushedEndpoint>();
 
+  /** With identity hints, until the first flush: the pods given, and the label identities their addresses had. */
+  private unsettledPods: Map<string, PodInfo> | undefined;
+  private readonly addressHints = new Map<string, number>();
+
   // What changed since the last flush.
   private readonly createdIdentities = new Set<number>();
   private readonly releasedIdentities = new Set<number>();
@@ -172,16 +186,21 @@ export class PolicyEngine {
   constructor(options: PolicyEngineOptions) {
     this.nodeName = options.nodeName;
     this.allowHostIngress = options.allowHostIngress ?? true;
+    if (options.identityHints) this.takeHints(options.identityHints);
   }
 
   // ---- inputs -------------------------------------------------------------------------------
 
   upsertPod(pod: PodInfo): void {
-    this.setPod(podKey(pod.namespace, pod.name), pod);
+    const key = podKey(pod.namespace, pod.name);
+    if (this.unsettledPods) this.unsettledPods.set(key, pod);
+    else this.setPod(key, pod);
   }
 
   deletePod(namespace: string, name: string): void {
-    this.setPod(podKey(namespace, name), undefined);
+    const key = podKey(namespace, name);
+    if (this.unsettledPods) this.unsettledPods.delete(key);
+    else this.setPod(key, undefined);
   }
 
   upsertNamespace(ns: NamespaceInfo): void {
@@ -258,6 +277,7 @@ export class PolicyEngine {
    * identity, addresses, enforcement or rules changed are in endpointsSet. Sorted by cidr / pod.
    */
   flush(): PolicyDelta {
+    if (this.unsettledPods) this.settleHints(this.unsettledPods);
     this.updateSelections();
     for (const key of this.stalePolicies) {
       const policy = this.policies.get(key);
@@ -320,6 +340,40 @@ export class PolicyEngine {
   }
 
   // ---- pods and identities ------------------------------------------------------------------
+
+  /** Host entries (/32, /128) hint their pod's label set; every entry hints its prefix (each kind keeps its range's numbers). */
+  private takeHints(ipcache: ReadonlyMap<string, number>): void {
+    const prefixes = new Map<string, number>();
+    for (const [cidr, id] of ipcache) {
+      const prefix = parsePrefix(cidr);
+      if (typeof prefix === 'string') continue;
+      prefixes.set(prefix.text, id);
+      if (prefix.prefix === (prefix.family === 4 ? 32 : 128)) this.addressHints.set(prefix.text, id);
+    }
+    this.cidrIdentities.prefer(prefixes);
+    this.labelIdentities.avoid(this.addressHints.values());
+    this.unsettledPods = new Map();
+  }
+
+  /** The first flush: the pods given so far acquire their identities, preferring their addresses' hints. */
+  private settleHints(pods: Map<string, PodInfo>): void {
+    this.unsettledPods = undefined;
+    const sorted = [...pods].sort(([a], [b]) => byText(a, b));
+    const claims = sorted.flatMap(([, info]) => {
+      if (info.hostNetwork) return [];
+      const hinted = info.ips.flatMap((ip) => {
+        const cidr = hostCidr(ip);
+        const id = cidr === undefined ? undefined : this.addressHints.get(cidr);
+        return id === undefined ? [] : [id];
+      });
+      return [{ namespace: info.namespace, labels: info.labels, hinted }];
+    });
+    this.labelIdentities.prefer(claims);
+    for (const [key, info] of sorted) this.setPod(key, info);
+    this.labelIdentities.endPreferences();
+    this.cidrIdentities.endPreferences();
+    this.addressHints.clear();
+  }
 
   private setPod(key: string, info: PodInfo | undefined): void {
     const before = this.pods.get(key);
