@@ -11,8 +11,10 @@
  *    pass-through program (bench/policy/edt.ts).
  * 3. The two together on an established packet: policy's share + EDT's, over pass-through (goal ≤ 40 ns).
  * 4. The policy computation: 1,000 NetworkPolicies × 5,000 pods in full (goal ≤ 1 s), one pod's label
- *    change → its delta, p50/p99 (goal p99 ≤ 20 ms) beside a full recompute per change; the memory the
- *    engine holds (bench/policy/compute.ts).
+ *    change → its delta, p50/p99 beside a full recompute per change; the memory the engine holds
+ *    (bench/policy/compute.ts).
+ * 5. The same computed and written into tc_pod's policy maps: the first write, and one pod's label change
+ *    → maps written, p50/p99 (goal p99 ≤ 20 ms) beside computing alone (bench/policy/programming.ts).
  *
  * --quick runs fewer, shorter rounds and a tenth of the cluster. Results: bench/results/policy.{json,md,svg}
  * (--quick: a temp dir, so the committed full run stays; --out DIR overrides). Each part removes its
@@ -27,6 +29,7 @@ import { writeBenchReport, type BenchFigure } from './lib/report.js';
 import { benchPolicyCompute } from './policy/compute.js';
 import { benchPolicyDatapath } from './policy/datapath.js';
 import { benchEdtDatapath } from './policy/edt.js';
+import { benchPolicyProgramming } from './policy/programming.js';
 
 const log = (message: string): void => void process.stderr.write(`[bench policy] ${message}\n`);
 const load = (): string => (loadavg()[0] ?? 0).toFixed(1);
@@ -74,9 +77,9 @@ async function main(): Promise<void> {
   const policy = await part('tc_pod policy under PROG_TEST_RUN', () => benchPolicyDatapath({ quick, progress: (line) => log(`policy: ${line}`) }));
   const edt = await part('tc_edt_egress under PROG_TEST_RUN', () => benchEdtDatapath({ quick, progress: (line) => log(`edt: ${line}`) }));
   figures.push(...together(policy, edt));
-  await part('policy computation', () =>
-    benchPolicyCompute({ pods: quick ? 500 : 5_000, policies: quick ? 100 : 1_000, changes: quick ? 50 : 200, quick, progress: (line) => log(`compute: ${line}`) }),
-  );
+  const cluster = { pods: quick ? 500 : 5_000, policies: quick ? 100 : 1_000, changes: quick ? 50 : 200 };
+  await part('policy computation', () => benchPolicyCompute({ ...cluster, quick, progress: (line) => log(`compute: ${line}`) }));
+  await part('policy computed and written to the maps', () => benchPolicyProgramming({ ...cluster, progress: (line) => log(`programming: ${line}`) }));
 
   // This machine is shared: the 1-minute load average says how much the figures had to share it.
   const loadAtEnd = load();

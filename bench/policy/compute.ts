@@ -19,7 +19,7 @@
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { PolicyEngine } from '../../lb/policy/engine.js';
+import { PolicyEngine, type PolicyDelta } from '../../lb/policy/engine.js';
 import type { PodInfo } from '../../lb/policy/types.js';
 import { generateCluster, type GeneratedCluster } from '../../test/support/policy-cluster.js';
 import { mulberry32 } from '../../test/support/prng.js';
@@ -37,7 +37,7 @@ export interface PolicyComputeOptions {
 const MiB = 1024 * 1024;
 
 /** A new engine with the whole cluster, flushed once; its flush's size. */
-function computeAll(cluster: GeneratedCluster, pods: readonly PodInfo[] = cluster.pods): { engine: PolicyEngine; endpoints: number; rules: number; ipcache: number } {
+export function computeAll(cluster: GeneratedCluster, pods: readonly PodInfo[] = cluster.pods): { engine: PolicyEngine; delta: PolicyDelta; endpoints: number; rules: number; ipcache: number } {
   const engine = new PolicyEngine({ nodeName: cluster.nodeName });
   for (const ns of cluster.namespaces) engine.upsertNamespace(ns);
   for (const node of cluster.nodes) engine.upsertNode(node.name, node.addresses);
@@ -47,10 +47,10 @@ function computeAll(cluster: GeneratedCluster, pods: readonly PodInfo[] = cluste
     if (problems.length > 0) throw new Error(`generated policy refused: ${JSON.stringify(problems[0])}`);
   }
   const delta = engine.flush();
-  return { engine, endpoints: delta.endpointsSet.length, rules: delta.endpointsSet.reduce((n, e) => n + e.rules.length, 0), ipcache: delta.ipcacheSet.length };
+  return { engine, delta, endpoints: delta.endpointsSet.length, rules: delta.endpointsSet.reduce((n, e) => n + e.rules.length, 0), ipcache: delta.ipcacheSet.length };
 }
 
-function percentile(sorted: readonly number[], p: number): number {
+export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
 }
@@ -60,7 +60,7 @@ function median(values: readonly number[]): number {
 }
 
 /** The pod with label debug=true added, or removed when it has it: its own new identity, or back. */
-function relabelled(pod: PodInfo): PodInfo {
+export function relabelled(pod: PodInfo): PodInfo {
   const labels = { ...pod.labels };
   if (labels.debug === undefined) labels.debug = 'true';
   else delete labels.debug;
