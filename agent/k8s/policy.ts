@@ -13,6 +13,10 @@
  *   address (setPodDevices). An endpoint whose device is not known yet is written when it is; one
  *   whose device changed is moved. What a write refused stays queued and is tried again after a
  *   backoff (RETRY), logged once per failure streak.
+ * - An earlier agent's numbers are kept: its ipcache, read back when the sync is made, is the engine's
+ *   identity hints, so a restarted agent gives each label set and ipBlock prefix the identity it had
+ *   and its first sync rewrites nothing that did not change — the datapath, which goes on judging new
+ *   connections by the maps as they are, never sees a mix of two agents' numbers.
  * - What an earlier agent left in the pinned maps goes: at the first sync the ipcache entries the
  *   cluster has no more, and once the pods' devices are known the endpoints of devices no pod has.
  * - A NetworkPolicy with problems is not applied (the engine says so): each problem is logged once
@@ -130,8 +134,8 @@ export class PolicySync implements PolicySource {
   /** "namespace/name" → host-side device (pods.ts); undefined until it first reported. */
   private devices: ReadonlyMap<string, string> | undefined;
   private pruneDue = true;
-  /** The first sync also removes the ipcache entries an earlier agent left that are not the cluster's now. */
-  private firstSync = true;
+  /** The ipcache an earlier agent left, until the first sync removes what the cluster has no more. */
+  private leftIpcache: Map<string, number> | undefined;
 
   private identityCache: Map<number, IdentityInfo> | undefined;
   private ready = false;
@@ -141,7 +145,8 @@ export class PolicySync implements PolicySource {
   private failures = 0;
 
   constructor(private readonly options: PolicySyncOptions) {
-    this.engine = new PolicyEngine({ nodeName: options.nodeName });
+    this.leftIpcache = options.maps.ipcache();
+    this.engine = new PolicyEngine({ nodeName: options.nodeName, identityHints: this.leftIpcache });
   }
 
   // ---- what the watches deliver ----
@@ -357,12 +362,13 @@ export class PolicySync implements PolicySource {
     if (delta.ipcacheSet.length > 0 || delta.ipcacheDeleted.length > 0 || delta.endpointsSet.length > 0 || delta.endpointsDeleted.length > 0) {
       this.identityCache = undefined;
     }
-    for (const entry of delta.ipcacheSet) this.ipcacheQueue.set(entry.cidr, entry.identity);
+    const left = this.leftIpcache;
+    this.leftIpcache = undefined;
+    for (const entry of delta.ipcacheSet) if (left?.get(entry.cidr) !== entry.identity) this.ipcacheQueue.set(entry.cidr, entry.identity);
     for (const cidr of delta.ipcacheDeleted) this.ipcacheQueue.set(cidr, undefined);
-    if (this.firstSync) {
-      this.firstSync = false;
+    if (left) {
       const wanted = new Set(delta.ipcacheSet.map((e) => e.cidr));
-      for (const cidr of this.options.maps.ipcache().keys()) if (!wanted.has(cidr)) this.ipcacheQueue.set(cidr, undefined);
+      for (const cidr of left.keys()) if (!wanted.has(cidr)) this.ipcacheQueue.set(cidr, undefined);
     }
     for (const { namespace, name } of delta.endpointsDeleted) {
       const key = `${namespace}/${name}`;

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { isDeepStrictEqual } from 'node:util';
 import { Registry } from 'prom-client';
 import { PolicySync, type PolicyMaps } from '../../agent/k8s/policy.js';
 import { PolicyMetrics } from '../../agent/k8s/metrics.js';
@@ -19,11 +20,13 @@ const NODE = 'node-1';
 const NS = 'shop';
 const IFINDEX: Record<string, number> = { 'lxc-client': 11, 'lxc-server': 12, 'lxc-new': 13 };
 
-/** The policy map writer as a map of what it holds, with a log of the calls. */
+/** The policy map writer as a map of what it holds, with a log of the calls and of what they changed. */
 class FakeMaps implements PolicyMaps {
   readonly entries = new Map<string, number>();
   readonly endpoints = new Map<number, { identity: number } & EndpointPolicy>();
   readonly calls: string[] = [];
+  /** What the calls changed (the real writer writes only that: it diffs against what the maps hold). */
+  readonly changes: string[] = [];
   failNext = 0;
 
   private check(what: string): void {
@@ -36,22 +39,26 @@ class FakeMaps implements PolicyMaps {
 
   setIpcache(entries: IpcacheEntry[]): void {
     this.check(`setIpcache ${entries.length}`);
-    for (const e of entries) this.entries.set(e.cidr, e.identity);
+    for (const e of entries) {
+      if (this.entries.get(e.cidr) !== e.identity) this.changes.push(`ipcache ${e.cidr} → ${e.identity}`);
+      this.entries.set(e.cidr, e.identity);
+    }
   }
 
   deleteIpcache(cidrs: string[]): void {
     this.check(`deleteIpcache ${cidrs.join(',')}`);
-    for (const c of cidrs) this.entries.delete(c);
+    for (const c of cidrs) if (this.entries.delete(c)) this.changes.push(`ipcache ${c} deleted`);
   }
 
   setEndpoint(ifindex: number, endpoint: { identity: number } & EndpointPolicy): void {
     this.check(`setEndpoint ${ifindex}`);
+    if (!isDeepStrictEqual(this.endpoints.get(ifindex), endpoint)) this.changes.push(`endpoint ${ifindex} → identity ${endpoint.identity}, ${endpoint.rules.length} rules`);
     this.endpoints.set(ifindex, endpoint);
   }
 
   deleteEndpoint(ifindex: number): void {
     this.check(`deleteEndpoint ${ifindex}`);
-    this.endpoints.delete(ifindex);
+    if (this.endpoints.delete(ifindex)) this.changes.push(`endpoint ${ifindex} deleted`);
   }
 
   prune(keep: Set<number>): number[] {
@@ -87,8 +94,9 @@ const allowClient = policy('allow-client', {
 /** Lets the coalesced sync (setImmediate) run. */
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
 
-function harness(options: { bandwidth?: boolean } = {}) {
-  const maps = new FakeMaps();
+/** A PolicySync over `maps` (new ones unless given: a restarted agent's are an earlier one's). */
+function harness(options: { bandwidth?: boolean; maps?: FakeMaps } = {}) {
+  const maps = options.maps ?? new FakeMaps();
   const rates = new Map<number, number>();
   const rateCalls: [number, number | undefined][] = [];
   const events: { object: EventObject; reason: string; message: string }[] = [];
@@ -163,22 +171,65 @@ describe('PolicySync', () => {
     sync.stop();
   });
 
-  test("an earlier agent's leftovers: ipcache entries the cluster has no more and endpoints of devices no pod has go", async () => {
-    const { sync, maps, log } = harness();
+  test("an earlier agent's leftovers: ipcache entries the cluster has no more and endpoints of devices no pod has go; its numbers stay", async () => {
+    const maps = new FakeMaps();
     maps.entries.set('198.18.99.9/32', 300);
     maps.entries.set('198.18.71.2/32', 301);
     maps.endpoints.set(99, { identity: 300, ingressEnforced: true, egressEnforced: false, rules: [] });
+    const { sync, log } = harness({ maps });
     listCluster(sync);
     sync.start();
     await settle();
     assert.equal(maps.entries.has('198.18.99.9/32'), false);
-    assert.notEqual(maps.entries.get('198.18.71.2/32'), 301, 'rewritten with the identity of now');
+    assert.equal(maps.entries.get('198.18.71.2/32'), 301, "the client's label set keeps the number its address had");
+    assert.equal(maps.entries.get('198.18.73.2/32'), 301, 'so does the other pod of that set');
+    assert.ok((maps.entries.get('198.18.72.2/32') ?? 0) > 301, 'a set without a hint takes a number above the hints');
     assert.ok(maps.endpoints.has(99), 'kept until the pods\' devices are known');
     sync.setPodDevices(new Map([[`${NS}/client`, 'lxc-client']]));
     await settle();
     assert.deepEqual([...maps.endpoints.keys()], [11]);
     assert.ok(log.lines.some((l) => l.includes('removed the policy of 1 device(s) no pod has now (ifindex 99)')), log.lines.join('\n'));
     sync.stop();
+  });
+
+  test("a restarted agent's first sync, policies in force, rewrites nothing: identities as they were, whatever order the lists come in", async () => {
+    const maps = new FakeMaps();
+    const devices = new Map([[`${NS}/client`, 'lxc-client'], [`${NS}/server`, 'lxc-server']]);
+    const first = harness({ maps }).sync;
+    // The other label set (app=other) first, so without hints it would take the client's number.
+    first.list('Pod', [pod('remote', '198.18.73.2', { app: 'client' }, { node: 'node-2' })]);
+    listCluster(first, [denyIngress, allowClient]);
+    first.event('Pod', 'add', pod('other', '198.18.74.2', { app: 'other' }, { node: 'node-2' }));
+    first.setPodDevices(devices);
+    first.start();
+    await settle();
+    first.stop();
+    const identities = first.identities();
+    const client = identities.find((i) => i.labels.app === 'client')?.id;
+    assert.equal(maps.endpoints.get(12)?.rules.some((r) => r.identity === client), true, 'the server allows the client');
+    const entries = new Map(maps.entries);
+    const endpoints = new Map(maps.endpoints);
+
+    maps.calls.length = 0;
+    maps.changes.length = 0;
+    const restarted = harness({ maps }).sync;
+    restarted.list('Pod', [pod('other', '198.18.74.2', { app: 'other' }, { node: 'node-2' })]);
+    listCluster(restarted, [allowClient, denyIngress]);
+    restarted.list('Pod', [
+      pod('other', '198.18.74.2', { app: 'other' }, { node: 'node-2' }),
+      pod('server', '198.18.72.2', { app: 'server' }),
+      pod('remote', '198.18.73.2', { app: 'client' }, { node: 'node-2' }),
+      pod('client', '198.18.71.2', { app: 'client' }),
+    ]);
+    restarted.setPodDevices(devices);
+    restarted.start();
+    await settle();
+    assert.deepEqual(restarted.identities(), identities);
+    assert.deepEqual(maps.changes, [], 'nothing changed in the maps');
+    assert.equal(maps.calls.filter((c) => c.startsWith('setIpcache') || c.startsWith('deleteIpcache')).length, 0, 'the ipcache is not even written');
+    assert.deepEqual(maps.entries, entries);
+    assert.deepEqual(maps.endpoints, endpoints);
+    restarted.stop();
   });
 
   test('policies enforce and allow; the API views show identities, policies and rules with labels; deleted: allowed again', async () => {
