@@ -6,11 +6,20 @@
  * Order, so the datapath never enforces what is not written yet:
  * - setEndpoint: new allow entries first, then the endpoint entry (enforcement starts with its allow
  *   entries in place), then the stale allow entries go;
- * - deleteEndpoint: the endpoint entry first (its device has no policy from then on), then its entries.
+ * - deleteEndpoint: the endpoint entry first (its device has no policy from then on, and tc_pod tracks
+ *   no new connection on it), then its entries, then its tracked connections.
  * The writer keeps a mirror of what the maps hold, read back when it opens, so a restarted agent
  * rewrites only differences, and a write the kernel refused is retried by the next call (the mirror
  * holds only what was written). Connections already tracked (xlb_policy_ct) keep going: a change applies
  * to new connections.
+ *
+ * A deleted endpoint's connections go with it: tracked by device and tuple, they would otherwise let a
+ * new pod given the same device index and address ride them (replies to its predecessor's peers,
+ * connections opened before a policy it has) until they expire. Finding them takes a walk over every
+ * key of the table (no index by device: the datapath's lookup is by the whole key): one
+ * bpf_map_get_next_key per tracked connection — about 3.5 µs each here, so ~0.23 s for a nearly full
+ * table of 65,536 (test/datapath/policy.test.ts measures it) — and one delete per connection of the
+ * device. Deletes are rare (a pod going), and prune() walks once for all the devices it removes.
  */
 import { parseCidr } from '../service.js';
 import { AF_INET, AF_INET6 } from '../layouts.js';
@@ -23,6 +32,7 @@ import {
   PolicyDirectionCode,
   PolicyEndpoint,
   PolicyEndpointFlag,
+  PolicyCtKey,
   PolicyIpcacheKey,
   PolicyIpcacheValue,
   PolicyKey,
@@ -69,6 +79,7 @@ export class PolicyMapWriter {
     private readonly ipcacheMap: BpfMap,
     private readonly endpointMap: BpfMap,
     private readonly policyMap: BpfMap,
+    private readonly connectionMap: BpfMap,
   ) {
     this.ipcacheMirror = this.ipcache();
     for (const [key, value] of endpointMap.entries()) this.endpointMirror.set(key.readUInt32LE(0), PolicyEndpoint.decode(value));
@@ -80,7 +91,7 @@ export class PolicyMapWriter {
 
   /** Over tc_pod's loaded object (PodDatapath.object), its maps as they are. */
   static open(object: BpfObject): PolicyMapWriter {
-    return new PolicyMapWriter(object.map(POLICY_MAPS.ipcache), object.map(POLICY_MAPS.endpoint), object.map(POLICY_MAPS.policy));
+    return new PolicyMapWriter(object.map(POLICY_MAPS.ipcache), object.map(POLICY_MAPS.endpoint), object.map(POLICY_MAPS.policy), object.map(POLICY_MAPS.conntrack));
   }
 
   /** Add or change ipcache entries (canonical or not: "198.18.0.5/32"). */
@@ -130,21 +141,18 @@ export class PolicyMapWriter {
     this.deleteRules(ifindex, (hex) => !wanted.has(hex));
   }
 
-  /** No policy on the device `ifindex` any more (its pod is gone). */
+  /** No policy on the device `ifindex` any more (its pod is gone), and none of its connections tracked. */
   deleteEndpoint(ifindex: number): void {
     checkIfindex(ifindex);
-    if (this.endpointMirror.has(ifindex)) {
-      this.write(this.endpointMap, `deletion of the endpoint of ifindex ${ifindex}`, () => this.endpointMap.delete(endpointKey(ifindex)));
-      this.endpointMirror.delete(ifindex);
-    }
-    this.deleteRules(ifindex, () => true);
-    this.rulesMirror.delete(ifindex);
+    this.removeEndpoint(ifindex);
+    this.forgetConnections(new Set([ifindex]));
   }
 
   /** Remove the endpoints of every device not in `keep` (left by an earlier agent); their ifindexes. */
   prune(keep: Set<number>): number[] {
     const stale = [...new Set([...this.endpointMirror.keys(), ...this.rulesMirror.keys()])].filter((ifindex) => !keep.has(ifindex));
-    for (const ifindex of stale) this.deleteEndpoint(ifindex);
+    for (const ifindex of stale) this.removeEndpoint(ifindex);
+    if (stale.length > 0) this.forgetConnections(new Set(stale));
     return stale;
   }
 
@@ -169,10 +177,14 @@ export class PolicyMapWriter {
     return out;
   }
 
-  /** The ipcache as the map holds it, read back: cidr → identity. */
+  /** The ipcache as the map holds it, read back: cidr (canonical, as the policy computation writes it) → identity. */
   ipcache(): Map<string, number> {
     const out = new Map<string, number>();
-    for (const [key, value] of this.ipcacheMap.entries()) out.set(ipcacheCidr(PolicyIpcacheKey.decode(key)), PolicyIpcacheValue.decode(value).identity);
+    for (const [key, value] of this.ipcacheMap.entries()) {
+      const cidr = ipcacheCidr(PolicyIpcacheKey.decode(key));
+      const canonical = parseCidr(cidr);
+      out.set(typeof canonical === 'string' ? cidr : canonical.text, PolicyIpcacheValue.decode(value).identity);
+    }
     return out;
   }
 
@@ -185,6 +197,34 @@ export class PolicyMapWriter {
     return rules;
   }
 
+  private removeEndpoint(ifindex: number): void {
+    if (this.endpointMirror.has(ifindex)) {
+      this.write(this.endpointMap, `deletion of the endpoint of ifindex ${ifindex}`, () => this.endpointMap.delete(endpointKey(ifindex)));
+      this.endpointMirror.delete(ifindex);
+    }
+    this.deleteRules(ifindex, () => true);
+    this.rulesMirror.delete(ifindex);
+  }
+
+  /** Delete the tracked connections of these devices (see the file comment for the cost). */
+  private forgetConnections(ifindexes: ReadonlySet<number>): void {
+    const ifindexAt = PolicyCtKey.offsetOf('ifindex');
+    const what = `deletion of the tracked connections of ifindex ${[...ifindexes].join(', ')}`;
+    // Keys first, deletes after: a walk whose previous key was deleted starts over. One the LRU
+    // evicts under it does too, so the walk is bounded by twice the table.
+    const keys = this.write(this.connectionMap, what, () => {
+      const found: Buffer[] = [];
+      let walked = 0;
+      for (const key of this.connectionMap.keys()) {
+        if (ifindexes.has(key.readUInt32LE(ifindexAt))) found.push(key);
+        if (++walked >= 2 * this.connectionMap.maxEntries) break;
+      }
+      return found;
+    });
+    // An entry the LRU evicted meanwhile is gone already: delete answers false, not an error.
+    for (const key of keys) this.write(this.connectionMap, what, () => this.connectionMap.delete(key));
+  }
+
   private deleteRules(ifindex: number, stale: (hex: string) => boolean): void {
     const written = this.rulesOf(ifindex);
     for (const hex of [...written.keys()].filter(stale)) {
@@ -193,9 +233,10 @@ export class PolicyMapWriter {
     }
   }
 
-  private write(map: BpfMap, what: string, operation: () => void): void {
+  /** `operation` on `map` (or a walk it needs); a failure names the map, what was being written and the errno. */
+  private write<T>(map: BpfMap, what: string, operation: () => T): T {
     try {
-      operation();
+      return operation();
     } catch (error) {
       const errno = error instanceof BpfError ? error.errno : undefined;
       const cause = error instanceof Error ? error.message : String(error);
