@@ -409,15 +409,18 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
     // What is there already is not written again: maps that refuse every write see none.
     const policyMap = pods.object.map(POLICY_MAPS.policy);
     const endpointMap = pods.object.map(POLICY_MAPS.endpoint);
-    const updates = [policyMap.update.bind(policyMap), endpointMap.update.bind(endpointMap)] as const;
+    const ipcacheMap = pods.object.map(POLICY_MAPS.ipcache);
+    const updates = [policyMap.update.bind(policyMap), endpointMap.update.bind(endpointMap), ipcacheMap.update.bind(ipcacheMap)] as const;
     const refuse = (): never => {
       throw new Error('no write expected');
     };
     policyMap.update = refuse;
     endpointMap.update = refuse;
+    ipcacheMap.update = refuse;
     try {
       reopened.setEndpoint(DEVICE, state);
-      reopened.setIpcache([{ cidr: families[0].cidr, identity: ID.cidr }]);
+      // Every entry as read back (IPv6 too), as a restarted agent's first sync writes them.
+      reopened.setIpcache([...reopened.ipcache()].map(([cidr, identity]) => ({ cidr, identity })));
       assert.throws(() => reopened.setEndpoint(DEVICE, { ...state, rules: [...state.rules, rule('ingress', ID.other, 6, 1)] }), (error: unknown) => {
         assert.ok(error instanceof PolicyWriteError);
         assert.equal(error.map, POLICY_MAPS.policy);
@@ -425,7 +428,7 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
         return true;
       });
     } finally {
-      [policyMap.update, endpointMap.update] = updates;
+      [policyMap.update, endpointMap.update, ipcacheMap.update] = updates;
     }
     assert.deepEqual(reopened.prune(new Set([DEVICE])), [7]);
     assert.deepEqual([...writer.endpoints().keys()], [DEVICE]);
