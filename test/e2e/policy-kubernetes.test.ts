@@ -13,7 +13,9 @@
  * time out and UDP goes unanswered, counted (xlb_drop_count_total policy_ingress) and reported (a
  * monitor event with both identities and their labels); a policy allowing the client's labels on
  * TCP 8080: that port answers the client, over IPv4 and IPv6, not the other port, UDP, or the other
- * pod; `xlb policy get` and `xlb identity list` show it; a default-deny egress policy on the client with
+ * pod; `xlb policy get` and `xlb identity list` show it; the agent restarted with those policies in force:
+ * the same identities, the policy maps as they were, an allowed connection opened right after the
+ * restart answered and a denied one not; a default-deny egress policy on the client with
  * one allowed destination port (neighbour discovery anew); all deleted: allowed again. A pod's
  * kubernetes.io/egress-bandwidth annotation sets its device's rate in the bandwidth manager.
  */
@@ -32,6 +34,8 @@ import type { ClientReport } from '../../agent/lab/processes.js';
 import { attachPod, type LabPod } from '../../agent/lab/pod.js';
 import { LoopbackRelay } from '../../agent/lab/relay.js';
 import { TempBpffs } from '../../lb/datapath/bpffs.js';
+import { BpfMap } from '../../lb/datapath/map.js';
+import { POLICY_MAPS } from '../../lb/layouts-policy.js';
 import { Topology } from '../../lb/datapath/topology.js';
 import { KubeApiServer, type ObjectMeta } from '../support/kube.js';
 import { parsePromText } from '../support/prom-text.js';
@@ -287,6 +291,53 @@ describe('network policy in Kubernetes mode: a real apiserver, the real agent, p
     const missing = cli('policy', 'get', `${NS}/nobody`);
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, new RegExp(`404: no pod ${NS}/nobody`));
+  });
+
+  test('the agent restarted with the policies in force: identities and policy maps as they were; connections opened right after it: the allowed one answered, the denied one not', async () => {
+    const running = agent ?? assert.fail('the agent runs');
+    const pinned = (): Record<string, string[]> => {
+      const out: Record<string, string[]> = {};
+      for (const name of [POLICY_MAPS.ipcache, POLICY_MAPS.endpoint, POLICY_MAPS.policy]) {
+        const map = BpfMap.openPinned(`${running.bpffs}/${name}`);
+        try {
+          out[name] = [...map.entries()].map(([key, value]) => `${key.toString('hex')} ${value.toString('hex')}`).sort();
+        } finally {
+          map.close();
+        }
+      }
+      return out;
+    };
+    // A pod that came last but lists first (by name): without its number kept, every label set would shift.
+    const early = 'aaa-early';
+    const podPath = `/api/v1/namespaces/${NS}/pods`;
+    await rest().request<Pod>('POST', podPath, {
+      metadata: { namespace: NS, name: early, labels: { app: 'early' } },
+      spec: { nodeName: 'elsewhere', automountServiceAccountToken: false, containers: [{ name: 'c', image: 'registry.invalid/none:1' }] },
+    });
+    await rest().update<Pod>(`${podPath}/${early}/status`, (p) => ({ ...p, status: { ...p.status, phase: 'Running', podIP: '198.18.84.2', podIPs: [{ ip: '198.18.84.2' }] } }));
+    await waitUntil(async () => (await identities()).some((i) => i.labels.app === 'early'), CONVERGE_MS, 'the early pod has its identity');
+    assert.ok((await identityOf('early')) > (await identityOf('server')), 'numbered after the others');
+    const identitiesBefore = await identities();
+    const listedBefore = cli('identity', 'list');
+    assert.equal(listedBefore.status, 0, listedBefore.stderr);
+    const mapsBefore = pinned();
+
+    await running.stop();
+    agent = AgentProcess.start(running.spec);
+    await agent.ready(AGENT_READY_MS);
+    // At once: the new agent may still be listing the cluster; the maps as the earlier one left them decide.
+    await Promise.all([answered('client', 'http', target(PODS.server.v4, PORTS.http)), unanswered('other', 'http', target(PODS.server.v4, PORTS.http))]);
+
+    await waitPolicy('server', 'its endpoint written by the new agent', (v) => v.ingress.enforced);
+    assert.deepEqual(await identities(), identitiesBefore);
+    const listed = cli('identity', 'list');
+    assert.equal(listed.status, 0, listed.stderr);
+    assert.equal(listed.stdout, listedBefore.stdout);
+    assert.deepEqual(pinned(), mapsBefore, 'the first sync changed nothing in the policy maps');
+    await answered('client', 'http', target(PODS.server.v6, PORTS.http));
+    await unanswered('other', 'http', target(PODS.server.v6, PORTS.http), 1);
+    await rest().request('DELETE', `${podPath}/${early}?gracePeriodSeconds=0`);
+    await waitUntil(async () => !(await identities()).some((i) => i.labels.app === 'early'), CONVERGE_MS, 'the early pod gone');
   });
 
   test("kubernetes.io/egress-bandwidth on a pod sets its device's rate; a bad value is a Warning event on the Pod and changes nothing; removed: no limit", async () => {
