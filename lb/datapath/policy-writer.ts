@@ -70,10 +70,10 @@ interface WrittenEndpoint {
 }
 
 export class PolicyMapWriter {
-  /** What the maps hold: cidr → identity; ifindex → endpoint; ifindex → allow entries by key (hex). */
+  /** What the maps hold: cidr → identity; ifindex → endpoint; ifindex → allow entries by ruleId. */
   private readonly ipcacheMirror: Map<string, number>;
   private readonly endpointMirror = new Map<number, WrittenEndpoint>();
-  private readonly rulesMirror = new Map<number, Map<string, PolicyRule>>();
+  private readonly rulesMirror = new Map<number, Map<number | string, PolicyRule>>();
 
   private constructor(
     private readonly ipcacheMap: BpfMap,
@@ -85,7 +85,7 @@ export class PolicyMapWriter {
     for (const [key, value] of endpointMap.entries()) this.endpointMirror.set(key.readUInt32LE(0), PolicyEndpoint.decode(value));
     for (const key of policyMap.keys()) {
       const { ifindex, rule } = ruleOfKey(key);
-      this.rulesOf(ifindex).set(key.toString('hex'), rule);
+      this.rulesOf(ifindex).set(ruleId(rule), rule);
     }
   }
 
@@ -119,18 +119,20 @@ export class PolicyMapWriter {
   setEndpoint(ifindex: number, endpoint: PolicyEndpointState): void {
     checkIfindex(ifindex);
     checkIdentity(endpoint.identity, `endpoint of ifindex ${ifindex}: identity`, 1);
-    const wanted = new Map<string, { key: Buffer; rule: PolicyRule }>();
+    // Every rule checked before anything is written; only the new ones get a key built (an endpoint
+    // may hold a thousand rules, and a change of one identity rewrites a few of them).
+    const wanted = new Map<number | string, PolicyRule>();
     endpoint.rules.forEach((rule, i) => {
-      const key = policyKey(ifindex, rule, `endpoint of ifindex ${ifindex}: rules[${i}]`);
-      wanted.set(key.toString('hex'), { key, rule: ruleOfKey(key).rule });
+      const normal = normalRule(rule, `endpoint of ifindex ${ifindex}: rules[${i}]`);
+      wanted.set(ruleId(normal), normal);
     });
     const flags = (endpoint.ingressEnforced ? PolicyEndpointFlag.Ingress : 0) | (endpoint.egressEnforced ? PolicyEndpointFlag.Egress : 0);
     const subject = `endpoint of ifindex ${ifindex} (identity ${endpoint.identity})`;
     const written = this.rulesOf(ifindex);
-    for (const [hex, { key, rule }] of wanted) {
-      if (written.has(hex)) continue;
-      this.write(this.policyMap, `an allow entry of the ${subject}`, () => this.policyMap.update(key, ALLOW));
-      written.set(hex, rule);
+    for (const [id, rule] of wanted) {
+      if (written.has(id)) continue;
+      this.write(this.policyMap, `an allow entry of the ${subject}`, () => this.policyMap.update(policyKey(ifindex, rule), ALLOW));
+      written.set(id, rule);
     }
     const current = this.endpointMirror.get(ifindex);
     if (current?.identity !== endpoint.identity || current.flags !== flags) {
@@ -138,7 +140,7 @@ export class PolicyMapWriter {
       this.write(this.endpointMap, `the ${subject}`, () => this.endpointMap.update(endpointKey(ifindex), value));
       this.endpointMirror.set(ifindex, { identity: endpoint.identity, flags });
     }
-    this.deleteRules(ifindex, (hex) => !wanted.has(hex));
+    this.deleteRules(ifindex, (id) => !wanted.has(id));
   }
 
   /** No policy on the device `ifindex` any more (its pod is gone), and none of its connections tracked. */
@@ -188,7 +190,7 @@ export class PolicyMapWriter {
     return out;
   }
 
-  private rulesOf(ifindex: number): Map<string, PolicyRule> {
+  private rulesOf(ifindex: number): Map<number | string, PolicyRule> {
     let rules = this.rulesMirror.get(ifindex);
     if (!rules) {
       rules = new Map();
@@ -225,11 +227,11 @@ export class PolicyMapWriter {
     for (const key of keys) this.write(this.connectionMap, what, () => this.connectionMap.delete(key));
   }
 
-  private deleteRules(ifindex: number, stale: (hex: string) => boolean): void {
+  private deleteRules(ifindex: number, stale: (id: number | string) => boolean): void {
     const written = this.rulesOf(ifindex);
-    for (const hex of [...written.keys()].filter(stale)) {
-      this.write(this.policyMap, `deletion of an allow entry of the endpoint of ifindex ${ifindex}`, () => this.policyMap.delete(Buffer.from(hex, 'hex')));
-      written.delete(hex);
+    for (const [id, rule] of [...written].filter(([id]) => stale(id))) {
+      this.write(this.policyMap, `deletion of an allow entry of the endpoint of ifindex ${ifindex}`, () => this.policyMap.delete(policyKey(ifindex, rule)));
+      written.delete(id);
     }
   }
 
@@ -262,11 +264,8 @@ function ipcacheKey(text: string): { cidr: string; key: Buffer } {
   return { cidr: cidr.text, key };
 }
 
-/**
- * An allow entry's LPM key: any protocol stops before the protocol; otherwise the protocol and the
- * first portPrefixLen bits of the port (the rest zeroed, so one entry has one key).
- */
-function policyKey(ifindex: number, rule: PolicyRule, what: string): Buffer {
+/** The rule as its allow entry holds it, checked: any protocol has no port; a port prefix's other bits are zero. */
+function normalRule(rule: PolicyRule, what: string): PolicyRule {
   checkIdentity(rule.identity, `${what}.identity`, 0);
   if (!(rule.direction in PolicyDirectionCode)) throw new Error(`${what}.direction: ${JSON.stringify(rule.direction)} is not ingress or egress`);
   if (!PROTOCOLS.includes(rule.protocol)) throw new Error(`${what}.protocol: ${JSON.stringify(rule.protocol)} is not one of ${PROTOCOLS.join(', ')}`);
@@ -274,10 +273,30 @@ function policyKey(ifindex: number, rule: PolicyRule, what: string): Buffer {
   if (!Number.isInteger(rule.portPrefixLen) || rule.portPrefixLen < 0 || rule.portPrefixLen > 16) {
     throw new Error(`${what}.portPrefixLen: ${rule.portPrefixLen} is not a prefix length of a port (0-16)`);
   }
+  if (rule.protocol === 0) return { direction: rule.direction, identity: rule.identity, protocol: 0, port: 0, portPrefixLen: 0 };
+  const mask = (0xffff << (16 - rule.portPrefixLen)) & 0xffff;
+  return { direction: rule.direction, identity: rule.identity, protocol: rule.protocol, port: rule.port & mask, portPrefixLen: rule.portPrefixLen };
+}
+
+const PROTOCOL_INDEX: Readonly<Record<PolicyProtocol, number>> = { 0: 0, 6: 1, 17: 2, 132: 3 };
+/** Identities below this pack with the rest of a rule into one exact number (2^29 · 2^24 = 2^53). */
+const PACKED_IDENTITY_LIMIT = 2 ** 29;
+
+/**
+ * One allow entry of an endpoint (a normal rule) as a key of the writer's mirror: a number packing
+ * identity, direction, protocol, port and prefix length — an endpoint may hold a thousand rules, each
+ * compared at every write of it — or, for an identity too large to pack exactly, a string.
+ */
+function ruleId(rule: PolicyRule): number | string {
+  const rest = (((rule.direction === 'egress' ? 1 : 0) * 4 + PROTOCOL_INDEX[rule.protocol]) * 0x10000 + rule.port) * 32 + rule.portPrefixLen;
+  return rule.identity < PACKED_IDENTITY_LIMIT ? rule.identity * 2 ** 24 + rest : `${rule.identity} ${rest}`;
+}
+
+/** An allow entry's LPM key (a normal rule): any protocol stops before the protocol; otherwise the protocol and the first portPrefixLen bits of the port. */
+function policyKey(ifindex: number, rule: PolicyRule): Buffer {
   const base = { ifindex, identity: rule.identity, direction: PolicyDirectionCode[rule.direction] };
   if (rule.protocol === 0) return PolicyKey.encode({ ...base, prefixlen: POLICY_ANY_PROTO_BITS, proto: 0, dport: 0 });
-  const mask = (0xffff << (16 - rule.portPrefixLen)) & 0xffff;
-  return PolicyKey.encode({ ...base, prefixlen: POLICY_PROTO_BITS + rule.portPrefixLen, proto: rule.protocol, dport: rule.port & mask });
+  return PolicyKey.encode({ ...base, prefixlen: POLICY_PROTO_BITS + rule.portPrefixLen, proto: rule.protocol, dport: rule.port });
 }
 
 function ruleOfKey(key: Buffer): { ifindex: number; rule: PolicyRule } {
