@@ -23,12 +23,13 @@
  * The sizes and constants must be the ones LbDatapath.load was given (lbSharedLoadOptions): a pinned
  * map of another size would be replaced, and the LB state in it lost.
  */
-import { lbSharedLoadOptions, type LbDatapathOptions } from '../lb/datapath/lb-datapath.js';
+import { DEFAULT_CONNTRACK_ENTRIES, lbSharedLoadOptions, type LbDatapathOptions } from '../lb/datapath/lb-datapath.js';
 import { BpfObject } from '../lb/datapath/object.js';
 import { bpfObjectPath } from '../lb/datapath/objects.js';
 import { detachPodPrograms, listDevices, parsePodDevicePatterns, POD_PROGRAMS, PodDevices, type PodDeviceSync } from '../lb/datapath/pod-devices.js';
 import { enforceSysctls, readSysctl } from '../lb/datapath/sysctl.js';
 import type { MaglevSeed } from '../lb/maglev/index.js';
+import { POLICY_MAPS } from '../lb/layouts-policy.js';
 import { podDeviceSysctls } from '../lb/node-settings.js';
 import { DEFAULT_BACKEND_MAP_MAX, DEFAULT_SERVICE_MAP_MAX } from './flags.js';
 
@@ -63,7 +64,10 @@ export class PodDatapath {
       ...options,
       capacity: options.capacity ?? { services: DEFAULT_SERVICE_MAP_MAX, backends: DEFAULT_BACKEND_MAP_MAX },
     };
-    const object = BpfObject.load(bpfObjectPath('tc/tc_pod.o'), { pinDir: options.pinDir, ...lbSharedLoadOptions(shared) });
+    const lbShared = lbSharedLoadOptions(shared);
+    // The policy's connections are as many as the node's flows: its conntrack is sized as xdp_lb's.
+    const maxEntries = { ...lbShared.maxEntries, [POLICY_MAPS.conntrack]: options.conntrackEntries ?? DEFAULT_CONNTRACK_ENTRIES };
+    const object = BpfObject.load(bpfObjectPath('tc/tc_pod.o'), { pinDir: options.pinDir, ...lbShared, maxEntries });
     for (const replaced of object.replacedPins) {
       options.log(`pinned map replaced, its state lost (the layout changed since it was pinned): ${replaced}`);
     }

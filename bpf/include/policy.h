@@ -120,9 +120,10 @@ struct policy_ct_entry {
 	__u8 pad[2];
 };
 
+/* Every pod of the cluster and every ipBlock prefix; allocated as used (no prealloc), so a large cap costs nothing. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 524288);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct policy_ipcache_key);
 	__type(value, struct policy_ipcache_value);
@@ -135,17 +136,19 @@ struct {
 	__type(value, struct policy_endpoint);
 } xlb_policy_ep SEC(".maps");
 
+/* The allow entries of every endpoint of the node: a thousand rules for each of a few hundred pods. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 262144);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct policy_key);
 	__type(value, __u8);
 } xlb_policy SEC(".maps");
 
+/* Sized by the agent as xdp_lb's conntrack (agent/pod-datapath.ts); this is the default. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 262144);
 	__type(key, struct policy_ct_key);
 	__type(value, struct policy_ct_entry);
 } xlb_policy_ct SEC(".maps");
