@@ -29,7 +29,7 @@ import { nodeInfo } from '../../lb/k8s/node.js';
 import { ANNOTATION_EGRESS_BANDWIDTH, namespaceInfo, namespacedName, podEgressBandwidth, podInfo } from '../../lb/k8s/pod.js';
 import { PolicyEngine, type IdentityInfo, type LocalEndpoint } from '../../lb/policy/engine.js';
 import type { PolicyProblem } from '../../lb/policy/problems.js';
-import type { EndpointPolicy, IpcacheEntry, PodInfo, PolicyRule } from '../../lb/policy/types.js';
+import type { EndpointPolicy, IpcacheEntry, PodInfo, PolicyRule, RulesChange } from '../../lb/policy/types.js';
 import type { DirectionView, EndpointPolicyView, IdentityView, PolicyRuleView, PolicySource } from '../api/policy.js';
 import type { Logger } from '../log.js';
 import type { EventRecorder } from './events.js';
@@ -41,6 +41,8 @@ export interface PolicyMaps {
   setIpcache(entries: IpcacheEntry[]): void;
   deleteIpcache(cidrs: string[]): void;
   setEndpoint(ifindex: number, endpoint: { identity: number } & EndpointPolicy): void;
+  /** The endpoint whose policy at `ifindex` had its rules before `change`: only the change is written. */
+  changeEndpoint(ifindex: number, endpoint: { identity: number } & EndpointPolicy, change: RulesChange): void;
   deleteEndpoint(ifindex: number): void;
   /** Remove the endpoints of every ifindex not in `keep`; their ifindexes. */
   prune(keep: Set<number>): number[];
@@ -124,6 +126,12 @@ export class PolicySync implements PolicySource {
   /** Local endpoints as computed, and the ifindex each was written at. */
   private readonly desired = new Map<string, LocalEndpoint>();
   private readonly written = new Map<string, number>();
+  /**
+   * How a desired endpoint's rules differ from those written at its ifindex, while that is known: the
+   * engine's change since the endpoint it gave before, when that one was written. A refused write
+   * drops it (the next write compares the whole policy).
+   */
+  private readonly rulesChanges = new Map<string, RulesChange>();
   /** Local pods' annotated egress rates (bytes/s), and the ifindex and rate each was written at. */
   private readonly wantedRates = new Map<string, number>();
   private readonly badBandwidth = new Map<string, string>();
@@ -373,10 +381,15 @@ export class PolicySync implements PolicySource {
     for (const { namespace, name } of delta.endpointsDeleted) {
       const key = `${namespace}/${name}`;
       this.desired.delete(key);
+      this.rulesChanges.delete(key);
       this.dirtyPods.add(key);
     }
+    const changes = new Map(delta.endpointsChanged.map((change) => [`${change.namespace}/${change.name}`, change]));
     for (const endpoint of delta.endpointsSet) {
       const key = `${endpoint.namespace}/${endpoint.name}`;
+      const change = changes.get(key);
+      if (change && this.written.has(key) && !this.dirtyPods.has(key)) this.rulesChanges.set(key, change);
+      else this.rulesChanges.delete(key);
       this.desired.set(key, endpoint);
       this.dirtyPods.add(key);
     }
@@ -431,13 +444,17 @@ export class PolicySync implements PolicySource {
   private writeEndpoint(key: string, ifindex: number | undefined): void {
     const endpoint = this.desired.get(key);
     const before = this.written.get(key);
+    // Taken before any write: should one be refused, the retry writes the whole policy.
+    const change = this.rulesChanges.get(key);
+    this.rulesChanges.delete(key);
     if (before !== undefined && (endpoint === undefined || before !== ifindex)) {
       this.options.maps.deleteEndpoint(before);
       this.written.delete(key);
     }
     if (endpoint === undefined || ifindex === undefined) return;
     const { identity, ingressEnforced, egressEnforced, rules } = endpoint;
-    this.options.maps.setEndpoint(ifindex, { identity, ingressEnforced, egressEnforced, rules });
+    if (change && before === ifindex) this.options.maps.changeEndpoint(ifindex, { identity, ingressEnforced, egressEnforced, rules }, change);
+    else this.options.maps.setEndpoint(ifindex, { identity, ingressEnforced, egressEnforced, rules });
     this.written.set(key, ifindex);
   }
 

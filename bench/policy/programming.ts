@@ -31,7 +31,10 @@ export interface PolicyProgrammingOptions {
 /** Devices of the local pods: made-up ifindexes, as the writer only keys by them. */
 const FIRST_IFINDEX = 10_000;
 
-/** Writes deltas as the agent's PolicySync does: the ipcache first, then each endpoint on its pod's device. */
+/**
+ * Writes deltas as the agent's PolicySync does: the ipcache first, then each endpoint on its pod's
+ * device — only its rules' change when the delta has one (every write here succeeds).
+ */
 class DeltaWriter {
   private readonly devices = new Map<string, number>();
 
@@ -39,7 +42,13 @@ class DeltaWriter {
 
   write(delta: PolicyDelta): void {
     this.writer.setIpcache(delta.ipcacheSet);
-    for (const endpoint of delta.endpointsSet) this.writer.setEndpoint(this.deviceOf(`${endpoint.namespace}/${endpoint.name}`), endpoint);
+    const changes = new Map(delta.endpointsChanged.map((change) => [`${change.namespace}/${change.name}`, change]));
+    for (const endpoint of delta.endpointsSet) {
+      const key = `${endpoint.namespace}/${endpoint.name}`;
+      const change = changes.get(key);
+      if (change) this.writer.changeEndpoint(this.deviceOf(key), endpoint, change);
+      else this.writer.setEndpoint(this.deviceOf(key), endpoint);
+    }
     for (const gone of delta.endpointsDeleted) {
       const key = `${gone.namespace}/${gone.name}`;
       const ifindex = this.devices.get(key);

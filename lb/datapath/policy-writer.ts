@@ -4,8 +4,9 @@
  * device, by ifindex) its identity, the directions it enforces and its allow entries.
  *
  * Order, so the datapath never enforces what is not written yet:
- * - setEndpoint: new allow entries first, then the endpoint entry (enforcement starts with its allow
- *   entries in place), then the stale allow entries go;
+ * - setEndpoint (the whole policy) and changeEndpoint (the rules added and removed since the policy
+ *   written before): new allow entries first, then the endpoint entry (enforcement starts with its
+ *   allow entries in place), then the stale allow entries go;
  * - deleteEndpoint: the endpoint entry first (its device has no policy from then on, and tc_pod tracks
  *   no new connection on it), then its entries, then its tracked connections.
  * The writer keeps a mirror of what the maps hold, read back when it opens, so a restarted agent
@@ -37,7 +38,7 @@ import {
   PolicyIpcacheValue,
   PolicyKey,
 } from '../layouts-policy.js';
-import type { EndpointPolicy, IpcacheEntry, PolicyDirection, PolicyProtocol, PolicyRule } from '../policy/types.js';
+import type { EndpointPolicy, IpcacheEntry, PolicyDirection, PolicyProtocol, PolicyRule, RulesChange } from '../policy/types.js';
 import { BpfError } from './errors.js';
 import type { BpfMap } from './map.js';
 import type { BpfObject } from './object.js';
@@ -126,21 +127,37 @@ export class PolicyMapWriter {
       const normal = normalRule(rule, `endpoint of ifindex ${ifindex}: rules[${i}]`);
       wanted.set(ruleId(normal), normal);
     });
-    const flags = (endpoint.ingressEnforced ? PolicyEndpointFlag.Ingress : 0) | (endpoint.egressEnforced ? PolicyEndpointFlag.Egress : 0);
-    const subject = `endpoint of ifindex ${ifindex} (identity ${endpoint.identity})`;
-    const written = this.rulesOf(ifindex);
-    for (const [id, rule] of wanted) {
-      if (written.has(id)) continue;
-      this.write(this.policyMap, `an allow entry of the ${subject}`, () => this.policyMap.update(policyKey(ifindex, rule), ALLOW));
-      written.set(id, rule);
-    }
-    const current = this.endpointMirror.get(ifindex);
-    if (current?.identity !== endpoint.identity || current.flags !== flags) {
-      const value = PolicyEndpoint.encode({ identity: endpoint.identity, flags });
-      this.write(this.endpointMap, `the ${subject}`, () => this.endpointMap.update(endpointKey(ifindex), value));
-      this.endpointMirror.set(ifindex, { identity: endpoint.identity, flags });
-    }
+    this.writeRules(ifindex, endpoint, wanted);
+    this.writeEndpointEntry(ifindex, endpoint);
     this.deleteRules(ifindex, (id) => !wanted.has(id));
+  }
+
+  /**
+   * Enforce `endpoint` on the device `ifindex`, where the policy written before (by setEndpoint or
+   * changeEndpoint) had endpoint.rules without `change.added` and with `change.removed`: only those
+   * rules are checked and written, not the thousand that stay. Should the rules written not come to
+   * endpoint.rules' count that way (the caller's premise was wrong), the whole policy is compared as
+   * setEndpoint does.
+   */
+  changeEndpoint(ifindex: number, endpoint: PolicyEndpointState, change: RulesChange): void {
+    checkIfindex(ifindex);
+    checkIdentity(endpoint.identity, `endpoint of ifindex ${ifindex}: identity`, 1);
+    // Checked before anything is written, as setEndpoint does.
+    const added = new Map<number | string, PolicyRule>();
+    change.added.forEach((rule, i) => {
+      const normal = normalRule(rule, `endpoint of ifindex ${ifindex}: added rules[${i}]`);
+      added.set(ruleId(normal), normal);
+    });
+    // A removed rule that normalizes to an added one's entry keeps that entry.
+    const removed = change.removed.map((rule, i) => ruleId(normalRule(rule, `endpoint of ifindex ${ifindex}: removed rules[${i}]`))).filter((id) => !added.has(id));
+    this.writeRules(ifindex, endpoint, added);
+    this.writeEndpointEntry(ifindex, endpoint);
+    const written = this.rulesOf(ifindex);
+    for (const id of removed) {
+      const stale = written.get(id);
+      if (stale) this.deleteRule(ifindex, id, stale);
+    }
+    if (written.size !== endpoint.rules.length) this.setEndpoint(ifindex, endpoint);
   }
 
   /** No policy on the device `ifindex` any more (its pod is gone), and none of its connections tracked. */
@@ -190,6 +207,26 @@ export class PolicyMapWriter {
     return out;
   }
 
+  /** The allow entries of `wanted` not written yet (keyed by ruleId). */
+  private writeRules(ifindex: number, endpoint: PolicyEndpointState, wanted: ReadonlyMap<number | string, PolicyRule>): void {
+    const written = this.rulesOf(ifindex);
+    for (const [id, rule] of wanted) {
+      if (written.has(id)) continue;
+      this.write(this.policyMap, `an allow entry of the endpoint of ifindex ${ifindex} (identity ${endpoint.identity})`, () => this.policyMap.update(policyKey(ifindex, rule), ALLOW));
+      written.set(id, rule);
+    }
+  }
+
+  /** The endpoint entry: its identity and the directions it enforces, when they changed. */
+  private writeEndpointEntry(ifindex: number, endpoint: PolicyEndpointState): void {
+    const flags = (endpoint.ingressEnforced ? PolicyEndpointFlag.Ingress : 0) | (endpoint.egressEnforced ? PolicyEndpointFlag.Egress : 0);
+    const current = this.endpointMirror.get(ifindex);
+    if (current?.identity === endpoint.identity && current.flags === flags) return;
+    const value = PolicyEndpoint.encode({ identity: endpoint.identity, flags });
+    this.write(this.endpointMap, `the endpoint of ifindex ${ifindex} (identity ${endpoint.identity})`, () => this.endpointMap.update(endpointKey(ifindex), value));
+    this.endpointMirror.set(ifindex, { identity: endpoint.identity, flags });
+  }
+
   private rulesOf(ifindex: number): Map<number | string, PolicyRule> {
     let rules = this.rulesMirror.get(ifindex);
     if (!rules) {
@@ -228,11 +265,12 @@ export class PolicyMapWriter {
   }
 
   private deleteRules(ifindex: number, stale: (id: number | string) => boolean): void {
-    const written = this.rulesOf(ifindex);
-    for (const [id, rule] of [...written].filter(([id]) => stale(id))) {
-      this.write(this.policyMap, `deletion of an allow entry of the endpoint of ifindex ${ifindex}`, () => this.policyMap.delete(policyKey(ifindex, rule)));
-      written.delete(id);
-    }
+    for (const [id, rule] of [...this.rulesOf(ifindex)].filter(([id]) => stale(id))) this.deleteRule(ifindex, id, rule);
+  }
+
+  private deleteRule(ifindex: number, id: number | string, rule: PolicyRule): void {
+    this.write(this.policyMap, `deletion of an allow entry of the endpoint of ifindex ${ifindex}`, () => this.policyMap.delete(policyKey(ifindex, rule)));
+    this.rulesOf(ifindex).delete(id);
   }
 
   /** `operation` on `map` (or a walk it needs); a failure names the map, what was being written and the errno. */

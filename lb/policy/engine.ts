@@ -48,6 +48,7 @@ import {
   type PodInfo,
   type PolicyDirection,
   type PolicyRule,
+  type RulesChange,
 } from './types.js';
 
 export type { PolicyProblem } from './problems.js';
@@ -86,6 +87,16 @@ export interface PolicyDelta {
   ipcacheDeleted: string[];
   endpointsSet: LocalEndpoint[];
   endpointsDeleted: { namespace: string; name: string }[];
+  /**
+   * For each endpoint of endpointsSet that the previous flush gave too: how its rules changed since
+   * then (in endpointsSet's order). Applied to the previous flush's rules, it gives the new ones.
+   */
+  endpointsChanged: EndpointRulesChange[];
+}
+
+export interface EndpointRulesChange extends RulesChange {
+  namespace: string;
+  name: string;
 }
 
 export const NAMESPACE_NAME_LABEL = 'kubernetes.io/metadata.name';
@@ -287,6 +298,7 @@ export class PolicyEngine {
 
     const endpointsSet: LocalEndpoint[] = [];
     const endpointsDeleted: { namespace: string; name: string }[] = [];
+    const endpointsChanged: EndpointRulesChange[] = [];
     const computed = new Map<string, Float64Array>();
     for (const key of [...this.dirtyEndpoints].sort(byText)) {
       const pod = this.pods.get(key);
@@ -296,14 +308,15 @@ export class PolicyEngine {
         this.flushed.delete(key);
         continue;
       }
-      const next = this.computeEndpoint(pod, pod.identity, computed, before);
+      const { next, change } = this.computeEndpoint(pod, pod.identity, computed, before);
       if (before && sameEndpoint(before, next)) continue;
       this.flushed.set(key, next);
       endpointsSet.push(next.endpoint);
+      if (change) endpointsChanged.push({ namespace: next.endpoint.namespace, name: next.endpoint.name, ...change });
     }
     this.dirtyEndpoints.clear();
     const ipcache = this.ipcache.flush();
-    return { ipcacheSet: ipcache.set, ipcacheDeleted: ipcache.deleted, endpointsSet, endpointsDeleted };
+    return { ipcacheSet: ipcache.set, ipcacheDeleted: ipcache.deleted, endpointsSet, endpointsDeleted, endpointsChanged };
   }
 
   /** Every identity in use (reserved ones always), sorted by number. */
@@ -641,7 +654,12 @@ export class PolicyEngine {
    * One local endpoint's policy. `computed` shares the work between the pods of one identity (and the
    * same named ports) within a flush: replicas on one node have the same rules.
    */
-  private computeEndpoint(pod: PodState, identity: number, computed: Map<string, Float64Array>, before: FlushedEndpoint | undefined): FlushedEndpoint {
+  private computeEndpoint(
+    pod: PodState,
+    identity: number,
+    computed: Map<string, Float64Array>,
+    before: FlushedEndpoint | undefined,
+  ): { next: FlushedEndpoint; change: RulesChange | undefined } {
     const policies = [...(this.selectedBy.get(identity) ?? [])].flatMap((key) => this.policies.get(key) ?? []);
     const ingressEnforced = policies.some((p) => p.spec.ingress !== undefined);
     const egressEnforced = policies.some((p) => p.spec.egress !== undefined);
@@ -655,23 +673,35 @@ export class PolicyEngine {
       computed.set(signature, keys);
     }
     const { namespace, name, ips } = pod.info;
-    const rules = rulesOfKeys(keys, before);
-    return { endpoint: { namespace, name, identity, ips, ingressEnforced, egressEnforced, rules }, keys };
+    const { rules, change } = before ? changedRules(keys, before) : { rules: Array.from(keys, ruleOfKey), change: undefined };
+    return { next: { endpoint: { namespace, name, identity, ips, ingressEnforced, egressEnforced, rules }, keys }, change };
   }
 }
 
-/** The rules of sorted `keys`, reusing the objects of the endpoint's previous rules (most stay). */
-function rulesOfKeys(keys: Float64Array, before: FlushedEndpoint | undefined): PolicyRule[] {
+/**
+ * The rules of sorted `keys` and how they differ from the endpoint's previous rules, in one walk of
+ * both: the previous rules' objects are reused (most stay), and only the differences are collected.
+ */
+function changedRules(keys: Float64Array, before: FlushedEndpoint): { rules: PolicyRule[]; change: RulesChange } {
   const rules = new Array<PolicyRule>(keys.length);
-  const previousKeys = before?.keys ?? new Float64Array();
-  const previousRules = before?.endpoint.rules ?? [];
+  const added: PolicyRule[] = [];
+  const removed: PolicyRule[] = [];
+  const previousKeys = before.keys;
+  const previousRules = before.endpoint.rules;
   let j = 0;
   for (let i = 0; i < keys.length; i++) {
-    const key = keys[i] ?? 0;
-    while (j < previousKeys.length && (previousKeys[j] ?? 0) < key) j++;
-    rules[i] = previousKeys[j] === key ? (previousRules[j] ?? ruleOfKey(key)) : ruleOfKey(key);
+    const key = keys[i] as number;
+    while (j < previousKeys.length && (previousKeys[j] as number) < key) removed.push(previousRules[j++] as PolicyRule);
+    if (j < previousKeys.length && previousKeys[j] === key) {
+      rules[i] = previousRules[j++] as PolicyRule;
+    } else {
+      const rule = ruleOfKey(key);
+      rules[i] = rule;
+      added.push(rule);
+    }
   }
-  return rules;
+  while (j < previousKeys.length) removed.push(previousRules[j++] as PolicyRule);
+  return { rules, change: { added, removed } };
 }
 
 function namesPorts(rule: RuleState): boolean {

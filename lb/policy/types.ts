@@ -67,3 +67,13 @@ export interface EndpointPolicy {
   egressEnforced: boolean;
   rules: PolicyRule[];
 }
+
+/**
+ * How an endpoint's rules changed: what to add to and remove from its previous rules to get the new
+ * ones. An endpoint may hold a thousand rules and a new identity changes a few of them: the writer
+ * applies these instead of comparing every rule.
+ */
+export interface RulesChange {
+  added: PolicyRule[];
+  removed: PolicyRule[];
+}

@@ -12,7 +12,7 @@ import { PolicySync, type PolicyMaps } from '../../agent/k8s/policy.js';
 import { PolicyMetrics } from '../../agent/k8s/metrics.js';
 import type { EventObject } from '../../agent/k8s/events.js';
 import { memoryLogger } from '../../agent/log.js';
-import type { EndpointPolicy, IpcacheEntry } from '../../lb/policy/types.js';
+import type { EndpointPolicy, IpcacheEntry, PolicyRule, RulesChange } from '../../lb/policy/types.js';
 import { ReservedIdentity } from '../../lb/policy/types.js';
 import { waitFor } from '../support/wait.js';
 
@@ -52,6 +52,18 @@ class FakeMaps implements PolicyMaps {
 
   setEndpoint(ifindex: number, endpoint: { identity: number } & EndpointPolicy): void {
     this.check(`setEndpoint ${ifindex}`);
+    if (!isDeepStrictEqual(this.endpoints.get(ifindex), endpoint)) this.changes.push(`endpoint ${ifindex} → identity ${endpoint.identity}, ${endpoint.rules.length} rules`);
+    this.endpoints.set(ifindex, endpoint);
+  }
+
+  /** As the real writer's premise: the change applied to what the device holds gives the endpoint's rules. */
+  changeEndpoint(ifindex: number, endpoint: { identity: number } & EndpointPolicy, change: RulesChange): void {
+    this.check(`changeEndpoint ${ifindex}`);
+    const text = (rule: PolicyRule): string => JSON.stringify(rule);
+    const held = new Set((this.endpoints.get(ifindex)?.rules ?? []).map(text));
+    for (const rule of change.removed) assert.ok(held.delete(text(rule)), `changeEndpoint ${ifindex}: removed ${text(rule)} is not held`);
+    for (const rule of change.added) held.add(text(rule));
+    assert.deepEqual([...held].sort(), endpoint.rules.map(text).sort(), `changeEndpoint ${ifindex}: the change gives the endpoint's rules`);
     if (!isDeepStrictEqual(this.endpoints.get(ifindex), endpoint)) this.changes.push(`endpoint ${ifindex} → identity ${endpoint.identity}, ${endpoint.rules.length} rules`);
     this.endpoints.set(ifindex, endpoint);
   }

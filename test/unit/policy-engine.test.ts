@@ -327,7 +327,7 @@ describe('NetworkPolicy → endpoint rules', () => {
     ]);
     engine.deleteNode('node-b');
     engine.upsertNode('node-a', ['198.18.0.1']);
-    assert.deepEqual(engine.flush(), { ipcacheSet: [], ipcacheDeleted: ['198.18.0.2/32', '2001:db8::1/128'], endpointsSet: [], endpointsDeleted: [] });
+    assert.deepEqual(engine.flush(), { ipcacheSet: [], ipcacheDeleted: ['198.18.0.2/32', '2001:db8::1/128'], endpointsSet: [], endpointsDeleted: [], endpointsChanged: [] });
     assert.deepEqual(
       engine.identities().filter((i) => i.kind === 'reserved').map((i) => i.id),
       [ReservedIdentity.Host, ReservedIdentity.World, ReservedIdentity.Unmanaged, ReservedIdentity.RemoteNode],

@@ -63,7 +63,7 @@ describe('identity hints: numbers kept across a restart', () => {
       assert.deepEqual(restarted.endpoint(p.namespace, p.name), first.endpoint(p.namespace, p.name), `${p.namespace}/${p.name}`);
     }
     // After the first flush the engine is the incremental one it always was.
-    assert.deepEqual(restarted.flush(), { ipcacheSet: [], ipcacheDeleted: [], endpointsSet: [], endpointsDeleted: [] });
+    assert.deepEqual(restarted.flush(), { ipcacheSet: [], ipcacheDeleted: [], endpointsSet: [], endpointsDeleted: [], endpointsChanged: [] });
   });
 
   test('IPv6 addresses hint as IPv4 ones do; a pod given and deleted before the first flush takes nothing', () => {

@@ -2,13 +2,14 @@
  * The policy computation as the agent drives it: object changes in, flush() out. What a flush
  * carries (only what changed), identities moving and going, namespace re-labelling, refused policies,
  * and — over long random sequences of changes — that the incremental engine always agrees with a
- * new engine given the same objects.
+ * new engine given the same objects, and that its per-endpoint rule changes, followed alone, give
+ * the same rules.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { PolicyEngine, type PolicyDelta } from '../../lb/policy/engine.js';
 import { portRangePrefixes } from '../../lb/policy/ports.js';
-import { ReservedIdentity, type NamespaceInfo, type PodInfo } from '../../lb/policy/types.js';
+import { ReservedIdentity, type NamespaceInfo, type PodInfo, type PolicyRule } from '../../lb/policy/types.js';
 import { generateCluster } from '../support/policy-cluster.js';
 import { identityOf, networkPolicy, pod, rule, sortRules } from '../support/policy-objects.js';
 import { mulberry32 } from '../support/prng.js';
@@ -37,12 +38,12 @@ describe('flush', () => {
     const first = engine.flush();
     assert.deepEqual(names(first), ['prod/api-1', 'prod/db-1', 'prod/web-1']);
     assert.deepEqual(first.ipcacheSet.map((e) => e.cidr), ['0.0.0.0/0', '198.18.1.10/32', '198.18.1.11/32', '198.18.1.12/32', '198.18.1.20/32', '::/0']);
-    assert.deepEqual(engine.flush(), { ipcacheSet: [], ipcacheDeleted: [], endpointsSet: [], endpointsDeleted: [] });
+    assert.deepEqual(engine.flush(), { ipcacheSet: [], ipcacheDeleted: [], endpointsSet: [], endpointsDeleted: [], endpointsChanged: [] });
 
     const from = [{ from: [{ podSelector: { matchLabels: { app: 'api' } } }] }];
     assert.deepEqual(engine.upsertPolicy(networkPolicy('prod', 'db-in', { podSelector: { matchLabels: { app: 'db' } }, ingress: from, policyTypes: ['Ingress'] })), []);
     engine.upsertPod(pod('prod', 'api-1', { app: 'api' }, ['198.18.1.11']));
-    assert.deepEqual(engine.flush(), { ipcacheSet: [], ipcacheDeleted: [], endpointsSet: [], endpointsDeleted: [] });
+    assert.deepEqual(engine.flush(), { ipcacheSet: [], ipcacheDeleted: [], endpointsSet: [], endpointsDeleted: [], endpointsChanged: [] });
   });
 
   test('a label change moves the pod to another identity; only the endpoints whose rules change are in the flush', () => {
@@ -189,7 +190,7 @@ describe('invalid policies', () => {
       const problems = engine.upsertPolicy(object);
       assert.ok(problems.length > 0, 'refused');
       assert.deepEqual(problems.map((p) => [p.namespace, p.name, p.field]), [['prod', 'db-in', field]], JSON.stringify(problems));
-      assert.deepEqual(engine.flush(), { ipcacheSet: [], ipcacheDeleted: [], endpointsSet: [], endpointsDeleted: [] });
+      assert.deepEqual(engine.flush(), { ipcacheSet: [], ipcacheDeleted: [], endpointsSet: [], endpointsDeleted: [], endpointsChanged: [] });
       assert.deepEqual(engine.endpoint('prod', 'db-1'), before);
       assert.equal(engine.identities().filter((i) => i.kind === 'cidr').length, 0, 'no CIDR identity of the refused version');
     });
@@ -246,9 +247,41 @@ describe('incremental = computed anew', () => {
     return { endpoints, ipcache: [...ipcache].map(([cidr, id]) => `${cidr} ${name(id)}`).sort() };
   }
 
-  function applyDelta(ipcache: Map<string, number>, delta: PolicyDelta): void {
+  function applyDelta(ipcache: Map<string, number>, delta: PolicyDelta, endpoints?: Map<string, Set<string>>): void {
     for (const cidr of delta.ipcacheDeleted) assert.ok(ipcache.delete(cidr), `deleted ${cidr} was set`);
     for (const { cidr, identity } of delta.ipcacheSet) ipcache.set(cidr, identity);
+    if (endpoints) applyEndpoints(endpoints, delta);
+  }
+
+  const ruleText = (rule: PolicyRule): string => `${rule.direction} ${rule.identity} ${rule.protocol} ${rule.port}/${rule.portPrefixLen}`;
+
+  /**
+   * The endpoints' rules as a writer following only the changes holds them: an endpoint the previous
+   * flush gave has a change, and that change applied to its previous rules gives its rules.
+   */
+  function applyEndpoints(endpoints: Map<string, Set<string>>, delta: PolicyDelta): void {
+    const changes = new Map(delta.endpointsChanged.map((c) => [`${c.namespace}/${c.name}`, c]));
+    assert.equal(changes.size, delta.endpointsChanged.length, 'one change per endpoint');
+    for (const { namespace, name } of delta.endpointsDeleted) endpoints.delete(`${namespace}/${name}`);
+    for (const endpoint of delta.endpointsSet) {
+      const key = `${endpoint.namespace}/${endpoint.name}`;
+      const held = endpoints.get(key);
+      const change = changes.get(key);
+      changes.delete(key);
+      if (!held) {
+        assert.equal(change, undefined, `${key}: a change for an endpoint not given before`);
+        endpoints.set(key, new Set(endpoint.rules.map(ruleText)));
+        continue;
+      }
+      assert.ok(change, `${key}: given before, and no change`);
+      for (const rule of change.removed) assert.ok(held.delete(ruleText(rule)), `${key}: removed ${ruleText(rule)} was not held`);
+      for (const rule of change.added) {
+        assert.ok(!held.has(ruleText(rule)), `${key}: added ${ruleText(rule)} was held`);
+        held.add(ruleText(rule));
+      }
+      assert.deepEqual([...held].sort(), endpoint.rules.map(ruleText).sort(), `${key}: the change gives the rules`);
+    }
+    assert.deepEqual([...changes.keys()], [], 'every change is of an endpoint set');
   }
 
   test('random changes of pods, namespaces, policies and nodes, each flush compared with a new engine', () => {
@@ -262,6 +295,7 @@ describe('incremental = computed anew', () => {
 
     const engine = new PolicyEngine({ nodeName: cluster.nodeName });
     const ipcache = new Map<string, number>();
+    const endpoints = new Map<string, Set<string>>();
     const feedAll = (target: PolicyEngine): void => {
       for (const n of namespaces.values()) target.upsertNamespace(n);
       for (const [name, addresses] of nodes) target.upsertNode(name, addresses);
@@ -269,7 +303,7 @@ describe('incremental = computed anew', () => {
       for (const p of policies.values()) assert.deepEqual(target.upsertPolicy(p), []);
     };
     feedAll(engine);
-    applyDelta(ipcache, engine.flush());
+    applyDelta(ipcache, engine.flush(), endpoints);
 
     const policyList = [...policies.values()];
     for (let step = 0; step < 300; step++) {
@@ -324,12 +358,17 @@ describe('incremental = computed anew', () => {
       }
       // Mostly one change per flush (a change whose effects were missed is not hidden by others'), sometimes several.
       if (random() < 0.7) {
-        applyDelta(ipcache, engine.flush());
+        applyDelta(ipcache, engine.flush(), endpoints);
         const fresh = new PolicyEngine({ nodeName: cluster.nodeName });
         feedAll(fresh);
         const freshIpcache = new Map<string, number>();
         applyDelta(freshIpcache, fresh.flush());
         assert.deepEqual(snapshot(engine, ipcache, pods.values()), snapshot(fresh, freshIpcache, pods.values()), `step ${step}`);
+        const flushed = [...pods.values()].flatMap((p) => {
+          const e = engine.endpoint(p.namespace, p.name);
+          return e ? [[`${p.namespace}/${p.name}`, e.rules.map(ruleText).sort()]] : [];
+        });
+        assert.deepEqual([...endpoints].map(([key, rules]) => [key, [...rules].sort()]).sort(), flushed.sort(), `step ${step}: the changes followed give every endpoint's rules`);
       }
     }
   });
