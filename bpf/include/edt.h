@@ -62,7 +62,8 @@ static __always_inline __u64 edt_horizon(void)
  * Advance the pod's schedule by a packet of `len` bytes sent at `t` (its own departure time, or now):
  * the time its rate takes to send the packet. 0 with *departure 0 when the packet may leave at once
  * (the pod is under its rate); 0 with the departure time, now the pod's latest, when it must wait;
- * -XLB_DROP_EDT_HORIZON when it would leave `horizon` or more past now. len × 1e9 stays far below 2^64
+ * -XLB_DROP_EDT_HORIZON when it would leave the horizon or more past now (the horizon is read only
+ * then: a pod under its rate never needs it). len × 1e9 stays far below 2^64
  * for any skb (len < 2^32), so the delay is exact to the nanosecond, rounded down.
  *
  * The schedule is one per pod, advanced by every CPU its packets run on: t_last moves by compare-and-swap
@@ -70,11 +71,10 @@ static __always_inline __u64 edt_horizon(void)
  * the pod sending from several CPUs at once, far over its rate — is dropped as over the horizon: letting
  * it leave unscheduled would break the rate.
  */
-static __always_inline int edt_schedule(struct edt_rate *info, __u64 len, __u64 t, __u64 now, __u64 horizon,
-					__u64 *departure)
+static __always_inline int edt_schedule(struct edt_rate *info, __u64 len, __u64 t, __u64 now, __u64 *departure)
 {
 	__u64 rate = info->rate;
-	__u64 delay, last, next;
+	__u64 delay, last, next, horizon = 0;
 	int i;
 
 	*departure = 0;
@@ -89,6 +89,8 @@ static __always_inline int edt_schedule(struct edt_rate *info, __u64 len, __u64 
 				return 0;
 			continue;
 		}
+		if (!horizon)
+			horizon = edt_horizon();
 		if (next - now >= horizon)
 			return -XLB_DROP_EDT_HORIZON;
 		if (__sync_val_compare_and_swap(&info->t_last, last, next) == last) {
@@ -116,7 +118,7 @@ static __always_inline int edt_sched_departure(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	now = bpf_ktime_get_ns();
 	t = skb->tstamp > now ? skb->tstamp : now;
-	if (edt_schedule(info, skb->len, t, now, edt_horizon(), &departure) < 0) {
+	if (edt_schedule(info, skb->len, t, now, &departure) < 0) {
 		xlb_count(XLB_DROP_EDT_HORIZON, XLB_DIR_EGRESS, skb->len);
 		return TC_ACT_SHOT;
 	}
