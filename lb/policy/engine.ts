@@ -37,7 +37,7 @@ import { parseNetworkPolicy, policyKey, policyPrefixes, type NetworkPolicySpec, 
 import { isObject } from '../k8s/objects.js';
 import type { PolicyProblem } from './problems.js';
 import { ruleKey, ruleOfKey, sameKeys } from './rule-keys.js';
-import { endpointKeys, policyContribution, type Contribution } from './contribution.js';
+import { endpointKeys, patchContribution, policyContribution, type Contribution, type ContributingRule } from './contribution.js';
 import { NamedPortIndex } from './named-ports.js';
 import { selectorMatches } from './selector.js';
 import {
@@ -136,6 +136,8 @@ interface PolicyState {
   rules: RuleState[];
   /** undefined: to be recomputed (when an endpoint needs it). */
   contribution: Contribution | undefined;
+  /** The label identities whose keys in `contribution` are to be recomputed (patchContribution). */
+  changedIds: Set<number>;
 }
 
 interface FlushedEndpoint {
@@ -251,7 +253,7 @@ export class PolicyEngine {
       ...(spec.ingress ?? []).map((rule) => newRule('ingress', rule)),
       ...(spec.egress ?? []).map((rule) => newRule('egress', rule)),
     ];
-    const state: PolicyState = { key, spec, specText, prefixes: prefixes.map((p) => p.text), selected: new Set(), rules, contribution: undefined };
+    const state: PolicyState = { key, spec, specText, prefixes: prefixes.map((p) => p.text), selected: new Set(), rules, contribution: undefined, changedIds: new Set() };
     this.policies.set(key, state);
     this.pendingPolicies.add(key);
     const ofNamespace = this.policiesByNamespace.get(spec.namespace) ?? new Set<PolicyState>();
@@ -504,7 +506,7 @@ export class PolicyEngine {
       const identity = this.labelIdentities.get(id);
       if (!identity || this.createdIdentities.has(id) || !this.namedPorts.changed(id)) continue;
       for (const policy of this.peerOf.get(id) ?? []) {
-        if (policy.rules.some((rule) => rule.direction === 'egress' && rule.labelIds.has(id) && namesPorts(rule))) this.markStale(policy);
+        if (policy.rules.some((rule) => rule.direction === 'egress' && rule.labelIds.has(id) && namesPorts(rule))) this.markIdentityStale(policy, id);
       }
     }
     if (this.allNamedPortsChanged) {
@@ -585,7 +587,7 @@ export class PolicyEngine {
       rule.labelIds.delete(id);
       if (!policy.rules.some((r) => r.labelIds.has(id))) this.peerOf.get(id)?.delete(policy);
     }
-    this.markStale(policy);
+    this.markIdentityStale(policy, id);
   }
 
   private forgetIdentity(policy: PolicyState, id: number): void {
@@ -627,6 +629,13 @@ export class PolicyEngine {
 
   private markStale(policy: PolicyState): void {
     policy.contribution = undefined;
+    policy.changedIds.clear();
+    this.stalePolicies.add(policy.key);
+  }
+
+  /** Only the keys of label identity `id` in the policy's contribution changed. */
+  private markIdentityStale(policy: PolicyState, id: number): void {
+    if (policy.contribution) policy.changedIds.add(id);
     this.stalePolicies.add(policy.key);
   }
 
@@ -638,15 +647,12 @@ export class PolicyEngine {
 
   /** The rule keys a policy gives every pod it selects (named ingress ports apart), cached until stale. */
   private contributionOf(policy: PolicyState): Contribution {
-    policy.contribution ??= policyContribution(
-      policy.rules.map((rule) => ({
-        direction: rule.direction,
-        peers: rule.spec.peers ? [...rule.labelIds, ...rule.cidrIds] : undefined,
-        labelIds: rule.labelIds,
-        ports: rule.spec.ports,
-      })),
-      this.namedPorts,
-    );
+    if (!policy.contribution) {
+      policy.contribution = policyContribution(contributingRules(policy), this.namedPorts);
+    } else if (policy.changedIds.size > 0) {
+      policy.contribution = patchContribution(policy.contribution, contributingRules(policy), [...policy.changedIds], this.namedPorts);
+    }
+    policy.changedIds.clear();
     return policy.contribution;
   }
 
@@ -702,6 +708,26 @@ function changedRules(keys: Float64Array, before: FlushedEndpoint): { rules: Pol
   }
   while (j < previousKeys.length) removed.push(previousRules[j++] as PolicyRule);
   return { rules, change: { added, removed } };
+}
+
+function contributingRules(policy: PolicyState): ContributingRule[] {
+  return policy.rules.map((rule) => ({
+    direction: rule.direction,
+    // A lazy union: patchContribution reads only the label identities it patches.
+    peers: rule.spec.peers ? union(rule.labelIds, rule.cidrIds) : undefined,
+    labelIds: rule.labelIds,
+    ports: rule.spec.ports,
+  }));
+}
+
+/** a then b, each time it is iterated. */
+function union(a: Iterable<number>, b: Iterable<number>): Iterable<number> {
+  return {
+    *[Symbol.iterator]() {
+      yield* a;
+      yield* b;
+    },
+  };
 }
 
 function namesPorts(rule: RuleState): boolean {
