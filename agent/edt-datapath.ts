@@ -2,7 +2,9 @@
  * The EDT bandwidth manager (bpf/tc/tc_edt.c): tc_edt_egress on the node's devices (--device) gives
  * every packet of a rate-limited pod the time it may leave, and fq on those devices holds it until
  * then. Pods are keyed by the ifindex of their host-side device (the one their packets come in by).
- * The rates live in the pinned map xlb_edt, so they survive an agent restart, as the programs do.
+ * The rates live in pinned maps, so they survive an agent restart, as the programs do: xlb_edt, an
+ * array indexed by ifindex for the devices below its size (no hashing per packet; a zero rate is no
+ * limit), and the hash xlb_edt_far for larger indexes.
  *
  * Wiring (agent/main.ts, after createNodeDatapath: tc_edt_egress must be attached after tc_dsr_egress,
  * see EDT_TC_FILTER; same --bpffs, so xlb_metrics is shared and horizon drops are the agent's counters):
@@ -21,6 +23,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { BpfError } from '../lb/datapath/errors.js';
+import type { BpfMap } from '../lb/datapath/map.js';
 import { BpfObject } from '../lb/datapath/object.js';
 import { bpfObjectPath } from '../lb/datapath/objects.js';
 import { listDevices } from '../lb/datapath/pod-devices.js';
@@ -37,6 +40,9 @@ export const EDT_PROGRAM = 'tc_edt_egress';
  */
 export const EDT_TC_FILTER: TcFilter = { handle: 2, priority: 1 };
 const ENODEV = 19;
+/** bpf/include/edt.h's maps: the array of the devices below its size, and the hash of the others. */
+const EDT_DIRECT_MAP = 'xlb_edt';
+const EDT_FAR_MAP = 'xlb_edt_far';
 
 export interface EdtDatapathOptions {
   /** --bpffs: xlb_edt is pinned there, beside (and sharing) the node datapath's maps. */
@@ -126,9 +132,10 @@ export class EdtDatapath {
   /** The egress rate of the pod whose host-side device is `ifindex`, in bytes per second; undefined: no limit. */
   setRate(ifindex: number, bytesPerSecond: number | undefined): void {
     if (!Number.isInteger(ifindex) || ifindex <= 0 || ifindex > 0xffffffff) throw new Error(`EDT rate: ${ifindex} is not an ifindex`);
-    const map = this.object.map('xlb_edt');
+    const { map, direct } = this.mapOf(ifindex);
     if (bytesPerSecond === undefined) {
-      map.delete(edtKey(ifindex));
+      if (direct) map.update(edtKey(ifindex), EdtRate.encode({ rate: 0n, tLast: 0n }));
+      else map.delete(edtKey(ifindex));
       return;
     }
     if (!Number.isSafeInteger(bytesPerSecond) || bytesPerSecond <= 0) {
@@ -138,11 +145,23 @@ export class EdtDatapath {
     map.update(edtKey(ifindex), EdtRate.encode({ rate: BigInt(bytesPerSecond), tLast: 0n }));
   }
 
-  /** The rates in force: ifindex → bytes per second. */
+  /** The rates in force: ifindex → bytes per second. A walk over the whole array (16,384 entries: ~70 ms here). */
   rates(): Map<number, number> {
     const rates = new Map<number, number>();
-    for (const [key, value] of this.object.map('xlb_edt').entries()) rates.set(key.readUInt32LE(0), Number(EdtRate.decode(value).rate));
+    for (const name of [EDT_DIRECT_MAP, EDT_FAR_MAP]) {
+      for (const [key, value] of this.object.map(name).entries()) {
+        const { rate } = EdtRate.decode(value);
+        if (rate !== 0n) rates.set(key.readUInt32LE(0), Number(rate));
+      }
+    }
     return rates;
+  }
+
+  /** Where the rate of device `ifindex` lives: at its index of the array, or in the hash past its end. */
+  private mapOf(ifindex: number): { map: BpfMap; direct: boolean } {
+    const array = this.object.map(EDT_DIRECT_MAP);
+    const direct = ifindex < array.maxEntries;
+    return { map: direct ? array : this.object.map(EDT_FAR_MAP), direct };
   }
 
   status(): EdtStatus {
