@@ -3,13 +3,15 @@
  * BPF_PROG_TEST_RUN (the kernel times its repeat loop), beside a pass-through tc program timed the
  * same way in the same run (bench/east-west/tc.ts's rounds). tc_edt.o is loaded as the agent loads
  * it (EdtDatapath, a pinned xlb_edt with rates written by setRate), for the bench suite "policy":
- * - a pod without a rate: one hash lookup, no verdict;
+ * - a pod without a rate: one array lookup (its device's index), no verdict;
  * - under its rate: the packet passes at once (the rate so high a packet takes no time), the pod's
  *   schedule advanced by compare-and-swap;
  * - over its rate: every packet is given a departure time (800 Mbit/s for 100-byte packets: 1 µs
  *   each, more than a run of the loop takes), written with bpf_skb_set_tstamp. The repeat loop hands
  *   the same skb back, so each run is scheduled after the one before, as a pod's burst is; the rate is
- *   written anew before every round, and a round's schedule (repeat × 1 µs) stays within the horizon.
+ *   written anew before every round, and a round's schedule (repeat × 1 µs) stays within the horizon;
+ * - under its rate, a device index past the array (a node that has made that many devices): the hash
+ *   xlb_edt_far instead.
  *
  *   node dist/bench/policy/edt.js [--quick]
  */
@@ -38,7 +40,7 @@ const SKB_CTX_SIZE = 192;
 const INGRESS_IFINDEX = 36;
 const TSTAMP = 152;
 const FRAME_BYTES = 100;
-const POD = { unlimited: 10, under: 11, over: 12 };
+const POD = { unlimited: 10, under: 11, over: 12, far: 1_000_000 };
 /** 1 Pbit/s: a packet takes 0 ns, so every one passes at once. */
 const UNDER_RATE = 125_000_000_000_000;
 /** 800 Mbit/s: a 100-byte packet takes 1 µs, longer than a run of the loop. */
@@ -75,10 +77,12 @@ export async function benchEdtDatapath(options: EdtBenchOptions = {}): Promise<B
     };
 
     datapath.setRate(POD.under, UNDER_RATE);
+    datapath.setRate(POD.far, UNDER_RATE);
     const cases = [
       { name: 'tc_edt_egress, pod without a rate', ifindex: POD.unlimited, departs: false, before: () => undefined },
       { name: 'tc_edt_egress, pod under its rate (passes at once)', ifindex: POD.under, departs: false, before: () => undefined },
       { name: 'tc_edt_egress, pod over its rate (departure time set)', ifindex: POD.over, departs: true, before: () => datapath.setRate(POD.over, OVER_RATE) },
+      { name: 'tc_edt_egress, device past the array (hash lookup), passes at once', ifindex: POD.far, departs: false, before: () => undefined },
     ];
     const figures: BenchFigure[] = [];
     const dropsBefore = drops();
