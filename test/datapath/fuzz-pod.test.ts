@@ -370,8 +370,8 @@ describe('tc_pod and tc_edt_egress under a packet fuzzer', () => {
       const was = i.inner;
       if (program !== 'tc_pod_egress' || out.dst !== input.dst || !quote || !was) return 'an ICMP error rewritten on the wrong way';
       if (out.src !== input.src && out.src !== fam.vip) return `ICMP error source ${input.src} → ${out.src}`;
-      // a quote of a later IPv4 fragment has no ports: its first 4 bytes of payload are taken for them
-      const laterFragment = was.fragmentOffset !== 0;
+      // ports the quote's own length leaves out (or a later IPv4 fragment's payload) are still taken for its ports
+      const laterFragment = was.fragmentOffset !== 0 || (was.l4?.sport ?? 0) + (was.l4?.dport ?? 0) === 0;
       const fe = frontends.find((e) => e.proto === was.proto && e.backends.some((b) => b.address === was.dst && (laterFragment || b.port === was.l4?.dport)));
       if (quote.src !== input.dst || quote.dst !== fam.vip || !fe || (!laterFragment && quote.l4?.dport !== fe.port)) return `quote ${was.src}:${was.l4?.sport} > ${was.dst}:${was.l4?.dport} → ${quote.src}:${quote.l4?.sport} > ${quote.dst}:${quote.l4?.dport}`;
       return undefined;
@@ -402,6 +402,7 @@ describe('tc_pod and tc_edt_egress under a packet fuzzer', () => {
       const recent: Translated[] = [];
       /** Connections the policy let open (case c), by their key seen from the pod. */
       const opened = new Set<string>();
+      let policyDenied = 0;
       const problems: string[] = [];
       const verdicts = new Map<string, number>();
       try {
@@ -450,12 +451,18 @@ describe('tc_pod and tc_edt_egress under a packet fuzzer', () => {
 
           // Policy: what a well-formed frame that passed must have been allowed by.
           const ip = wellFormed(parsedIn);
-          if (!fuzzCase.endpoint || !ip || retval === TC_ACT_SHOT) continue;
+          if (!fuzzCase.endpoint || !ip) continue;
           const fromPod = program === 'tc_pod_ingress';
           const fam = FAMILIES[ip.version === 4 ? 'v4' : 'v6'];
           const alwaysAllowed = (!fromPod && ip.src === fam.node) || isIcmpError(ip) || isLinkControl(ip);
-          const rejected = parsedOut !== undefined && changed && isIcmpError(parsedOut.ip) && !isIcmpError(ip);
+          const rejected = retval !== TC_ACT_SHOT && parsedOut !== undefined && changed && isIcmpError(parsedOut.ip) && !isIcmpError(ip);
           if (alwaysAllowed || rejected) continue;
+          if (retval === TC_ACT_SHOT) {
+            // deny-all: every connection is new and refused, by the policy and counted as its drop
+            if (fuzzCase.endpoint.rules.length === 0 && counted !== 1n) problems.push(`${what}: dropped under ${fuzzCase.name}, ${counted} policy drops counted`);
+            if (counted === 1n) policyDenied++;
+            continue;
+          }
           const onWire = parsedOut?.ip ?? ip; // from the pod, the policy decides for the backend chosen
           const keys = [connectionKey(ip, fromPod), connectionKey(onWire, fromPod)];
           const allowedNew = fuzzCase.endpoint.rules.length > 0 && onWire.proto === IPPROTO.TCP && (fromPod ? onWire.dst === fam.backends[0] && onWire.l4?.dport === 8080 : ip.src === fam.client && ip.l4?.dport === 8080);
@@ -473,7 +480,11 @@ describe('tc_pod and tc_edt_egress under a packet fuzzer', () => {
       // the run exercised translation and, with an endpoint, its drops
       const count = (program: Program, retval: number): number => verdicts.get(`${program} ${retval}`) ?? 0;
       assert.ok(count('tc_pod_ingress', TC_ACT_OK) + count('tc_pod_egress', TC_ACT_OK) > POD_FRAMES / 10, `verdicts: ${JSON.stringify([...verdicts])}`);
-      if (fuzzCase.endpoint) assert.ok(count('tc_pod_ingress', TC_ACT_SHOT) > POD_FRAMES / 20 && count('tc_pod_egress', TC_ACT_SHOT) > POD_FRAMES / 20, `verdicts: ${JSON.stringify([...verdicts])}`);
+      if (fuzzCase.endpoint) {
+        assert.ok(count('tc_pod_ingress', TC_ACT_SHOT) > POD_FRAMES / 20 && count('tc_pod_egress', TC_ACT_SHOT) > POD_FRAMES / 20, `verdicts: ${JSON.stringify([...verdicts])}`);
+        assert.ok(policyDenied > POD_FRAMES / 5, `${policyDenied} well-formed frames denied by the policy`);
+        if (fuzzCase.endpoint.rules.length > 0) assert.ok(opened.size > 0, 'the rule let connections open');
+      }
       else assert.ok(count('tc_pod_ingress', TC_ACT_REDIRECT) > 0, `hairpins and rejects: ${JSON.stringify([...verdicts])}`);
     });
   });
