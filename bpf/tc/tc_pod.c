@@ -483,13 +483,27 @@ static __always_inline int pod_verdict(struct __sk_buff *skb, const struct xlb_c
 	return v->action;
 }
 
-/* Parsed, and a packet we may translate: IP with the headers we follow, right after an Ethernet header
- * (an in-band VLAN tag is the stack's), with its ports (a later fragment's from its first). */
+/* What pod_parsed makes of a frame. */
+enum pod_parse {
+	POD_NOT_OURS = 0,	/* not IP, malformed, in-band VLAN (the stack's), a later fragment of no flow of ours */
+	POD_TRANSLATABLE = 1,	/* IP with the headers we follow, right after an Ethernet header, with its ports */
+	/* IP with more headers than we follow (XLB_PARSE_UNPARSED): the stack takes it whole, so it is decided by
+	 * the policy as a packet of no known protocol and no ports (only rules of any protocol allow it) — passed
+	 * untouched it would open any connection past the pod's policy. */
+	POD_POLICY_ONLY = 2,
+};
+
 static __always_inline int pod_parsed(struct __sk_buff *skb, struct xlb_pkt *pkt)
 {
-	if (xlb_parse_skb(skb, pkt) != XLB_PARSE_OK || pkt->l3_off != sizeof(struct ethhdr))
-		return 0;
-	return pkt->frag != XLB_FRAG_LATER || frag_recall(pkt);
+	int ret = xlb_parse_skb(skb, pkt);
+
+	if (pkt->l3_off != sizeof(struct ethhdr))
+		return POD_NOT_OURS;
+	if (ret == XLB_PARSE_UNPARSED)
+		return POD_POLICY_ONLY;
+	if (ret != XLB_PARSE_OK)
+		return POD_NOT_OURS;
+	return pkt->frag != XLB_FRAG_LATER || frag_recall(pkt) ? POD_TRANSLATABLE : POD_NOT_OURS;
 }
 
 /* What a pod sends (tc ingress on the host side of its veth); also the benchmark's harness's entry. */
@@ -502,21 +516,22 @@ static __always_inline int tc_pod_from_pod(struct __sk_buff *skb)
 	__u32 len = skb->len;
 	struct xlb_tuple *flow;
 	struct ct_ref ref;
-	int err;
+	int parsed, err;
 
+	parsed = pod_parsed(skb, &pkt);
 	/* ICMP errors a pod sends about what it received are left as they are */
-	if (!cfg || !scratch || !pod_parsed(skb, &pkt) || pkt.icmp_error)
+	if (!cfg || !scratch || parsed == POD_NOT_OURS || pkt.icmp_error)
 		return TC_ACT_OK;
 	/* The flow as it arrived, off the stack: what events report, and a new flow's conntrack key. */
 	flow = &scratch->key;
-	err = pod_reply_lookup(&pkt, cfg, 1, flow, &ref);
+	err = parsed == POD_TRANSLATABLE ? pod_reply_lookup(&pkt, cfg, 1, flow, &ref) : 0;
 	if (err) {
 		*flow = pkt.tuple;
 		if (err > 0)
 			pod_reply_path(skb, &pkt, &ref, 1, &v);
 		else
 			pod_drop(&v, XLB_DROP_CT_BUSY);
-	} else if (lb_port_in_use(pkt.tuple.dport)) {
+	} else if (parsed == POD_TRANSLATABLE && lb_port_in_use(pkt.tuple.dport)) {
 		pod_service_path(skb, &pkt, cfg, flow, &ref, &v);
 	}
 	if (v.reason == XLB_PASS_NOT_SERVICE)
@@ -540,16 +555,17 @@ static __always_inline int tc_pod_to_pod(struct __sk_buff *skb)
 	struct xlb_pkt pkt = {};
 	__u32 len = skb->len;
 	struct ct_ref ref;
-	int err;
+	int parsed, err;
 
-	if (!cfg || !key || !pod_parsed(skb, &pkt))
+	parsed = pod_parsed(skb, &pkt);
+	if (!cfg || !key || parsed == POD_NOT_OURS)
 		return TC_ACT_OK;
 	if (pkt.icmp_error) {
 		*key = pkt.tuple;
 		pod_icmp_error_path(skb, &pkt, &v);
 		return pod_verdict(skb, cfg, key, &v, XLB_DIR_EGRESS, len);
 	}
-	err = pod_reply_lookup(&pkt, cfg, 0, key, &ref);
+	err = parsed == POD_TRANSLATABLE ? pod_reply_lookup(&pkt, cfg, 0, key, &ref) : 0;
 	if (!err) {
 		pod_policy(skb, &pkt, key, 0, &v);
 		return pod_verdict(skb, cfg, key, &v, XLB_DIR_EGRESS, len);
