@@ -26,7 +26,8 @@ import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { ReservedIdentity, type PolicyRule } from '../../lb/policy/types.js';
 import { counterIndex, Direction, Reason } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
-import { IPPROTO, TCP_FLAGS, buildFrame, buildIp, checksumErrors, parseFrame, type FrameSpec, type L4Spec, type ParsedFrame, type ParsedIp } from '../support/packet.js';
+import { IPPROTO, TCP_FLAGS, buildFrame, buildIp, checksumErrors, type FrameSpec, type L4Spec, type ParsedFrame, type ParsedIp } from '../support/packet.js';
+import { Fuzz, mutate, safeParse, validChecksums } from '../support/fuzz.js';
 import { mulberry32 } from '../support/prng.js';
 
 const SEED = Number(process.env.XLB_FUZZ_SEED ?? 20261203);
@@ -73,24 +74,6 @@ function services(): Map<string, Service> {
     }
   }
   return out;
-}
-
-class Fuzz {
-  constructor(private readonly next: () => number) {}
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(items: readonly T[]): T {
-    const item = items[this.int(items.length)];
-    if (item === undefined) throw new Error('pick from nothing');
-    return item;
-  }
-  bytes(n: number): Buffer {
-    return Buffer.from(Array.from({ length: n }, () => this.int(256)));
-  }
 }
 
 /** A flow tc_pod translated, as the pod sees it and as the wire does: what replies and ICMP errors are made of. */
@@ -184,52 +167,10 @@ function shape(f: Fuzz, recent: Translated[]): { program: Program; spec: FrameSp
 }
 
 /** Bytes changed the way a broken or hostile sender changes them. */
-function mutate(f: Fuzz, frame: Buffer): Buffer {
-  let out = Buffer.from(frame);
-  const mutations = 1 + f.int(3);
-  for (let i = 0; i < mutations; i++) {
-    switch (f.int(4)) {
-      case 0: { // a byte in the headers
-        const at = f.int(Math.min(out.length, 96));
-        out[at] = f.int(256);
-        break;
-      }
-      case 1: // cut short (never below an Ethernet header)
-        out = out.subarray(0, ETH_HLEN + f.int(out.length - ETH_HLEN + 1));
-        break;
-      case 2: // trailing bytes
-        out = Buffer.concat([out, f.bytes(1 + f.int(64))]);
-        break;
-      default: { // a length field
-        const v6 = out.length > 20 && out.readUInt16BE(12) === 0x86dd;
-        if (out.length > 20) out.writeUInt16BE(f.int(0x10000), v6 ? ETH_HLEN + 4 : ETH_HLEN + 2);
-        break;
-      }
-    }
-  }
-  return out;
-}
-
 /** BPF_PROG_TEST_RUN refuses an IP frame shorter than its IP header (it pulls that much first). */
 function refusedByTestRun(frame: Buffer): boolean {
   const type = frame.readUInt16BE(12);
   return (type === 0x0800 && frame.length < ETH_HLEN + 20) || (type === 0x86dd && frame.length < ETH_HLEN + 40);
-}
-
-function safeParse(frame: Buffer): ParsedFrame | undefined {
-  try {
-    return parseFrame(frame);
-  } catch {
-    return undefined;
-  }
-}
-
-function validChecksums(frame: Buffer): boolean {
-  try {
-    return checksumErrors(frame).length === 0;
-  } catch {
-    return false;
-  }
 }
 
 const isIcmpError = (ip: ParsedIp): boolean =>
@@ -409,7 +350,7 @@ describe('tc_pod and tc_edt_egress under a packet fuzzer', () => {
         for (let n = 0; n < POD_FRAMES && problems.length < 5; n++) {
           const { program, spec } = shape(f, recent);
           const built = buildFrame(spec);
-          const input = f.chance(0.5) ? mutate(f, built) : built;
+          const input = f.chance(0.5) ? mutate(f, built, 1) : built;
           if (refusedByTestRun(input)) continue;
           const what = `frame ${n} through ${program} (${process.env.XLB_FUZZ_VERBOSE ? input.toString('hex') : `${input.length} bytes`})`;
           const drops = policyDrops();

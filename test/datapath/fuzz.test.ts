@@ -9,7 +9,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { BACKENDS, CLIENT, LbHarness, NODE, NAT_PORTS, XDP } from '../support/lb-harness.js';
-import { IPPROTO, TCP_FLAGS, buildFrame, checksumErrors, dsrOption4, dsrOptions6, parseFrame, type FrameSpec, type Ipv6Ext, type L4Spec, type ParsedFrame } from '../support/packet.js';
+import { IPPROTO, TCP_FLAGS, buildFrame, checksumErrors, dsrOption4, dsrOptions6, type FrameSpec, type Ipv6Ext, type L4Spec, type ParsedFrame } from '../support/packet.js';
+import { Fuzz, mutate, safeParse, validChecksums } from '../support/fuzz.js';
 import { mulberry32 } from '../support/prng.js';
 
 const SEED = Number(process.env.XLB_FUZZ_SEED ?? 20261203);
@@ -34,24 +35,6 @@ const SERVICES = {
 };
 const PORTS = { v4: [80, 443, 53, 54, 81, 30080, 8080, 9], v6: [80, 443, 53, 9] };
 
-
-class Fuzz {
-  constructor(private readonly next: () => number) {}
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(items: readonly T[]): T {
-    const item = items[this.int(items.length)];
-    if (item === undefined) throw new Error('pick from nothing');
-    return item;
-  }
-  bytes(n: number): Buffer {
-    return Buffer.from(Array.from({ length: n }, () => this.int(256)));
-  }
-}
 
 /** One frame of a shape the datapath meets, before mutation. */
 function shape(f: Fuzz): FrameSpec {
@@ -101,32 +84,6 @@ function shape(f: Fuzz): FrameSpec {
 }
 
 /** Bytes changed the way a broken or hostile sender changes them. */
-function mutate(f: Fuzz, frame: Buffer): Buffer {
-  let out = Buffer.from(frame);
-  const mutations = f.int(4);
-  for (let i = 0; i < mutations; i++) {
-    switch (f.int(4)) {
-      case 0: { // a byte in the headers
-        const at = f.int(Math.min(out.length, 96));
-        out[at] = f.int(256);
-        break;
-      }
-      case 1: // cut short (never below an Ethernet header: no device delivers less)
-        out = out.subarray(0, ETH_HLEN + f.int(out.length - ETH_HLEN + 1));
-        break;
-      case 2: // trailing bytes
-        out = Buffer.concat([out, f.bytes(f.int(64))]);
-        break;
-      default: { // a length field
-        const v6 = out.length > 20 && out.readUInt16BE(12) === 0x86dd;
-        if (out.length > 20) out.writeUInt16BE(f.int(0x10000), v6 ? ETH_HLEN + 4 : ETH_HLEN + 2);
-        break;
-      }
-    }
-  }
-  return out;
-}
-
 /** DSR information in a frame: {address, port} of each IPv4 0x9A option or IPv6 0x1B destination option. */
 function dsrInfo(parsed: ParsedFrame): { address: string; port: number }[] {
   const found: { address: string; port: number }[] = [];
@@ -150,22 +107,6 @@ function dsrInfo(parsed: ParsedFrame): { address: string; port: number }[] {
     }
   }
   return found;
-}
-
-function safeParse(frame: Buffer): ParsedFrame | undefined {
-  try {
-    return parseFrame(frame);
-  } catch {
-    return undefined;
-  }
-}
-
-function validChecksums(frame: Buffer): boolean {
-  try {
-    return checksumErrors(frame).length === 0;
-  } catch {
-    return false;
-  }
 }
 
 describe('xdp_lb under a packet fuzzer', () => {
