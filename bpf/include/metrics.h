@@ -23,6 +23,21 @@ XLB_BTF_ENUM(xlb_reason);
 XLB_BTF_ENUM(xlb_direction);
 XLB_BTF_ENUM(xlb_event_type);
 
+/*
+ * A program's paths as global functions: the verifier checks each once, on its own, instead of every
+ * combination of their branches inside one function (xdp_lb's and tc_pod's exceeded its budget). Pointer
+ * arguments of global functions may be NULL as far as the verifier knows, hence the checks at their top.
+ */
+#define XLB_SUBPROG __attribute__((noinline))
+
+/* What happened to a packet, for the counters and events: the program's action and why. */
+struct xlb_verdict {
+	int action; /* the program's return: XDP_* or TC_ACT_* (bpf_redirect's) */
+	int reason; /* enum xlb_reason */
+	__u32 service_id;
+	__u32 backend_id;
+};
+
 static __always_inline void xlb_count(int reason, int direction, __u32 bytes)
 {
 	__u32 key = direction * XLB_REASON_MAX + reason;

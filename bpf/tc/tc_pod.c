@@ -43,18 +43,7 @@
 #include "policy.h"
 #include "skb_nat.h"
 
-/* Global functions: the verifier checks each path once, on its own (see xdp_lb.c). */
-#define XLB_SUBPROG __attribute__((noinline))
-
-/* What happened to a packet, for the counters and events. */
-struct pod_verdict {
-	int action; /* TC_ACT_OK, TC_ACT_SHOT, or bpf_redirect's */
-	int reason;
-	__u32 service_id;
-	__u32 backend_id;
-};
-
-static __always_inline void pod_drop(struct pod_verdict *v, int reason)
+static __always_inline void pod_drop(struct xlb_verdict *v, int reason)
 {
 	v->action = TC_ACT_SHOT;
 	v->reason = reason;
@@ -74,7 +63,7 @@ static __always_inline int pod_onward(struct __sk_buff *skb, int hairpin)
  * meanwhile (what it was translated with may be torn).
  */
 XLB_SUBPROG int pod_reply_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct ct_ref *ref, int from_pod,
-			       struct pod_verdict *v)
+			       struct xlb_verdict *v)
 {
 	struct nat_reverse *reverse;
 	struct ct_bucket *bucket;
@@ -129,7 +118,7 @@ static __always_inline int pod_translate(struct __sk_buff *skb, struct xlb_pkt *
  * (pod_commit_path). The flow as it arrived is already the scratch key. pod_open_path answers 0 to go
  * on, XLB_POD_CLAIM_SOURCE, or -1 when the verdict is given (not a service, refused).
  */
-XLB_SUBPROG int pod_open_path(struct xlb_pkt *pkt, struct ct_ref *ref, struct pod_verdict *v)
+XLB_SUBPROG int pod_open_path(struct xlb_pkt *pkt, struct ct_ref *ref, struct xlb_verdict *v)
 {
 	struct xlb_config *cfg = xlb_get_config();
 	struct ct_way *scratch = xlb_ct_scratch_get();
@@ -166,7 +155,7 @@ XLB_SUBPROG int pod_claim_source(const struct xlb_pkt *pkt, struct ct_ref *ref)
  * entry): 0, or a negative drop reason. Decided before a source port is claimed and the flow stored;
  * a denied flow's reply entry, already stored, goes again with it (pod_commit_path).
  */
-XLB_SUBPROG int pod_policy_service_path(const struct xlb_pkt *pkt, __u32 ifindex, struct pod_verdict *v)
+XLB_SUBPROG int pod_policy_service_path(const struct xlb_pkt *pkt, __u32 ifindex, struct xlb_verdict *v)
 {
 	const struct policy_endpoint *ep = policy_endpoint_of(ifindex);
 	struct ct_way *scratch = xlb_ct_scratch_get();
@@ -194,7 +183,7 @@ XLB_SUBPROG int pod_policy_hairpin_path(const struct xlb_pkt *pkt, __u32 ifindex
 }
 
 /* err: the claim's outcome, 0 or a negative drop reason (then the reply entry goes again). */
-XLB_SUBPROG int pod_commit_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct ct_ref *ref, struct pod_verdict *v, int err)
+XLB_SUBPROG int pod_commit_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct ct_ref *ref, struct xlb_verdict *v, int err)
 {
 	struct ct_way *scratch = xlb_ct_scratch_get();
 	struct ct_entry *ct;
@@ -230,7 +219,7 @@ drop:
 
 /* A later packet of a tracked flow: to its backend, with what the entry remembers (read in place, then
  * checked not to have been rewritten meanwhile). */
-XLB_SUBPROG int pod_established_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct ct_ref *ref, struct pod_verdict *v)
+XLB_SUBPROG int pod_established_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct ct_ref *ref, struct xlb_verdict *v)
 {
 	struct ct_bucket *bucket;
 	union ct_value *value;
@@ -268,7 +257,7 @@ XLB_SUBPROG int pod_established_path(struct __sk_buff *skb, struct xlb_pkt *pkt,
  * else), so only packets without a live flow pay the service lookup. *flow: the flow as it arrived.
  */
 static __always_inline void pod_service_path(struct __sk_buff *skb, struct xlb_pkt *pkt, const struct xlb_config *cfg,
-					     struct xlb_tuple *flow, struct ct_ref *ref, struct pod_verdict *v)
+					     struct xlb_tuple *flow, struct ct_ref *ref, struct xlb_verdict *v)
 {
 	struct ct_bucket *bucket;
 	union ct_value *value;
@@ -324,7 +313,7 @@ union pod_quote {
  * right, a TCP one (past the first 8 bytes) is left as receivers ignore it. Errors about anything else
  * pass as they are.
  */
-XLB_SUBPROG int pod_icmp_error_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct pod_verdict *v)
+XLB_SUBPROG int pod_icmp_error_path(struct __sk_buff *skb, struct xlb_pkt *pkt, struct xlb_verdict *v)
 {
 	struct xlb_config *cfg = xlb_get_config();
 	struct xlb_tuple reply = {}, *key = &reply;
@@ -432,7 +421,7 @@ XLB_SUBPROG int pod_direct_syn_path(const struct xlb_pkt *pkt)
 
 /* A packet of the endpoint on `ifindex` outside tc_pod's own flows, of no tracked connection: decided. */
 XLB_SUBPROG int pod_policy_path(const struct xlb_pkt *pkt, const struct policy_endpoint *ep, __u32 ifindex, int from_pod,
-				struct pod_verdict *v)
+				struct xlb_verdict *v)
 {
 	int err;
 
@@ -447,7 +436,7 @@ XLB_SUBPROG int pod_policy_path(const struct xlb_pkt *pkt, const struct policy_e
 /* A device without an endpoint has no policy: one lookup, and nothing else; a tracked connection's packet
  * one more. *flow: what a drop reports. */
 static __always_inline void pod_policy(struct __sk_buff *skb, const struct xlb_pkt *pkt, struct xlb_tuple *flow, int from_pod,
-				       struct pod_verdict *v)
+				       struct xlb_verdict *v)
 {
 	const struct policy_endpoint *ep = policy_endpoint_of(skb->ifindex);
 
@@ -465,7 +454,7 @@ static __always_inline int pod_sampled(const struct xlb_config *cfg)
 /* Count what happened and report it (drops and rejects always, new flows when sampled); the tc verdict.
  * Traffic that is none of ours is neither counted nor touched. */
 static __always_inline int pod_verdict(struct __sk_buff *skb, const struct xlb_config *cfg, const struct xlb_tuple *flow,
-				       struct pod_verdict *v, int direction, __u32 len)
+				       struct xlb_verdict *v, int direction, __u32 len)
 {
 	__u32 src_identity, dst_identity;
 
@@ -509,7 +498,7 @@ static __always_inline int pod_parsed(struct __sk_buff *skb, struct xlb_pkt *pkt
 /* What a pod sends (tc ingress on the host side of its veth); also the benchmark's harness's entry. */
 static __always_inline int tc_pod_from_pod(struct __sk_buff *skb)
 {
-	struct pod_verdict v = { .action = TC_ACT_OK, .reason = XLB_PASS_NOT_SERVICE };
+	struct xlb_verdict v = { .action = TC_ACT_OK, .reason = XLB_PASS_NOT_SERVICE };
 	struct xlb_config *cfg = xlb_get_config();
 	struct ct_way *scratch = xlb_ct_scratch_get();
 	struct xlb_pkt pkt = {};
@@ -549,7 +538,7 @@ static __always_inline int tc_pod_from_pod(struct __sk_buff *skb)
 /* What is sent to a pod (tc egress on the host side of its veth): replies of its flows, and its ingress policy. */
 static __always_inline int tc_pod_to_pod(struct __sk_buff *skb)
 {
-	struct pod_verdict v = { .action = TC_ACT_OK, .reason = XLB_PASS_NOT_SERVICE };
+	struct xlb_verdict v = { .action = TC_ACT_OK, .reason = XLB_PASS_NOT_SERVICE };
 	struct xlb_config *cfg = xlb_get_config();
 	struct xlb_tuple *key = xlb_key_scratch_get();
 	struct xlb_pkt pkt = {};

@@ -25,22 +25,7 @@
 #include "nat.h"
 #include "parse.h"
 
-/*
- * The paths below are global functions: the verifier checks each once, on its own, instead of every
- * combination of their branches inside one function (which exceeded its budget). Pointer arguments
- * of global functions may be NULL as far as the verifier knows, hence the checks at their top.
- */
-#define XLB_SUBPROG __attribute__((noinline))
-
-/* What happened to a packet, for the counters and events. */
-struct verdict {
-	int action;
-	int reason;
-	__u32 service_id;
-	__u32 backend_id;
-};
-
-static __always_inline void drop(struct verdict *v, int reason)
+static __always_inline void drop(struct xlb_verdict *v, int reason)
 {
 	v->action = XDP_DROP;
 	v->reason = reason;
@@ -48,7 +33,7 @@ static __always_inline void drop(struct verdict *v, int reason)
 
 /* A packet to forward that may not take another hop (1): answered with time exceeded instead (answer()),
  * before anything of it is translated or stored. */
-static __always_inline int expired(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct verdict *v)
+static __always_inline int expired(struct xdp_md *ctx, const struct xlb_pkt *pkt, struct xlb_verdict *v)
 {
 	if (!icmp_hops_spent(ctx, pkt))
 		return 0;
@@ -125,7 +110,7 @@ static __always_inline int translate_to_backend(struct xdp_md *ctx, struct xlb_p
  */
 static __always_inline void forward_tracked(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_bucket *bucket,
 					    struct ct_ref *ref, struct xlb_nexthop *nexthop, const struct xlb_nexthop *cached,
-					    __u64 now, struct verdict *v)
+					    __u64 now, struct xlb_verdict *v)
 {
 	v->action = fwd_packet(ctx, pkt, nexthop, xlb_coarse_sec(now), &v->reason);
 	if (nexthop->updated != cached->updated)
@@ -159,7 +144,7 @@ static __always_inline int snat_reply_lookup(const struct xlb_pkt *pkt, const st
 }
 
 /* A reply from a backend to one of our SNAT ports: back to the client, from the service address. */
-XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_ref *ref, struct verdict *v)
+XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_ref *ref, struct xlb_verdict *v)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -197,7 +182,7 @@ XLB_SUBPROG int xlb_snat_reply_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 }
 
 /* An ICMP error: translated when it is about one of our flows, else left to the stack. */
-XLB_SUBPROG int xlb_icmp_error_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct verdict *v)
+XLB_SUBPROG int xlb_icmp_error_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct xlb_verdict *v)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -217,7 +202,7 @@ XLB_SUBPROG int xlb_icmp_error_path(struct xdp_md *ctx, struct xlb_pkt *pkt, str
 }
 
 /* Answered with port unreachable (answer()). */
-static __always_inline void reject(struct verdict *v)
+static __always_inline void reject(struct xlb_verdict *v)
 {
 	v->action = XDP_DROP;
 	v->reason = XLB_REJECT_NO_BACKEND;
@@ -227,7 +212,7 @@ static __always_inline void reject(struct verdict *v)
  * The first packet of a flow (or a new connection on an old tuple): service, source ranges, backend,
  * translation, next hop, and a conntrack entry where ct_lookup said it goes.
  */
-XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_ref *ref, struct verdict *v)
+XLB_SUBPROG int xlb_new_flow_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_ref *ref, struct xlb_verdict *v)
 {
 	struct xlb_config *cfg = xlb_get_config();
 	struct ct_way *scratch = xlb_ct_scratch_get();
@@ -280,7 +265,7 @@ unclaim:
  * A later packet of a tracked flow: to its backend, with what the entry remembers (read in place, and
  * checked afterwards not to have been rewritten meanwhile).
  */
-XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_ref *ref, struct verdict *v)
+XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_ref *ref, struct xlb_verdict *v)
 {
 	struct xlb_nexthop nexthop;
 	struct ct_bucket *bucket;
@@ -319,7 +304,7 @@ XLB_SUBPROG int xlb_established_path(struct xdp_md *ctx, struct xlb_pkt *pkt, st
  * needs more: xlb_established_path then takes it.
  */
 static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_pkt *pkt, struct ct_bucket *bucket,
-						 struct ct_ref *ref, struct ct_entry *ct, __u64 now, struct verdict *v)
+						 struct ct_ref *ref, struct ct_entry *ct, __u64 now, struct xlb_verdict *v)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -357,7 +342,7 @@ static __always_inline int established_fast_path(struct xdp_md *ctx, struct xlb_
  * packets without a live flow pay the service lookup.
  */
 static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt, const struct xlb_config *cfg,
-					 struct xlb_tuple *flow, struct ct_ref *ref, struct verdict *v)
+					 struct xlb_tuple *flow, struct ct_ref *ref, struct xlb_verdict *v)
 {
 	struct ct_bucket *bucket;
 	union ct_value *value;
@@ -392,7 +377,7 @@ static __always_inline void service_path(struct xdp_md *ctx, struct xlb_pkt *pkt
 /* The ICMP error a verdict asks for (icmp.h), about the packet as it arrived (*flow), becomes the frame
  * sent back, or the drop is counted as why not. */
 static __always_inline void answer(struct xdp_md *ctx, const struct xlb_pkt *pkt, const struct xlb_tuple *flow,
-				   struct verdict *v)
+				   struct xlb_verdict *v)
 {
 	int err;
 
@@ -414,7 +399,7 @@ static __always_inline int xdp_lb_packet(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 len = data_end - data;
-	struct verdict v = { .action = XDP_PASS, .reason = XLB_PASS_NOT_SERVICE };
+	struct xlb_verdict v = { .action = XDP_PASS, .reason = XLB_PASS_NOT_SERVICE };
 	struct xlb_config *cfg = xlb_get_config();
 	struct ct_way *scratch = xlb_ct_scratch_get();
 	struct xlb_pkt pkt = {};
