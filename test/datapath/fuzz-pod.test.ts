@@ -16,17 +16,14 @@ import { EdtDatapath } from '../../agent/edt-datapath.js';
 import { PodDatapath } from '../../agent/pod-datapath.js';
 import { TempBpffs } from '../../lb/datapath/bpffs.js';
 import { LbDatapath } from '../../lb/datapath/lb-datapath.js';
-import { LbMapWriter } from '../../lb/datapath/lb-writer.js';
 import { PolicyMapWriter } from '../../lb/datapath/policy-writer.js';
 import { POLICY_MAPS } from '../../lb/layouts-policy.js';
 import { EdtRate, edtKey } from '../../lb/layouts-edt.js';
-import { desiredLbState } from '../../lb/lbmap/desired.js';
-import { IdAllocator } from '../../lb/lbmap/ids.js';
-import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { ReservedIdentity, type PolicyRule } from '../../lb/policy/types.js';
 import { counterIndex, Direction, Reason } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
 import { IPPROTO, TCP_FLAGS, buildFrame, buildIp, checksumErrors, type FrameSpec, type L4Spec, type ParsedFrame, type ParsedIp } from '../support/packet.js';
+import { TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT, TC_ACT_UNSPEC, NAT_PORTS, POD_MAC, HOST_MAC, loadPodHarness } from '../support/pod-harness.js';
 import { Fuzz, mutate, safeParse, validChecksums } from '../support/fuzz.js';
 import { mulberry32 } from '../support/prng.js';
 
@@ -35,14 +32,6 @@ const FRAMES = Number(process.env.XLB_FUZZ_FRAMES ?? 4000);
 /** Of FRAMES: each of tc_pod's three endpoint cases a quarter, tc_edt_egress the rest. */
 const POD_FRAMES = Math.floor(FRAMES / 4);
 const ETH_HLEN = 14;
-const TC_ACT_OK = 0;
-const TC_ACT_SHOT = 2;
-const TC_ACT_REDIRECT = 7;
-const TC_ACT_UNSPEC = 0xffffffff;
-const MAGLEV_SIZE = 251;
-const NAT_PORTS = { min: 20000, max: 29999 };
-const POD_MAC = '02:00:00:00:20:02';
-const HOST_MAC = '02:00:00:00:20:01';
 /** The device a test run's skb is on (the loopback): where the endpoint is registered. */
 const DEVICE = 1;
 const ID = { pod: 256, client: 257, other: 258, backendA: 259, backendB: 260 } as const;
@@ -238,13 +227,7 @@ describe('tc_pod and tc_edt_egress under a packet fuzzer', () => {
   let writer: PolicyMapWriter;
 
   before(() => {
-    bpffs = TempBpffs.mount('fuzz-pod');
-    const shared = { maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), pinDir: `${bpffs.dir}/node`, conntrackEntries: 16384, capacity: { services: 1024, backends: 4096 } };
-    lb = LbDatapath.load(shared);
-    lb.configure({ nodeV4: FAMILIES.v4.node, nodeV6: FAMILIES.v6.node, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 0 });
-    pods = PodDatapath.load({ ...shared, podDevices: [], log: () => undefined });
-    const desired = desiredLbState(services(), { addresses: [FAMILIES.v4.node, FAMILIES.v6.node], maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), defaultMode: 'snat', nodeName: 'here' }, new IdAllocator());
-    LbMapWriter.fromObject(lb.object).reconcile(desired);
+    ({ bpffs, lb, pods } = loadPodHarness('fuzz-pod', { v4: FAMILIES.v4.node, v6: FAMILIES.v6.node }, services()));
     writer = PolicyMapWriter.open(pods.object);
     const host = (address: string): string => `${address}/${address.includes(':') ? 128 : 32}`;
     writer.setIpcache(

@@ -12,30 +12,20 @@ import { TempBpffs } from '../../lb/datapath/bpffs.js';
 import { CONNTRACK_MAPS } from '../../lb/datapath/conntrack.js';
 import { readObjectBtf } from '../../lb/datapath/object.js';
 import { LbDatapath } from '../../lb/datapath/lb-datapath.js';
-import { LbMapWriter } from '../../lb/datapath/lb-writer.js';
 import { PolicyMapWriter, PolicyWriteError, type PolicyEndpointState } from '../../lb/datapath/policy-writer.js';
 import { RingBufferReader } from '../../lb/datapath/ringbuf.js';
 import { bpfObjectPath } from '../../lb/datapath/objects.js';
 import { layoutDifferences } from '../../lb/layout-check.js';
 import { POLICY_MAPS, PolicyCtEntry, PolicyCtFlag, PolicyCtKey, PolicyDirectionCode, policyCodecs } from '../../lb/layouts-policy.js';
 import { CT_WAYS, CtBucket, CtWay, TupleKind, XlbConfig, XlbEvent, XlbTuple } from '../../lb/layouts.js';
-import { desiredLbState } from '../../lb/lbmap/desired.js';
-import { IdAllocator } from '../../lb/lbmap/ids.js';
-import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { portRangePrefixes } from '../../lb/policy/ports.js';
 import { ReservedIdentity, type PolicyRule } from '../../lb/policy/types.js';
 import { counterIndex, Direction, Reason } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
 import { TCP_FLAGS, buildFrame, buildIp, type L4Spec } from '../support/packet.js';
+import { TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT, POD_MAC, HOST_MAC, loadPodHarness } from '../support/pod-harness.js';
 import { runFrame, type RunResult } from '../support/lb-harness.js';
 
-const TC_ACT_OK = 0;
-const TC_ACT_SHOT = 2;
-const TC_ACT_REDIRECT = 7;
-const MAGLEV_SIZE = 251;
-const NAT_PORTS = { min: 20000, max: 29999 };
-const POD_MAC = '02:00:00:00:20:02';
-const HOST_MAC = '02:00:00:00:20:01';
 /** The device a test run's skb is on (the loopback). */
 const DEVICE = 1;
 
@@ -101,14 +91,7 @@ describe('identity policy in tc_pod (BPF_PROG_TEST_RUN)', () => {
   const events: ReturnType<typeof XlbEvent.decode>[] = [];
 
   before(() => {
-    bpffs = TempBpffs.mount('policy');
-    const shared = { maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), pinDir: `${bpffs.dir}/node`, conntrackEntries: 16384, capacity: { services: 1024, backends: 4096 } };
-    lb = LbDatapath.load(shared);
-    lb.configure({ nodeV4: families[0].node, nodeV6: families[1].node, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 0 });
-    pods = PodDatapath.load({ ...shared, podDevices: [], log: () => undefined });
-    const services = new Map<string, Service>(families.flatMap(servicesFor));
-    const desired = desiredLbState(services, { addresses: [families[0].node, families[1].node], maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), defaultMode: 'snat', nodeName: 'here' }, new IdAllocator());
-    LbMapWriter.fromObject(lb.object).reconcile(desired);
+    ({ bpffs, lb, pods } = loadPodHarness('policy', { v4: families[0].node, v6: families[1].node }, new Map<string, Service>(families.flatMap(servicesFor))));
     writer = PolicyMapWriter.open(pods.object);
     writer.setIpcache(
       families.flatMap((f) => [

@@ -9,24 +9,15 @@ import { PodDatapath } from '../../agent/pod-datapath.js';
 import { TempBpffs } from '../../lb/datapath/bpffs.js';
 import { CONNTRACK_MAPS, ctWays } from '../../lb/datapath/conntrack.js';
 import { LbDatapath } from '../../lb/datapath/lb-datapath.js';
-import { LbMapWriter } from '../../lb/datapath/lb-writer.js';
 import { CT_WAYS, CtBucket, CtEntry, CtFlag, CtWay, NatReverse, TupleKind, XlbTuple } from '../../lb/layouts.js';
-import { desiredLbState } from '../../lb/lbmap/desired.js';
 import { IdAllocator } from '../../lb/lbmap/ids.js';
-import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { counterIndex, Direction, Reason } from '../../lb/reasons.js';
 import { validateService, type Service } from '../../lb/service.js';
 import { IPPROTO, TCP_FLAGS, buildFrame, buildIp, checksumErrors, type FrameSpec, type L4Spec } from '../support/packet.js';
+import { TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT, NAT_PORTS, POD_MAC, HOST_MAC, loadPodHarness } from '../support/pod-harness.js';
 import { runFrame, type RunResult } from '../support/lb-harness.js';
 
-const TC_ACT_OK = 0;
-const TC_ACT_SHOT = 2;
-const TC_ACT_REDIRECT = 7;
-const MAGLEV_SIZE = 251;
-const NAT_PORTS = { min: 20000, max: 29999 };
 
-const POD_MAC = '02:00:00:00:20:02';
-const HOST_MAC = '02:00:00:00:20:01';
 const families = [
   {
     name: 'IPv4',
@@ -91,18 +82,12 @@ describe('tc_pod with BPF_PROG_TEST_RUN', () => {
   const ids = new IdAllocator();
 
   before(() => {
-    bpffs = TempBpffs.mount('tc-pod');
-    const shared = { maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), pinDir: `${bpffs.dir}/node`, conntrackEntries: 16384, capacity: { services: 1024, backends: 4096 } };
-    lb = LbDatapath.load(shared);
-    lb.configure({ nodeV4: families[0].node, nodeV6: families[1].node, natPortMin: NAT_PORTS.min, natPortMax: NAT_PORTS.max, eventSample: 0 });
-    pods = PodDatapath.load({ ...shared, podDevices: [], log: () => undefined });
-    assert.deepEqual(pods.object.replacedPins, [], 'tc_pod reuses every pinned map as it is');
     const services = new Map<string, Service>();
     for (const f of families) {
       for (const [id, raw] of Object.entries(servicesFor(f))) services.set(id, validateService(raw, id, { defaultMode: 'snat', clusterIP: true }));
     }
-    const desired = desiredLbState(services, { addresses: [families[0].node, families[1].node], maglevTableSize: MAGLEV_SIZE, maglevSeed: parseMaglevSeed(DEFAULT_MAGLEV_SEED), defaultMode: 'snat', nodeName: 'here' }, ids);
-    LbMapWriter.fromObject(lb.object).reconcile(desired);
+    ({ bpffs, lb, pods } = loadPodHarness('tc-pod', { v4: families[0].node, v6: families[1].node }, services, ids));
+    assert.deepEqual(pods.object.replacedPins, [], 'tc_pod reuses every pinned map as it is');
   });
 
   after(async () => {
