@@ -18,6 +18,7 @@ import { inNetns } from '../../lb/datapath/netns.js';
 import { Topology } from '../../lb/datapath/topology.js';
 import { DEFAULT_MAGLEV_SEED, parseMaglevSeed } from '../../lb/maglev/index.js';
 import { validateService, type Service } from '../../lb/service.js';
+import type { SockAnswer, SockReport } from './sock-client.js';
 import { TestCgroup, type ProcessRun } from './test-cgroup.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -36,16 +37,8 @@ export interface SockBackend {
   v6: string;
 }
 
-/** What sock-client.ts prints (see there). */
-export interface SockAnswer {
-  backend: string;
-  peer: string;
-  client: string;
-}
-export interface SockReport {
-  answers: SockAnswer[];
-  errors: string[];
-}
+/** What sock-client.ts prints: its types only (importing its code would run it). */
+export type { SockAnswer, SockReport };
 
 export class SockLab {
   readonly backends: SockBackend[] = [];
