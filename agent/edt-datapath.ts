@@ -11,7 +11,7 @@
  *
  *   const edt = EdtDatapath.load({ pinDir: bpffs, devices: flags.devices, horizonNs, nodeSetup, log, warn });
  *   edt.setRate(ifindex, parseBandwidth('10M'));   // bytes per second; undefined removes the limit
- *   edt.rates(); edt.status();
+ *   edt.rates(); edt.status();             // the rates as written (the pinned ones read once, at load)
  *   edt.close();                                    // agent exit: the programs stay attached
  *   EdtDatapath.cleanup();                          // xlb-agent --cleanup: tc_edt_egress off every device
  *
@@ -94,12 +94,17 @@ function ensureFq(device: string, install: boolean): string | undefined {
 }
 
 export class EdtDatapath {
+  /** The rates in force (ifindex → bytes per second): read from the pinned maps once, then kept as written. */
+  private readonly rateMirror: Map<number, number>;
+
   private constructor(
     readonly object: BpfObject,
     private readonly deviceStatus: EdtDeviceStatus[],
     private readonly warnings: string[],
     private readonly horizonNs: number,
-  ) {}
+  ) {
+    this.rateMirror = this.pinnedRates();
+  }
 
   /** Load tc_edt.o over the pins, set the horizon, put fq and tc_edt_egress on the devices. */
   static load(options: EdtDatapathOptions): EdtDatapath {
@@ -136,6 +141,7 @@ export class EdtDatapath {
     if (bytesPerSecond === undefined) {
       if (direct) map.update(edtKey(ifindex), EdtRate.encode({ rate: 0n, tLast: 0n }));
       else map.delete(edtKey(ifindex));
+      this.rateMirror.delete(ifindex);
       return;
     }
     if (!Number.isSafeInteger(bytesPerSecond) || bytesPerSecond <= 0) {
@@ -143,10 +149,16 @@ export class EdtDatapath {
     }
     // A new schedule: the pod's next packet leaves at once, the ones after at the new rate.
     map.update(edtKey(ifindex), EdtRate.encode({ rate: BigInt(bytesPerSecond), tLast: 0n }));
+    this.rateMirror.set(ifindex, bytesPerSecond);
   }
 
-  /** The rates in force: ifindex → bytes per second. A walk over the whole array (16,384 entries: ~70 ms here). */
+  /** The rates in force: ifindex → bytes per second. */
   rates(): Map<number, number> {
+    return new Map(this.rateMirror);
+  }
+
+  /** The rates the pinned maps hold (an earlier agent's too): a walk over the whole array (16,384 entries, ~70 ms), done once at load. */
+  private pinnedRates(): Map<number, number> {
     const rates = new Map<number, number>();
     for (const name of [EDT_DIRECT_MAP, EDT_FAR_MAP]) {
       for (const [key, value] of this.object.map(name).entries()) {
