@@ -11,7 +11,7 @@
  *
  *   const edt = EdtDatapath.load({ pinDir: bpffs, devices: flags.devices, horizonNs, nodeSetup, log, warn });
  *   edt.setRate(ifindex, parseBandwidth('10M'));   // bytes per second; undefined removes the limit
- *   edt.rates(); edt.status();             // the rates as written (the pinned ones read once, at load)
+ *   edt.rates(); edt.status();                     // the rates as written (the pinned ones read once, at load)
  *   edt.close();                                    // agent exit: the programs stay attached
  *   EdtDatapath.cleanup();                          // xlb-agent --cleanup: tc_edt_egress off every device
  *
