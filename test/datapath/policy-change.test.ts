@@ -1,28 +1,30 @@
 /**
- * PolicyMapWriter.changeEndpoint on tc_pod's real policy maps (loaded as the tc benchmarks load it):
+ * PolicyMapWriter.changeEndpoint on tc_pod's real policy maps (loaded as the agent loads them: pod-harness.ts):
  * a change applied to the policy written before leaves exactly the endpoint's allow entries, and a
  * change whose premise is wrong (the maps held other rules) still ends with them, by the whole compare.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { TcPodHarness } from '../../bench/east-west/tc-harness.js';
 import { PolicyMapWriter, type PolicyEndpointState } from '../../lb/datapath/policy-writer.js';
 import type { PolicyRule } from '../../lb/policy/types.js';
+import { loadPodHarness, type PodHarness } from '../support/pod-harness.js';
 
 const DEVICE = 3;
 const tcp = (identity: number, port: number): PolicyRule => ({ direction: 'ingress', identity, protocol: 6, port, portPrefixLen: 16 });
 const text = (rules: readonly PolicyRule[]): string[] => rules.map((r) => JSON.stringify(r)).sort();
 
 describe('policy writer: an endpoint changed by its rules added and removed', () => {
-  let tc: TcPodHarness;
+  let harness: PodHarness | undefined;
   let writer: PolicyMapWriter;
   before(() => {
-    tc = TcPodHarness.load('policy-change', 1);
-    writer = PolicyMapWriter.open(tc.bench);
+    harness = loadPodHarness('policy-change', { v4: '198.18.0.2', v6: '2001:db8::2' }, new Map());
+    writer = PolicyMapWriter.open(harness.pods.object);
   });
-  after(() => {
-    writer.prune(new Set());
-    tc.close();
+  after(async () => {
+    writer?.prune(new Set());
+    await harness?.pods.close();
+    harness?.lb.close();
+    harness?.bpffs.remove();
   });
 
   const held = (): PolicyEndpointState | undefined => writer.endpoints().get(DEVICE);
